@@ -1,0 +1,19 @@
+"""The request being handled in the current task, for `request_id()` and log records."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+from caddy_beacon._native import RequestRecord
+
+current_request: ContextVar[RequestRecord | None] = ContextVar("caddy_beacon_request", default=None)
+
+
+def request_id() -> str | None:
+    """The id of the request being handled, or None outside a request.
+
+    It is the valid ``X-Request-ID`` the request arrived with (Caddy's ``{http.request.uuid}``),
+    or one generated for it; the same value is echoed on the response.
+    """
+    record = current_request.get()
+    return None if record is None else record.request_id

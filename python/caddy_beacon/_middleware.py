@@ -1,0 +1,159 @@
+"""BeaconMiddleware: the ASGI middleware users add to their app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from caddy_beacon import _config
+from caddy_beacon._checks import Check, CheckFunction, CheckRunner, normalize_checks
+from caddy_beacon._context import current_request
+from caddy_beacon._draining import DrainController
+from caddy_beacon._endpoints import Message, Receive, Scope, Send, build_endpoints
+from caddy_beacon._native import Beacon
+from caddy_beacon._routes import route_template
+
+logger = logging.getLogger("caddy_beacon")
+
+ASGIApp = Any
+
+
+class BeaconMiddleware:
+    """Serves ``/health``, ``/ready`` and ``/metrics``, times every HTTP request in Rust, and
+    carries the request id.
+
+    Usage::
+
+        app.add_middleware(BeaconMiddleware, service_name="orders", checks={"db": ping_db})
+
+    Every option may also be set with an environment variable ``BEACON_<OPTION>`` (upper case);
+    an explicit keyword wins over the environment. See the README for each option.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        service_name: str | None | _config._Unset = _config.UNSET,
+        health_path: str | None | _config._Unset = _config.UNSET,
+        ready_path: str | None | _config._Unset = _config.UNSET,
+        metrics_path: str | None | _config._Unset = _config.UNSET,
+        checks: Mapping[str, Check | CheckFunction] | None = None,
+        request_id_header: str | _config._Unset = _config.UNSET,
+        buckets: Sequence[float] | None | _config._Unset = _config.UNSET,
+        drain_seconds: float | _config._Unset = _config.UNSET,
+        side_port: int | None | _config._Unset = _config.UNSET,
+        max_series: int | _config._Unset = _config.UNSET,
+    ) -> None:
+        self.app = app
+        config = _config.resolve(
+            service_name=service_name,
+            health_path=health_path,
+            ready_path=ready_path,
+            metrics_path=metrics_path,
+            request_id_header=request_id_header,
+            buckets=buckets,
+            drain_seconds=drain_seconds,
+            side_port=side_port,
+            max_series=max_series,
+        )
+        self.config = config
+        self._native = Beacon(
+            service_name=config.service_name or "unknown_service",
+            buckets=list(config.buckets) if config.buckets is not None else None,
+            max_series=config.max_series,
+            request_id_header=config.request_id_header,
+        )
+        self._service_name_known = config.service_name is not None
+        self._request_id_header = config.request_id_header.lower().encode("ascii")
+        self._checks = CheckRunner(self._native, normalize_checks(checks))
+        self._drain = DrainController(self._native, config.drain_seconds)
+        self._endpoints = build_endpoints(self._native, config.health_path, config.ready_path, config.metrics_path)
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _start(self, scope: Scope) -> None:
+        """Runs once per process, inside the worker, on its event loop: never at import time
+        and never before a fork."""
+        self._started = True
+        if not self._service_name_known:
+            title = getattr(scope.get("app"), "title", None)
+            if isinstance(title, str) and title:
+                self._native.set_service_name(title)
+        self._checks.start()
+        self._drain.install()
+        self._native.mark_started()
+
+    async def _stop(self) -> None:
+        self._drain.uninstall()
+        await self._checks.stop()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def receive_and_watch() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                await self._stop()
+            return message
+
+        async def send_and_watch(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete" and not self._started:
+                self._start(scope)
+            await send(message)
+
+        await self.app(scope, receive_and_watch, send_and_watch)
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                # WebSockets pass through untouched and are not counted as HTTP requests.
+                await self.app(scope, receive, send)
+            return
+
+        endpoint = self._endpoints.get(scope["path"])
+        if endpoint is not None:
+            await endpoint(scope, receive, send)
+            return
+        if not self._started:
+            # The server ran no lifespan (e.g. `--lifespan off`): start on the first request.
+            self._start(scope)
+
+        record = self._native.begin(scope)
+        token = current_request.set(record)
+        id_header = (self._request_id_header, record.request_id_bytes)
+        outer_root_path = scope.get("root_path", "")
+        status = 0
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            kind = message["type"]
+            if kind == "http.response.start":
+                status = message["status"]
+                # A copy, never an in-place edit: an app may reuse its message dicts.
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+            elif (kind == "http.response.body" and not message.get("more_body", False)) or (
+                kind == "http.response.pathsend"
+            ):
+                # Timed to the last byte: streaming responses count their whole stream, and
+                # background tasks that run after it do not count.
+                await send(message)
+                record.finish(status, route_template(scope, outer_root_path))
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        except BaseException:
+            record.finish(500, route_template(scope, outer_root_path))
+            raise
+        finally:
+            current_request.reset(token)
+        if not record.finished:
+            # The app returned without completing a response (client gone, or no response at
+            # all, which the server answers with 500).
+            record.finish(status or 500, route_template(scope, outer_root_path))

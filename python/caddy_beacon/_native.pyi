@@ -1,0 +1,83 @@
+"""The native half of caddy_beacon (Rust, via pyo3). Private: use the names `caddy_beacon`
+re-exports. Documented here so type checkers and readers know what each call does."""
+
+from collections.abc import MutableMapping
+from typing import Any
+
+__version__: str
+UNMATCHED_ROUTE: str
+"""The ``http_route`` label value of requests that matched no route."""
+DEFAULT_BUCKETS: list[float]
+"""Default histogram bounds in seconds (1 ms to 30 s)."""
+
+class BeaconError(Exception):
+    """Base class of every caddy_beacon error."""
+
+class ConfigError(BeaconError):
+    """An option or check definition caddy_beacon cannot use; the message says which and why."""
+
+def after_fork_in_child() -> None:
+    """Reseeds request-id generation in a forked child (registered with os.register_at_fork)."""
+
+class RequestRecord:
+    """One in-flight HTTP request, created by :meth:`Beacon.begin`."""
+
+    @property
+    def request_id(self) -> str:
+        """The request id (visible ASCII)."""
+    @property
+    def request_id_bytes(self) -> bytes:
+        """The request id as a header value."""
+    @property
+    def finished(self) -> bool:
+        """Whether :meth:`finish` has run."""
+    def finish(self, status: int, route: str | None = None) -> bool:
+        """Records the request once under ``route`` (None: no route matched) and ``status``,
+        and lowers the active gauge. Returns False if it had already been recorded."""
+
+class Beacon:
+    """Native state of one middleware instance: metrics, readiness, request ids."""
+
+    def __init__(
+        self,
+        *,
+        service_name: str,
+        buckets: list[float] | None = None,
+        max_series: int = 2000,
+        request_id_header: str = "x-request-id",
+    ) -> None:
+        """Raises ConfigError for invalid buckets, a zero series cap or a bad header name."""
+    def begin(self, scope: MutableMapping[str, Any]) -> RequestRecord:
+        """Starts timing an HTTP request: reads its method and request-id header (kept when
+        valid, generated otherwise) and raises the active-requests gauge."""
+    def render_metrics(self, accept: str | None = None) -> tuple[bytes, str]:
+        """Renders every metric for a scrape with this ``Accept`` header: ``(body, content_type)``.
+        OpenMetrics when asked for, Prometheus text 0.0.4 otherwise. Releases the GIL while
+        formatting."""
+    def ready_response(self) -> tuple[int, bytes]:
+        """The ``/ready`` answer: ``(200 or 503, application/health+json body)``."""
+    def register_check(self, name: str, critical: bool) -> None:
+        """Declares a check; raises ConfigError for a bad or duplicate name."""
+    def report_check(self, name: str, passed: bool, duration_seconds: float, output: str = "") -> None:
+        """Stores the latest result of a check."""
+    def set_service_name(self, service_name: str) -> None:
+        """Sets the ``service_name`` label of ``target_info``."""
+    def mark_started(self) -> None:
+        """Startup completed: ``/ready`` may pass from now on."""
+    def set_draining(self, draining: bool) -> None:
+        """Turns draining on or off; while draining ``/ready`` answers 503."""
+    @property
+    def draining(self) -> bool:
+        """Whether the instance is draining."""
+    @property
+    def ready(self) -> bool:
+        """Whether ``/ready`` currently passes."""
+    @property
+    def series_count(self) -> int:
+        """Histogram series created so far."""
+    @property
+    def max_series(self) -> int:
+        """The series cap."""
+    @property
+    def buckets(self) -> list[float]:
+        """Histogram bucket bounds in seconds."""

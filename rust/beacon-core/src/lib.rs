@@ -1,0 +1,26 @@
+//! beacon-core: everything caddy-beacon does per request and per scrape, without Python.
+//!
+//! The Python bindings (`beacon-py`) and, later, the side-port server call into this crate.
+//! It never starts a runtime or a thread of its own; callers decide where work runs.
+//!
+//! - [`RequestMetrics`]: the request-duration histogram and active-request gauge, stored as a
+//!   flat arena of atomics with a hard series cap.
+//! - [`Readiness`]: cached check results, draining, and the health+json body for `/ready`.
+//! - [`request_id`]: validation of incoming request ids and fast generation of new ones.
+//! - [`exposition`]: Prometheus text and OpenMetrics rendering.
+
+mod buckets;
+mod error;
+pub mod exposition;
+mod http_method;
+mod metrics_store;
+pub mod process_metrics;
+mod readiness;
+mod time_format;
+pub mod request_id;
+
+pub use buckets::{Buckets, DEFAULT_BUCKETS};
+pub use error::BeaconError;
+pub use http_method::HttpMethod;
+pub use metrics_store::{RequestMetrics, SeriesLabels, SeriesSnapshot, UNMATCHED_ROUTE};
+pub use readiness::{CheckOutcome, Readiness, ReadyReport};

@@ -1,0 +1,123 @@
+//! Request ids: validating the one a proxy sent, and generating one when it is missing or bad.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Longest accepted incoming id, in bytes.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// An id is accepted when it is 1 to 128 bytes of visible ASCII (no spaces, no control bytes),
+/// so it can be echoed in a header and written to logs without any risk of injection.
+pub fn is_valid_request_id(value: &[u8]) -> bool {
+    !value.is_empty() && value.len() <= MAX_REQUEST_ID_LEN && value.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+// Bumped in a forked child (the bindings call `note_fork` from Python's `os.register_at_fork`),
+// so a child never continues its parent's random sequence and produces the same ids.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// Tells the generator that this process is a fresh fork and must reseed.
+pub fn note_fork() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+thread_local! {
+    // (state, fork generation it was seeded in); generation u64::MAX means "never seeded".
+    static RNG: Cell<(u64, u64)> = const { Cell::new((0, u64::MAX)) };
+}
+
+fn fresh_seed() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness (extremely rare): fall back to time and address entropy; ids need to
+        // be unique, not secret.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        return nanos ^ (std::process::id() as u64).rotate_left(32) ^ (&bytes as *const _ as u64);
+    }
+    u64::from_le_bytes(bytes)
+}
+
+// wyrand: fast, passes BigCrush, and 2^64 period per thread is plenty for ids.
+fn next_u64() -> u64 {
+    RNG.with(|cell| {
+        let generation = FORK_GENERATION.load(Ordering::Relaxed);
+        let (mut state, seeded_in) = cell.get();
+        if seeded_in != generation {
+            state = fresh_seed();
+        }
+        state = state.wrapping_add(0xa076_1d64_78bd_642f);
+        cell.set((state, generation));
+        let t = u128::from(state) * u128::from(state ^ 0xe703_7ed1_a0b4_28db);
+        ((t >> 64) as u64) ^ (t as u64)
+    })
+}
+
+/// Length of a generated id.
+pub const GENERATED_ID_LEN: usize = 36;
+
+/// A random UUID version 4 in its canonical text form, the same shape Caddy's
+/// `{http.request.uuid}` produces.
+pub fn generate_request_id() -> [u8; GENERATED_ID_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut raw = ((u128::from(next_u64())) << 64 | u128::from(next_u64())).to_be_bytes();
+    raw[6] = (raw[6] & 0x0f) | 0x40;
+    raw[8] = (raw[8] & 0x3f) | 0x80;
+    let mut out = [b'-'; GENERATED_ID_LEN];
+    let mut pos = 0;
+    for (i, byte) in raw.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            pos += 1;
+        }
+        out[pos] = HEX[usize::from(byte >> 4)];
+        out[pos + 1] = HEX[usize::from(byte & 0x0f)];
+        pos += 2;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn validation_accepts_proxy_ids_and_rejects_unsafe_ones() {
+        assert!(is_valid_request_id(b"6f1f0b3c-3a52-4f9e-9d3c-0f7d9d3f6b1a"));
+        assert!(is_valid_request_id(b"req_123:abc/XYZ=="));
+        assert!(is_valid_request_id(&[b'a'; 128]));
+        assert!(!is_valid_request_id(&[b'a'; 129]));
+        assert!(!is_valid_request_id(b""));
+        assert!(!is_valid_request_id(b"has space"));
+        assert!(!is_valid_request_id(b"line\r\nbreak"));
+        assert!(!is_valid_request_id("caf\u{e9}".as_bytes()));
+        assert!(!is_valid_request_id(b"tab\there"));
+    }
+
+    #[test]
+    fn generated_ids_are_uuid_v4_and_unique() {
+        let mut seen = HashSet::new();
+        for _ in 0..10_000 {
+            let id = generate_request_id();
+            let text = std::str::from_utf8(&id).unwrap();
+            assert!(is_valid_request_id(&id));
+            assert_eq!(text.len(), 36);
+            assert_eq!(&text[14..15], "4", "{text}");
+            assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"), "{text}");
+            assert_eq!(text.matches('-').count(), 4);
+            assert!(seen.insert(id));
+        }
+    }
+
+    #[test]
+    fn a_fork_reseeds() {
+        let before = RNG.with(Cell::get);
+        generate_request_id();
+        note_fork();
+        generate_request_id();
+        let after = RNG.with(Cell::get);
+        assert_ne!(before.1, after.1);
+    }
+}

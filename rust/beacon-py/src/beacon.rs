@@ -1,0 +1,183 @@
+//! `Beacon`: one middleware instance's native state (metrics, readiness, request ids).
+
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
+use beacon_core::request_id::{generate_request_id, is_valid_request_id};
+use beacon_core::{process_metrics, Buckets, CheckOutcome, HttpMethod, Readiness, RequestMetrics};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+
+use crate::errors::{to_py_err, ConfigError};
+use crate::request_record::RequestRecord;
+
+/// State shared by a `Beacon` and the requests it has started.
+pub struct Shared {
+    pub metrics: RequestMetrics,
+    pub readiness: Readiness,
+    target: RwLock<TargetInfo>,
+}
+
+/// Native state of one `BeaconMiddleware`.
+#[pyclass(frozen, module = "caddy_beacon._native")]
+pub struct Beacon {
+    shared: Arc<Shared>,
+    request_id_header: Vec<u8>,
+}
+
+#[pymethods]
+impl Beacon {
+    #[new]
+    #[pyo3(signature = (*, service_name, buckets=None, max_series=2000, request_id_header="x-request-id"))]
+    fn new(service_name: String, buckets: Option<Vec<f64>>, max_series: usize, request_id_header: &str) -> PyResult<Self> {
+        let buckets = match buckets {
+            Some(bounds) => Buckets::new(&bounds).map_err(to_py_err)?,
+            None => Buckets::default(),
+        };
+        if request_id_header.is_empty() || !request_id_header.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(ConfigError::new_err(format!(
+                "request_id_header {request_id_header:?} is not a valid HTTP header name"
+            )));
+        }
+        let metrics = RequestMetrics::new(buckets, max_series).map_err(to_py_err)?;
+        Ok(Beacon {
+            shared: Arc::new(Shared { metrics, readiness: Readiness::new(), target: RwLock::new(TargetInfo { service_name }) }),
+            request_id_header: request_id_header.to_ascii_lowercase().into_bytes(),
+        })
+    }
+
+    /// Starts the bookkeeping of one HTTP request from its ASGI scope: reads the method and the
+    /// request-id header (kept when valid, generated otherwise) and raises the active gauge.
+    fn begin(&self, scope: &Bound<'_, PyDict>) -> PyResult<RequestRecord> {
+        let py = scope.py();
+        let method = match scope.get_item(intern!(py, "method"))? {
+            Some(value) => match value.cast::<PyString>() {
+                Ok(text) => HttpMethod::parse(text.to_str()?.as_bytes()),
+                Err(_) => HttpMethod::Other,
+            },
+            None => HttpMethod::Other,
+        };
+        let request_id = match scope.get_item(intern!(py, "headers"))? {
+            Some(headers) => self.incoming_request_id(&headers),
+            None => None,
+        }
+        .unwrap_or_else(|| PyBytes::new(py, &generate_request_id()).unbind());
+        self.shared.metrics.request_started(method);
+        Ok(RequestRecord::new(Arc::clone(&self.shared), method, request_id))
+    }
+
+    /// Renders `/metrics` for the given `Accept` header; returns `(body, content_type)`.
+    /// Formatting runs detached from the interpreter so other threads keep running.
+    #[pyo3(signature = (accept=None))]
+    fn render_metrics(&self, py: Python<'_>, accept: Option<&str>) -> (Py<PyBytes>, &'static str) {
+        let format = Format::negotiate(accept);
+        let shared = &self.shared;
+        let text = py.detach(|| {
+            let target = shared.target.read().unwrap_or_else(PoisonError::into_inner).clone();
+            exposition::render(
+                &Scrape {
+                    metrics: &shared.metrics,
+                    readiness: &shared.readiness,
+                    target: &target,
+                    process: process_metrics::read_self(),
+                },
+                format,
+            )
+        });
+        (PyBytes::new(py, text.as_bytes()).unbind(), format.content_type())
+    }
+
+    /// The `/ready` answer: `(status_code, health+json body)`.
+    fn ready_response(&self, py: Python<'_>) -> (u16, Py<PyBytes>) {
+        let report = self.shared.readiness.report_json();
+        (report.status_code, PyBytes::new(py, report.body.as_bytes()).unbind())
+    }
+
+    /// Declares a dependency check.
+    fn register_check(&self, name: &str, critical: bool) -> PyResult<()> {
+        self.shared.readiness.register_check(name, critical).map_err(to_py_err)
+    }
+
+    /// Stores the result of one run of a check.
+    #[pyo3(signature = (name, passed, duration_seconds, output=String::new()))]
+    fn report_check(&self, name: &str, passed: bool, duration_seconds: f64, output: String) -> PyResult<()> {
+        let outcome = CheckOutcome {
+            passed,
+            duration: Duration::try_from_secs_f64(duration_seconds.max(0.0)).unwrap_or_default(),
+            observed_at: SystemTime::now(),
+            output,
+        };
+        self.shared.readiness.report(name, outcome).map_err(to_py_err)
+    }
+
+    /// Sets `service_name` on `target_info` (the app's title, learnt at startup).
+    fn set_service_name(&self, service_name: String) {
+        self.shared.target.write().unwrap_or_else(PoisonError::into_inner).service_name = service_name;
+    }
+
+    /// Startup has completed: `/ready` may pass from now on.
+    fn mark_started(&self) {
+        self.shared.readiness.mark_started();
+    }
+
+    /// Switches draining on or off.
+    fn set_draining(&self, draining: bool) {
+        self.shared.readiness.set_draining(draining);
+    }
+
+    /// Whether the instance is draining.
+    #[getter]
+    fn draining(&self) -> bool {
+        self.shared.readiness.is_draining()
+    }
+
+    /// Whether `/ready` currently passes.
+    #[getter]
+    fn ready(&self) -> bool {
+        self.shared.readiness.is_ready()
+    }
+
+    /// Number of histogram series created so far.
+    #[getter]
+    fn series_count(&self) -> usize {
+        self.shared.metrics.series_count()
+    }
+
+    /// The configured series cap.
+    #[getter]
+    fn max_series(&self) -> usize {
+        self.shared.metrics.max_series()
+    }
+
+    /// The histogram bucket bounds in seconds.
+    #[getter]
+    fn buckets(&self) -> Vec<f64> {
+        self.shared.metrics.buckets().seconds().to_vec()
+    }
+}
+
+impl Beacon {
+    /// The first header named like the request-id header, if its value is a valid id. An
+    /// invalid value is dropped (and a new id generated): it is never echoed back.
+    fn incoming_request_id(&self, headers: &Bound<'_, PyAny>) -> Option<Py<PyBytes>> {
+        for item in headers.try_iter().ok()? {
+            let Ok(item) = item else { continue };
+            let (name, value) = match item.cast::<PyTuple>() {
+                Ok(pair) if pair.len() == 2 => (pair.get_item(0).ok()?, pair.get_item(1).ok()?),
+                _ => match (item.get_item(0), item.get_item(1)) {
+                    (Ok(name), Ok(value)) => (name, value),
+                    _ => continue,
+                },
+            };
+            let Ok(name) = name.cast::<PyBytes>() else { continue };
+            if !name.as_bytes().eq_ignore_ascii_case(&self.request_id_header) {
+                continue;
+            }
+            let value = value.cast_into::<PyBytes>().ok()?;
+            return is_valid_request_id(value.as_bytes()).then(|| value.unbind());
+        }
+        None
+    }
+}

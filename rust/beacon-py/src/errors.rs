@@ -1,0 +1,18 @@
+//! Python exception classes and the mapping from the core's errors.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::PyErr;
+
+create_exception!(caddy_beacon, BeaconError, PyException, "Base class of every caddy_beacon error.");
+create_exception!(
+    caddy_beacon,
+    ConfigError,
+    BeaconError,
+    "An option or check definition that caddy_beacon cannot use; the message says which and why."
+);
+
+/// Every core error is a usage or configuration problem the caller can fix.
+pub fn to_py_err(error: beacon_core::BeaconError) -> PyErr {
+    ConfigError::new_err(error.to_string())
+}

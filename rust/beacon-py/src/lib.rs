@@ -1,0 +1,32 @@
+//! beacon-py: the thin pyo3 layer that exposes beacon-core as `caddy_beacon._native`.
+//!
+//! Only conversions, the module definition and error mapping live here; behaviour belongs in
+//! beacon-core. The Python package re-exports what users need; this module is private.
+
+mod beacon;
+mod errors;
+mod request_record;
+
+use pyo3::prelude::*;
+
+/// The native half of caddy_beacon.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<beacon::Beacon>()?;
+    m.add_class::<request_record::RequestRecord>()?;
+    m.add("BeaconError", py.get_type::<errors::BeaconError>())?;
+    m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
+    m.add("UNMATCHED_ROUTE", beacon_core::UNMATCHED_ROUTE)?;
+    m.add("DEFAULT_BUCKETS", beacon_core::DEFAULT_BUCKETS.to_vec())?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
+    Ok(())
+}
+
+/// Called in a forked child (registered with `os.register_at_fork`) so that request-id
+/// generation never repeats the parent's random sequence.
+#[pyfunction]
+fn after_fork_in_child() {
+    beacon_core::request_id::note_fork();
+}
