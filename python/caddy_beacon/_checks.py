@@ -102,13 +102,17 @@ class CheckRunner:
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
 
-    def _start_run(self, check: Check) -> asyncio.Future[object]:
+    def _start_run(self, check: Check) -> tuple[asyncio.Future[object], Callable[[], bool]]:
+        """Starts one run; returns its result future and a test of whether the run has really
+        ended (a cancelled future may hide a coroutine or thread that is still stuck)."""
         loop = asyncio.get_running_loop()
         if _is_async(check.func):
-            return asyncio.ensure_future(self._call_async(check.func))
+            task = asyncio.ensure_future(self._call_async(check.func))
+            return task, task.done
         # A plain callable may block: run it on a daemon thread, so a hung one can neither block
         # the loop nor keep the process from exiting.
         future: asyncio.Future[object] = loop.create_future()
+        ended = threading.Event()
 
         def run() -> None:
             try:
@@ -119,9 +123,11 @@ class CheckRunner:
                 loop.call_soon_threadsafe(_settle, future, None, error)
             else:
                 loop.call_soon_threadsafe(_settle, future, result, None)
+            finally:
+                ended.set()
 
         threading.Thread(target=run, name="caddy-beacon-check", daemon=True).start()
-        return future
+        return future, ended.is_set
 
     @staticmethod
     async def _call_async(func: CheckFunction) -> object:
@@ -131,15 +137,15 @@ class CheckRunner:
         return result
 
     async def _run_forever(self, name: str, check: Check) -> None:
-        running: asyncio.Future[object] | None = None
+        previous_ended: Callable[[], bool] = lambda: True  # noqa: E731
         while True:
             started = time.perf_counter()
-            if running is not None and not running.done():
+            if not previous_ended():
                 # The previous run ignored its cancellation (or is a thread stuck in a call):
                 # do not pile up another one next to it.
                 self._report(name, False, 0.0, "previous run is still hanging")
             else:
-                running = self._start_run(check)
+                running, previous_ended = self._start_run(check)
                 done, _ = await asyncio.wait({running}, timeout=check.timeout)
                 elapsed = time.perf_counter() - started
                 if running in done:

@@ -1,5 +1,6 @@
 """Resolution of the middleware's options: an explicit keyword wins, then ``BEACON_<NAME>``
-from the environment, then the default. Every bad value raises ConfigError naming its source."""
+from the environment, then the default. Every bad value raises ConfigError naming where it
+came from (the keyword or the variable) and what would be accepted."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any
 
 from caddy_beacon._native import ConfigError
-
-T = TypeVar("T")
 
 
 class _Unset:
@@ -21,7 +20,7 @@ class _Unset:
 
 UNSET = _Unset()
 
-_DISABLED_WORDS = {"", "none", "off", "false", "0", "disabled"}
+_DISABLED_WORDS = {"", "none", "off", "false", "disabled"}
 
 
 @dataclass(frozen=True)
@@ -38,39 +37,30 @@ class BeaconConfig:
     max_series: int
 
 
-def _from_env(name: str, parse: Callable[[str], T], default: T) -> T:
+@dataclass(frozen=True)
+class _Option:
+    value: Any
+    origin: str  # "buckets=[...]" or "BEACON_BUCKETS='...'", for error messages
+
+    def fail(self, expected: str) -> ConfigError:
+        return ConfigError(f"{self.origin}: {expected}")
+
+
+def _pick(name: str, explicit: object, parse: Callable[[str], object], default: object) -> _Option:
+    if not isinstance(explicit, _Unset):
+        return _Option(explicit, f"{name}={explicit!r}")
     variable = f"BEACON_{name.upper()}"
     raw = os.environ.get(variable)
     if raw is None:
-        return default
+        return _Option(default, f"{name} (default)")
     try:
-        return parse(raw.strip())
-    except (ValueError, ConfigError) as error:
+        return _Option(parse(raw.strip()), f"{variable}={raw!r}")
+    except ValueError as error:
         raise ConfigError(f"{variable}={raw!r}: {error}") from None
 
 
-def _pick(name: str, explicit: object, parse: Callable[[str], T], default: T) -> T:
-    if explicit is UNSET:
-        return _from_env(name, parse, default)
-    return explicit  # type: ignore[return-value]  # validated by the caller
-
-
 def _parse_path(raw: str) -> str | None:
-    if raw.lower() in _DISABLED_WORDS:
-        return None
-    return raw
-
-
-def _check_path(option: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
-        raise ConfigError(f"{option} must be a path starting with '/' (or None to disable it), got {value!r}")
-    return value
-
-
-def _parse_float(raw: str) -> float:
-    return float(raw)
+    return None if raw.lower() in _DISABLED_WORDS else raw
 
 
 def _parse_buckets(raw: str) -> tuple[float, ...]:
@@ -79,6 +69,31 @@ def _parse_buckets(raw: str) -> tuple[float, ...]:
 
 def _parse_optional_int(raw: str) -> int | None:
     return None if raw.lower() in _DISABLED_WORDS else int(raw)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _path(option: _Option) -> str | None:
+    value = option.value
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("/") or any(c.isspace() for c in value):
+        raise option.fail("expected a path starting with '/', or None to disable the endpoint")
+    return value
+
+
+def _buckets(option: _Option) -> tuple[float, ...] | None:
+    value = option.value
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(map(_is_number, value)):
+        raise option.fail("expected a sequence of upper bounds in seconds, e.g. [0.01, 0.1, 1]")
+    bounds = tuple(float(b) for b in value)
+    if not bounds or any(b <= 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+        raise option.fail("bucket bounds must be positive and strictly increasing")
+    return bounds
 
 
 def resolve(
@@ -95,13 +110,12 @@ def resolve(
 ) -> BeaconConfig:
     """Resolves and validates every option."""
     name = _pick("service_name", service_name, str, None)
-    if name is None:
-        name = os.environ.get("OTEL_SERVICE_NAME") or None
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise ConfigError(f"service_name must be a non-empty string, got {name!r}")
+    service = name.value if name.value is not None else (os.environ.get("OTEL_SERVICE_NAME") or None)
+    if service is not None and (not isinstance(service, str) or not service.strip()):
+        raise name.fail("expected a non-empty string")
 
     paths = {
-        option: _check_path(option, _pick(option, value, _parse_path, default))
+        option: _path(_pick(option, value, _parse_path, default))
         for option, value, default in (
             ("health_path", health_path, "/health"),
             ("ready_path", ready_path, "/ready"),
@@ -113,37 +127,33 @@ def resolve(
         raise ConfigError(f"health_path, ready_path and metrics_path must differ, got {paths}")
 
     header = _pick("request_id_header", request_id_header, str, "X-Request-ID")
-    if not isinstance(header, str) or not header:
-        raise ConfigError(f"request_id_header must be a header name, got {header!r}")
+    if not isinstance(header.value, str) or not header.value or not header.value.isascii():
+        raise header.fail("expected an HTTP header name such as 'X-Request-ID'")
 
-    bucket_bounds = _pick("buckets", buckets, _parse_buckets, None)
-    if bucket_bounds is not None:
-        if isinstance(bucket_bounds, (str, bytes)) or not isinstance(bucket_bounds, Sequence):
-            raise ConfigError(f"buckets must be a sequence of seconds, got {bucket_bounds!r}")
-        bucket_bounds = tuple(float(b) for b in bucket_bounds)
+    bucket_bounds = _buckets(_pick("buckets", buckets, _parse_buckets, None))
 
-    drain = _pick("drain_seconds", drain_seconds, _parse_float, 5.0)
-    if isinstance(drain, bool) or not isinstance(drain, (int, float)) or not math.isfinite(drain) or drain < 0:
-        raise ConfigError(f"drain_seconds must be a finite number of seconds >= 0, got {drain!r}")
+    drain = _pick("drain_seconds", drain_seconds, float, 5.0)
+    if not _is_number(drain.value) or drain.value < 0:
+        raise drain.fail("expected a finite number of seconds >= 0")
 
     port = _pick("side_port", side_port, _parse_optional_int, None)
-    if port is not None:
-        raise ConfigError(
-            "side_port is not available in this version of caddy-beacon yet; "
-            "the probes are served on the app's own port (remove side_port / BEACON_SIDE_PORT)"
+    if port.value is not None:
+        raise port.fail(
+            "the side port is not available in this version of caddy-beacon yet; the probes are "
+            "served on the app's own port (remove side_port / BEACON_SIDE_PORT)"
         )
 
     cap = _pick("max_series", max_series, int, 2000)
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-        raise ConfigError(f"max_series must be an integer >= 1, got {cap!r}")
+    if isinstance(cap.value, bool) or not isinstance(cap.value, int) or cap.value < 1:
+        raise cap.fail("expected an integer >= 1")
 
     return BeaconConfig(
-        service_name=name,
+        service_name=service,
         health_path=paths["health_path"],
         ready_path=paths["ready_path"],
         metrics_path=paths["metrics_path"],
-        request_id_header=header,
+        request_id_header=header.value,
         buckets=bucket_bounds,
-        drain_seconds=float(drain),
-        max_series=cap,
+        drain_seconds=float(drain.value),
+        max_series=cap.value,
     )

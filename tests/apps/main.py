@@ -1,0 +1,188 @@
+"""The app the end-to-end tests run under real uvicorn and gunicorn processes.
+
+Behaviour is chosen with environment variables so one module serves every test:
+- TEST_CHECKS: comma-separated check kinds to register (see CHECKS below).
+- TEST_STATE_DIR: a folder; the "toggle" check fails while `<dir>/fail` exists, and every check
+  run appends a line to `<dir>/runs-<name>`.
+- BEACON_* variables configure the middleware as users would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pathlib
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, FastAPI, HTTPException, WebSocket
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
+
+import caddy_beacon
+
+STATE = pathlib.Path(os.environ.get("TEST_STATE_DIR", "/nonexistent"))
+
+log = logging.getLogger("testapp")
+_handler = logging.StreamHandler()
+_handler.addFilter(caddy_beacon.RequestContextFilter())
+_handler.setFormatter(logging.Formatter("LOG request_id=%(request_id)s %(message)s"))
+log.addHandler(_handler)
+log.setLevel(logging.INFO)
+
+
+def _note_run(name: str) -> None:
+    if STATE.is_dir():
+        with open(STATE / f"runs-{name}", "a") as runs:
+            runs.write(f"{time.time()}\n")
+
+
+async def toggle() -> str:
+    _note_run("toggle")
+    if (STATE / "fail").exists():
+        raise ConnectionError("database refused the connection")
+    return "connected"
+
+
+async def failing() -> None:
+    _note_run("failing")
+    raise RuntimeError("always down")
+
+
+async def slow() -> None:
+    _note_run("slow")
+    await asyncio.sleep(30)
+
+
+async def hanging() -> None:
+    # Ignores cancellation: the worst kind of dependency client.
+    _note_run("hanging")
+    while True:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            continue
+
+
+def blocking() -> None:
+    # A plain function stuck in a blocking call: it must not block the event loop.
+    _note_run("blocking")
+    time.sleep(3600)
+
+
+async def late() -> str:
+    # Passes, but only after a while: the instance must stay unready until then.
+    _note_run("late")
+    await asyncio.sleep(1.5)
+    return "warmed up"
+
+
+async def fine() -> bool:
+    _note_run("fine")
+    return True
+
+
+CHECKS = {
+    "toggle": caddy_beacon.Check(toggle, timeout=0.5, interval=0.2),
+    "failing": caddy_beacon.Check(failing, timeout=0.5, interval=0.2),
+    "slow": caddy_beacon.Check(slow, timeout=0.3, interval=0.2),
+    "hanging": caddy_beacon.Check(hanging, timeout=0.3, interval=0.2),
+    "blocking": caddy_beacon.Check(blocking, timeout=0.3, interval=0.2),
+    "fine": caddy_beacon.Check(fine, timeout=0.5, interval=0.2),
+    "late": caddy_beacon.Check(late, timeout=5.0, interval=10.0),
+    "optional": caddy_beacon.Check(failing, timeout=0.5, interval=0.2, critical=False),
+}
+
+selected = [name for name in os.environ.get("TEST_CHECKS", "").split(",") if name]
+
+app = FastAPI(title="beacon-test-app")
+
+
+@app.get("/items/{item_id}")
+async def get_item(item_id: int) -> dict[str, object]:
+    log.info("handling item %s", item_id)
+    return {"id": item_id, "request_id": caddy_beacon.request_id()}
+
+
+@app.post("/items")
+async def create_item() -> dict[str, str]:
+    return {"created": "yes"}
+
+
+@app.get("/boom")
+async def boom() -> None:
+    raise RuntimeError("boom: unhandled")
+
+
+@app.get("/teapot")
+async def teapot() -> None:
+    raise HTTPException(status_code=418, detail="short and stout")
+
+
+@app.get("/sleep/{seconds}")
+async def sleep(seconds: float) -> dict[str, float]:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds}
+
+
+@app.get("/stream")
+async def stream() -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for i in range(3):
+            await asyncio.sleep(0.25)
+            yield f"chunk {i}\n".encode()
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@app.websocket("/ws")
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    while True:
+        text = await websocket.receive_text()
+        await websocket.send_text(f"echo {text}")
+
+
+users = APIRouter(prefix="/users")
+
+
+@users.get("/{user_id}/orders/{order_id}")
+async def user_order(user_id: int, order_id: str) -> dict[str, object]:
+    return {"user": user_id, "order": order_id}
+
+
+api = APIRouter(prefix="/api/v1")
+api.include_router(users)
+app.include_router(api)
+
+sub = FastAPI()
+
+
+@sub.get("/things/{thing_id}")
+async def thing(thing_id: int) -> dict[str, int]:
+    return {"thing": thing_id}
+
+
+app.mount("/sub", sub)
+
+
+async def plain(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"plain {request.path_params['name']}")
+
+
+app.mount("/plain", Starlette(routes=[Route("/hello/{name}", plain)]))
+
+async def legacy(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(f"legacy {request.path_params['code']}")
+
+
+app.add_route("/legacy/{code}", legacy)
+
+static_dir = pathlib.Path(__file__).parent / "static"
+app.mount("/static", StaticFiles(directory=static_dir), name="static")
+
+app.add_middleware(caddy_beacon.BeaconMiddleware, checks={name: CHECKS[name] for name in selected})

@@ -1,0 +1,165 @@
+"""Fixtures that run the test app under real uvicorn and gunicorn processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "tests.apps.main:app"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running server process and what it printed."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+    client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.client = httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return self.client.get(path, **kwargs)  # type: ignore[arg-type]
+
+    def fresh_get(self, path: str, **kwargs: object) -> httpx.Response:
+        """A request on a new connection: uvicorn closes a connection whose request raised, so
+        requests that end in an unhandled exception must not share one."""
+        with httpx.Client(base_url=self.base_url, timeout=10.0) as client:
+            return client.get(path, **kwargs)  # type: ignore[arg-type]
+
+    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every sample of a scrape, parsed by prometheus_client's own parser."""
+        response = self.get("/metrics")
+        assert response.status_code == 200, response.text
+        return [
+            (sample.name, dict(sample.labels), sample.value)
+            for family in text_string_to_metric_families(response.text)
+            for sample in family.samples
+        ]
+
+    def value(self, name: str, **labels: str) -> float | None:
+        """The value of the one sample with this name and (at least) these labels."""
+        found = [v for n, l, v in self.metrics() if n == name and all(l.get(k) == w for k, w in labels.items())]
+        assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
+        return found[0] if found else None
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        self.client.close()
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        return int(self.process.returncode)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+def launch(
+    tmp_path: Path,
+    *,
+    server: str = "uvicorn",
+    workers: int = 1,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+    app: str = APP,
+) -> Server:
+    port = free_port()
+    if server == "uvicorn":
+        command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+        if workers > 1:
+            command += ["--workers", str(workers)]
+    elif server == "gunicorn":
+        command = [
+            sys.executable, "-m", "gunicorn", app,
+            "--worker-class", "uvicorn.workers.UvicornWorker",
+            "--workers", str(workers),
+            "--bind", f"127.0.0.1:{port}",
+            "--graceful-timeout", "20",
+        ]  # fmt: skip
+    else:
+        raise ValueError(server)
+    command += list(args)
+    log_path = tmp_path / f"{server}-{port}.log"
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        **(env or {}),
+    }
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT)
+    running = Server(process, f"http://127.0.0.1:{port}", log_path)
+
+    def healthy() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"{server} exited with {process.returncode}:\n{running.log()}")
+        try:
+            return running.get("/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    if not wait_until(healthy, timeout=30):
+        running.stop(signal.SIGKILL)
+        raise RuntimeError(f"{server} did not become healthy:\n{running.log()}")
+    return running
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Starts servers for a test and stops every one of them afterwards."""
+    servers: list[Server] = []
+
+    def _start(**kwargs: object) -> Server:
+        server = launch(tmp_path, **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        server.stop(signal.SIGKILL if server.process.poll() is None else signal.SIGTERM, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One uvicorn server with default options, shared by the tests of a module."""
+    server = launch(tmp_path_factory.mktemp("shared"), env={"BEACON_DRAIN_SECONDS": "0"})
+    yield server
+    server.stop()
