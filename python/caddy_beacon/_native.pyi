@@ -2,7 +2,18 @@
 re-exports. Documented here so type checkers and readers know what each call does."""
 
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, final
+
+__all__ = [
+    "Beacon",
+    "BeaconError",
+    "ConfigError",
+    "DEFAULT_BUCKETS",
+    "RequestRecord",
+    "UNMATCHED_ROUTE",
+    "__version__",
+    "after_fork_in_child",
+]
 
 __version__: str
 UNMATCHED_ROUTE: str
@@ -19,6 +30,7 @@ class ConfigError(BeaconError):
 def after_fork_in_child() -> None:
     """Reseeds request-id generation in a forked child (registered with os.register_at_fork)."""
 
+@final
 class RequestRecord:
     """One in-flight HTTP request, created by :meth:`Beacon.begin`."""
 
@@ -35,17 +47,18 @@ class RequestRecord:
         """Records the request once under ``route`` (None: no route matched) and ``status``,
         and lowers the active gauge. Returns False if it had already been recorded."""
 
+@final
 class Beacon:
     """Native state of one middleware instance: metrics, readiness, request ids."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         service_name: str,
         buckets: list[float] | None = None,
         max_series: int = 2000,
         request_id_header: str = "x-request-id",
-    ) -> None:
+    ) -> Beacon:
         """Raises ConfigError for invalid buckets, a zero series cap or a bad header name."""
     def begin(self, scope: MutableMapping[str, Any]) -> RequestRecord:
         """Starts timing an HTTP request: reads its method and request-id header (kept when
@@ -58,7 +71,7 @@ class Beacon:
         """The ``/ready`` answer: ``(200 or 503, application/health+json body)``."""
     def register_check(self, name: str, critical: bool) -> None:
         """Declares a check; raises ConfigError for a bad or duplicate name."""
-    def report_check(self, name: str, passed: bool, duration_seconds: float, output: str = "") -> None:
+    def report_check(self, name: str, passed: bool, duration_seconds: float, output: str | None = None) -> None:
         """Stores the latest result of a check."""
     def set_service_name(self, service_name: str) -> None:
         """Sets the ``service_name`` label of ``target_info``."""

@@ -101,13 +101,13 @@ impl Beacon {
     }
 
     /// Stores the result of one run of a check.
-    #[pyo3(signature = (name, passed, duration_seconds, output=String::new()))]
-    fn report_check(&self, name: &str, passed: bool, duration_seconds: f64, output: String) -> PyResult<()> {
+    #[pyo3(signature = (name, passed, duration_seconds, output=None))]
+    fn report_check(&self, name: &str, passed: bool, duration_seconds: f64, output: Option<String>) -> PyResult<()> {
         let outcome = CheckOutcome {
             passed,
             duration: Duration::try_from_secs_f64(duration_seconds.max(0.0)).unwrap_or_default(),
             observed_at: SystemTime::now(),
-            output,
+            output: output.unwrap_or_default(),
         };
         self.shared.readiness.report(name, outcome).map_err(to_py_err)
     }
