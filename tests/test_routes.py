@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Callable
 
 from tests.conftest import Server
 
@@ -57,3 +58,20 @@ def test_odd_methods_do_not_create_series(shared_server: Server) -> None:
     methods = {labels["http_request_method"] for name, labels, _ in shared_server.metrics() if name == DURATION_COUNT}
     assert "_OTHER" in methods
     assert not methods & {"PROPFIND", "BREW", "get"}
+
+
+def test_root_path_keeps_endpoints_and_templates(start: Callable[..., Server]) -> None:
+    server = start(args=("--root-path", "/app"))
+    assert server.get("/ready").status_code == 200
+    assert server.get("/items/3").status_code == 200
+    assert server.get("/sub/things/4").status_code == 200
+    routes = _routes(server)
+    assert "/items/{item_id}" in routes and "/sub/things/{thing_id}" in routes, routes
+
+
+def test_endpoints_answer_get_and_head_only(shared_server: Server) -> None:
+    for path in ["/health", "/ready", "/metrics"]:
+        assert shared_server.client.head(path).status_code == 200
+        assert shared_server.client.head(path).content == b""
+        refused = shared_server.client.post(path)
+        assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"

@@ -61,12 +61,12 @@ class BeaconMiddleware:
         self.config = config
         self._native = Beacon(
             service_name=config.service_name or "unknown_service",
+            route_template=route_template,
             buckets=list(config.buckets) if config.buckets is not None else None,
             max_series=config.max_series,
             request_id_header=config.request_id_header,
         )
         self._service_name_known = config.service_name is not None
-        self._request_id_header = config.request_id_header.lower().encode("ascii")
         self._checks = CheckRunner(self._native, normalize_checks(checks))
         self._drain = DrainController(self._native, config.drain_seconds)
         self._endpoints = build_endpoints(self._native, config.health_path, config.ready_path, config.metrics_path)
@@ -115,7 +115,12 @@ class BeaconMiddleware:
                 await self.app(scope, receive, send)
             return
 
-        endpoint = self._endpoints.get(scope["path"])
+        path = scope["path"]
+        outer_root_path = scope.get("root_path", "")
+        endpoint = self._endpoints.get(path)
+        if endpoint is None and outer_root_path and path.startswith(outer_root_path):
+            # Servers started with --root-path put the prefix in front of the path as well.
+            endpoint = self._endpoints.get(path[len(outer_root_path):])
         if endpoint is not None:
             await endpoint(scope, receive, send)
             return
@@ -123,37 +128,19 @@ class BeaconMiddleware:
             # The server ran no lifespan (e.g. `--lifespan off`): start on the first request.
             self._start(scope)
 
-        record = self._native.begin(scope)
+        # The record is also the `send` the app gets: the request-id header and the recording
+        # at the last body message happen in Rust, without a Python frame per message.
+        record = self._native.begin(scope, send)
         token = current_request.set(record)
-        id_header = (self._request_id_header, record.request_id_bytes)
-        outer_root_path = scope.get("root_path", "")
-        status = 0
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            kind = message["type"]
-            if kind == "http.response.start":
-                status = message["status"]
-                # A copy, never an in-place edit: an app may reuse its message dicts.
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
-            elif (kind == "http.response.body" and not message.get("more_body", False)) or (
-                kind == "http.response.pathsend"
-            ):
-                # Timed to the last byte: streaming responses count their whole stream, and
-                # background tasks that run after it do not count.
-                await send(message)
-                record.finish(status, route_template(scope, outer_root_path))
-                return
-            await send(message)
-
         try:
-            await self.app(scope, receive, send_and_record)
+            await self.app(scope, receive, record)
         except BaseException:
-            record.finish(500, route_template(scope, outer_root_path))
+            # Recorded as 500 (unless the response had already completed) and re-raised as is.
+            record.finish(500)
             raise
         finally:
             current_request.reset(token)
         if not record.finished:
             # The app returned without completing a response (client gone, or no response at
             # all, which the server answers with 500).
-            record.finish(status or 500, route_template(scope, outer_root_path))
+            record.finish()

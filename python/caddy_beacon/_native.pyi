@@ -1,7 +1,7 @@
 """The native half of caddy_beacon (Rust, via pyo3). Private: use the names `caddy_beacon`
 re-exports. Documented here so type checkers and readers know what each call does."""
 
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, final
 
 __all__ = [
@@ -41,11 +41,19 @@ class RequestRecord:
     def request_id_bytes(self) -> bytes:
         """The request id as a header value."""
     @property
+    def status(self) -> int:
+        """The status of the response start sent so far (0 before it)."""
+    @property
     def finished(self) -> bool:
-        """Whether :meth:`finish` has run."""
-    def finish(self, status: int, route: str | None = None) -> bool:
-        """Records the request once under ``route`` (None: no route matched) and ``status``,
-        and lowers the active gauge. Returns False if it had already been recorded."""
+        """Whether the request has been recorded."""
+    def __call__(self, message: MutableMapping[str, Any]) -> Any:
+        """The ASGI ``send`` to give the app: adds the request-id header to the response start
+        (on a copy of the message), records the request when its last body message or a
+        pathsend is handed on, and returns the server's own awaitable."""
+    def finish(self, status: int | None = None) -> bool:
+        """Records the request once under the route the framework matched (read from the scope
+        now) with ``status`` (default: the status sent, or 500 when none was), and lowers the
+        active gauge. Returns False if it had already been recorded."""
 
 @final
 class Beacon:
@@ -55,14 +63,16 @@ class Beacon:
         cls,
         *,
         service_name: str,
+        route_template: Callable[[MutableMapping[str, Any], str], str | None],
         buckets: list[float] | None = None,
         max_series: int = 2000,
         request_id_header: str = "x-request-id",
     ) -> Beacon:
         """Raises ConfigError for invalid buckets, a zero series cap or a bad header name."""
-    def begin(self, scope: MutableMapping[str, Any]) -> RequestRecord:
+    def begin(self, scope: MutableMapping[str, Any], send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> RequestRecord:
         """Starts timing an HTTP request: reads its method and request-id header (kept when
-        valid, generated otherwise) and raises the active-requests gauge."""
+        valid, generated otherwise) and raises the active-requests gauge. The record returned
+        wraps ``send`` and is what the app should be given as its ``send``."""
     def render_metrics(self, accept: str | None = None) -> tuple[bytes, str]:
         """Renders every metric for a scrape with this ``Accept`` header: ``(body, content_type)``.
         OpenMetrics when asked for, Prometheus text 0.0.4 otherwise. Releases the GIL while

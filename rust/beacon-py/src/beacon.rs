@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::errors::{to_py_err, ConfigError};
-use crate::request_record::RequestRecord;
+use crate::request_record::{RequestContext, RequestRecord};
 
 /// State shared by a `Beacon` and the requests it has started.
 pub struct Shared {
@@ -25,13 +25,24 @@ pub struct Shared {
 pub struct Beacon {
     shared: Arc<Shared>,
     request_id_header: Vec<u8>,
+    // The same name as a Python bytes object, reused for every response header.
+    request_id_header_bytes: Py<PyBytes>,
+    // `route_template(scope, outer_root_path) -> str | None`, called once per request.
+    route_template: Py<PyAny>,
 }
 
 #[pymethods]
 impl Beacon {
     #[new]
-    #[pyo3(signature = (*, service_name, buckets=None, max_series=2000, request_id_header="x-request-id"))]
-    fn new(service_name: String, buckets: Option<Vec<f64>>, max_series: usize, request_id_header: &str) -> PyResult<Self> {
+    #[pyo3(signature = (*, service_name, route_template, buckets=None, max_series=2000, request_id_header="x-request-id"))]
+    fn new(
+        py: Python<'_>,
+        service_name: String,
+        route_template: Py<PyAny>,
+        buckets: Option<Vec<f64>>,
+        max_series: usize,
+        request_id_header: &str,
+    ) -> PyResult<Self> {
         let buckets = match buckets {
             Some(bounds) => Buckets::new(&bounds).map_err(to_py_err)?,
             None => Buckets::default(),
@@ -45,12 +56,16 @@ impl Beacon {
         Ok(Beacon {
             shared: Arc::new(Shared { metrics, readiness: Readiness::new(), target: RwLock::new(TargetInfo { service_name }) }),
             request_id_header: request_id_header.to_ascii_lowercase().into_bytes(),
+            request_id_header_bytes: PyBytes::new(py, request_id_header.to_ascii_lowercase().as_bytes()).unbind(),
+            route_template,
         })
     }
 
     /// Starts the bookkeeping of one HTTP request from its ASGI scope: reads the method and the
     /// request-id header (kept when valid, generated otherwise) and raises the active gauge.
-    fn begin(&self, scope: &Bound<'_, PyDict>) -> PyResult<RequestRecord> {
+    /// The returned record is also the `send` to hand to the app: it adds the request-id header
+    /// and records the request when the last body message goes out.
+    fn begin(&self, scope: &Bound<'_, PyDict>, send: Py<PyAny>) -> PyResult<RequestRecord> {
         let py = scope.py();
         let method = match scope.get_item(intern!(py, "method"))? {
             Some(value) => match value.cast::<PyString>() {
@@ -64,8 +79,23 @@ impl Beacon {
             None => None,
         }
         .unwrap_or_else(|| PyBytes::new(py, &generate_request_id()).unbind());
+        let outer_root_path = match scope.get_item(intern!(py, "root_path"))? {
+            Some(root_path) => root_path.unbind(),
+            None => PyString::intern(py, "").into_any().unbind(),
+        };
         self.shared.metrics.request_started(method);
-        Ok(RequestRecord::new(Arc::clone(&self.shared), method, request_id))
+        Ok(RequestRecord::new(
+            Arc::clone(&self.shared),
+            method,
+            request_id,
+            RequestContext {
+                scope: scope.clone().unbind(),
+                send,
+                outer_root_path,
+                header_name: self.request_id_header_bytes.clone_ref(py),
+                route_template: self.route_template.clone_ref(py),
+            },
+        ))
     }
 
     /// Renders `/metrics` for the given `Accept` header; returns `(body, content_type)`.

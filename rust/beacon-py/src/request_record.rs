@@ -1,14 +1,33 @@
 //! `RequestRecord`: one in-flight HTTP request, from `Beacon.begin` to `finish`.
+//!
+//! The record is also the `send` callable the middleware hands to the app. Doing that wrapping
+//! here instead of in a Python coroutine saves a Python frame per response message, which is most
+//! of what a pass-through middleware costs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use beacon_core::{HttpMethod, UNMATCHED_ROUTE};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::beacon::Shared;
+
+/// The Python objects a request needs when its response goes out.
+pub struct RequestContext {
+    /// The ASGI scope: the router writes the matched route into it.
+    pub scope: Py<PyDict>,
+    /// The server's `send`.
+    pub send: Py<PyAny>,
+    /// `scope["root_path"]` as it was before the app ran (mounts extend it).
+    pub outer_root_path: Py<PyAny>,
+    /// The response header name for the request id.
+    pub header_name: Py<PyBytes>,
+    /// `route_template(scope, outer_root_path)`.
+    pub route_template: Py<PyAny>,
+}
 
 /// One in-flight request. `finish` records it exactly once, however often it is called.
 #[pyclass(frozen, module = "caddy_beacon._native")]
@@ -17,17 +36,98 @@ pub struct RequestRecord {
     method: HttpMethod,
     started: Instant,
     request_id: Py<PyBytes>,
+    context: RequestContext,
+    status: AtomicU16,
     finished: AtomicBool,
 }
 
 impl RequestRecord {
-    pub fn new(shared: Arc<Shared>, method: HttpMethod, request_id: Py<PyBytes>) -> Self {
-        RequestRecord { shared, method, started: Instant::now(), request_id, finished: AtomicBool::new(false) }
+    pub fn new(shared: Arc<Shared>, method: HttpMethod, request_id: Py<PyBytes>, context: RequestContext) -> Self {
+        RequestRecord {
+            shared,
+            method,
+            started: Instant::now(),
+            request_id,
+            context,
+            status: AtomicU16::new(0),
+            finished: AtomicBool::new(false),
+        }
+    }
+
+    fn record(&self, status: u16, route: Option<&str>) -> bool {
+        if self.finished.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.shared.metrics.request_finished(self.method, route.unwrap_or(UNMATCHED_ROUTE), status, elapsed);
+        true
+    }
+
+    /// Records with the route the framework matched, read from the scope now.
+    fn record_from_scope(&self, py: Python<'_>, status: u16) -> PyResult<bool> {
+        let route = self
+            .context
+            .route_template
+            .call1(py, (self.context.scope.clone_ref(py), self.context.outer_root_path.clone_ref(py)))?;
+        let route = route.bind(py);
+        if route.is_none() {
+            return Ok(self.record(status, None));
+        }
+        let route = route.cast::<PyString>()?;
+        Ok(self.record(status, Some(route.to_str()?)))
+    }
+
+    fn response_start_with_id<'py>(&self, message: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+        let py = message.py();
+        if let Some(status) = message.get_item(intern!(py, "status"))? {
+            self.status.store(status.extract::<u16>().unwrap_or(0), Ordering::Relaxed);
+        }
+        // A copy, never an in-place edit: an app may reuse its message dicts and header lists.
+        let copy = message.copy()?;
+        let headers = PyList::empty(py);
+        if let Some(existing) = message.get_item(intern!(py, "headers"))? {
+            for header in existing.try_iter()? {
+                headers.append(header?)?;
+            }
+        }
+        let pair = PyTuple::new(py, [self.context.header_name.bind(py).as_any(), self.request_id.bind(py).as_any()])?;
+        headers.append(pair)?;
+        copy.set_item(intern!(py, "headers"), headers)?;
+        Ok(copy)
     }
 }
 
 #[pymethods]
 impl RequestRecord {
+    /// The wrapped ASGI `send`: adds the request-id header to the response start, and records
+    /// the request when its last body message (or a pathsend) is handed to the server. Returns
+    /// the server's own awaitable.
+    fn __call__(&self, py: Python<'_>, message: Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+        let kind = message.get_item(intern!(py, "type"))?;
+        let kind = match &kind {
+            Some(kind) => kind.cast::<PyString>().ok().map(|k| k.to_str()).transpose()?,
+            None => None,
+        };
+        match kind {
+            Some("http.response.start") => {
+                let with_id = self.response_start_with_id(&message)?;
+                return self.context.send.call1(py, (with_id,));
+            }
+            Some("http.response.body") => {
+                let more_body = match message.get_item(intern!(py, "more_body"))? {
+                    Some(flag) => flag.is_truthy()?,
+                    None => false,
+                };
+                if !more_body {
+                    self.finish_response(py)?;
+                }
+            }
+            Some("http.response.pathsend") => self.finish_response(py)?,
+            _ => {}
+        }
+        self.context.send.call1(py, (message,))
+    }
+
     /// The request id as bytes, ready to be sent as a header value.
     #[getter]
     fn request_id_bytes(&self, py: Python<'_>) -> Py<PyBytes> {
@@ -40,22 +140,43 @@ impl RequestRecord {
         String::from_utf8_lossy(self.request_id.as_bytes(py)).into_owned()
     }
 
-    /// Records the request under `route` (`None`: it matched no route) with `status`, and
-    /// lowers the active gauge. Returns False when it had already been recorded.
-    #[pyo3(signature = (status, route=None))]
-    fn finish(&self, status: u16, route: Option<&str>) -> bool {
-        if self.finished.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.shared.metrics.request_finished(self.method, route.unwrap_or(UNMATCHED_ROUTE), status, elapsed);
-        true
+    /// The status of the response start sent so far (0 before it).
+    #[getter]
+    fn status(&self) -> u16 {
+        self.status.load(Ordering::Relaxed)
     }
 
-    /// Whether `finish` has been called.
+    /// Records the request with `status` (default: the status sent, or 500 when none was) under
+    /// the route the framework matched. Returns False when it had already been recorded.
+    #[pyo3(signature = (status=None))]
+    fn finish(&self, py: Python<'_>, status: Option<u16>) -> PyResult<bool> {
+        let status = status.unwrap_or_else(|| match self.status.load(Ordering::Relaxed) {
+            0 => 500,
+            sent => sent,
+        });
+        if self.finished.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.record_from_scope(py, status)
+    }
+
+    /// Whether the request has been recorded.
     #[getter]
     fn finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
+    }
+}
+
+impl RequestRecord {
+    fn finish_response(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.finished.load(Ordering::Acquire) {
+            let status = match self.status.load(Ordering::Relaxed) {
+                0 => 500,
+                sent => sent,
+            };
+            self.record_from_scope(py, status)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,91 @@
+"""The benchmark app: the example app's routes, instrumented by the variant named in
+BENCH_VARIANT. Every variant serves the same handlers; only the instrumentation differs."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from fastapi import FastAPI
+
+VARIANT = os.environ.get("BENCH_VARIANT", "bare")
+
+app = FastAPI(title="bench")
+
+
+@app.get("/")
+async def hello() -> dict[str, str]:
+    return {"hello": "world"}
+
+
+@app.get("/items/{item_id}")
+async def get_item(item_id: int) -> dict[str, int]:
+    return {"id": item_id}
+
+
+def _otel() -> None:
+    # The usual OpenTelemetry set-up: SDK provider, batch processor; spans go to an exporter that
+    # drops them, so the figure is the instrumentation's own cost, not a collector's.
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class NullExporter(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    trace.set_tracer_provider(provider)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+
+
+def _instrumentator() -> None:
+    from prometheus_fastapi_instrumentator import Instrumentator
+
+    Instrumentator().instrument(app).expose(app)
+
+
+class PassThrough:
+    """The floor for any Python middleware: times the request and wraps `send`, nothing else."""
+
+    def __init__(self, app: object) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)  # type: ignore[operator]
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: dict) -> None:  # type: ignore[type-arg]
+            await send(message)  # type: ignore[operator]
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                self.last = time.perf_counter() - started
+
+        await self.app(scope, receive, timed_send)  # type: ignore[operator]
+
+
+if VARIANT == "bare":
+    pass
+elif VARIANT == "passthrough":
+    app.add_middleware(PassThrough)
+elif VARIANT == "caddy-beacon":
+    import caddy_beacon
+
+    app.add_middleware(caddy_beacon.BeaconMiddleware, service_name="bench")
+elif VARIANT == "instrumentator":
+    _instrumentator()
+elif VARIANT == "starlette-exporter":
+    from starlette_exporter import PrometheusMiddleware, handle_metrics
+
+    app.add_middleware(PrometheusMiddleware, group_paths=True)
+    app.add_route("/metrics", handle_metrics)
+elif VARIANT == "otel":
+    _otel()
+elif VARIANT == "instrumentator+otel":
+    _instrumentator()
+    _otel()
+else:
+    raise SystemExit(f"unknown BENCH_VARIANT {VARIANT!r}")

@@ -1,0 +1,153 @@
+"""Throughput of caddy-beacon against the bare app and the libraries users run today.
+
+Every variant runs at once as its own uvicorn server (one worker, uvloop + httptools, no access
+log) pinned to CPU 0; wrk, pinned to CPU 1, visits them in turn for a few seconds each, for
+several rounds. Slow drifts of a shared machine then hit every variant alike.
+
+Two figures per variant, both as a ratio to the bare app:
+- cpu ratio: bare's server CPU time per request / the variant's (utime+stime of the server
+  process from /proc, divided by the requests wrk completed). The steadier figure: it is the
+  throughput ratio at saturation.
+- rps ratio: the variant's requests/s / bare's, over the same visits.
+
+    python bench/throughput.py [--rounds 5] [--seconds 3] [--connections 32] [--path /items/7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ["bare", "passthrough", "caddy-beacon", "instrumentator", "starlette-exporter", "otel", "instrumentator+otel"]
+USER_HZ = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Variant:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    cpu_per_request: list[float] = field(default_factory=list)
+    requests_per_second: list[float] = field(default_factory=list)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / USER_HZ  # utime, stime
+
+
+def start(name: str, server_cpu: str) -> Variant:
+    port = free_port()
+    env = {**os.environ, "BENCH_VARIANT": name, "PYTHONPATH": str(ROOT), "BEACON_DRAIN_SECONDS": "0"}
+    command = [
+        "taskset", "-c", server_cpu,
+        sys.executable, "-m", "uvicorn", "bench.app:app",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+            return Variant(name, port, process)
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit(f"variant {name} exited with {process.returncode}")
+            time.sleep(0.1)
+    raise SystemExit(f"variant {name} did not start")
+
+
+def visit(variant: Variant, args: argparse.Namespace) -> None:
+    url = f"http://127.0.0.1:{variant.port}{args.path}"
+    before = cpu_seconds(variant.process.pid)
+    result = subprocess.run(
+        ["taskset", "-c", args.load_cpu, "wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", url],
+        capture_output=True, text=True, check=True, timeout=args.seconds + 30,
+    )  # fmt: skip
+    after = cpu_seconds(variant.process.pid)
+    requests = int(re.search(r"(\d+) requests in", result.stdout).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", result.stdout)
+    if errors:
+        raise SystemExit(f"{variant.name}: wrk reported errors: {errors.group(0)}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", result.stdout).group(1))  # type: ignore[union-attr]
+    variant.cpu_per_request.append((after - before) / max(requests, 1))
+    variant.requests_per_second.append(rps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--path", default="/items/7")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (bare is always run)")
+    parser.add_argument("--server-cpu", default="0")
+    parser.add_argument("--load-cpu", default="1")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    names = ["bare"] + [n for n in args.variants.split(",") if n and n != "bare"]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {VARIANTS}")
+
+    variants = [start(name, args.server_cpu) for name in names]
+    try:
+        for variant in variants:  # warm-up: imports, first-request caches
+            subprocess.run(["wrk", "-t1", "-c4", "-d1s", f"http://127.0.0.1:{variant.port}{args.path}"],
+                           capture_output=True, check=True, timeout=30)  # fmt: skip
+        for round_number in range(args.rounds):
+            order = variants if round_number % 2 == 0 else list(reversed(variants))
+            for variant in order:
+                visit(variant, args)
+            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        for variant in variants:
+            variant.process.terminate()
+        for variant in variants:
+            variant.process.wait(timeout=15)
+
+    bare = variants[0]
+    bare_cpu = statistics.median(bare.cpu_per_request)
+    bare_rps = statistics.median(bare.requests_per_second)
+    results = []
+    print(f"\n{args.rounds} rounds x {args.seconds}s per variant, wrk -c{args.connections} GET {args.path}")
+    print(f"{'variant':<22}{'req/s (median)':>16}{'CPU µs/req':>12}{'cpu ratio':>11}{'rps ratio':>11}")
+    for variant in variants:
+        cpu = statistics.median(variant.cpu_per_request)
+        rps = statistics.median(variant.requests_per_second)
+        row = {
+            "variant": variant.name,
+            "requests_per_second": rps,
+            "cpu_us_per_request": cpu * 1e6,
+            "cpu_ratio": bare_cpu / cpu,
+            "rps_ratio": rps / bare_rps,
+        }
+        results.append(row)
+        print(f"{variant.name:<22}{rps:>16.0f}{cpu * 1e6:>12.1f}{row['cpu_ratio']:>11.3f}{row['rps_ratio']:>11.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
