@@ -4,13 +4,14 @@ Every variant runs at once as its own uvicorn server (one worker, uvloop + httpt
 log) pinned to CPU 0; wrk, pinned to CPU 1, visits them in turn for a few seconds each, for
 several rounds. Slow drifts of a shared machine then hit every variant alike.
 
-Two figures per variant, both as a ratio to the bare app:
+Two figures per variant, both as a ratio to the bare app, each the median over rounds of the
+ratio within a round (so a variant is compared with the bare visit closest in time):
 - cpu ratio: bare's server CPU time per request / the variant's (utime+stime of the server
   process from /proc, divided by the requests wrk completed). The steadier figure: it is the
   throughput ratio at saturation.
-- rps ratio: the variant's requests/s / bare's, over the same visits.
+- rps ratio: the variant's requests/s / bare's.
 
-    python bench/throughput.py [--rounds 5] [--seconds 3] [--connections 32] [--path /items/7]
+    python bench/throughput.py [--rounds 10] [--seconds 2] [--connections 32] [--path /items/7]
 """
 
 from __future__ import annotations
@@ -20,17 +21,16 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ["bare", "passthrough", "caddy-beacon", "instrumentator", "starlette-exporter", "otel", "instrumentator+otel"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._servers import VARIANTS, free_port, select_variants, start_variant, stop_all  # noqa: E402
+
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -43,37 +43,9 @@ class Variant:
     requests_per_second: list[float] = field(default_factory=list)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / USER_HZ  # utime, stime
-
-
-def start(name: str, server_cpu: str) -> Variant:
-    port = free_port()
-    env = {**os.environ, "BENCH_VARIANT": name, "PYTHONPATH": str(ROOT), "BEACON_DRAIN_SECONDS": "0"}
-    command = [
-        "taskset", "-c", server_cpu,
-        sys.executable, "-m", "uvicorn", "bench.app:app",
-        "--host", "127.0.0.1", "--port", str(port),
-        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
-            return Variant(name, port, process)
-        except OSError:
-            if process.poll() is not None:
-                raise SystemExit(f"variant {name} exited with {process.returncode}")
-            time.sleep(0.1)
-    raise SystemExit(f"variant {name} did not start")
 
 
 def visit(variant: Variant, args: argparse.Namespace) -> None:
@@ -95,8 +67,8 @@ def visit(variant: Variant, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--path", default="/items/7")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (bare is always run)")
@@ -106,12 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
-    names = ["bare"] + [n for n in args.variants.split(",") if n and n != "bare"]
-    unknown = set(names) - set(VARIANTS)
-    if unknown:
-        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {VARIANTS}")
-
-    variants = [start(name, args.server_cpu) for name in names]
+    variants = []
+    for name in select_variants(args.variants):
+        port = free_port()
+        variants.append(Variant(name, port, start_variant(name, port, ["taskset", "-c", args.server_cpu])))
     try:
         for variant in variants:  # warm-up: imports, first-request caches
             subprocess.run(["wrk", "-t1", "-c4", "-d1s", f"http://127.0.0.1:{variant.port}{args.path}"],
@@ -122,14 +92,9 @@ def main() -> None:
                 visit(variant, args)
             print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
     finally:
-        for variant in variants:
-            variant.process.terminate()
-        for variant in variants:
-            variant.process.wait(timeout=15)
+        stop_all([variant.process for variant in variants])
 
     bare = variants[0]
-    bare_cpu = statistics.median(bare.cpu_per_request)
-    bare_rps = statistics.median(bare.requests_per_second)
     results = []
     print(f"\n{args.rounds} rounds x {args.seconds}s per variant, wrk -c{args.connections} GET {args.path}")
     print(f"{'variant':<22}{'req/s (median)':>16}{'CPU µs/req':>12}{'cpu ratio':>11}{'rps ratio':>11}")
@@ -140,8 +105,8 @@ def main() -> None:
             "variant": variant.name,
             "requests_per_second": rps,
             "cpu_us_per_request": cpu * 1e6,
-            "cpu_ratio": bare_cpu / cpu,
-            "rps_ratio": rps / bare_rps,
+            "cpu_ratio": statistics.median(b / v for b, v in zip(bare.cpu_per_request, variant.cpu_per_request)),
+            "rps_ratio": statistics.median(v / b for b, v in zip(bare.requests_per_second, variant.requests_per_second)),
         }
         results.append(row)
         print(f"{variant.name:<22}{rps:>16.0f}{cpu * 1e6:>12.1f}{row['cpu_ratio']:>11.3f}{row['rps_ratio']:>11.3f}")

@@ -68,7 +68,9 @@ class Beacon:
         max_series: int = 2000,
         request_id_header: str = "x-request-id",
     ) -> Beacon:
-        """Raises ConfigError for invalid buckets, a zero series cap or a bad header name."""
+        """``route_template(scope, outer_root_path)`` labels requests whose scope holds no
+        ``route`` (the rest are labelled natively). Raises ConfigError for invalid buckets, a
+        zero series cap or a bad header name."""
     def begin(self, scope: MutableMapping[str, Any], send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> RequestRecord:
         """Starts timing an HTTP request: reads its method and request-id header (kept when
         valid, generated otherwise) and raises the active-requests gauge. The record returned

@@ -1,5 +1,6 @@
 """The `http_route` label: the route template the framework already matched, never the raw
-path and never a second matching pass.
+path and never a second matching pass. The rules (the common cases run in Rust, see
+``route_label.rs``; the fallback for scopes without a route is here):
 
 Starlette and FastAPI leave the matched route in ``scope["route"]``. Around it:
 - routers included with a prefix: FastAPI keeps the full template in its effective route
@@ -58,26 +59,9 @@ def _template_from_endpoint(scope: MutableMapping[str, Any], outer_root_path: st
 
 
 def route_template(scope: MutableMapping[str, Any], outer_root_path: str) -> str | None:
-    """The template of the route that handled the request, or None when none matched."""
-    route = scope.get("route")
-    if route is None:
-        return _template_from_endpoint(scope, outer_root_path)
+    """The template of a request whose scope holds no ``route``, or None when none matched.
 
-    template: str | None = None
-    fastapi_scope = scope.get("fastapi")
-    if type(fastapi_scope) is dict:
-        context = fastapi_scope.get("effective_route_context")
-        if context is not None and getattr(context, "original_route", None) is route:
-            template = getattr(context, "path_format", None)
-    if template is None:
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        if not isinstance(template, str):
-            return None
-
-    prefix = _mount_prefix(scope, outer_root_path)
-    if not prefix:
-        return template
-    if hasattr(route, "routes") and template.endswith("/{path}"):
-        # The route is the mount itself: its prefix is already the last part of root_path.
-        return prefix + "/{path}"
-    return prefix + template
+    Requests with ``scope["route"]`` are labelled in Rust (``rust/beacon-py/src/route_label.rs``),
+    by the rules of this module's docstring; only the rarer cases without one come here.
+    """
+    return _template_from_endpoint(scope, outer_root_path)

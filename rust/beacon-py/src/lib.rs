@@ -6,6 +6,7 @@
 mod beacon;
 mod errors;
 mod request_record;
+mod route_label;
 
 use pyo3::prelude::*;
 

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::beacon::Shared;
+use crate::route_label::{route_label, RouteLabel};
 
 /// The Python objects a request needs when its response goes out.
 pub struct RequestContext {
@@ -65,16 +66,19 @@ impl RequestRecord {
 
     /// Records with the route the framework matched, read from the scope now.
     fn record_from_scope(&self, py: Python<'_>, status: u16) -> PyResult<bool> {
-        let route = self
-            .context
-            .route_template
-            .call1(py, (self.context.scope.clone_ref(py), self.context.outer_root_path.clone_ref(py)))?;
-        let route = route.bind(py);
-        if route.is_none() {
-            return Ok(self.record(status, None));
+        let scope = self.context.scope.bind(py);
+        let outer_root_path = self.context.outer_root_path.bind(py);
+        match route_label(scope, outer_root_path)? {
+            RouteLabel::Resolved(route) => Ok(self.record(status, route.as_deref())),
+            RouteLabel::NeedsFallback => {
+                let route = self.context.route_template.call1(py, (scope, outer_root_path))?;
+                let route = route.bind(py);
+                if route.is_none() {
+                    return Ok(self.record(status, None));
+                }
+                Ok(self.record(status, Some(route.cast::<PyString>()?.to_str()?)))
+            }
         }
-        let route = route.cast::<PyString>()?;
-        Ok(self.record(status, Some(route.to_str()?)))
     }
 
     fn response_start_with_id<'py>(&self, message: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {

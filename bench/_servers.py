@@ -1,0 +1,62 @@
+"""Starting the benchmark app's variants as uvicorn servers, shared by the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = ["bare", "passthrough", "caddy-beacon", "instrumentator", "starlette-exporter", "otel", "instrumentator+otel"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def select_variants(spec: str) -> list[str]:
+    """`bare` first, then the requested ones; unknown names end the run with the list."""
+    names = ["bare"] + [n for n in spec.split(",") if n and n != "bare"]
+    unknown = set(names) - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants {sorted(unknown)}; known: {VARIANTS}")
+    return names
+
+
+def start_variant(name: str, port: int, prefix: list[str], startup_seconds: float = 30) -> subprocess.Popen[bytes]:
+    """Starts one uvicorn worker (uvloop, httptools, no access log) serving `name`, behind
+    `prefix` (e.g. taskset or valgrind), and waits until it answers."""
+    env = {**os.environ, "BENCH_VARIANT": name, "PYTHONPATH": str(ROOT), "BEACON_DRAIN_SECONDS": "0"}
+    command = prefix + [
+        sys.executable, "-m", "uvicorn", "bench.app:app",
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + startup_seconds
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+            return process
+        except OSError:
+            if process.poll() is not None:
+                raise SystemExit(f"variant {name} exited with {process.returncode}")
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit(f"variant {name} did not start within {startup_seconds}s")
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()

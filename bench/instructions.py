@@ -1,0 +1,93 @@
+"""Instructions per request: a noise-free figure of what each variant costs the server.
+
+Requests/s on a shared machine swing by several percent from minute to minute. Instruction
+counts do not: each variant's uvicorn server runs under valgrind's callgrind, is warmed up, its
+counters are zeroed, it serves N sequential keep-alive requests, and the counters are dumped.
+Everything the server process executes for those requests is counted (uvicorn, the framework,
+the instrumentation, its native code); the client is another process and is not.
+
+The ratio bare / variant estimates the throughput ratio at saturation for a CPU-bound server.
+
+    python bench/instructions.py [--requests 1000] [--variants caddy-beacon,passthrough]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._servers import VARIANTS, free_port, select_variants, start_variant, stop_all  # noqa: E402
+
+
+def send_requests(port: int, path: str, count: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    for _ in range(count):
+        connection.request("GET", path)
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"GET {path} answered {response.status}")
+    connection.close()
+
+
+def measure(name: str, args: argparse.Namespace, workdir: Path) -> float:
+    port = free_port()
+    out = workdir / f"{name}.callgrind"
+    process = start_variant(
+        name, port, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"], startup_seconds=300
+    )
+    try:
+        send_requests(port, args.path, args.warmup)
+        subprocess.run(["callgrind_control", "-z", str(process.pid)], check=True, capture_output=True)
+        send_requests(port, args.path, args.requests)
+        subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
+        deadline = time.monotonic() + 60
+        dump = Path(f"{out}.{process.pid}.1")
+        while not dump.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        summary = re.search(r"^summary:\s+(\d+)", dump.read_text(), re.MULTILINE)
+        if summary is None:
+            raise SystemExit(f"no summary in {dump}")
+        return int(summary.group(1)) / args.requests
+    finally:
+        stop_all([process])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--path", default="/items/7")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (bare is always run)")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)")
+
+    counts: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in select_variants(args.variants):
+            counts[name] = measure(name, args, Path(workdir))
+            print(f"{name}: {counts[name]:,.0f} instructions/request", file=sys.stderr)
+
+    bare = counts["bare"]
+    print(f"\n{args.requests} sequential keep-alive requests GET {args.path}, counted by callgrind")
+    print(f"{'variant':<22}{'instr/request':>15}{'extra vs bare':>15}{'ratio':>8}")
+    for name, count in counts.items():
+        print(f"{name:<22}{count:>15,.0f}{count - bare:>15,.0f}{bare / count:>8.3f}")
+    if args.json:
+        args.json.write_text(json.dumps({"requests": args.requests, "path": args.path, "instructions": counts}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
