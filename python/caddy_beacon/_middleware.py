@@ -62,6 +62,7 @@ class BeaconMiddleware:
         self._native = Beacon(
             service_name=config.service_name or "unknown_service",
             route_template=route_template,
+            own_paths=[p for p in (config.health_path, config.ready_path, config.metrics_path) if p is not None],
             buckets=list(config.buckets) if config.buckets is not None else None,
             max_series=config.max_series,
             request_id_header=config.request_id_header,
@@ -115,22 +116,15 @@ class BeaconMiddleware:
                 await self.app(scope, receive, send)
             return
 
-        path = scope["path"]
-        outer_root_path = scope.get("root_path", "")
-        endpoint = self._endpoints.get(path)
-        if endpoint is None and outer_root_path and path.startswith(outer_root_path):
-            # Servers started with --root-path put the prefix in front of the path as well.
-            endpoint = self._endpoints.get(path[len(outer_root_path):])
-        if endpoint is not None:
-            await endpoint(scope, receive, send)
-            return
         if not self._started:
             # The server ran no lifespan (e.g. `--lifespan off`): start on the first request.
             self._start(scope)
-
         # The record is also the `send` the app gets: the request-id header and the recording
         # at the last body message happen in Rust, without a Python frame per message.
         record = self._native.begin(scope, send)
+        if record is None:
+            await self._endpoints[self._native.own_path(scope) or ""](scope, receive, send)
+            return
         token = current_request.set(record)
         try:
             await self.app(scope, receive, record)
@@ -140,7 +134,6 @@ class BeaconMiddleware:
             raise
         finally:
             current_request.reset(token)
-        if not record.finished:
-            # The app returned without completing a response (client gone, or no response at
-            # all, which the server answers with 500).
-            record.finish()
+        # A no-op when the last body message recorded it; otherwise the app returned without
+        # completing a response (client gone, or none at all, which the server answers with 500).
+        record.finish()

@@ -64,17 +64,25 @@ class Beacon:
         *,
         service_name: str,
         route_template: Callable[[MutableMapping[str, Any], str], str | None],
+        own_paths: list[str] = ...,
         buckets: list[float] | None = None,
         max_series: int = 2000,
         request_id_header: str = "x-request-id",
     ) -> Beacon:
         """``route_template(scope, outer_root_path)`` labels requests whose scope holds no
-        ``route`` (the rest are labelled natively). Raises ConfigError for invalid buckets, a
+        ``route`` (the rest are labelled natively); ``own_paths`` are answered by the middleware
+        and not recorded. Raises ConfigError for invalid buckets, a
         zero series cap or a bad header name."""
-    def begin(self, scope: MutableMapping[str, Any], send: Callable[[MutableMapping[str, Any]], Awaitable[None]]) -> RequestRecord:
+    def begin(
+        self, scope: MutableMapping[str, Any], send: Callable[[MutableMapping[str, Any]], Awaitable[None]]
+    ) -> RequestRecord | None:
         """Starts timing an HTTP request: reads its method and request-id header (kept when
         valid, generated otherwise) and raises the active-requests gauge. The record returned
-        wraps ``send`` and is what the app should be given as its ``send``."""
+        wraps ``send`` and is what the app should be given as its ``send``. Returns None for a
+        request to one of ``own_paths``, which the middleware answers itself."""
+    def own_path(self, scope: MutableMapping[str, Any]) -> str | None:
+        """The entry of ``own_paths`` the request is for (with or without the scope's
+        ``root_path`` in front), or None."""
     def render_metrics(self, accept: str | None = None) -> tuple[bytes, str]:
         """Renders every metric for a scrape with this ``Accept`` header: ``(body, content_type)``.
         OpenMetrics when asked for, Prometheus text 0.0.4 otherwise. Releases the GIL while

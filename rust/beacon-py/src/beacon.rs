@@ -27,18 +27,21 @@ pub struct Beacon {
     request_id_header: Vec<u8>,
     // The same name as a Python bytes object, reused for every response header.
     request_id_header_bytes: Py<PyBytes>,
-    // `route_template(scope, outer_root_path) -> str | None`, called once per request.
+    // `route_template(scope, outer_root_path) -> str | None`, for scopes without a route.
     route_template: Py<PyAny>,
+    // The paths the middleware answers itself (/health, /ready, /metrics when enabled).
+    own_paths: Vec<String>,
 }
 
 #[pymethods]
 impl Beacon {
     #[new]
-    #[pyo3(signature = (*, service_name, route_template, buckets=None, max_series=2000, request_id_header="x-request-id"))]
+    #[pyo3(signature = (*, service_name, route_template, own_paths=Vec::new(), buckets=None, max_series=2000, request_id_header="x-request-id"))]
     fn new(
         py: Python<'_>,
         service_name: String,
         route_template: Py<PyAny>,
+        own_paths: Vec<String>,
         buckets: Option<Vec<f64>>,
         max_series: usize,
         request_id_header: &str,
@@ -58,6 +61,7 @@ impl Beacon {
             request_id_header: request_id_header.to_ascii_lowercase().into_bytes(),
             request_id_header_bytes: PyBytes::new(py, request_id_header.to_ascii_lowercase().as_bytes()).unbind(),
             route_template,
+            own_paths,
         })
     }
 
@@ -65,8 +69,13 @@ impl Beacon {
     /// request-id header (kept when valid, generated otherwise) and raises the active gauge.
     /// The returned record is also the `send` to hand to the app: it adds the request-id header
     /// and records the request when the last body message goes out.
-    fn begin(&self, scope: &Bound<'_, PyDict>, send: Py<PyAny>) -> PyResult<RequestRecord> {
+    /// Returns None, and starts nothing, for a request to one of the middleware's own paths.
+    fn begin(&self, scope: &Bound<'_, PyDict>, send: Py<PyAny>) -> PyResult<Option<RequestRecord>> {
         let py = scope.py();
+        let root_path = scope.get_item(intern!(py, "root_path"))?;
+        if self.own_path_of(scope, root_path.as_ref())?.is_some() {
+            return Ok(None);
+        }
         let method = match scope.get_item(intern!(py, "method"))? {
             Some(value) => match value.cast::<PyString>() {
                 Ok(text) => HttpMethod::parse(text.to_str()?.as_bytes()),
@@ -79,12 +88,12 @@ impl Beacon {
             None => None,
         }
         .unwrap_or_else(|| PyBytes::new(py, &generate_request_id()).unbind());
-        let outer_root_path = match scope.get_item(intern!(py, "root_path"))? {
+        let outer_root_path = match root_path {
             Some(root_path) => root_path.unbind(),
             None => PyString::intern(py, "").into_any().unbind(),
         };
         self.shared.metrics.request_started(method);
-        Ok(RequestRecord::new(
+        Ok(Some(RequestRecord::new(
             Arc::clone(&self.shared),
             method,
             request_id,
@@ -95,7 +104,14 @@ impl Beacon {
                 header_name: self.request_id_header_bytes.clone_ref(py),
                 route_template: self.route_template.clone_ref(py),
             },
-        ))
+        )))
+    }
+
+    /// Which of the middleware's own paths the request is for, if any. Servers started with
+    /// `--root-path` put the prefix in front of the path as well, so it is tried without it too.
+    fn own_path(&self, scope: &Bound<'_, PyDict>) -> PyResult<Option<String>> {
+        let root_path = scope.get_item(intern!(scope.py(), "root_path"))?;
+        Ok(self.own_path_of(scope, root_path.as_ref())?.map(str::to_owned))
     }
 
     /// Renders `/metrics` for the given `Accept` header; returns `(body, content_type)`.
@@ -189,6 +205,21 @@ impl Beacon {
 }
 
 impl Beacon {
+    fn own_path_of(&self, scope: &Bound<'_, PyDict>, root_path: Option<&Bound<'_, PyAny>>) -> PyResult<Option<&str>> {
+        if self.own_paths.is_empty() {
+            return Ok(None);
+        }
+        let Some(path) = scope.get_item(intern!(scope.py(), "path"))? else { return Ok(None) };
+        let Ok(path) = path.cast::<PyString>() else { return Ok(None) };
+        let path = path.to_str()?;
+        let root = match root_path.map(|r| r.cast::<PyString>()) {
+            Some(Ok(root)) => root.to_str()?,
+            _ => "",
+        };
+        let unprefixed = if root.is_empty() { None } else { path.strip_prefix(root) };
+        Ok(self.own_paths.iter().map(String::as_str).find(|own| *own == path || Some(*own) == unprefixed))
+    }
+
     /// The first header named like the request-id header, if its value is a valid id. An
     /// invalid value is dropped (and a new id generated): it is never echoed back.
     fn incoming_request_id(&self, headers: &Bound<'_, PyAny>) -> Option<Py<PyBytes>> {

@@ -106,7 +106,12 @@ impl RequestRecord {
     /// The wrapped ASGI `send`: adds the request-id header to the response start, and records
     /// the request when its last body message (or a pathsend) is handed to the server. Returns
     /// the server's own awaitable.
-    fn __call__(&self, py: Python<'_>, message: Bound<'_, PyDict>) -> PyResult<Py<PyAny>> {
+    fn __call__(&self, py: Python<'_>, message: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        // ASGI messages are dicts; anything else is handed on untouched for the server to judge.
+        let message = match message.cast_into::<PyDict>() {
+            Ok(dict) => dict,
+            Err(error) => return self.context.send.call1(py, (error.into_inner(),)),
+        };
         let kind = message.get_item(intern!(py, "type"))?;
         let kind = match &kind {
             Some(kind) => kind.cast::<PyString>().ok().map(|k| k.to_str()).transpose()?,
