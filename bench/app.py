@@ -89,3 +89,8 @@ elif VARIANT == "instrumentator+otel":
     _otel()
 else:
     raise SystemExit(f"unknown BENCH_VARIANT {VARIANT!r}")
+
+if os.environ.get("BENCH_NO_GC") == "1":  # diagnostic: how much of a variant's cost is the cyclic GC
+    import gc
+
+    gc.disable()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import caddy_beacon
+import caddy_beacon._context
 from caddy_beacon import BeaconMiddleware, Check, ConfigError
 
 
@@ -129,3 +130,43 @@ def test_works_without_lifespan_and_with_any_asgi_app() -> None:
     # The app's headers are kept and the id appended, on a copy of the message.
     text, _ = middleware._native.render_metrics(None)
     assert b'http_route="__unmatched__",http_response_status_code="204"' in text
+
+
+def test_a_finished_request_lets_go_of_its_scope() -> None:
+    """asyncio can carry a finished request's context into the next request on a connection
+    (cpython#140947); the record left in it must not keep the scope (and everything the
+    framework hung on it) alive, nor report a stale request id."""
+    import gc
+    import weakref
+
+    class Scope(dict):  # type: ignore[type-arg]  # a dict that can be weakly referenced
+        pass
+
+    leaked: list[Any] = []
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        leaked.append(caddy_beacon._context.current_request.get())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    middleware = BeaconMiddleware(app, drain_seconds=0)
+
+    async def noop_send(message: Any) -> None:
+        return None
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = Scope(type="http", method="GET", path="/x", headers=[])
+    scope_ref = weakref.ref(scope)
+    asyncio.run(middleware(scope, receive, noop_send))
+    del scope
+    gc.collect()
+    assert scope_ref() is None, "the finished request's record still holds its scope"
+    record = leaked[0]
+    assert not record.open and record.finished
+    token = caddy_beacon._context.current_request.set(record)
+    try:
+        assert caddy_beacon.request_id() is None
+    finally:
+        caddy_beacon._context.current_request.reset(token)

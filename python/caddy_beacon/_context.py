@@ -16,4 +16,5 @@ def request_id() -> str | None:
     or one generated for it; the same value is echoed on the response.
     """
     record = current_request.get()
-    return None if record is None else record.request_id
+    # A closed record can linger in a context asyncio carried over from a finished request.
+    return record.request_id if record is not None and record.open else None

@@ -22,5 +22,5 @@ class RequestContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         current = current_request.get()
-        record.request_id = self.default if current is None else current.request_id
+        record.request_id = current.request_id if current is not None and current.open else self.default
         return True

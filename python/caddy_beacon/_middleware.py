@@ -130,10 +130,11 @@ class BeaconMiddleware:
             await self.app(scope, receive, record)
         except BaseException:
             # Recorded as 500 (unless the response had already completed) and re-raised as is.
-            record.finish(500)
+            record.close(500)
             raise
         finally:
             current_request.reset(token)
-        # A no-op when the last body message recorded it; otherwise the app returned without
-        # completing a response (client gone, or none at all, which the server answers with 500).
-        record.finish()
+        # Records the request if the last body message did not (the app returned without
+        # completing a response: client gone, or none at all, which the server answers with
+        # 500), and releases the scope and `send`.
+        record.close()

@@ -50,6 +50,13 @@ class RequestRecord:
         """The ASGI ``send`` to give the app: adds the request-id header to the response start
         (on a copy of the message), records the request when its last body message or a
         pathsend is handed on, and returns the server's own awaitable."""
+    @property
+    def open(self) -> bool:
+        """Whether the request is still being handled (:meth:`close` has not run)."""
+    def close(self, status: int | None = None) -> bool:
+        """Ends the request: records it like :meth:`finish` if that has not happened, then
+        releases the scope and ``send`` (asyncio may keep a finished request's context alive).
+        The request id stays readable."""
     def finish(self, status: int | None = None) -> bool:
         """Records the request once under the route the framework matched (read from the scope
         now) with ``status`` (default: the status sent, or 500 when none was), and lowers the

@@ -5,10 +5,11 @@
 //! of what a pass-through middleware costs.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use beacon_core::{HttpMethod, UNMATCHED_ROUTE};
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -37,7 +38,10 @@ pub struct RequestRecord {
     method: HttpMethod,
     started: Instant,
     request_id: Py<PyBytes>,
-    context: RequestContext,
+    // Released by `close`: asyncio can carry a finished request's context (and so this record)
+    // into the next request on the same connection (cpython#140947), and the scope and `send`
+    // must not live on with it.
+    context: Mutex<Option<Arc<RequestContext>>>,
     status: AtomicU16,
     finished: AtomicBool,
 }
@@ -49,7 +53,7 @@ impl RequestRecord {
             method,
             started: Instant::now(),
             request_id,
-            context,
+            context: Mutex::new(Some(Arc::new(context))),
             status: AtomicU16::new(0),
             finished: AtomicBool::new(false),
         }
@@ -64,14 +68,21 @@ impl RequestRecord {
         true
     }
 
+    fn context(&self) -> Option<Arc<RequestContext>> {
+        self.context.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// Records with the route the framework matched, read from the scope now.
     fn record_from_scope(&self, py: Python<'_>, status: u16) -> PyResult<bool> {
-        let scope = self.context.scope.bind(py);
-        let outer_root_path = self.context.outer_root_path.bind(py);
+        let Some(context) = self.context() else {
+            return Ok(self.record(status, None));
+        };
+        let scope = context.scope.bind(py);
+        let outer_root_path = context.outer_root_path.bind(py);
         match route_label(scope, outer_root_path)? {
             RouteLabel::Resolved(route) => Ok(self.record(status, route.as_deref())),
             RouteLabel::NeedsFallback => {
-                let route = self.context.route_template.call1(py, (scope, outer_root_path))?;
+                let route = context.route_template.call1(py, (scope, outer_root_path))?;
                 let route = route.bind(py);
                 if route.is_none() {
                     return Ok(self.record(status, None));
@@ -81,7 +92,11 @@ impl RequestRecord {
         }
     }
 
-    fn response_start_with_id<'py>(&self, message: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
+    fn response_start_with_id<'py>(
+        &self,
+        message: &Bound<'py, PyDict>,
+        context: &RequestContext,
+    ) -> PyResult<Bound<'py, PyDict>> {
         let py = message.py();
         if let Some(status) = message.get_item(intern!(py, "status"))? {
             self.status.store(status.extract::<u16>().unwrap_or(0), Ordering::Relaxed);
@@ -94,7 +109,7 @@ impl RequestRecord {
                 headers.append(header?)?;
             }
         }
-        let pair = PyTuple::new(py, [self.context.header_name.bind(py).as_any(), self.request_id.bind(py).as_any()])?;
+        let pair = PyTuple::new(py, [context.header_name.bind(py).as_any(), self.request_id.bind(py).as_any()])?;
         headers.append(pair)?;
         copy.set_item(intern!(py, "headers"), headers)?;
         Ok(copy)
@@ -107,10 +122,13 @@ impl RequestRecord {
     /// the request when its last body message (or a pathsend) is handed to the server. Returns
     /// the server's own awaitable.
     fn __call__(&self, py: Python<'_>, message: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let Some(context) = self.context() else {
+            return Err(PyRuntimeError::new_err("send() called after the request was closed"));
+        };
         // ASGI messages are dicts; anything else is handed on untouched for the server to judge.
         let message = match message.cast_into::<PyDict>() {
             Ok(dict) => dict,
-            Err(error) => return self.context.send.call1(py, (error.into_inner(),)),
+            Err(error) => return context.send.call1(py, (error.into_inner(),)),
         };
         let kind = message.get_item(intern!(py, "type"))?;
         let kind = match &kind {
@@ -119,8 +137,8 @@ impl RequestRecord {
         };
         match kind {
             Some("http.response.start") => {
-                let with_id = self.response_start_with_id(&message)?;
-                return self.context.send.call1(py, (with_id,));
+                let with_id = self.response_start_with_id(&message, &context)?;
+                return context.send.call1(py, (with_id,));
             }
             Some("http.response.body") => {
                 let more_body = match message.get_item(intern!(py, "more_body"))? {
@@ -134,7 +152,7 @@ impl RequestRecord {
             Some("http.response.pathsend") => self.finish_response(py)?,
             _ => {}
         }
-        self.context.send.call1(py, (message,))
+        context.send.call1(py, (message,))
     }
 
     /// The request id as bytes, ready to be sent as a header value.
@@ -173,6 +191,22 @@ impl RequestRecord {
     #[getter]
     fn finished(&self) -> bool {
         self.finished.load(Ordering::Acquire)
+    }
+
+    /// Whether the request is still being handled (`close` has not run).
+    #[getter]
+    fn open(&self) -> bool {
+        self.context.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Ends the request: records it like `finish` if that has not happened yet, then lets go of
+    /// the scope and `send`. The request id stays readable.
+    #[pyo3(signature = (status=None))]
+    fn close(&self, py: Python<'_>, status: Option<u16>) -> PyResult<bool> {
+        let recorded = self.finish(py, status);
+        let released = self.context.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(released);
+        recorded
     }
 }
 
