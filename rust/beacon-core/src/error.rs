@@ -15,6 +15,9 @@ pub enum BeaconError {
     /// The same check registered twice.
     #[error("check {0:?} is registered twice")]
     DuplicateCheck(String),
+    /// An `OTEL_TRACES_SAMPLER` setting the SDK specification does not define.
+    #[error("{0}")]
+    InvalidSampler(String),
     /// A result reported for a check that was never registered.
     #[error("check {0:?} is not registered")]
     UnknownCheck(String),

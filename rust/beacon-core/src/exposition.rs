@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use crate::process_metrics::ProcessStats;
-use crate::{Readiness, RequestMetrics};
+use crate::trace::context::to_hex;
+use crate::{Exemplar, Readiness, RequestMetrics};
 
 /// The two exposition formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +95,17 @@ impl Writer {
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.sample_with_exemplar(name, labels, value, None);
+    }
+
+    /// A sample line; in OpenMetrics, followed by its exemplar when there is one.
+    fn sample_with_exemplar(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        value: impl std::fmt::Display,
+        exemplar: Option<&Exemplar>,
+    ) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -108,7 +120,19 @@ impl Writer {
             }
             self.out.push('}');
         }
-        let _ = writeln!(self.out, " {value}");
+        let _ = write!(self.out, " {value}");
+        if let (Format::OpenMetrics, Some(exemplar)) = (self.format, exemplar) {
+            let _ = write!(
+                self.out,
+                " # {{trace_id=\"{}\",span_id=\"{}\"}} {} {}.{:03}",
+                to_hex(&exemplar.trace_id),
+                to_hex(&exemplar.span_id),
+                exemplar.value_nanos as f64 / 1e9,
+                exemplar.timestamp_millis / 1000,
+                exemplar.timestamp_millis % 1000
+            );
+        }
+        self.out.push('\n');
     }
 }
 
@@ -132,7 +156,7 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
             cumulative += count;
             let le = bounds.get(i).map(String::as_str).unwrap_or("+Inf");
             let labels = [base[0], base[1], base[2], ("le", le)];
-            w.sample(&format!("{name}_bucket"), &labels, cumulative);
+            w.sample_with_exemplar(&format!("{name}_bucket"), &labels, cumulative, s.exemplars[i].as_ref());
         }
         w.sample(&format!("{name}_sum"), &base, s.sum_seconds);
         w.sample(&format!("{name}_count"), &base, cumulative);
@@ -202,6 +226,8 @@ mod tests {
         metrics.request_finished(HttpMethod::Get, "/a/{id}", 200, 50_000_000);
         metrics.request_finished(HttpMethod::Get, "/a/{id}", 200, 500_000_000);
         metrics.observe(HttpMethod::Post, "/q\"uote\\\n", 500, 2_000_000_000);
+        metrics.request_started(HttpMethod::Get);
+        metrics.request_finished_traced(HttpMethod::Get, "/traced", 200, 20_000_000, ([0xab; 16], [0xcd; 8]));
         let readiness = Readiness::new();
         readiness.register_check("db", true).unwrap();
         let target = TargetInfo { service_name: "orders".into() };
@@ -229,6 +255,7 @@ mod tests {
             assert!(text.contains(&line), "missing {line}\n{text}");
         }
         assert!(!text.contains("# EOF"));
+        assert!(!text.contains("trace_id"), "exemplars are OpenMetrics only");
     }
 
     #[test]
@@ -238,6 +265,9 @@ mod tests {
         assert!(text.contains("# TYPE beacon_series_dropped counter\n"));
         assert!(text.contains("beacon_series_dropped_total 0\n"));
         assert!(text.contains("# TYPE target info\n"));
+        let exemplar = format!("# {{trace_id=\"{}\",span_id=\"{}\"}} 0.02 ", "ab".repeat(16), "cd".repeat(8));
+        let bucket = text.lines().find(|l| l.contains("http_route=\"/traced\"") && l.contains("le=\"0.1\"")).unwrap();
+        assert!(bucket.contains(&exemplar), "{bucket}");
     }
 
     #[test]

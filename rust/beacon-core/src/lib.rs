@@ -7,20 +7,24 @@
 //!   flat arena of atomics with a hard series cap.
 //! - [`Readiness`]: cached check results, draining, and the health+json body for `/ready`.
 //! - [`request_id`]: validation of incoming request ids and fast generation of new ones.
-//! - [`exposition`]: Prometheus text and OpenMetrics rendering.
+//! - [`exposition`]: Prometheus text and OpenMetrics rendering, with exemplars.
+//! - [`trace`] and [`otlp`]: W3C trace context, sampling, server spans and their export.
 
 mod buckets;
 mod error;
 pub mod exposition;
 mod http_method;
 mod metrics_store;
+pub mod otlp;
 pub mod process_metrics;
+pub mod random;
 mod readiness;
 mod time_format;
 pub mod request_id;
+pub mod trace;
 
 pub use buckets::{Buckets, DEFAULT_BUCKETS};
 pub use error::BeaconError;
 pub use http_method::HttpMethod;
-pub use metrics_store::{RequestMetrics, SeriesLabels, SeriesSnapshot, UNMATCHED_ROUTE};
+pub use metrics_store::{Exemplar, RequestMetrics, SeriesLabels, SeriesSnapshot, UNMATCHED_ROUTE};
 pub use readiness::{CheckOutcome, Readiness, ReadyReport};

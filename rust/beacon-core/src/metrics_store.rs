@@ -7,6 +7,7 @@
 //! worker processes without changing this API.
 
 use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -27,6 +28,19 @@ pub struct SeriesLabels {
     pub status: u16,
 }
 
+/// The trace of one recent sampled request that landed in a bucket (OpenMetrics exemplar).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exemplar {
+    /// The request's trace.
+    pub trace_id: [u8; 16],
+    /// The request's server span.
+    pub span_id: [u8; 8],
+    /// Its duration in nanoseconds.
+    pub value_nanos: u64,
+    /// When it finished, in milliseconds since the Unix epoch.
+    pub timestamp_millis: u64,
+}
+
 /// One series read at a point in time.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SeriesSnapshot {
@@ -36,6 +50,8 @@ pub struct SeriesSnapshot {
     pub bucket_counts: Vec<u64>,
     /// Sum of observed durations in seconds.
     pub sum_seconds: f64,
+    /// The latest exemplar of each bucket (same length as `bucket_counts`).
+    pub exemplars: Vec<Option<Exemplar>>,
 }
 
 impl SeriesSnapshot {
@@ -64,6 +80,8 @@ pub struct RequestMetrics {
     active: [AtomicI64; HttpMethod::ALL.len()],
     method_seen: [AtomicBool; HttpMethod::ALL.len()],
     series_dropped: AtomicU64,
+    // Keyed by cell index; only sampled requests touch it.
+    exemplars: Mutex<HashMap<usize, Exemplar>>,
 }
 
 impl RequestMetrics {
@@ -83,6 +101,7 @@ impl RequestMetrics {
             active: Default::default(),
             method_seen: Default::default(),
             series_dropped: AtomicU64::new(0),
+            exemplars: Mutex::default(),
         })
     }
 
@@ -114,15 +133,40 @@ impl RequestMetrics {
         self.active[method.index()].fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Like `request_finished`, and keeps the request's trace as its bucket's exemplar.
+    pub fn request_finished_traced(
+        &self,
+        method: HttpMethod,
+        route: &str,
+        status: u16,
+        elapsed_nanos: u64,
+        trace: ([u8; 16], [u8; 8]),
+    ) {
+        self.active[method.index()].fetch_sub(1, Ordering::Relaxed);
+        if let Some(cell) = self.observe_cell(method, route, status, elapsed_nanos) {
+            let timestamp_millis =
+                SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+            let exemplar = Exemplar { trace_id: trace.0, span_id: trace.1, value_nanos: elapsed_nanos, timestamp_millis };
+            self.exemplars.lock().unwrap_or_else(PoisonError::into_inner).insert(cell, exemplar);
+        }
+    }
+
     /// Records one duration without touching the active gauge.
     pub fn observe(&self, method: HttpMethod, route: &str, status: u16, elapsed_nanos: u64) {
+        self.observe_cell(method, route, status, elapsed_nanos);
+    }
+
+    /// Records one duration; returns the bucket cell it went to.
+    fn observe_cell(&self, method: HttpMethod, route: &str, status: u16, elapsed_nanos: u64) -> Option<usize> {
         let Some(slot) = self.slot_for(method, route, status) else {
             self.series_dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         };
         let base = slot * self.stride;
-        self.cells[base + self.buckets.index_of(elapsed_nanos)].fetch_add(1, Ordering::Relaxed);
+        let cell = base + self.buckets.index_of(elapsed_nanos);
+        self.cells[cell].fetch_add(1, Ordering::Relaxed);
         self.cells[base + self.stride - 1].fetch_add(elapsed_nanos, Ordering::Relaxed);
+        Some(cell)
     }
 
     fn slot_for(&self, method: HttpMethod, route: &str, status: u16) -> Option<usize> {
@@ -168,16 +212,19 @@ impl RequestMetrics {
     /// that recording is never held up by a scrape.
     pub fn snapshot(&self) -> Vec<SeriesSnapshot> {
         let labels = self.index.lock().unwrap_or_else(PoisonError::into_inner).labels.clone();
+        let exemplars = self.exemplars.lock().unwrap_or_else(PoisonError::into_inner).clone();
         labels
             .into_iter()
             .enumerate()
             .map(|(slot, labels)| {
                 let cells = &self.cells[slot * self.stride..(slot + 1) * self.stride];
                 let (counts, sum) = cells.split_at(self.stride - 1);
+                let base = slot * self.stride;
                 SeriesSnapshot {
                     labels,
                     bucket_counts: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
                     sum_seconds: sum[0].load(Ordering::Relaxed) as f64 / 1e9,
+                    exemplars: (0..counts.len()).map(|bucket| exemplars.get(&(base + bucket)).copied()).collect(),
                 }
             })
             .collect()
@@ -225,6 +272,20 @@ mod tests {
         assert_eq!(metrics.series_count(), 2);
         assert_eq!(metrics.series_dropped(), 2);
         assert_eq!(metrics.snapshot()[0].count(), 2);
+    }
+
+    #[test]
+    fn sampled_requests_leave_exemplars_in_their_bucket() {
+        let metrics = store(10);
+        metrics.request_started(HttpMethod::Get);
+        metrics.request_finished_traced(HttpMethod::Get, "/a", 200, 50_000_000, ([7; 16], [8; 8]));
+        metrics.request_started(HttpMethod::Get);
+        metrics.request_finished(HttpMethod::Get, "/a", 200, 5_000_000);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot[0].exemplars[0], None);
+        let exemplar = snapshot[0].exemplars[1].expect("the 0.1 s bucket has an exemplar");
+        assert_eq!((exemplar.trace_id, exemplar.span_id, exemplar.value_nanos), ([7; 16], [8; 8], 50_000_000));
+        assert_eq!(snapshot[0].exemplars[2], None);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! Request ids: validating the one a proxy sent, and generating one when it is missing or bad.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::random::next_u64;
 
 /// Longest accepted incoming id, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -10,49 +9,6 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// so it can be echoed in a header and written to logs without any risk of injection.
 pub fn is_valid_request_id(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= MAX_REQUEST_ID_LEN && value.iter().all(|b| (0x21..=0x7e).contains(b))
-}
-
-// Bumped in a forked child (the bindings call `note_fork` from Python's `os.register_at_fork`),
-// so a child never continues its parent's random sequence and produces the same ids.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// Tells the generator that this process is a fresh fork and must reseed.
-pub fn note_fork() {
-    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-}
-
-thread_local! {
-    // (state, fork generation it was seeded in); generation u64::MAX means "never seeded".
-    static RNG: Cell<(u64, u64)> = const { Cell::new((0, u64::MAX)) };
-}
-
-fn fresh_seed() -> u64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness (extremely rare): fall back to time and address entropy; ids need to
-        // be unique, not secret.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        return nanos ^ (std::process::id() as u64).rotate_left(32) ^ (&bytes as *const _ as u64);
-    }
-    u64::from_le_bytes(bytes)
-}
-
-// wyrand: fast, passes BigCrush, and 2^64 period per thread is plenty for ids.
-fn next_u64() -> u64 {
-    RNG.with(|cell| {
-        let generation = FORK_GENERATION.load(Ordering::Relaxed);
-        let (mut state, seeded_in) = cell.get();
-        if seeded_in != generation {
-            state = fresh_seed();
-        }
-        state = state.wrapping_add(0xa076_1d64_78bd_642f);
-        cell.set((state, generation));
-        let t = u128::from(state) * u128::from(state ^ 0xe703_7ed1_a0b4_28db);
-        ((t >> 64) as u64) ^ (t as u64)
-    })
 }
 
 /// Length of a generated id.
@@ -109,15 +65,5 @@ mod tests {
             assert_eq!(text.matches('-').count(), 4);
             assert!(seen.insert(id));
         }
-    }
-
-    #[test]
-    fn a_fork_reseeds() {
-        let before = RNG.with(Cell::get);
-        generate_request_id();
-        note_fork();
-        generate_request_id();
-        let after = RNG.with(Cell::get);
-        assert_ne!(before.1, after.1);
     }
 }

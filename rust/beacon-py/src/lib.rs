@@ -29,5 +29,5 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// generation never repeats the parent's random sequence.
 #[pyfunction]
 fn after_fork_in_child() {
-    beacon_core::request_id::note_fork();
+    beacon_core::random::note_fork();
 }
