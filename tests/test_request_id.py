@@ -18,7 +18,7 @@ def test_valid_id_is_kept_echoed_and_visible_to_the_handler_and_logs(shared_serv
     response = shared_server.get("/items/5", headers={"X-Request-ID": caddy_uuid})
     assert response.headers["x-request-id"] == caddy_uuid
     assert response.json()["request_id"] == caddy_uuid
-    assert f"LOG request_id={caddy_uuid} handling item 5" in shared_server.log()
+    assert f"LOG request_id={caddy_uuid} trace_id=- handling item 5" in shared_server.log()
 
 
 def test_any_visible_ascii_id_up_to_128_bytes_is_kept(shared_server: Server) -> None:

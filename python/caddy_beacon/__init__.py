@@ -13,7 +13,7 @@ import os
 
 from caddy_beacon import _native
 from caddy_beacon._checks import Check
-from caddy_beacon._context import request_id
+from caddy_beacon._context import request_id, trace_id
 from caddy_beacon._logging import RequestContextFilter
 from caddy_beacon._middleware import BeaconMiddleware
 from caddy_beacon._native import DEFAULT_BUCKETS, UNMATCHED_ROUTE, BeaconError, ConfigError
@@ -30,6 +30,7 @@ __all__ = [
     "RequestContextFilter",
     "__version__",
     "request_id",
+    "trace_id",
 ]
 
 # A forked worker (gunicorn, multiprocessing) must not continue the parent's random sequence,

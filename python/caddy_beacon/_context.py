@@ -18,3 +18,13 @@ def request_id() -> str | None:
     record = current_request.get()
     # A closed record can linger in a context asyncio carried over from a finished request.
     return record.request_id if record is not None and record.open else None
+
+
+def trace_id() -> str | None:
+    """The trace id (32 hex digits) of the request being handled when tracing is on, else None.
+
+    With Caddy's ``tracing`` directive it is Caddy's trace id, so the log line, the exemplar and
+    Caddy's access log (``traceID``) all point at the same trace.
+    """
+    record = current_request.get()
+    return record.trace_id if record is not None and record.open else None

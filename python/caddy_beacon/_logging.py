@@ -8,7 +8,8 @@ from caddy_beacon._context import current_request
 
 
 class RequestContextFilter(logging.Filter):
-    """Adds ``request_id`` to every log record (``default`` outside a request).
+    """Adds ``request_id``, ``trace_id`` and ``span_id`` to every log record (``default``
+    outside a request, and for the trace fields when tracing is off).
 
     Attach it to a handler and use ``%(request_id)s`` in the format::
 
@@ -22,5 +23,10 @@ class RequestContextFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         current = current_request.get()
-        record.request_id = current.request_id if current is not None and current.open else self.default
+        if current is not None and current.open:
+            record.request_id = current.request_id
+            record.trace_id = current.trace_id or self.default
+            record.span_id = current.span_id or self.default
+        else:
+            record.request_id = record.trace_id = record.span_id = self.default
         return True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,7 +14,9 @@ from caddy_beacon._context import current_request
 from caddy_beacon._draining import DrainController
 from caddy_beacon._endpoints import Message, Receive, Scope, Send, build_endpoints
 from caddy_beacon._native import Beacon
+from caddy_beacon._otel_bridge import Attach, Detach, otel_bridge
 from caddy_beacon._routes import route_template
+from caddy_beacon._tracing_config import resolve_tracing
 
 logger = logging.getLogger("caddy_beacon")
 
@@ -45,6 +49,7 @@ class BeaconMiddleware:
         drain_seconds: float | _config._Unset = _config.UNSET,
         side_port: int | None | _config._Unset = _config.UNSET,
         max_series: int | _config._Unset = _config.UNSET,
+        tracing: bool | None = None,
     ) -> None:
         self.app = app
         config = _config.resolve(
@@ -59,6 +64,8 @@ class BeaconMiddleware:
             max_series=max_series,
         )
         self.config = config
+        self.tracing = resolve_tracing(tracing)
+        trace = self.tracing
         self._native = Beacon(
             service_name=config.service_name or "unknown_service",
             route_template=route_template,
@@ -66,7 +73,20 @@ class BeaconMiddleware:
             buckets=list(config.buckets) if config.buckets is not None else None,
             max_series=config.max_series,
             request_id_header=config.request_id_header,
+            trace_endpoint=trace.endpoint if trace else None,
+            trace_headers=trace.headers if trace else [],
+            sampler=trace.sampler if trace else None,
+            sampler_arg=trace.sampler_arg if trace else None,
+            resource=trace.resource if trace else [],
+            trace_timeout=trace.timeout if trace else 10.0,
+            trace_queue_size=trace.queue_size if trace else 2048,
+            trace_batch_size=trace.batch_size if trace else 512,
+            trace_interval=trace.interval if trace else 5.0,
         )
+        self._otel: tuple[Attach, Detach] | None = None
+        if trace is not None:
+            # Servers that run no lifespan still get their last spans out at exit.
+            atexit.register(self._native.flush_traces, 2.0)
         self._service_name_known = config.service_name is not None
         self._checks = CheckRunner(self._native, normalize_checks(checks))
         self._drain = DrainController(self._native, config.drain_seconds)
@@ -83,6 +103,9 @@ class BeaconMiddleware:
             title = getattr(scope.get("app"), "title", None)
             if isinstance(title, str) and title:
                 self._native.set_service_name(title)
+        if self._native.tracing:
+            # Checked once the app has started, when its tracer provider is in place.
+            self._otel = otel_bridge()
         self._checks.start()
         self._drain.install()
         self._native.mark_started()
@@ -90,6 +113,10 @@ class BeaconMiddleware:
     async def _stop(self) -> None:
         self._drain.uninstall()
         await self._checks.stop()
+        if self._native.tracing:
+            # Waits for the exporter on a thread, detached from the interpreter: the event loop
+            # keeps running while the last spans go out.
+            await asyncio.get_running_loop().run_in_executor(None, self._native.flush_traces, 5.0)
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def receive_and_watch() -> Message:
@@ -126,6 +153,8 @@ class BeaconMiddleware:
             await self._endpoints[self._native.own_path(scope) or ""](scope, receive, send)
             return
         token = current_request.set(record)
+        otel = self._otel
+        otel_token = otel[0](record) if otel is not None else None
         try:
             await self.app(scope, receive, record)
         except BaseException:
@@ -133,6 +162,8 @@ class BeaconMiddleware:
             record.close(500)
             raise
         finally:
+            if otel is not None:
+                otel[1](otel_token)
             current_request.reset(token)
         # Records the request if the last body message did not (the app returned without
         # completing a response: client gone, or none at all, which the server answers with

@@ -41,6 +41,18 @@ class RequestRecord:
     def request_id_bytes(self) -> bytes:
         """The request id as a header value."""
     @property
+    def trace_id(self) -> str | None:
+        """The trace id (32 hex digits) when tracing is on."""
+    @property
+    def span_id(self) -> str | None:
+        """This request's server span id (16 hex digits) when tracing is on."""
+    @property
+    def sampled(self) -> bool:
+        """Whether this request's span is exported."""
+    @property
+    def trace_state(self) -> str:
+        """The ``tracestate`` carried from the caller ("" when none)."""
+    @property
     def status(self) -> int:
         """The status of the response start sent so far (0 before it)."""
     @property
@@ -75,11 +87,24 @@ class Beacon:
         buckets: list[float] | None = None,
         max_series: int = 2000,
         request_id_header: str = "x-request-id",
+        trace_endpoint: str | None = None,
+        trace_headers: list[tuple[str, str]] = ...,
+        sampler: str | None = None,
+        sampler_arg: str | None = None,
+        resource: list[tuple[str, str]] = ...,
+        trace_timeout: float = 10.0,
+        trace_queue_size: int = 2048,
+        trace_batch_size: int = 512,
+        trace_interval: float = 5.0,
     ) -> Beacon:
         """``route_template(scope, outer_root_path)`` labels requests whose scope holds no
         ``route`` (the rest are labelled natively); ``own_paths`` are answered by the middleware
         and not recorded. Raises ConfigError for invalid buckets, a
-        zero series cap or a bad header name."""
+        zero series cap or a bad header name. With ``trace_endpoint`` (an ``http://`` OTLP/HTTP
+        traces URL) every request gets a server span, sampled by ``sampler`` (an
+        ``OTEL_TRACES_SAMPLER`` name) and exported in the background in batches of
+        ``trace_batch_size`` at least every ``trace_interval`` seconds; a full queue of
+        ``trace_queue_size`` drops spans instead of waiting."""
     def begin(
         self, scope: MutableMapping[str, Any], send: Callable[[MutableMapping[str, Any]], Awaitable[None]]
     ) -> RequestRecord | None:
@@ -102,6 +127,12 @@ class Beacon:
         """Stores the latest result of a check."""
     def set_service_name(self, service_name: str) -> None:
         """Sets the ``service_name`` label of ``target_info``."""
+    def flush_traces(self, timeout: float) -> bool:
+        """Sends the queued spans; waits at most ``timeout`` seconds without holding the GIL.
+        True when everything went out (or tracing is off)."""
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are exported."""
     def mark_started(self) -> None:
         """Startup completed: ``/ready`` may pass from now on."""
     def set_draining(self, draining: bool) -> None:

@@ -30,7 +30,7 @@ STATE = pathlib.Path(os.environ.get("TEST_STATE_DIR", "/nonexistent"))
 log = logging.getLogger("testapp")
 _handler = logging.StreamHandler()
 _handler.addFilter(caddy_beacon.RequestContextFilter())
-_handler.setFormatter(logging.Formatter("LOG request_id=%(request_id)s %(message)s"))
+_handler.setFormatter(logging.Formatter("LOG request_id=%(request_id)s trace_id=%(trace_id)s %(message)s"))
 log.addHandler(_handler)
 log.setLevel(logging.INFO)
 
@@ -99,7 +99,52 @@ CHECKS = {
 
 selected = [name for name in os.environ.get("TEST_CHECKS", "").split(",") if name]
 
-app = FastAPI(title="beacon-test-app")
+# TEST_OTEL_SDK=1 installs an OpenTelemetry SDK tracer provider that keeps finished spans in
+# memory; TEST_FASTAPI_TELEMETRY=off turns FastAPI's own (>= 0.142) server spans off.
+otel_spans = None
+if os.environ.get("TEST_OTEL_SDK") == "1":
+    from opentelemetry import trace as otel_trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    otel_spans = InMemorySpanExporter()
+    _provider = TracerProvider()
+    _provider.add_span_processor(SimpleSpanProcessor(otel_spans))
+    otel_trace.set_tracer_provider(_provider)
+
+_app_options: dict[str, object] = {}
+if os.environ.get("TEST_FASTAPI_TELEMETRY") == "off":
+    _app_options["telemetry"] = {"tracing": False}
+app = FastAPI(title="beacon-test-app", **_app_options)  # type: ignore[arg-type]
+
+
+@app.get("/trace")
+async def current_trace() -> dict[str, object]:
+    log.info("tracing")
+    return {"trace_id": caddy_beacon.trace_id(), "request_id": caddy_beacon.request_id()}
+
+
+@app.get("/otel/child")
+async def otel_child() -> dict[str, object]:
+    from opentelemetry import trace as otel_trace
+
+    with otel_trace.get_tracer("testapp").start_as_current_span("child work") as span:
+        context = span.get_span_context()
+        parent = getattr(span, "parent", None)
+        return {
+            "trace_id": format(context.trace_id, "032x"),
+            "parent_span_id": format(parent.span_id, "016x") if parent else None,
+        }
+
+
+@app.get("/otel/finished")
+async def otel_finished() -> list[dict[str, object]]:
+    assert otel_spans is not None
+    return [
+        {"name": s.name, "kind": s.kind.name, "parent": format(s.parent.span_id, "016x") if s.parent else None}
+        for s in otel_spans.get_finished_spans()
+    ]
 
 
 @app.get("/items/{item_id}")

@@ -2,6 +2,9 @@
 //! in OpenMetrics 1.0, chosen from the scraper's `Accept` header.
 
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
+
+use crate::otlp::exporter::ExportStats;
 
 use crate::process_metrics::ProcessStats;
 use crate::trace::context::to_hex;
@@ -62,6 +65,8 @@ pub struct Scrape<'a> {
     pub target: &'a TargetInfo,
     /// Process metrics, when the platform has them.
     pub process: Option<ProcessStats>,
+    /// Span export counters, when tracing is on.
+    pub spans: Option<&'a ExportStats>,
 }
 
 struct Writer {
@@ -189,6 +194,17 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
         }
     }
 
+    if let Some(spans) = scrape.spans {
+        for (name, help, value) in [
+            ("beacon_spans_exported_total", "Spans the collector accepted.", &spans.exported),
+            ("beacon_spans_dropped_total", "Spans dropped because the export queue was full.", &spans.dropped),
+            ("beacon_spans_failed_total", "Spans in batches the collector did not accept or could not be sent.", &spans.failed),
+        ] {
+            w.family(name, "counter", help);
+            w.sample(name, &[], value.load(Ordering::Relaxed));
+        }
+    }
+
     if let Some(process) = &scrape.process {
         w.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
         w.sample("process_cpu_seconds_total", &[], process.cpu_seconds);
@@ -231,7 +247,7 @@ mod tests {
         let readiness = Readiness::new();
         readiness.register_check("db", true).unwrap();
         let target = TargetInfo { service_name: "orders".into() };
-        render(&Scrape { metrics: &metrics, readiness: &readiness, target: &target, process: None }, format)
+        render(&Scrape { metrics: &metrics, readiness: &readiness, target: &target, process: None, spans: None }, format)
     }
 
     #[test]

@@ -5,6 +5,11 @@ use std::time::{Duration, SystemTime};
 
 use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
+use beacon_core::otlp::exporter::ExporterConfig;
+use beacon_core::otlp::http_post::Endpoint;
+use beacon_core::trace::sampler::Sampler;
+use beacon_core::trace::span::AttributeValue;
+use beacon_core::trace::tracer::Tracer;
 use beacon_core::{process_metrics, Buckets, CheckOutcome, HttpMethod, Readiness, RequestMetrics};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -17,6 +22,7 @@ use crate::request_record::{RequestContext, RequestRecord};
 pub struct Shared {
     pub metrics: RequestMetrics,
     pub readiness: Readiness,
+    pub tracer: Option<Tracer>,
     target: RwLock<TargetInfo>,
 }
 
@@ -36,7 +42,13 @@ pub struct Beacon {
 #[pymethods]
 impl Beacon {
     #[new]
-    #[pyo3(signature = (*, service_name, route_template, own_paths=Vec::new(), buckets=None, max_series=2000, request_id_header="x-request-id"))]
+    #[pyo3(signature = (
+        *, service_name, route_template, own_paths=Vec::new(), buckets=None, max_series=2000,
+        request_id_header="x-request-id", trace_endpoint=None, trace_headers=Vec::new(), sampler=None,
+        sampler_arg=None, resource=Vec::new(), trace_timeout=10.0, trace_queue_size=2048,
+        trace_batch_size=512, trace_interval=5.0,
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         service_name: String,
@@ -45,6 +57,15 @@ impl Beacon {
         buckets: Option<Vec<f64>>,
         max_series: usize,
         request_id_header: &str,
+        trace_endpoint: Option<String>,
+        trace_headers: Vec<(String, String)>,
+        sampler: Option<String>,
+        sampler_arg: Option<String>,
+        resource: Vec<(String, String)>,
+        trace_timeout: f64,
+        trace_queue_size: usize,
+        trace_batch_size: usize,
+        trace_interval: f64,
     ) -> PyResult<Self> {
         let buckets = match buckets {
             Some(bounds) => Buckets::new(&bounds).map_err(to_py_err)?,
@@ -56,8 +77,41 @@ impl Beacon {
             )));
         }
         let metrics = RequestMetrics::new(buckets, max_series).map_err(to_py_err)?;
+        let tracer = match trace_endpoint {
+            None => None,
+            Some(url) => {
+                let sampler = Sampler::from_name(sampler.as_deref(), sampler_arg.as_deref()).map_err(to_py_err)?;
+                let endpoint = Endpoint::parse(&url).map_err(ConfigError::new_err)?;
+                let seconds = |name: &str, value: f64| {
+                    Duration::try_from_secs_f64(value)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| ConfigError::new_err(format!("{name} must be a positive number of seconds, got {value}")))
+                };
+                if trace_queue_size == 0 || trace_batch_size == 0 {
+                    return Err(ConfigError::new_err("span queue and batch sizes must be at least 1"));
+                }
+                let config = ExporterConfig {
+                    endpoint,
+                    headers: trace_headers,
+                    timeout: seconds("trace_timeout", trace_timeout)?,
+                    queue_size: trace_queue_size,
+                    batch_size: trace_batch_size.min(trace_queue_size),
+                    interval: seconds("trace_interval", trace_interval)?,
+                    resource: resource.into_iter().map(|(k, v)| (k, AttributeValue::Str(v))).collect(),
+                };
+                let tracer = Tracer::new(sampler, config);
+                tracer.set_service_name(&service_name);
+                Some(tracer)
+            }
+        };
         Ok(Beacon {
-            shared: Arc::new(Shared { metrics, readiness: Readiness::new(), target: RwLock::new(TargetInfo { service_name }) }),
+            shared: Arc::new(Shared {
+                metrics,
+                readiness: Readiness::new(),
+                tracer,
+                target: RwLock::new(TargetInfo { service_name }),
+            }),
             request_id_header: request_id_header.to_ascii_lowercase().into_bytes(),
             request_id_header_bytes: PyBytes::new(py, request_id_header.to_ascii_lowercase().as_bytes()).unbind(),
             route_template,
@@ -83,11 +137,17 @@ impl Beacon {
             },
             None => HttpMethod::Other,
         };
-        let request_id = match scope.get_item(intern!(py, "headers"))? {
-            Some(headers) => self.incoming_request_id(&headers),
-            None => None,
+        let headers = scope.get_item(intern!(py, "headers"))?;
+        let mut scan = HeaderScan::default();
+        if let Some(headers) = &headers {
+            self.scan_headers(headers, &mut scan);
         }
-        .unwrap_or_else(|| PyBytes::new(py, &generate_request_id()).unbind());
+        let trace = self.shared.tracer.as_ref().map(|tracer| {
+            let traceparents: Vec<&[u8]> = scan.traceparents.iter().map(|v| v.as_bytes(py)).collect();
+            let tracestate = (!scan.tracestate.is_empty()).then(|| scan.tracestate.join(","));
+            tracer.start(&traceparents, tracestate.as_deref())
+        });
+        let request_id = scan.request_id.unwrap_or_else(|| PyBytes::new(py, &generate_request_id()).unbind());
         let outer_root_path = match root_path {
             Some(root_path) => root_path.unbind(),
             None => PyString::intern(py, "").into_any().unbind(),
@@ -97,7 +157,10 @@ impl Beacon {
             Arc::clone(&self.shared),
             method,
             request_id,
+            trace,
             RequestContext {
+                host: scan.host,
+                user_agent: scan.user_agent,
                 scope: scope.clone().unbind(),
                 send,
                 outer_root_path,
@@ -128,11 +191,26 @@ impl Beacon {
                     readiness: &shared.readiness,
                     target: &target,
                     process: process_metrics::read_self(),
+                    spans: shared.tracer.as_ref().map(|t| t.stats()),
                 },
                 format,
             )
         });
         (PyBytes::new(py, text.as_bytes()).unbind(), format.content_type())
+    }
+
+    /// Sends the spans queued so far; waits at most `timeout` seconds, detached from the
+    /// interpreter. True when everything went out (or tracing is off).
+    fn flush_traces(&self, py: Python<'_>, timeout: f64) -> bool {
+        let Some(tracer) = self.shared.tracer.as_ref() else { return true };
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or_default();
+        py.detach(|| tracer.flush(timeout))
+    }
+
+    /// Whether spans are exported.
+    #[getter]
+    fn tracing(&self) -> bool {
+        self.shared.tracer.is_some()
     }
 
     /// The `/ready` answer: `(status_code, health+json body)`.
@@ -160,6 +238,9 @@ impl Beacon {
 
     /// Sets `service_name` on `target_info` (the app's title, learnt at startup).
     fn set_service_name(&self, service_name: String) {
+        if let Some(tracer) = &self.shared.tracer {
+            tracer.set_service_name(&service_name);
+        }
         self.shared.target.write().unwrap_or_else(PoisonError::into_inner).service_name = service_name;
     }
 
@@ -220,25 +301,61 @@ impl Beacon {
         Ok(self.own_paths.iter().map(String::as_str).find(|own| *own == path || Some(*own) == unprefixed))
     }
 
-    /// The first header named like the request-id header, if its value is a valid id. An
-    /// invalid value is dropped (and a new id generated): it is never echoed back.
-    fn incoming_request_id(&self, headers: &Bound<'_, PyAny>) -> Option<Py<PyBytes>> {
-        for item in headers.try_iter().ok()? {
+    /// Reads the headers the request needs: the request id (the first valid one of its name;
+    /// an invalid value is dropped, never echoed) and, when tracing, `traceparent`,
+    /// `tracestate`, `host` and `user-agent`. Malformed entries are skipped.
+    fn scan_headers(&self, headers: &Bound<'_, PyAny>, scan: &mut HeaderScan) {
+        let tracing = self.shared.tracer.is_some();
+        let Ok(items) = headers.try_iter() else { return };
+        for item in items {
             let Ok(item) = item else { continue };
             let (name, value) = match item.cast::<PyTuple>() {
-                Ok(pair) if pair.len() == 2 => (pair.get_item(0).ok()?, pair.get_item(1).ok()?),
+                Ok(pair) if pair.len() == 2 => match (pair.get_item(0), pair.get_item(1)) {
+                    (Ok(name), Ok(value)) => (name, value),
+                    _ => continue,
+                },
                 _ => match (item.get_item(0), item.get_item(1)) {
                     (Ok(name), Ok(value)) => (name, value),
                     _ => continue,
                 },
             };
             let Ok(name) = name.cast::<PyBytes>() else { continue };
-            if !name.as_bytes().eq_ignore_ascii_case(&self.request_id_header) {
+            let Ok(value) = value.cast_into::<PyBytes>() else { continue };
+            let name = name.as_bytes();
+            if name.eq_ignore_ascii_case(&self.request_id_header) {
+                if scan.request_id.is_none() && !scan.request_id_seen {
+                    scan.request_id_seen = true;
+                    if is_valid_request_id(value.as_bytes()) {
+                        scan.request_id = Some(value.unbind());
+                    }
+                }
                 continue;
             }
-            let value = value.cast_into::<PyBytes>().ok()?;
-            return is_valid_request_id(value.as_bytes()).then(|| value.unbind());
+            if !tracing {
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"traceparent") {
+                scan.traceparents.push(value.unbind());
+            } else if name.eq_ignore_ascii_case(b"tracestate") {
+                if let Ok(text) = std::str::from_utf8(value.as_bytes()) {
+                    scan.tracestate.push(text.to_owned());
+                }
+            } else if name.eq_ignore_ascii_case(b"host") {
+                scan.host.get_or_insert(value.unbind());
+            } else if name.eq_ignore_ascii_case(b"user-agent") {
+                scan.user_agent.get_or_insert(value.unbind());
+            }
         }
-        None
     }
+}
+
+/// What `scan_headers` found.
+#[derive(Default)]
+struct HeaderScan {
+    request_id: Option<Py<PyBytes>>,
+    request_id_seen: bool,
+    traceparents: Vec<Py<PyBytes>>,
+    tracestate: Vec<String>,
+    host: Option<Py<PyBytes>>,
+    user_agent: Option<Py<PyBytes>>,
 }

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use beacon_core::trace::context::to_hex;
+use beacon_core::trace::span::{Attribute, AttributeValue};
+use beacon_core::trace::tracer::RequestTrace;
 use beacon_core::{HttpMethod, UNMATCHED_ROUTE};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
@@ -19,6 +22,10 @@ use crate::route_label::{route_label, RouteLabel};
 
 /// The Python objects a request needs when its response goes out.
 pub struct RequestContext {
+    /// The `host` header (tracing only).
+    pub host: Option<Py<PyBytes>>,
+    /// The `user-agent` header (tracing only).
+    pub user_agent: Option<Py<PyBytes>>,
     /// The ASGI scope: the router writes the matched route into it.
     pub scope: Py<PyDict>,
     /// The server's `send`.
@@ -38,6 +45,7 @@ pub struct RequestRecord {
     method: HttpMethod,
     started: Instant,
     request_id: Py<PyBytes>,
+    trace: Option<RequestTrace>,
     // Released by `close`: asyncio can carry a finished request's context (and so this record)
     // into the next request on the same connection (cpython#140947), and the scope and `send`
     // must not live on with it.
@@ -47,25 +55,94 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn new(shared: Arc<Shared>, method: HttpMethod, request_id: Py<PyBytes>, context: RequestContext) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        method: HttpMethod,
+        request_id: Py<PyBytes>,
+        trace: Option<RequestTrace>,
+        context: RequestContext,
+    ) -> Self {
         RequestRecord {
             shared,
             method,
             started: Instant::now(),
             request_id,
+            trace,
             context: Mutex::new(Some(Arc::new(context))),
             status: AtomicU16::new(0),
             finished: AtomicBool::new(false),
         }
     }
 
-    fn record(&self, status: u16, route: Option<&str>) -> bool {
+    fn record(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> bool {
         if self.finished.swap(true, Ordering::AcqRel) {
             return false;
         }
-        let elapsed = u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.shared.metrics.request_finished(self.method, route.unwrap_or(UNMATCHED_ROUTE), status, elapsed);
+        let elapsed = self.started.elapsed();
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let label = route.unwrap_or(UNMATCHED_ROUTE);
+        match (&self.trace, &self.shared.tracer) {
+            (Some(trace), Some(tracer)) if trace.sampled => {
+                self.shared.metrics.request_finished_traced(self.method, label, status, nanos, (trace.trace_id, trace.span_id));
+                let attributes = self.span_attributes(py, status, route, context);
+                let name = match route {
+                    Some(route) => format!("{} {route}", self.method.as_label()),
+                    None => self.method.as_label().to_owned(),
+                };
+                tracer.finish(trace, name, elapsed, attributes, status >= 500);
+            }
+            _ => self.shared.metrics.request_finished(self.method, label, status, nanos),
+        }
         true
+    }
+
+    /// Attributes of the server span, per the OpenTelemetry HTTP semantic conventions.
+    fn span_attributes(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> Vec<Attribute> {
+        let text = |bytes: &Py<PyBytes>| String::from_utf8_lossy(bytes.as_bytes(py)).into_owned();
+        let mut attributes: Vec<Attribute> = vec![
+            ("http.request.method".into(), AttributeValue::Str(self.method.as_label().into())),
+            ("http.response.status_code".into(), AttributeValue::Int(i64::from(status))),
+            ("http.request.header.x-request-id".into(), AttributeValue::StrArray(vec![text(&self.request_id)])),
+        ];
+        if let Some(route) = route {
+            attributes.push(("http.route".into(), AttributeValue::Str(route.into())));
+        }
+        let Some(context) = context else { return attributes };
+        let scope = context.scope.bind(py);
+        let scope_text = |key: &Bound<'_, PyString>| -> Option<String> {
+            scope.get_item(key).ok().flatten()?.cast::<PyString>().ok()?.to_str().ok().map(str::to_owned)
+        };
+        if let Some(path) = scope_text(intern!(py, "path")) {
+            attributes.push(("url.path".into(), AttributeValue::Str(path)));
+        }
+        if let Some(scheme) = scope_text(intern!(py, "scheme")) {
+            attributes.push(("url.scheme".into(), AttributeValue::Str(scheme)));
+        }
+        if let Some(version) = scope_text(intern!(py, "http_version")) {
+            attributes.push(("network.protocol.version".into(), AttributeValue::Str(version)));
+        }
+        if let Ok(Some(client)) = scope.get_item(intern!(py, "client")) {
+            if let Some(Some(address)) = client.get_item(0).ok().map(|a| a.cast::<PyString>().ok().map(|s| s.to_string())) {
+                attributes.push(("client.address".into(), AttributeValue::Str(address)));
+            }
+        }
+        if let Some(host) = &context.host {
+            let host = text(host);
+            let (address, port) = match host.rsplit_once(':') {
+                Some((address, port)) if !address.is_empty() && port.parse::<u16>().is_ok() && !host.ends_with(']') => {
+                    (address.to_owned(), port.parse::<i64>().ok())
+                }
+                _ => (host, None),
+            };
+            attributes.push(("server.address".into(), AttributeValue::Str(address)));
+            if let Some(port) = port {
+                attributes.push(("server.port".into(), AttributeValue::Int(port)));
+            }
+        }
+        if let Some(agent) = &context.user_agent {
+            attributes.push(("user_agent.original".into(), AttributeValue::Str(text(agent))));
+        }
+        attributes
     }
 
     fn context(&self) -> Option<Arc<RequestContext>> {
@@ -75,19 +152,19 @@ impl RequestRecord {
     /// Records with the route the framework matched, read from the scope now.
     fn record_from_scope(&self, py: Python<'_>, status: u16) -> PyResult<bool> {
         let Some(context) = self.context() else {
-            return Ok(self.record(status, None));
+            return Ok(self.record(py, status, None, None));
         };
         let scope = context.scope.bind(py);
         let outer_root_path = context.outer_root_path.bind(py);
         match route_label(scope, outer_root_path)? {
-            RouteLabel::Resolved(route) => Ok(self.record(status, route.as_deref())),
+            RouteLabel::Resolved(route) => Ok(self.record(py, status, route.as_deref(), Some(&context))),
             RouteLabel::NeedsFallback => {
                 let route = context.route_template.call1(py, (scope, outer_root_path))?;
                 let route = route.bind(py);
                 if route.is_none() {
-                    return Ok(self.record(status, None));
+                    return Ok(self.record(py, status, None, Some(&context)));
                 }
-                Ok(self.record(status, Some(route.cast::<PyString>()?.to_str()?)))
+                Ok(self.record(py, status, Some(route.cast::<PyString>()?.to_str()?), Some(&context)))
             }
         }
     }
@@ -165,6 +242,30 @@ impl RequestRecord {
     #[getter]
     fn request_id(&self, py: Python<'_>) -> String {
         String::from_utf8_lossy(self.request_id.as_bytes(py)).into_owned()
+    }
+
+    /// The trace id (32 hex digits) when tracing is on, else None.
+    #[getter]
+    fn trace_id(&self) -> Option<String> {
+        self.trace.as_ref().map(|t| to_hex(&t.trace_id))
+    }
+
+    /// This request's server span id (16 hex digits) when tracing is on, else None.
+    #[getter]
+    fn span_id(&self) -> Option<String> {
+        self.trace.as_ref().map(|t| to_hex(&t.span_id))
+    }
+
+    /// Whether this request's span is sampled (exported).
+    #[getter]
+    fn sampled(&self) -> bool {
+        self.trace.as_ref().is_some_and(|t| t.sampled)
+    }
+
+    /// The carried `tracestate` ("" when none).
+    #[getter]
+    fn trace_state(&self) -> String {
+        self.trace.as_ref().map(|t| t.trace_state.clone()).unwrap_or_default()
     }
 
     /// The status of the response start sent so far (0 before it).

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use crate::otlp::encode::export_request;
 use crate::otlp::http_post::{post, Endpoint};
 use crate::random::fork_generation;
-use crate::trace::span::{Attribute, SpanRecord};
+use crate::request_id::generate_request_id;
+use crate::trace::span::{Attribute, AttributeValue, SpanRecord};
 
 /// How the exporter sends.
 #[derive(Clone, Debug)]
@@ -61,12 +62,25 @@ pub struct SpanExporter {
     config: Arc<ExporterConfig>,
     running: Mutex<Option<Running>>,
     stats: Arc<ExportStats>,
+    // `service.name`, settable until the export thread starts (the app's title is only known
+    // once it has started).
+    service_name: Mutex<String>,
 }
 
 impl SpanExporter {
     /// An exporter that starts its thread on the first span.
     pub fn new(config: ExporterConfig) -> Self {
-        SpanExporter { config: Arc::new(config), running: Mutex::new(None), stats: Arc::default() }
+        SpanExporter {
+            config: Arc::new(config),
+            running: Mutex::new(None),
+            stats: Arc::default(),
+            service_name: Mutex::new("unknown_service".to_owned()),
+        }
+    }
+
+    /// Sets the resource's `service.name` for threads started from now on.
+    pub fn set_service_name(&self, name: &str) {
+        *self.service_name.lock().unwrap_or_else(PoisonError::into_inner) = name.to_owned();
     }
 
     /// The counters.
@@ -86,9 +100,10 @@ impl SpanExporter {
         let (sender, receiver) = mpsc::sync_channel(self.config.queue_size);
         let config = Arc::clone(&self.config);
         let stats = Arc::clone(&self.stats);
+        let service_name = self.service_name.lock().unwrap_or_else(PoisonError::into_inner).clone();
         thread::Builder::new()
             .name("caddy-beacon-otlp".into())
-            .spawn(move || export_loop(&config, &stats, &receiver))
+            .spawn(move || export_loop(&config, &service_name, &stats, &receiver))
             .expect("the span exporter thread could not be started");
         if let Some(previous) = running.replace(Running { generation, sender: sender.clone() }) {
             // The parent's sender: its thread does not exist here. Forget it rather than
@@ -149,11 +164,17 @@ impl FailureLog {
     }
 }
 
-fn send_batch(config: &ExporterConfig, stats: &ExportStats, batch: &mut Vec<SpanRecord>, failures: &mut FailureLog) {
+fn send_batch(
+    config: &ExporterConfig,
+    resource: &[Attribute],
+    stats: &ExportStats,
+    batch: &mut Vec<SpanRecord>,
+    failures: &mut FailureLog,
+) {
     if batch.is_empty() {
         return;
     }
-    let body = export_request(&config.resource, "caddy-beacon", env!("CARGO_PKG_VERSION"), batch);
+    let body = export_request(resource, "caddy-beacon", env!("CARGO_PKG_VERSION"), batch);
     let count = batch.len() as u64;
     match post(&config.endpoint, &config.headers, &body, config.timeout) {
         Ok(status) if (200..300).contains(&status) => {
@@ -171,7 +192,16 @@ fn send_batch(config: &ExporterConfig, stats: &ExportStats, batch: &mut Vec<Span
     batch.clear();
 }
 
-fn export_loop(config: &ExporterConfig, stats: &ExportStats, receiver: &mpsc::Receiver<Message>) {
+fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats, receiver: &mpsc::Receiver<Message>) {
+    // The thread runs once per process, so this is where a process gets its instance id
+    // (unless the configuration names one).
+    let mut resource = vec![("service.name".to_owned(), AttributeValue::Str(service_name.to_owned()))];
+    resource.extend(config.resource.iter().filter(|(key, _)| key != "service.name").cloned());
+    if !resource.iter().any(|(key, _)| key == "service.instance.id") {
+        let id = String::from_utf8_lossy(&generate_request_id()).into_owned();
+        resource.push(("service.instance.id".to_owned(), AttributeValue::Str(id)));
+    }
+    let resource = resource;
     let mut batch: Vec<SpanRecord> = Vec::with_capacity(config.batch_size);
     let mut failures = FailureLog { last: None };
     let mut deadline = Instant::now() + config.interval;
@@ -180,20 +210,20 @@ fn export_loop(config: &ExporterConfig, stats: &ExportStats, receiver: &mpsc::Re
             Ok(Message::Span(span)) => {
                 batch.push(*span);
                 if batch.len() >= config.batch_size {
-                    send_batch(config, stats, &mut batch, &mut failures);
+                    send_batch(config, &resource, stats, &mut batch, &mut failures);
                     deadline = Instant::now() + config.interval;
                 }
             }
             Ok(Message::Flush(done)) => {
-                send_batch(config, stats, &mut batch, &mut failures);
+                send_batch(config, &resource, stats, &mut batch, &mut failures);
                 let _ = done.try_send(());
             }
             Err(RecvTimeoutError::Timeout) => {
-                send_batch(config, stats, &mut batch, &mut failures);
+                send_batch(config, &resource, stats, &mut batch, &mut failures);
                 deadline = Instant::now() + config.interval;
             }
             Err(RecvTimeoutError::Disconnected) => {
-                send_batch(config, stats, &mut batch, &mut failures);
+                send_batch(config, &resource, stats, &mut batch, &mut failures);
                 return;
             }
         }

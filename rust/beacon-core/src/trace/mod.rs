@@ -3,3 +3,4 @@
 pub mod context;
 pub mod sampler;
 pub mod span;
+pub mod tracer;

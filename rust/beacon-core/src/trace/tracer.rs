@@ -1,0 +1,106 @@
+//! The per-process tracer: starts a request's trace context and hands finished, sampled
+//! server spans to the exporter.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::otlp::exporter::{ExportStats, ExporterConfig, SpanExporter};
+use crate::random::nonzero_bytes;
+use crate::trace::context::{validate_tracestate, TraceParent};
+use crate::trace::sampler::Sampler;
+use crate::trace::span::{Attribute, SpanRecord};
+
+/// The trace context of one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestTrace {
+    /// The trace (the caller's, or a new one).
+    pub trace_id: [u8; 16],
+    /// This request's server span.
+    pub span_id: [u8; 8],
+    /// The caller's span, when a valid `traceparent` came in.
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The `tracestate` carried from the caller.
+    pub trace_state: String,
+    /// Whether the span is recorded and exported.
+    pub sampled: bool,
+    /// When the request started, in nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+}
+
+impl RequestTrace {
+    /// W3C trace flags of this span.
+    pub fn flags(&self) -> u8 {
+        u8::from(self.sampled)
+    }
+}
+
+/// Starts traces and exports sampled server spans.
+pub struct Tracer {
+    sampler: Sampler,
+    exporter: SpanExporter,
+}
+
+fn unix_nanos(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+impl Tracer {
+    /// A tracer that samples with `sampler` and exports with `config`.
+    pub fn new(sampler: Sampler, config: ExporterConfig) -> Self {
+        Tracer { sampler, exporter: SpanExporter::new(config) }
+    }
+
+    /// The trace context of a new request. `traceparents` are every `traceparent` header value
+    /// the request carried: exactly one valid value continues the caller's trace; none, an
+    /// invalid one or several start a new trace (the spec gives duplicates no meaning).
+    pub fn start(&self, traceparents: &[&[u8]], tracestate: Option<&str>) -> RequestTrace {
+        let parent = match traceparents {
+            [single] => TraceParent::parse(single),
+            _ => None,
+        };
+        let trace_id = parent.map_or_else(nonzero_bytes::<16>, |p| p.trace_id);
+        let sampled = self.sampler.should_sample(&trace_id, parent.as_ref());
+        RequestTrace {
+            trace_id,
+            span_id: nonzero_bytes::<8>(),
+            parent_span_id: parent.map(|p| p.parent_id),
+            // tracestate only means something next to a valid traceparent.
+            trace_state: parent.and(tracestate).and_then(validate_tracestate).unwrap_or_default(),
+            sampled,
+            start_unix_nanos: unix_nanos(SystemTime::now()),
+        }
+    }
+
+    /// Exports the finished server span of a sampled request (unsampled ones are not sent).
+    pub fn finish(&self, trace: &RequestTrace, name: String, elapsed: Duration, attributes: Vec<Attribute>, error: bool) {
+        if !trace.sampled {
+            return;
+        }
+        self.exporter.submit(SpanRecord {
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            parent_span_id: trace.parent_span_id,
+            trace_state: trace.trace_state.clone(),
+            flags: trace.flags(),
+            name,
+            start_unix_nanos: trace.start_unix_nanos,
+            end_unix_nanos: trace.start_unix_nanos + elapsed.as_nanos() as u64,
+            attributes,
+            error,
+        });
+    }
+
+    /// Sends what is queued; waits at most `timeout`.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        self.exporter.flush(timeout)
+    }
+
+    /// Sets `service.name` on the exported resource.
+    pub fn set_service_name(&self, name: &str) {
+        self.exporter.set_service_name(name);
+    }
+
+    /// Export counters.
+    pub fn stats(&self) -> &ExportStats {
+        self.exporter.stats()
+    }
+}

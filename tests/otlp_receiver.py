@@ -1,0 +1,106 @@
+"""An OTLP/HTTP trace receiver for tests: decodes what Caddy and the app export with the
+official protobuf definitions (opentelemetry-proto), so an encoding mistake cannot hide."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+
+def _value(any_value: Any) -> Any:
+    kind = any_value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in any_value.array_value.values]
+    return getattr(any_value, kind) if kind else None
+
+
+@dataclass
+class ReceivedSpan:
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    name: str
+    kind: int
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    status_code: int
+    trace_state: str
+    flags: int
+    start: int
+    end: int
+
+
+@dataclass
+class OtlpReceiver:
+    """Collects spans posted to http://127.0.0.1:<port>/v1/traces."""
+
+    delay: float = 0.0
+    status: int = 200
+    spans: list[ReceivedSpan] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> OtlpReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                received = []
+                for resource_spans in request.resource_spans:
+                    resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            received.append(
+                                ReceivedSpan(
+                                    trace_id=span.trace_id.hex(),
+                                    span_id=span.span_id.hex(),
+                                    parent_span_id=span.parent_span_id.hex(),
+                                    name=span.name,
+                                    kind=span.kind,
+                                    attributes={kv.key: _value(kv.value) for kv in span.attributes},
+                                    resource=resource,
+                                    status_code=span.status.code,
+                                    trace_state=span.trace_state,
+                                    flags=span.flags,
+                                    start=span.start_time_unix_nano,
+                                    end=span.end_time_unix_nano,
+                                )
+                            )
+                with receiver.lock:
+                    receiver.requests += 1
+                    if receiver.status == 200:
+                        receiver.spans.extend(received)
+                self.send_response(receiver.status)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def find(self, **attributes: Any) -> list[ReceivedSpan]:
+        with self.lock:
+            return [s for s in self.spans if all(s.attributes.get(k) == v for k, v in attributes.items())]
