@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import subprocess
 import sys
 import time
@@ -11,7 +14,16 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ["bare", "passthrough", "caddy-beacon", "instrumentator", "starlette-exporter", "otel", "instrumentator+otel"]
+VARIANTS = [
+    "bare",
+    "passthrough",
+    "caddy-beacon",
+    "caddy-beacon+tracing",
+    "instrumentator",
+    "starlette-exporter",
+    "otel",
+    "instrumentator+otel",
+]
 
 
 def free_port() -> int:
@@ -29,10 +41,17 @@ def select_variants(spec: str) -> list[str]:
     return names
 
 
-def start_variant(name: str, port: int, prefix: list[str], startup_seconds: float = 30) -> subprocess.Popen[bytes]:
+def start_variant(
+    name: str, port: int, prefix: list[str], startup_seconds: float = 30, otlp_endpoint: str | None = None
+) -> subprocess.Popen[bytes]:
     """Starts one uvicorn worker (uvloop, httptools, no access log) serving `name`, behind
-    `prefix` (e.g. taskset or valgrind), and waits until it answers."""
+    `prefix` (e.g. taskset or valgrind), and waits until it answers. `caddy-beacon+tracing`
+    exports every span (100% sampling) to `otlp_endpoint`."""
     env = {**os.environ, "BENCH_VARIANT": name, "PYTHONPATH": str(ROOT), "BEACON_DRAIN_SECONDS": "0"}
+    if name == "caddy-beacon+tracing":
+        if otlp_endpoint is None:
+            raise SystemExit("caddy-beacon+tracing needs an OTLP endpoint")
+        env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_TRACES_SAMPLER": "always_on"}
     command = prefix + [
         sys.executable, "-m", "uvicorn", "bench.app:app",
         "--host", "127.0.0.1", "--port", str(port),
@@ -60,3 +79,24 @@ def stop_all(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def start_otlp_sink() -> tuple[str, Callable[[], int]]:
+    """A local OTLP/HTTP endpoint that accepts and discards spans, in a thread of this process.
+    Returns its URL and a function giving the number of requests it received."""
+    received = [0]
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            received[0] += 1
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}", lambda: received[0]

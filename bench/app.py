@@ -71,7 +71,8 @@ if VARIANT == "bare":
     pass
 elif VARIANT == "passthrough":
     app.add_middleware(PassThrough)
-elif VARIANT == "caddy-beacon":
+elif VARIANT in ("caddy-beacon", "caddy-beacon+tracing"):
+    # With +tracing the bench sets OTEL_EXPORTER_OTLP_ENDPOINT: a span per request, exported.
     import caddy_beacon
 
     app.add_middleware(caddy_beacon.BeaconMiddleware, service_name="bench")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._servers import VARIANTS, free_port, select_variants, start_variant, stop_all  # noqa: E402
+from bench._servers import VARIANTS, free_port, select_variants, start_otlp_sink, start_variant, stop_all  # noqa: E402
 
 
 def send_requests(port: int, path: str, count: int) -> None:
@@ -44,7 +44,11 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> float:
     port = free_port()
     out = workdir / f"{name}.callgrind"
     process = start_variant(
-        name, port, ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"], startup_seconds=300
+        name,
+        port,
+        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"],
+        startup_seconds=300,
+        otlp_endpoint=args.otlp_endpoint,
     )
     try:
         send_requests(port, args.path, args.warmup)
@@ -74,6 +78,7 @@ def main() -> None:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)")
 
+    args.otlp_endpoint, _ = start_otlp_sink()
     counts: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as workdir:
         for name in select_variants(args.variants):

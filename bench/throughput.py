@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._servers import VARIANTS, free_port, select_variants, start_variant, stop_all  # noqa: E402
+from bench._servers import VARIANTS, free_port, select_variants, start_otlp_sink, start_variant, stop_all  # noqa: E402
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 
@@ -78,10 +78,14 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian/Ubuntu: apt-get install wrk)")
+    # The span sink shares the load generator's CPU, so the servers' CPU is theirs alone.
+    os.sched_setaffinity(0, {int(args.load_cpu)})
+    sink_url, sink_requests = start_otlp_sink()
     variants = []
     for name in select_variants(args.variants):
         port = free_port()
-        variants.append(Variant(name, port, start_variant(name, port, ["taskset", "-c", args.server_cpu])))
+        process = start_variant(name, port, ["taskset", "-c", args.server_cpu], otlp_endpoint=sink_url)
+        variants.append(Variant(name, port, process))
     try:
         for variant in variants:  # warm-up: imports, first-request caches
             subprocess.run(["wrk", "-t1", "-c4", "-d1s", f"http://127.0.0.1:{variant.port}{args.path}"],
@@ -96,6 +100,8 @@ def main() -> None:
 
     bare = variants[0]
     results = []
+    if any(v.name == "caddy-beacon+tracing" for v in variants):
+        print(f"span export requests received by the local OTLP sink: {sink_requests()}")
     print(f"\n{args.rounds} rounds x {args.seconds}s per variant, wrk -c{args.connections} GET {args.path}")
     print(f"{'variant':<22}{'req/s (median)':>16}{'CPU µs/req':>12}{'cpu ratio':>11}{'rps ratio':>11}")
     for variant in variants:

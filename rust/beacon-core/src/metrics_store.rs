@@ -80,8 +80,8 @@ pub struct RequestMetrics {
     active: [AtomicI64; HttpMethod::ALL.len()],
     method_seen: [AtomicBool; HttpMethod::ALL.len()],
     series_dropped: AtomicU64,
-    // Keyed by cell index; only sampled requests touch it.
-    exemplars: Mutex<HashMap<usize, Exemplar>>,
+    // One slot per bucket cell, allocated by the first sampled request (tracing off: never).
+    exemplars: Mutex<Vec<Option<Exemplar>>>,
 }
 
 impl RequestMetrics {
@@ -147,7 +147,11 @@ impl RequestMetrics {
             let timestamp_millis =
                 SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
             let exemplar = Exemplar { trace_id: trace.0, span_id: trace.1, value_nanos: elapsed_nanos, timestamp_millis };
-            self.exemplars.lock().unwrap_or_else(PoisonError::into_inner).insert(cell, exemplar);
+            let mut exemplars = self.exemplars.lock().unwrap_or_else(PoisonError::into_inner);
+            if exemplars.is_empty() {
+                exemplars.resize(self.cells.len(), None);
+            }
+            exemplars[cell] = Some(exemplar);
         }
     }
 
@@ -224,7 +228,7 @@ impl RequestMetrics {
                     labels,
                     bucket_counts: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
                     sum_seconds: sum[0].load(Ordering::Relaxed) as f64 / 1e9,
-                    exemplars: (0..counts.len()).map(|bucket| exemplars.get(&(base + bucket)).copied()).collect(),
+                    exemplars: (0..counts.len()).map(|bucket| exemplars.get(base + bucket).copied().flatten()).collect(),
                 }
             })
             .collect()

@@ -98,7 +98,7 @@ impl Beacon {
                     queue_size: trace_queue_size,
                     batch_size: trace_batch_size.min(trace_queue_size),
                     interval: seconds("trace_interval", trace_interval)?,
-                    resource: resource.into_iter().map(|(k, v)| (k, AttributeValue::Str(v))).collect(),
+                    resource: resource.into_iter().map(|(k, v)| (k.into(), AttributeValue::Str(v))).collect(),
                 };
                 let tracer = Tracer::new(sampler, config);
                 tracer.set_service_name(&service_name);

@@ -99,11 +99,12 @@ impl RequestRecord {
     /// Attributes of the server span, per the OpenTelemetry HTTP semantic conventions.
     fn span_attributes(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> Vec<Attribute> {
         let text = |bytes: &Py<PyBytes>| String::from_utf8_lossy(bytes.as_bytes(py)).into_owned();
-        let mut attributes: Vec<Attribute> = vec![
+        let mut attributes: Vec<Attribute> = Vec::with_capacity(12);
+        attributes.extend([
             ("http.request.method".into(), AttributeValue::Str(self.method.as_label().into())),
             ("http.response.status_code".into(), AttributeValue::Int(i64::from(status))),
             ("http.request.header.x-request-id".into(), AttributeValue::StrArray(vec![text(&self.request_id)])),
-        ];
+        ]);
         if let Some(route) = route {
             attributes.push(("http.route".into(), AttributeValue::Str(route.into())));
         }

@@ -54,7 +54,7 @@ fn span(w: &mut ProtoWriter, span: &SpanRecord) {
 
 /// Encodes one export request: one resource, one instrumentation scope, these spans.
 pub fn export_request(resource: &[Attribute], scope_name: &str, scope_version: &str, spans: &[SpanRecord]) -> Vec<u8> {
-    let mut w = ProtoWriter::default();
+    let mut w = ProtoWriter { buf: Vec::with_capacity(256 + spans.len() * 512) };
     w.message(1, |resource_spans| {
         resource_spans.message(1, |r| {
             for attribute in resource {

@@ -195,11 +195,11 @@ fn send_batch(
 fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats, receiver: &mpsc::Receiver<Message>) {
     // The thread runs once per process, so this is where a process gets its instance id
     // (unless the configuration names one).
-    let mut resource = vec![("service.name".to_owned(), AttributeValue::Str(service_name.to_owned()))];
+    let mut resource: Vec<Attribute> = vec![("service.name".into(), AttributeValue::Str(service_name.to_owned()))];
     resource.extend(config.resource.iter().filter(|(key, _)| key != "service.name").cloned());
     if !resource.iter().any(|(key, _)| key == "service.instance.id") {
         let id = String::from_utf8_lossy(&generate_request_id()).into_owned();
-        resource.push(("service.instance.id".to_owned(), AttributeValue::Str(id)));
+        resource.push(("service.instance.id".into(), AttributeValue::Str(id)));
     }
     let resource = resource;
     let mut batch: Vec<SpanRecord> = Vec::with_capacity(config.batch_size);

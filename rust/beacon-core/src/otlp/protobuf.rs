@@ -50,11 +50,22 @@ impl ProtoWriter {
         self.buf.extend_from_slice(value);
     }
 
-    /// A nested message, written by `write`.
+    /// A nested message, written by `write` straight into this buffer. Its length is written in
+    /// front afterwards: one placeholder byte covers messages under 128 bytes (most of OTLP's);
+    /// longer ones shift their content to make room for the longer length varint.
     pub fn message(&mut self, field: u32, write: impl FnOnce(&mut ProtoWriter)) {
-        let mut nested = ProtoWriter::default();
-        write(&mut nested);
-        self.bytes(field, &nested.buf);
+        self.tag(field, LEN);
+        let start = self.buf.len();
+        self.buf.push(0);
+        write(self);
+        let len = self.buf.len() - start - 1;
+        if len < 0x80 {
+            self.buf[start] = len as u8;
+            return;
+        }
+        let mut prefix = ProtoWriter { buf: Vec::with_capacity(5) };
+        prefix.varint(len as u64);
+        self.buf.splice(start..start + 1, prefix.buf);
     }
 }
 
@@ -70,6 +81,10 @@ mod tests {
         let mut w = ProtoWriter::default();
         w.message(3, |m| m.uint(1, 150));
         assert_eq!(w.buf, [0x1a, 0x03, 0x08, 0x96, 0x01]);
+        let mut w = ProtoWriter::default();
+        w.message(1, |m| m.bytes(2, &[7u8; 200]));
+        assert_eq!(&w.buf[..5], &[0x0a, 0xcb, 0x01, 0x12, 0xc8]);
+        assert_eq!(w.buf.len(), 3 + 3 + 200);
         let mut w = ProtoWriter::default();
         w.bytes(2, b"testing");
         assert_eq!(w.buf, [0x12, 0x07, b't', b'e', b's', b't', b'i', b'n', b'g']);

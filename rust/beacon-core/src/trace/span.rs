@@ -1,5 +1,7 @@
 //! A finished server span, as handed to the exporter.
 
+use std::borrow::Cow;
+
 /// An attribute value (the subset of OTLP's AnyValue that HTTP server spans use).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttributeValue {
@@ -11,8 +13,8 @@ pub enum AttributeValue {
     StrArray(Vec<String>),
 }
 
-/// One key/value attribute.
-pub type Attribute = (String, AttributeValue);
+/// One key/value attribute. Keys are usually the semantic conventions' static names.
+pub type Attribute = (Cow<'static, str>, AttributeValue);
 
 /// A finished span of kind SERVER.
 #[derive(Clone, Debug, PartialEq)]
