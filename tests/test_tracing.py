@@ -217,3 +217,18 @@ def test_fastapi_native_telemetry_left_on_adds_a_second_server_span(
     server.get("/otel/child", headers={"traceparent": PARENT})
     kinds = sorted(s["kind"] for s in server.get("/otel/finished").json())
     assert "SERVER" in kinds, kinds
+
+
+@pytest.mark.parametrize("server_kind", ["uvicorn", "gunicorn"])
+def test_queued_spans_are_flushed_at_shutdown(
+    start: Callable[..., Server], receiver: OtlpReceiver, server_kind: str
+) -> None:
+    server = start(
+        server=server_kind,
+        env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "600000"},
+    )
+    server.get("/items/1", headers={"x-request-id": "rid-flush"})
+    time.sleep(0.3)
+    assert receiver.spans == []  # a ten-minute batch interval: nothing sent yet
+    server.stop()
+    assert [s.attributes["http.request.header.x-request-id"] for s in receiver.spans] == [["rid-flush"]]

@@ -1,13 +1,12 @@
 //! The background span exporter: a bounded queue drained by one thread per process, which
 //! batches spans and posts them over OTLP/HTTP protobuf.
 //!
-//! The request path only ever `try_send`s: when the queue is full (collector slow or down) the
-//! span is dropped and counted. The thread starts on the first span, in the process that exports
+//! The request path only appends under a short lock: when the queue is full (collector slow or
+//! down) the span is dropped and counted. The thread starts on the first span, in the process that exports
 //! (a forked worker starts its own), and failures are logged at most once a minute.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,20 +46,32 @@ pub struct ExportStats {
     pub failed: AtomicU64,
 }
 
-enum Message {
-    Span(Box<SpanRecord>),
-    Flush(SyncSender<()>),
+// The queue shared with the export thread. Requests append under the lock and wake the thread
+// only when a batch is full; otherwise it wakes on its own every `interval`. A wake-up per span
+// would cost a context switch per request.
+#[derive(Default)]
+struct Queue {
+    spans: Vec<SpanRecord>,
+    flush_requested: u64,
+    // The exporter was dropped: send what is left and end the thread.
+    closed: bool,
 }
 
-struct Running {
-    generation: u64,
-    sender: SyncSender<Message>,
+#[derive(Default)]
+struct Pipeline {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    flushed: Mutex<u64>,
+    flushed_changed: Condvar,
 }
 
 /// Exports spans in the background.
 pub struct SpanExporter {
     config: Arc<ExporterConfig>,
-    running: Mutex<Option<Running>>,
+    // The pipeline of this process, with the fork generation it was started in. A forked child
+    // never touches its parent's pipeline (its lock may have been held by a thread that does
+    // not exist in the child): it starts its own.
+    current: Mutex<Option<(u64, Arc<Pipeline>)>>,
     stats: Arc<ExportStats>,
     // `service.name`, settable until the export thread starts (the app's title is only known
     // once it has started).
@@ -72,7 +83,7 @@ impl SpanExporter {
     pub fn new(config: ExporterConfig) -> Self {
         SpanExporter {
             config: Arc::new(config),
-            running: Mutex::new(None),
+            current: Mutex::new(None),
             stats: Arc::default(),
             service_name: Mutex::new("unknown_service".to_owned()),
         }
@@ -88,61 +99,81 @@ impl SpanExporter {
         &self.stats
     }
 
-    fn sender(&self) -> SyncSender<Message> {
+    fn pipeline(&self, start: bool) -> Option<Arc<Pipeline>> {
         let generation = fork_generation();
-        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = running.as_ref() {
-            if current.generation == generation {
-                return current.sender.clone();
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((started_in, pipeline)) = current.as_ref() {
+            if *started_in == generation {
+                return Some(Arc::clone(pipeline));
             }
         }
-        // First span, or first in a forked child (whose copy of the parent's thread is gone).
-        let (sender, receiver) = mpsc::sync_channel(self.config.queue_size);
+        if !start {
+            return None;
+        }
+        let pipeline = Arc::new(Pipeline::default());
         let config = Arc::clone(&self.config);
         let stats = Arc::clone(&self.stats);
         let service_name = self.service_name.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let for_thread = Arc::clone(&pipeline);
         thread::Builder::new()
             .name("caddy-beacon-otlp".into())
-            .spawn(move || export_loop(&config, &service_name, &stats, &receiver))
+            .spawn(move || export_loop(&config, &service_name, &stats, &for_thread))
             .expect("the span exporter thread could not be started");
-        if let Some(previous) = running.replace(Running { generation, sender: sender.clone() }) {
-            // The parent's sender: its thread does not exist here. Forget it rather than
-            // touching channel state another process owned.
-            std::mem::forget(previous);
+        if let Some(inherited) = current.replace((generation, Arc::clone(&pipeline))) {
+            // The parent's pipeline: forget it rather than run its destructor on state that
+            // another process's thread was using.
+            std::mem::forget(inherited);
         }
-        sender
+        Some(pipeline)
     }
 
-    /// Queues a finished span; never blocks.
+    /// Queues a finished span; never blocks on the network. Drops it (and counts it) when the
+    /// queue is full.
     pub fn submit(&self, span: SpanRecord) {
-        match self.sender().try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let Some(pipeline) = self.pipeline(true) else { return };
+        let mut queue = pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.spans.len() >= self.config.queue_size {
+            drop(queue);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        queue.spans.push(span);
+        let batch_full = queue.spans.len() == self.config.batch_size;
+        drop(queue);
+        if batch_full {
+            pipeline.wake.notify_one();
         }
     }
 
     /// Sends everything queued so far; waits at most `timeout`. True when it all went out (or
     /// nothing was queued).
     pub fn flush(&self, timeout: Duration) -> bool {
-        let sender = {
-            let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
-            match running.as_ref() {
-                Some(current) if current.generation == fork_generation() => current.sender.clone(),
-                _ => return true,
-            }
+        let Some(pipeline) = self.pipeline(false) else { return true };
+        let wanted = {
+            let mut queue = pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            queue.flush_requested += 1;
+            queue.flush_requested
         };
-        let (done, wait) = mpsc::sync_channel(1);
+        pipeline.wake.notify_one();
         let deadline = Instant::now() + timeout;
-        loop {
-            match sender.try_send(Message::Flush(done.clone())) {
-                Ok(()) => break,
-                Err(TrySendError::Full(_)) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-                Err(_) => return false,
+        let mut flushed = pipeline.flushed.lock().unwrap_or_else(PoisonError::into_inner);
+        while *flushed < wanted {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
             }
+            flushed = pipeline.flushed_changed.wait_timeout(flushed, left).unwrap_or_else(PoisonError::into_inner).0;
         }
-        wait.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+        true
+    }
+}
+
+impl Drop for SpanExporter {
+    fn drop(&mut self) {
+        if let Some(pipeline) = self.pipeline(false) {
+            pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+            pipeline.wake.notify_one();
+        }
     }
 }
 
@@ -192,7 +223,7 @@ fn send_batch(
     batch.clear();
 }
 
-fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats, receiver: &mpsc::Receiver<Message>) {
+fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats, pipeline: &Pipeline) {
     // The thread runs once per process, so this is where a process gets its instance id
     // (unless the configuration names one).
     let mut resource: Vec<Attribute> = vec![("service.name".into(), AttributeValue::Str(service_name.to_owned()))];
@@ -201,31 +232,112 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
         let id = String::from_utf8_lossy(&generate_request_id()).into_owned();
         resource.push(("service.instance.id".into(), AttributeValue::Str(id)));
     }
-    let resource = resource;
-    let mut batch: Vec<SpanRecord> = Vec::with_capacity(config.batch_size);
     let mut failures = FailureLog { last: None };
-    let mut deadline = Instant::now() + config.interval;
+    let mut flushes_done = 0u64;
+    let mut next_send = Instant::now() + config.interval;
     loop {
-        match receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(Message::Span(span)) => {
-                batch.push(*span);
-                if batch.len() >= config.batch_size {
-                    send_batch(config, &resource, stats, &mut batch, &mut failures);
-                    deadline = Instant::now() + config.interval;
+        let (mut spans, flush_requested, closed) = {
+            let mut queue = pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                let due = Instant::now() >= next_send;
+                if due || queue.closed || queue.spans.len() >= config.batch_size || queue.flush_requested > flushes_done {
+                    break;
                 }
+                let wait = next_send.saturating_duration_since(Instant::now());
+                queue = pipeline.wake.wait_timeout(queue, wait).unwrap_or_else(PoisonError::into_inner).0;
             }
-            Ok(Message::Flush(done)) => {
-                send_batch(config, &resource, stats, &mut batch, &mut failures);
-                let _ = done.try_send(());
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                send_batch(config, &resource, stats, &mut batch, &mut failures);
-                deadline = Instant::now() + config.interval;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                send_batch(config, &resource, stats, &mut batch, &mut failures);
-                return;
-            }
+            (std::mem::take(&mut queue.spans), queue.flush_requested, queue.closed)
+        };
+        next_send = Instant::now() + config.interval;
+        while !spans.is_empty() {
+            let rest = spans.split_off(spans.len().min(config.batch_size));
+            send_batch(config, &resource, stats, &mut spans, &mut failures);
+            spans = rest;
         }
+        if flush_requested > flushes_done {
+            flushes_done = flush_requested;
+            *pipeline.flushed.lock().unwrap_or_else(PoisonError::into_inner) = flushes_done;
+            pipeline.flushed_changed.notify_all();
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::span::SpanRecord;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    fn span(n: u8) -> SpanRecord {
+        SpanRecord {
+            trace_id: [n; 16],
+            span_id: [n; 8],
+            parent_span_id: None,
+            trace_state: String::new(),
+            flags: 1,
+            name: format!("GET /{n}"),
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            attributes: vec![],
+            error: false,
+        }
+    }
+
+    fn config(port: u16, queue_size: usize, interval: Duration) -> ExporterConfig {
+        ExporterConfig {
+            endpoint: Endpoint::parse(&format!("http://127.0.0.1:{port}/v1/traces")).unwrap(),
+            headers: vec![("authorization".into(), "Bearer t".into())],
+            timeout: Duration::from_secs(2),
+            queue_size,
+            batch_size: 2,
+            interval,
+            resource: vec![],
+        }
+    }
+
+    #[test]
+    fn flush_sends_queued_spans_in_batches_and_counts_them() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = thread::spawn(move || {
+            let mut requests = Vec::new();
+            for _ in 0..2 {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut buf = vec![0u8; 65536];
+                let n = stream.read(&mut buf).unwrap();
+                requests.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+            }
+            requests
+        });
+        let exporter = SpanExporter::new(config(port, 10, Duration::from_secs(600)));
+        for n in 1..=3 {
+            exporter.submit(span(n));
+        }
+        assert!(exporter.flush(Duration::from_secs(5)));
+        let requests = server.join().unwrap();
+        assert!(requests[0].starts_with("POST /v1/traces HTTP/1.1\r\n"), "{}", requests[0]);
+        assert!(requests[0].contains("authorization: Bearer t\r\n"));
+        assert_eq!(exporter.stats().exported.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_an_unreachable_collector_fails() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let exporter = SpanExporter::new(config(port, 3, Duration::from_secs(600)));
+        for n in 0..5 {
+            exporter.submit(span(n));
+        }
+        // Two wake the thread as a full batch; what it has not taken yet counts against the queue.
+        assert!(exporter.stats().dropped.load(Ordering::Relaxed) <= 2);
+        assert!(exporter.flush(Duration::from_secs(5)));
+        let stats = exporter.stats();
+        let accounted = stats.dropped.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed);
+        assert_eq!(accounted, 5);
+        assert_eq!(stats.exported.load(Ordering::Relaxed), 0);
     }
 }
