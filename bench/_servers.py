@@ -47,7 +47,15 @@ def start_variant(
     """Starts one uvicorn worker (uvloop, httptools, no access log) serving `name`, behind
     `prefix` (e.g. taskset or valgrind), and waits until it answers. `caddy-beacon+tracing`
     exports every span (100% sampling) to `otlp_endpoint`."""
-    env = {**os.environ, "BENCH_VARIANT": name, "PYTHONPATH": str(ROOT), "BEACON_DRAIN_SECONDS": "0"}
+    # One hash seed for every server: with per-process random seeds, dict layouts (and so
+    # speed) differ by a few percent between two runs of the very same code.
+    env = {
+        **os.environ,
+        "BENCH_VARIANT": name,
+        "PYTHONPATH": str(ROOT),
+        "BEACON_DRAIN_SECONDS": "0",
+        "PYTHONHASHSEED": "0",
+    }
     if name == "caddy-beacon+tracing":
         if otlp_endpoint is None:
             raise SystemExit("caddy-beacon+tracing needs an OTLP endpoint")

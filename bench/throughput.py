@@ -2,7 +2,8 @@
 
 Every variant runs at once as its own uvicorn server (one worker, uvloop + httptools, no access
 log) pinned to CPU 0; wrk, pinned to CPU 1, visits them in turn for a few seconds each, for
-several rounds. Slow drifts of a shared machine then hit every variant alike.
+several rounds, with fresh server processes every round. Slow drifts of a shared machine then hit
+every variant alike.
 
 Two figures per variant, both as a ratio to the bare app, each the median over rounds of the
 ratio within a round (so a variant is compared with the bare visit closest in time):
@@ -38,7 +39,7 @@ USER_HZ = os.sysconf("SC_CLK_TCK")
 class Variant:
     name: str
     port: int
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[bytes] | None
     cpu_per_request: list[float] = field(default_factory=list)
     requests_per_second: list[float] = field(default_factory=list)
 
@@ -49,6 +50,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def visit(variant: Variant, args: argparse.Namespace) -> None:
+    assert variant.process is not None
     url = f"http://127.0.0.1:{variant.port}{args.path}"
     before = cpu_seconds(variant.process.pid)
     result = subprocess.run(
@@ -81,22 +83,23 @@ def main() -> None:
     # The span sink shares the load generator's CPU, so the servers' CPU is theirs alone.
     os.sched_setaffinity(0, {int(args.load_cpu)})
     sink_url, sink_requests = start_otlp_sink()
-    variants = []
-    for name in select_variants(args.variants):
-        port = free_port()
-        process = start_variant(name, port, ["taskset", "-c", args.server_cpu], otlp_endpoint=sink_url)
-        variants.append(Variant(name, port, process))
-    try:
-        for variant in variants:  # warm-up: imports, first-request caches
-            subprocess.run(["wrk", "-t1", "-c4", "-d1s", f"http://127.0.0.1:{variant.port}{args.path}"],
-                           capture_output=True, check=True, timeout=30)  # fmt: skip
-        for round_number in range(args.rounds):
+    variants = [Variant(name, 0, None) for name in select_variants(args.variants)]
+    # Every round starts fresh server processes: a process's memory layout alone moves its speed
+    # by a few percent, and the median over rounds evens that out with the machine's drift.
+    for round_number in range(args.rounds):
+        for variant in variants:
+            variant.port = free_port()
+            variant.process = start_variant(variant.name, variant.port, ["taskset", "-c", args.server_cpu], otlp_endpoint=sink_url)
+        try:
+            for variant in variants:  # warm-up: imports, first-request caches
+                subprocess.run(["wrk", "-t1", "-c4", "-d1s", f"http://127.0.0.1:{variant.port}{args.path}"],
+                               capture_output=True, check=True, timeout=30)  # fmt: skip
             order = variants if round_number % 2 == 0 else list(reversed(variants))
             for variant in order:
                 visit(variant, args)
-            print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
-    finally:
-        stop_all([variant.process for variant in variants])
+        finally:
+            stop_all([variant.process for variant in variants if variant.process is not None])
+        print(f"round {round_number + 1}/{args.rounds} done", file=sys.stderr)
 
     bare = variants[0]
     results = []
