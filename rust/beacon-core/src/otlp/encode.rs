@@ -30,17 +30,18 @@ fn key_value(w: &mut ProtoWriter, field: u32, (key, value): &Attribute) {
 }
 
 fn span(w: &mut ProtoWriter, span: &SpanRecord) {
-    w.bytes(1, &span.trace_id);
-    w.bytes(2, &span.span_id);
-    if !span.trace_state.is_empty() {
-        w.bytes(3, span.trace_state.as_bytes());
+    let trace = &span.trace;
+    w.bytes(1, &trace.trace_id);
+    w.bytes(2, &trace.span_id);
+    if !trace.trace_state.is_empty() {
+        w.bytes(3, trace.trace_state.as_bytes());
     }
-    if let Some(parent) = &span.parent_span_id {
+    if let Some(parent) = &trace.parent_span_id {
         w.bytes(4, parent);
     }
     w.bytes(5, span.name.as_bytes());
     w.uint(6, SPAN_KIND_SERVER);
-    w.fixed64(7, span.start_unix_nanos);
+    w.fixed64(7, trace.start_unix_nanos);
     w.fixed64(8, span.end_unix_nanos);
     for attribute in &span.attributes {
         key_value(w, 9, attribute);
@@ -48,8 +49,8 @@ fn span(w: &mut ProtoWriter, span: &SpanRecord) {
     if span.error {
         w.message(15, |status| status.uint(3, STATUS_CODE_ERROR));
     }
-    let remote = if span.parent_span_id.is_some() { FLAGS_IS_REMOTE } else { 0 };
-    w.fixed32(16, u32::from(span.flags) | FLAGS_HAS_IS_REMOTE | remote);
+    let remote = if trace.parent_span_id.is_some() { FLAGS_IS_REMOTE } else { 0 };
+    w.fixed32(16, u32::from(trace.flags()) | FLAGS_HAS_IS_REMOTE | remote);
 }
 
 /// Encodes one export request: one resource, one instrumentation scope, these spans.

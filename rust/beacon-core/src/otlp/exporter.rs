@@ -269,18 +269,21 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
 mod tests {
     use super::*;
     use crate::trace::span::SpanRecord;
+    use crate::trace::tracer::RequestTrace;
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
     fn span(n: u8) -> SpanRecord {
         SpanRecord {
-            trace_id: [n; 16],
-            span_id: [n; 8],
-            parent_span_id: None,
-            trace_state: String::new(),
-            flags: 1,
+            trace: RequestTrace {
+                trace_id: [n; 16],
+                span_id: [n; 8],
+                parent_span_id: None,
+                trace_state: String::new(),
+                sampled: true,
+                start_unix_nanos: 1,
+            },
             name: format!("GET /{n}"),
-            start_unix_nanos: 1,
             end_unix_nanos: 2,
             attributes: vec![],
             error: false,

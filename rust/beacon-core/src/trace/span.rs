@@ -2,6 +2,8 @@
 
 use std::borrow::Cow;
 
+use crate::trace::tracer::RequestTrace;
+
 /// An attribute value (the subset of OTLP's AnyValue that HTTP server spans use).
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttributeValue {
@@ -19,20 +21,10 @@ pub type Attribute = (Cow<'static, str>, AttributeValue);
 /// A finished span of kind SERVER.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SpanRecord {
-    /// Trace id, shared with the caller when there was one.
-    pub trace_id: [u8; 16],
-    /// This span's id.
-    pub span_id: [u8; 8],
-    /// The caller's span (Caddy's), if any.
-    pub parent_span_id: Option<[u8; 8]>,
-    /// The carried `tracestate`.
-    pub trace_state: String,
-    /// W3C trace flags.
-    pub flags: u8,
+    /// Its trace context: ids, parent, tracestate, flags and start.
+    pub trace: RequestTrace,
     /// `"{method} {route}"`.
     pub name: String,
-    /// Start, in nanoseconds since the Unix epoch.
-    pub start_unix_nanos: u64,
     /// End, in nanoseconds since the Unix epoch.
     pub end_unix_nanos: u64,
     /// Semantic-convention attributes.

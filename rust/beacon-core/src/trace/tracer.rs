@@ -76,13 +76,8 @@ impl Tracer {
             return;
         }
         self.exporter.submit(SpanRecord {
-            trace_id: trace.trace_id,
-            span_id: trace.span_id,
-            parent_span_id: trace.parent_span_id,
-            trace_state: trace.trace_state.clone(),
-            flags: trace.flags(),
+            trace: trace.clone(),
             name,
-            start_unix_nanos: trace.start_unix_nanos,
             end_unix_nanos: trace.start_unix_nanos + elapsed.as_nanos() as u64,
             attributes,
             error,
