@@ -52,6 +52,8 @@ demo: install
 	@echo "  curl http://127.0.0.1:$(DEMO_PORT)/health               liveness"
 	@echo "  curl http://127.0.0.1:$(DEMO_PORT)/ready                readiness with the database check"
 	@echo "  curl http://127.0.0.1:$(DEMO_PORT)/metrics              Prometheus metrics"
+	@echo "  curl -H 'Accept: application/openmetrics-text' http://127.0.0.1:$(DEMO_PORT)/metrics   with exemplars"
+	@echo "Traces: run it as OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make demo"
 	@echo ""
 	exec $(PY) -m uvicorn examples.app:app --host 127.0.0.1 --port $(DEMO_PORT)
 

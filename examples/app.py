@@ -15,7 +15,9 @@ from fastapi import APIRouter, FastAPI
 
 import caddy_beacon
 
-logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+logging.basicConfig(
+    level=logging.INFO, format="%(asctime)s %(levelname)s [%(request_id)s %(trace_id)s] %(name)s: %(message)s"
+)
 for handler in logging.getLogger().handlers:
     handler.addFilter(caddy_beacon.RequestContextFilter())
 
