@@ -34,7 +34,9 @@ install-test: $(PY)
 
 test: install-test test-rust lint test-python
 
+# The end-to-end tests run the companion binary from the shared target directory.
 test-rust:
+	cargo build --locked -p beacon-agent
 	cargo test --workspace --locked
 
 lint: install-test

@@ -1,0 +1,44 @@
+//! The companion's errors and the exit codes they map to.
+
+/// Everything a command can fail with; each message is one line meant for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// `--help` or `--version`: not a failure, printed to stdout.
+    #[error("{0}")]
+    Help(String),
+    /// A bad flag or value (exit 64).
+    #[error("{0}")]
+    Usage(String),
+    /// The Admin API could not be reached (exit 69).
+    #[error("cannot reach Caddy's Admin API at {admin}: {reason}")]
+    Unreachable {
+        /// The address tried.
+        admin: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The Admin API answered with an error (exit 1).
+    #[error("Caddy's Admin API at {admin} answered {status} to {request}: {message}")]
+    Api {
+        /// The admin address.
+        admin: String,
+        /// The request, e.g. `GET /config/`.
+        request: String,
+        /// The HTTP status.
+        status: u16,
+        /// Caddy's `error` text, or the body.
+        message: String,
+    },
+}
+
+impl AgentError {
+    /// The process exit code: 64 bad usage, 69 Caddy unreachable, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            AgentError::Help(_) => 0,
+            AgentError::Usage(_) => 64,
+            AgentError::Unreachable { .. } => 69,
+            AgentError::Api { .. } => 1,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! `caddy-beacon status`: every upstream each Caddy knows, with its health, in-flight requests,
+//! passive failures, and whether a caddy-beacon companion registered it.
+
+use serde_json::{json, Value};
+
+use crate::{AdminClient, AgentError};
+
+/// `@id` prefix of the upstreams companions register; the only objects they ever edit.
+pub const OWNED_ID_PREFIX: &str = "caddy-beacon-";
+
+/// One upstream as seen by one Caddy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpstreamStatus {
+    /// The Admin API it was read from.
+    pub admin: String,
+    /// The dial address.
+    pub address: String,
+    /// From `caddy_reverse_proxy_upstreams_healthy` (refreshed by Caddy every 10 s); None when
+    /// Caddy does not report it (no active health checks, or not yet).
+    pub healthy: Option<bool>,
+    /// Requests in flight to it.
+    pub in_flight: u64,
+    /// Passive-check failures within `fail_duration`.
+    pub fails: u64,
+    /// Registered by a caddy-beacon companion.
+    pub owned: bool,
+}
+
+fn healthy_gauges(metrics: &str) -> Vec<(String, bool)> {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("caddy_reverse_proxy_upstreams_healthy{"))
+        .filter_map(|rest| {
+            let (labels, value) = rest.rsplit_once('}')?;
+            let upstream = labels.split(',').find_map(|l| l.trim().strip_prefix("upstream=\""))?.strip_suffix('"')?;
+            Some((upstream.to_owned(), value.trim().parse::<f64>().ok()? == 1.0))
+        })
+        .collect()
+}
+
+fn owned_dials(config: &Value, owned: &mut Vec<String>) {
+    match config {
+        Value::Object(map) => {
+            let is_owned = map.get("@id").and_then(Value::as_str).is_some_and(|id| id.starts_with(OWNED_ID_PREFIX));
+            if let (true, Some(dial)) = (is_owned, map.get("dial").and_then(Value::as_str)) {
+                owned.push(dial.to_owned());
+            }
+            map.values().for_each(|v| owned_dials(v, owned));
+        }
+        Value::Array(items) => items.iter().for_each(|v| owned_dials(v, owned)),
+        _ => {}
+    }
+}
+
+/// Reads the upstreams of one Caddy.
+pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> {
+    let (upstreams, _) = client.get_json("/reverse_proxy/upstreams")?;
+    let metrics = client.get_ok("/metrics")?;
+    let gauges = healthy_gauges(&String::from_utf8_lossy(&metrics.body));
+    let (config, _) = client.get_json("/config/")?;
+    let mut owned = Vec::new();
+    owned_dials(&config, &mut owned);
+    let admin = client.address().url();
+    Ok(upstreams
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|u| {
+            let address = u.get("address")?.as_str()?.to_owned();
+            Some(UpstreamStatus {
+                admin: admin.clone(),
+                healthy: gauges.iter().find(|(a, _)| *a == address).map(|(_, h)| *h),
+                in_flight: u.get("num_requests").and_then(Value::as_u64).unwrap_or(0),
+                fails: u.get("fails").and_then(Value::as_u64).unwrap_or(0),
+                owned: owned.contains(&address),
+                address,
+            })
+        })
+        .collect())
+}
+
+/// The `--json` output: a list of objects.
+pub fn to_json(statuses: &[UpstreamStatus]) -> String {
+    let list: Vec<Value> = statuses
+        .iter()
+        .map(|s| {
+            json!({"admin": s.admin, "address": s.address, "healthy": s.healthy,
+                   "in_flight": s.in_flight, "fails": s.fails, "owned": s.owned})
+        })
+        .collect();
+    Value::Array(list).to_string()
+}
+
+/// The table output.
+pub fn to_table(statuses: &[UpstreamStatus]) -> String {
+    let rows: Vec<[String; 6]> = statuses
+        .iter()
+        .map(|s| {
+            [
+                s.admin.clone(),
+                s.address.clone(),
+                match s.healthy {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "?".into(),
+                },
+                s.in_flight.to_string(),
+                s.fails.to_string(),
+                if s.owned { "yes".into() } else { "no".into() },
+            ]
+        })
+        .collect();
+    let header = ["ADMIN", "UPSTREAM", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    std::iter::once(&header)
+        .chain(rows.iter())
+        .map(|row| {
+            row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_healthy_gauge() {
+        let metrics = "# TYPE caddy_reverse_proxy_upstreams_healthy gauge\ncaddy_reverse_proxy_upstreams_healthy{upstream=\"10.0.0.1:80\"} 1\ncaddy_reverse_proxy_upstreams_healthy{upstream=\"10.0.0.2:80\"} 0\n";
+        assert_eq!(healthy_gauges(metrics), vec![("10.0.0.1:80".into(), true), ("10.0.0.2:80".into(), false)]);
+    }
+
+    #[test]
+    fn finds_owned_upstreams_anywhere_in_the_config() {
+        let config = json!({"apps": {"http": {"servers": {"a": {"routes": [{"handle": [{"upstreams": [
+            {"@id": "caddy-beacon-x", "dial": "10.0.0.1:80"}, {"dial": "10.0.0.2:80"}, {"@id": "other", "dial": "10.0.0.3:80"}]}]}]}}}}});
+        let mut owned = Vec::new();
+        owned_dials(&config, &mut owned);
+        assert_eq!(owned, vec!["10.0.0.1:80"]);
+    }
+
+    #[test]
+    fn renders_table_and_json() {
+        let statuses = vec![UpstreamStatus {
+            admin: "http://localhost:2019".into(),
+            address: "10.0.0.1:80".into(),
+            healthy: None,
+            in_flight: 2,
+            fails: 0,
+            owned: true,
+        }];
+        let table = to_table(&statuses);
+        assert!(table.starts_with("ADMIN"));
+        assert!(table.lines().nth(1).unwrap().contains("10.0.0.1:80  ?"));
+        let parsed: Value = serde_json::from_str(&to_json(&statuses)).unwrap();
+        assert_eq!(parsed[0]["healthy"], Value::Null);
+        assert_eq!(parsed[0]["in_flight"], 2);
+        assert_eq!(parsed[0]["owned"], true);
+    }
+}

@@ -1,0 +1,101 @@
+"""`caddy-beacon status` against a real Caddy: upstream health, in-flight, failures, ownership;
+one clear line and the documented exit codes on bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, Server, free_port, launch_caddy, wait_until
+
+COMPANION = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "caddy-beacon"
+
+
+def companion(*args: str) -> subprocess.CompletedProcess[str]:
+    if not COMPANION.exists():
+        pytest.fail(f"{COMPANION} is missing: `cargo build -p beacon-agent` (make test does)")
+    return subprocess.run([str(COMPANION), *args], capture_output=True, text=True, timeout=30)
+
+
+def test_status_reports_health_in_flight_and_ownership(start: Callable[..., Server], tmp_path: Path) -> None:
+    app = start()
+    live = app.base_url.removeprefix("http://")
+    dead = f"127.0.0.1:{free_port()}"
+    caddy = launch_caddy(
+        tmp_path,
+        f"""
+\treverse_proxy {live} {dead} {{
+\t\thealth_uri /ready
+\t\thealth_interval 1s
+\t}}""",
+    )
+    try:
+        # What a companion registers: an upstream with its own @id, appended to the proxy.
+        config = httpx.get(f"{caddy.admin_url}/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0").json()
+        assert config["handler"] == "reverse_proxy"
+        owned = f"127.0.0.1:{free_port()}"
+        added = httpx.post(
+            f"{caddy.admin_url}/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0/upstreams",
+            json={"@id": "caddy-beacon-test", "dial": owned},
+        )
+        assert added.status_code == 200, added.text
+
+        def statuses() -> dict[str, dict[str, object]]:
+            result = companion("status", "--admin", caddy.admin_url, "--json")
+            assert result.returncode == 0, result.stderr
+            return {entry["address"]: entry for entry in json.loads(result.stdout)}
+
+        # Caddy refreshes its health gauge every 10 s.
+        assert wait_until(lambda: statuses()[live]["healthy"] is True and statuses()[dead]["healthy"] is False, timeout=25)
+        entries = statuses()
+        assert set(entries) >= {live, dead, owned}
+        assert entries[live]["owned"] is False and entries[owned]["owned"] is True
+        assert entries[live]["in_flight"] == 0 and entries[live]["fails"] == 0
+        assert entries[live]["admin"] == caddy.admin_url
+
+        table = companion("status", "--admin", caddy.admin_url)
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        assert lines[0].split() == ["ADMIN", "UPSTREAM", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED"]
+        row = next(line for line in lines if live in line).split()
+        assert row[2:] == ["yes", "0", "0", "no"]
+    finally:
+        caddy.stop()
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["status", "--bogus"], "unexpected argument '--bogus'"),
+        ([], "a command is required"),
+        (["status", "--admin", "localhost"], "--admin \"localhost\": expected host:port"),
+        (["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+    ],
+)
+def test_bad_usage_exits_64_with_one_line(args: list[str], expected: str) -> None:
+    result = companion(*args)
+    assert result.returncode == 64
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert expected in result.stderr
+    assert result.stderr.startswith("caddy-beacon: ")
+
+
+def test_an_unreachable_admin_exits_69() -> None:
+    result = companion("status", "--admin", f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 69
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "cannot reach Caddy's Admin API at http://127.0.0.1:" in result.stderr
+
+
+def test_help_explains_every_flag_with_an_example() -> None:
+    result = companion("status", "--help")
+    assert result.returncode == 0
+    for text in ["--admin", "--json", "Example: --admin http://127.0.0.1:2019", "CADDY_ADMIN"]:
+        assert text in result.stdout, result.stdout
