@@ -74,6 +74,8 @@ def test_status_reports_health_in_flight_and_ownership(start: Callable[..., Serv
     [
         (["status", "--bogus"], "unexpected argument '--bogus'"),
         ([], "a command is required"),
+        (["deregister", "--upstream", "x:1", "--drain-timeout", "soon"], "is not a duration"),
+        (["deregister"], "--upstream <HOST:PORT>"),
         (["status", "--admin", "localhost"], "--admin \"localhost\": expected host:port"),
         (["frobnicate"], "unrecognized subcommand 'frobnicate'"),
     ],
@@ -99,3 +101,77 @@ def test_help_explains_every_flag_with_an_example() -> None:
     assert result.returncode == 0
     for text in ["--admin", "--json", "Example: --admin http://127.0.0.1:2019", "CADDY_ADMIN"]:
         assert text in result.stdout, result.stdout
+
+
+def _proxy_path(caddy_admin: str) -> str:
+    path = "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
+    assert httpx.get(caddy_admin + path).json()["handler"] == "reverse_proxy"
+    return path
+
+
+def test_deregister_removes_owned_entries_and_waits_for_in_flight_requests(
+    start: Callable[..., Server], tmp_path: Path
+) -> None:
+    import concurrent.futures
+    import time
+
+    app = start()
+    address = app.base_url.removeprefix("http://")
+    caddy = launch_caddy(tmp_path, "\treverse_proxy {\n\t\tlb_try_duration 1s\n\t}")
+    try:
+        upstreams = caddy.admin_url + _proxy_path(caddy.admin_url) + "/upstreams"
+        # Registered twice (as a retried append would): both entries are the companion's. A proxy
+        # with no static upstreams has no `upstreams` array yet: PUT creates it, POST appends.
+        assert httpx.put(upstreams, json=[{"@id": "caddy-beacon-a", "dial": address}]).status_code == 200
+        assert httpx.post(upstreams, json={"@id": "caddy-beacon-b", "dial": address}).status_code == 200
+        assert httpx.get(f"{caddy.base_url}/items/1").status_code == 200
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            slow = pool.submit(httpx.get, f"{caddy.base_url}/sleep/2", timeout=10)
+            assert wait_until(lambda: companion("status", "--admin", caddy.admin_url, "--json").stdout.count('"in_flight":1') == 1, timeout=5)
+            started = time.monotonic()
+            result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "10s")
+            elapsed = time.monotonic() - started
+            assert result.returncode == 0, result.stderr
+            assert f"deregistered {address} from {caddy.admin_url} (2 entries)" in result.stdout
+            assert elapsed > 1.0, "returned before the request in flight had finished"
+            assert slow.result().status_code == 200
+
+        assert httpx.get(upstreams).json() == []
+        again = companion("deregister", "--upstream", address, "--admin", caddy.admin_url)
+        assert again.returncode == 0 and "nothing to do" in again.stdout
+    finally:
+        caddy.stop()
+
+
+def test_deregister_never_touches_caddyfile_upstreams(start: Callable[..., Server], tmp_path: Path) -> None:
+    app = start()
+    address = app.base_url.removeprefix("http://")
+    caddy = launch_caddy(tmp_path, f"\treverse_proxy {address}")
+    try:
+        result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url)
+        assert result.returncode == 64
+        assert "was not registered by caddy-beacon" in result.stderr
+        assert httpx.get(f"{caddy.base_url}/items/1").status_code == 200
+    finally:
+        caddy.stop()
+
+
+def test_deregister_reports_a_drain_timeout(start: Callable[..., Server], tmp_path: Path) -> None:
+    import concurrent.futures
+
+    app = start()
+    address = app.base_url.removeprefix("http://")
+    caddy = launch_caddy(tmp_path, "\treverse_proxy")
+    try:
+        upstreams = caddy.admin_url + _proxy_path(caddy.admin_url) + "/upstreams"
+        assert httpx.put(upstreams, json=[{"@id": "caddy-beacon-x", "dial": address}]).status_code == 200
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            slow = pool.submit(httpx.get, f"{caddy.base_url}/sleep/3", timeout=10)
+            assert wait_until(lambda: companion("status", "--admin", caddy.admin_url, "--json").stdout.count('"in_flight":1') == 1, timeout=5)
+            result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "500ms")
+            assert result.returncode == 1
+            assert "1 request(s) to it were still running when the drain timeout ended" in result.stderr
+            assert slow.result().status_code == 200
+    finally:
+        caddy.stop()

@@ -6,6 +6,9 @@ use std::ffi::OsString;
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
+use std::time::Duration;
+
+use crate::deregister::{deregister, parse_duration};
 use crate::status::{collect, to_json, to_table};
 use crate::{AdminAddress, AdminClient, AgentError};
 
@@ -24,6 +27,30 @@ enum Command {
     ///
     /// Example: caddy-beacon status --admin http://localhost:2019 --json
     Status(StatusArgs),
+
+    /// Remove the upstream entries caddy-beacon registered for an address, then wait until Caddy
+    /// has no request in flight to it (bounded by --drain-timeout). Entries from the Caddyfile are
+    /// never touched.
+    ///
+    /// Example: caddy-beacon deregister --upstream 10.0.0.5:8000 --admin http://localhost:2019
+    Deregister(DeregisterArgs),
+}
+
+#[derive(Debug, Args)]
+struct DeregisterArgs {
+    /// The upstream's dial address, exactly as registered. Example: --upstream 10.0.0.5:8000
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+
+    /// Caddy's Admin API, as http://host:port (repeat the flag for several Caddy instances).
+    /// Example: --admin http://127.0.0.1:2019
+    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_name = "URL")]
+    admin: Vec<String>,
+
+    /// How long to wait for requests in flight to the upstream to finish, e.g. 30s, 500ms, 2m.
+    /// Example: --drain-timeout 10s
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    drain_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -50,11 +77,14 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<ParsedCommand,
             Err(AgentError::Help(error.to_string()))
         }
         Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(AgentError::Usage(
-            "a command is required: status (see caddy-beacon --help)".to_owned(),
+            "a command is required: status or deregister (see caddy-beacon --help)".to_owned(),
         )),
         Err(error) => {
+            // clap's first paragraph, on one line (a missing argument is named on the next line).
             let rendered = error.to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let first: Vec<&str> = rendered.lines().map(str::trim).take_while(|line| !line.is_empty()).collect();
+            let first = first.join(" ");
+            let first = first.trim_start_matches("error: ");
             Err(AgentError::Usage(format!("{first} (see caddy-beacon --help)")))
         }
     }
@@ -70,6 +100,21 @@ impl ParsedCommand {
                     statuses.extend(collect(&AdminClient::new(AdminAddress::parse(admin)?))?);
                 }
                 Ok(if args.json { to_json(&statuses) } else { to_table(&statuses) })
+            }
+            Command::Deregister(args) => {
+                if args.upstream.trim().is_empty() || args.upstream.contains(char::is_whitespace) {
+                    return Err(AgentError::Usage(format!("--upstream {:?} is not a dial address", args.upstream)));
+                }
+                let clients = args
+                    .admin
+                    .iter()
+                    .map(|admin| AdminAddress::parse(admin).map(AdminClient::new))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut lines = Vec::new();
+                for client in &clients {
+                    lines.push(deregister(client, &args.upstream, args.drain_timeout)?);
+                }
+                Ok(lines.join("\n"))
             }
         }
     }

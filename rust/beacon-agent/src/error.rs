@@ -17,6 +17,16 @@ pub enum AgentError {
         /// Why it failed.
         reason: String,
     },
+    /// Requests to a removed upstream were still running when the drain timeout ended (exit 1).
+    #[error("{address} was removed from {admin} but {running} request(s) to it were still running when the drain timeout ended")]
+    DrainTimeout {
+        /// The upstream.
+        address: String,
+        /// The admin address.
+        admin: String,
+        /// Requests still in flight.
+        running: u64,
+    },
     /// The Admin API answered with an error (exit 1).
     #[error("Caddy's Admin API at {admin} answered {status} to {request}: {message}")]
     Api {
@@ -38,7 +48,7 @@ impl AgentError {
             AgentError::Help(_) => 0,
             AgentError::Usage(_) => 64,
             AgentError::Unreachable { .. } => 69,
-            AgentError::Api { .. } => 1,
+            AgentError::Api { .. } | AgentError::DrainTimeout { .. } => 1,
         }
     }
 }

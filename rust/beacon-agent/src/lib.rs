@@ -1,11 +1,12 @@
 //! beacon-agent: the `caddy-beacon` companion that joins app instances to a running Caddy
 //! through its Admin API.
 //!
-//! Built so far: the Admin API client and `caddy-beacon status`. Registration (`run`) and
-//! `deregister` follow.
+//! Built so far: the Admin API client, `caddy-beacon status` and `caddy-beacon deregister`.
+//! Registration (`run`) follows.
 
 mod admin_client;
 mod cli;
+mod deregister;
 mod error;
 mod status;
 
