@@ -38,9 +38,6 @@ class RequestRecord:
     def request_id(self) -> str:
         """The request id (visible ASCII)."""
     @property
-    def request_id_bytes(self) -> bytes:
-        """The request id as a header value."""
-    @property
     def trace_id(self) -> str | None:
         """The trace id (32 hex digits) when tracing is on."""
     @property
@@ -53,9 +50,6 @@ class RequestRecord:
     def trace_state(self) -> str:
         """The ``tracestate`` carried from the caller ("" when none)."""
     @property
-    def status(self) -> int:
-        """The status of the response start sent so far (0 before it)."""
-    @property
     def finished(self) -> bool:
         """Whether the request has been recorded."""
     def __call__(self, message: MutableMapping[str, Any]) -> Any:
@@ -66,13 +60,10 @@ class RequestRecord:
     def open(self) -> bool:
         """Whether the request is still being handled (:meth:`close` has not run)."""
     def close(self, status: int | None = None) -> bool:
-        """Ends the request: records it like :meth:`finish` if that has not happened, then
-        releases the scope and ``send`` (asyncio may keep a finished request's context alive).
-        The request id stays readable."""
-    def finish(self, status: int | None = None) -> bool:
-        """Records the request once under the route the framework matched (read from the scope
-        now) with ``status`` (default: the status sent, or 500 when none was), and lowers the
-        active gauge. Returns False if it had already been recorded."""
+        """Ends the request: records it with ``status`` (default: the status sent, or 500 when
+        none was) under the route the framework matched, unless the last body message already
+        did, then releases the scope and ``send`` (asyncio may keep a finished request's context
+        alive). The request id stays readable. Returns whether this call recorded it."""
 
 @final
 class Beacon:

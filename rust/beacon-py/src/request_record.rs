@@ -233,12 +233,6 @@ impl RequestRecord {
         context.send.call1(py, (message,))
     }
 
-    /// The request id as bytes, ready to be sent as a header value.
-    #[getter]
-    fn request_id_bytes(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.request_id.clone_ref(py)
-    }
-
     /// The request id as text (always visible ASCII).
     #[getter]
     fn request_id(&self, py: Python<'_>) -> String {
@@ -269,26 +263,6 @@ impl RequestRecord {
         self.trace.as_ref().map(|t| t.trace_state.clone()).unwrap_or_default()
     }
 
-    /// The status of the response start sent so far (0 before it).
-    #[getter]
-    fn status(&self) -> u16 {
-        self.status.load(Ordering::Relaxed)
-    }
-
-    /// Records the request with `status` (default: the status sent, or 500 when none was) under
-    /// the route the framework matched. Returns False when it had already been recorded.
-    #[pyo3(signature = (status=None))]
-    fn finish(&self, py: Python<'_>, status: Option<u16>) -> PyResult<bool> {
-        let status = status.unwrap_or_else(|| match self.status.load(Ordering::Relaxed) {
-            0 => 500,
-            sent => sent,
-        });
-        if self.finished.load(Ordering::Acquire) {
-            return Ok(false);
-        }
-        self.record_from_scope(py, status)
-    }
-
     /// Whether the request has been recorded.
     #[getter]
     fn finished(&self) -> bool {
@@ -313,6 +287,19 @@ impl RequestRecord {
 }
 
 impl RequestRecord {
+    /// Records the request with `status` (default: the status sent, or 500 when none was) under
+    /// the route the framework matched. Returns False when it had already been recorded.
+    fn finish(&self, py: Python<'_>, status: Option<u16>) -> PyResult<bool> {
+        let status = status.unwrap_or_else(|| match self.status.load(Ordering::Relaxed) {
+            0 => 500,
+            sent => sent,
+        });
+        if self.finished.load(Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.record_from_scope(py, status)
+    }
+
     fn finish_response(&self, py: Python<'_>) -> PyResult<()> {
         if !self.finished.load(Ordering::Acquire) {
             let status = match self.status.load(Ordering::Relaxed) {
