@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from caddy_beacon._context import current_request
+from caddy_beacon._context import open_request
 
 
 class RequestContextFilter(logging.Filter):
@@ -22,8 +22,8 @@ class RequestContextFilter(logging.Filter):
         self.default = default
 
     def filter(self, record: logging.LogRecord) -> bool:
-        current = current_request.get()
-        if current is not None and current.open:
+        current = open_request()
+        if current is not None:
             record.request_id = current.request_id
             record.trace_id = current.trace_id or self.default
             record.span_id = current.span_id or self.default
