@@ -3,16 +3,20 @@ one clear line and the documented exit codes on bad input."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import os
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Server, free_port, launch_caddy, wait_until
+from tests.conftest import ROOT, Caddy, Server, free_port, launch_caddy, wait_until
 
 COMPANION = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "caddy-beacon"
 
@@ -103,6 +107,19 @@ def test_help_explains_every_flag_with_an_example() -> None:
         assert text in result.stdout, result.stdout
 
 
+@contextlib.contextmanager
+def _request_in_flight(caddy: Caddy, seconds: float) -> Iterator[concurrent.futures.Future[httpx.Response]]:
+    """A request through Caddy that takes `seconds`, yielded once Caddy counts it in flight."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        slow = pool.submit(httpx.get, f"{caddy.base_url}/sleep/{seconds}", timeout=10)
+
+        def counted() -> bool:
+            return companion("status", "--admin", caddy.admin_url, "--json").stdout.count('"in_flight":1') == 1
+
+        assert wait_until(counted, timeout=5)
+        yield slow
+
+
 def _proxy_path(caddy_admin: str) -> str:
     path = "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
     assert httpx.get(caddy_admin + path).json()["handler"] == "reverse_proxy"
@@ -112,9 +129,6 @@ def _proxy_path(caddy_admin: str) -> str:
 def test_deregister_removes_owned_entries_and_waits_for_in_flight_requests(
     start: Callable[..., Server], tmp_path: Path
 ) -> None:
-    import concurrent.futures
-    import time
-
     app = start()
     address = app.base_url.removeprefix("http://")
     caddy = launch_caddy(tmp_path, "\treverse_proxy {\n\t\tlb_try_duration 1s\n\t}")
@@ -126,9 +140,7 @@ def test_deregister_removes_owned_entries_and_waits_for_in_flight_requests(
         assert httpx.post(upstreams, json={"@id": "caddy-beacon-b", "dial": address}).status_code == 200
         assert httpx.get(f"{caddy.base_url}/items/1").status_code == 200
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            slow = pool.submit(httpx.get, f"{caddy.base_url}/sleep/2", timeout=10)
-            assert wait_until(lambda: companion("status", "--admin", caddy.admin_url, "--json").stdout.count('"in_flight":1') == 1, timeout=5)
+        with _request_in_flight(caddy, 2) as slow:
             started = time.monotonic()
             result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "10s")
             elapsed = time.monotonic() - started
@@ -158,17 +170,13 @@ def test_deregister_never_touches_caddyfile_upstreams(start: Callable[..., Serve
 
 
 def test_deregister_reports_a_drain_timeout(start: Callable[..., Server], tmp_path: Path) -> None:
-    import concurrent.futures
-
     app = start()
     address = app.base_url.removeprefix("http://")
     caddy = launch_caddy(tmp_path, "\treverse_proxy")
     try:
         upstreams = caddy.admin_url + _proxy_path(caddy.admin_url) + "/upstreams"
         assert httpx.put(upstreams, json=[{"@id": "caddy-beacon-x", "dial": address}]).status_code == 200
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            slow = pool.submit(httpx.get, f"{caddy.base_url}/sleep/3", timeout=10)
-            assert wait_until(lambda: companion("status", "--admin", caddy.admin_url, "--json").stdout.count('"in_flight":1') == 1, timeout=5)
+        with _request_in_flight(caddy, 3) as slow:
             result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "500ms")
             assert result.returncode == 1
             assert "1 request(s) to it were still running when the drain timeout ended" in result.stderr
