@@ -2,26 +2,30 @@
 //! is replaced on every config change and answers `Connection: close` anyway), the `Host` the
 //! admin expects, and Caddy's JSON errors turned into one-line messages.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::http_client::{send, Endpoint};
 use crate::AgentError;
 
 /// Where an Admin API listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminAddress {
-    /// `host:port`, also sent as `Host`.
-    pub authority: String,
+    /// How to connect (`host:port` is also sent as `Host`).
+    pub endpoint: Endpoint,
+    /// The address as given, for messages and labels.
+    pub display: String,
 }
 
 impl AdminAddress {
-    /// Parses `http://host:port`, `host:port` or `:port` (this host). Unix sockets come with
-    /// the registration commands.
+    /// Parses `http://host:port`, `host:port`, `:port` (this host) or `unix//path/admin.sock`.
     pub fn parse(text: &str) -> Result<AdminAddress, AgentError> {
         let usage = |why: &str| AgentError::Usage(format!("--admin {text:?}: {why} (e.g. --admin http://localhost:2019)"));
-        if text.starts_with("unix/") {
-            return Err(usage("Unix-socket admin addresses are not supported by this command yet"));
+        if let Some(path) = text.strip_prefix("unix/") {
+            if !path.starts_with('/') || path.len() < 2 {
+                return Err(usage("a Unix socket is written unix//absolute/path.sock"));
+            }
+            return Ok(AdminAddress { endpoint: Endpoint::Unix(PathBuf::from(path)), display: text.to_owned() });
         }
         if text.starts_with("https://") {
             return Err(usage("the Admin API is plain HTTP; use http://"));
@@ -32,48 +36,39 @@ impl AdminAddress {
         }
         let authority = if let Some(port) = rest.strip_prefix(':') { format!("localhost:{port}") } else { rest.to_owned() };
         match authority.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(AdminAddress { authority }),
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(AdminAddress { display: format!("http://{authority}"), endpoint: Endpoint::Tcp(authority) })
+            }
             _ => Err(usage("expected host:port")),
         }
     }
 
     /// The address as users write it.
     pub fn url(&self) -> String {
-        format!("http://{}", self.authority)
+        self.display.clone()
+    }
+
+    /// True when Caddy runs on this host (a loopback address or a Unix socket).
+    pub fn is_local(&self) -> bool {
+        match &self.endpoint {
+            Endpoint::Unix(_) => true,
+            Endpoint::Tcp(authority) => {
+                let host = authority.rsplit_once(':').map_or(authority.as_str(), |(host, _)| host);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }
+        }
     }
 }
 
-/// One Admin API response.
-#[derive(Clone, Debug, PartialEq)]
-pub struct AdminResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// The `Etag` header, used as `If-Match` on changes.
-    pub etag: Option<String>,
-    /// The body.
-    pub body: Vec<u8>,
-}
+/// One Admin API response (its `etag` is what changes send back as `If-Match`).
+pub type AdminResponse = crate::http_client::HttpResponse;
 
 /// A client for one Admin API.
 #[derive(Clone, Debug)]
 pub struct AdminClient {
     address: AdminAddress,
     timeout: Duration,
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
 }
 
 impl AdminClient {
@@ -93,53 +88,11 @@ impl AdminClient {
 
     /// Sends one request and reads the whole response.
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>, if_match: Option<&str>) -> Result<AdminResponse, AgentError> {
-        let socket = self
-            .address
-            .authority
-            .to_socket_addrs()
-            .map_err(|e| self.unreachable(e))?
-            .next()
-            .ok_or_else(|| self.unreachable("the host has no address"))?;
-        let mut stream = TcpStream::connect_timeout(&socket, self.timeout).map_err(|e| self.unreachable(e))?;
-        stream.set_read_timeout(Some(self.timeout)).map_err(|e| self.unreachable(e))?;
-        stream.set_write_timeout(Some(self.timeout)).map_err(|e| self.unreachable(e))?;
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n", self.address.authority);
+        let mut headers = vec![("Accept", "application/json")];
         if let Some(tag) = if_match {
-            head.push_str(&format!("If-Match: {tag}\r\n"));
+            headers.push(("If-Match", tag));
         }
-        if let Some(body) = body {
-            head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        stream.write_all(head.as_bytes()).map_err(|e| self.unreachable(e))?;
-        if let Some(body) = body {
-            stream.write_all(body).map_err(|e| self.unreachable(e))?;
-        }
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).map_err(|e| self.unreachable(e))?;
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| self.unreachable("the answer is not HTTP"))?;
-        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|line| line.split_whitespace().nth(1))
-            .and_then(|code| code.parse::<u16>().ok())
-            .ok_or_else(|| self.unreachable("the answer is not HTTP"))?;
-        let mut etag = None;
-        let mut chunked = false;
-        for line in lines {
-            if let Some((name, value)) = line.split_once(':') {
-                let value = value.trim();
-                if name.eq_ignore_ascii_case("etag") {
-                    etag = Some(value.to_owned());
-                } else if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-                    chunked = true;
-                }
-            }
-        }
-        let body = &raw[split + 4..];
-        let body = if chunked { dechunk(body).ok_or_else(|| self.unreachable("a malformed chunked answer"))? } else { body.to_vec() };
-        Ok(AdminResponse { status, etag, body })
+        send(&self.address.endpoint, method, path, &headers, body, self.timeout).map_err(|e| self.unreachable(e))
     }
 
     /// GET that must answer 200; the body parsed as JSON.
@@ -179,18 +132,17 @@ mod tests {
 
     #[test]
     fn parses_admin_addresses() {
-        assert_eq!(AdminAddress::parse("http://localhost:2019").unwrap().authority, "localhost:2019");
-        assert_eq!(AdminAddress::parse("127.0.0.1:2019/").unwrap().authority, "127.0.0.1:2019");
-        assert_eq!(AdminAddress::parse(":2019").unwrap().authority, "localhost:2019");
-        for bad in ["localhost", "http://h:port", "https://h:2019", "http://h:2019/config", "unix//run/caddy.sock", ""] {
+        let tcp = |text: &str| AdminAddress::parse(text).unwrap().endpoint;
+        assert_eq!(tcp("http://localhost:2019"), Endpoint::Tcp("localhost:2019".into()));
+        assert_eq!(tcp("127.0.0.1:2019/"), Endpoint::Tcp("127.0.0.1:2019".into()));
+        assert_eq!(tcp(":2019"), Endpoint::Tcp("localhost:2019".into()));
+        assert_eq!(tcp("unix//run/caddy/admin.sock"), Endpoint::Unix("/run/caddy/admin.sock".into()));
+        assert!(AdminAddress::parse("unix//run/a.sock").unwrap().is_local());
+        assert!(AdminAddress::parse("http://[::1]:2019").unwrap().is_local());
+        assert!(!AdminAddress::parse("http://caddy:2019").unwrap().is_local());
+        for bad in ["localhost", "http://h:port", "https://h:2019", "http://h:2019/config", "unix/relative.sock", ""] {
             let error = AdminAddress::parse(bad).unwrap_err();
             assert_eq!(error.exit_code(), 64, "{bad}: {error}");
         }
-    }
-
-    #[test]
-    fn dechunks() {
-        assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n").unwrap(), b"Wikipedia");
-        assert_eq!(dechunk(b"zz\r\n"), None);
     }
 }

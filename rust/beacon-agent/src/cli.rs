@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 
 use std::time::Duration;
 
+use crate::app_probe::ReadyProbe;
 use crate::deregister::{deregister, parse_duration};
+use crate::run::{run, EventsSetting, RunOptions};
+use crate::site::Target;
+use crate::upstream::Upstream;
 use crate::status::{collect, to_json, to_table};
 use crate::{AdminAddress, AdminClient, AgentError};
 
@@ -22,6 +26,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Register one app instance with Caddy once it is ready, keep it registered (Caddy restarts,
+    /// reloads), report Caddy's health verdict on it, and on SIGTERM/SIGINT remove it and drain
+    /// before the app stops.
+    ///
+    /// With `-- COMMAND ARGS...` the companion also starts and supervises the app: it passes the
+    /// stop signal on only after Caddy has no request in flight to it, and exits with the app's
+    /// status (0 when the app stopped from that signal). Without a command it joins an app that
+    /// runs elsewhere and exits 0 once drained.
+    ///
+    /// Example: caddy-beacon run --upstream 127.0.0.1:8001 --site :8080 -- uvicorn app:app --port 8001
+    Run(RunArgs),
+
     /// Show every upstream each Caddy knows: health, requests in flight, passive failures, and
     /// whether a caddy-beacon companion registered it.
     ///
@@ -37,14 +53,72 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["site", "handler_id"])))]
+struct RunArgs {
+    /// Caddy's Admin API: http://host:port or unix//path/admin.sock. Repeat the flag (or separate
+    /// with commas in CADDY_ADMIN) to register with several Caddy instances.
+    /// Example: --admin http://127.0.0.1:2019 --admin unix//run/caddy/admin.sock
+    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
+    admin: Vec<String>,
+
+    /// What Caddy dials to reach the app: HOST:PORT, :PORT (this host's first non-loopback
+    /// address), or unix//path/app.sock (app and Caddy on one host).
+    /// Example: --upstream 10.0.0.5:8000
+    #[arg(long, env = "BEACON_UPSTREAM", value_name = "HOST:PORT")]
+    upstream: String,
+
+    /// The Caddyfile site whose reverse_proxy to join (that proxy keeps its health-check and
+    /// load-balancing settings). Example: --site :8080, --site api.example.com
+    #[arg(long, env = "BEACON_SITE", value_name = "ADDR")]
+    site: Option<String>,
+
+    /// Instead of --site: the reverse_proxy handler tagged with this "@id" in Caddy's JSON config.
+    /// Example: --handler-id api-proxy
+    #[arg(long, env = "BEACON_HANDLER_ID", value_name = "ID")]
+    handler_id: Option<String>,
+
+    /// Where to read the app's readiness before registering it: http://host:port/path, or a path
+    /// read from the upstream itself. [default: /ready on the upstream]
+    /// Example: --ready-url http://127.0.0.1:8001/ready
+    #[arg(long, env = "BEACON_READY_URL", value_name = "URL")]
+    ready_url: Option<String>,
+
+    /// How long to wait at shutdown for Caddy's requests in flight to the app to finish, e.g.
+    /// 30s, 500ms, 2m. Example: --drain-timeout 10s
+    #[arg(long, env = "BEACON_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    drain_timeout: Duration,
+
+    /// Where the companion serves its own /status (JSON) and /metrics (Prometheus), or "off".
+    /// Each companion on a host needs its own port. Example: --listen 127.0.0.1:9466
+    #[arg(long, env = "BEACON_LISTEN", default_value = "127.0.0.1:9465", value_name = "ADDR|off")]
+    listen: String,
+
+    /// Where Caddy streams its health-check events to the companion: "auto" (127.0.0.1 when Caddy
+    /// is on this host, else the upstream's IP, on a free port), "off" (use Caddy's health gauge,
+    /// refreshed every 10 s), or HOST:PORT to listen on. Example: --events 10.0.0.5:5140
+    #[arg(long, env = "BEACON_EVENTS", default_value = "auto", value_name = "auto|off|HOST:PORT")]
+    events: String,
+
+    /// Remove upstreams registered by other companions for the same proxy once Caddy has found
+    /// them unhealthy for this long (their companion was killed and could not clean up), or "off".
+    /// Example: --reap-after 2m
+    #[arg(long, env = "BEACON_REAP_AFTER", default_value = "5m", value_name = "DURATION|off")]
+    reap_after: String,
+
+    /// The app to start and supervise, after `--`. Example: -- uvicorn app:app --port 8001
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 struct DeregisterArgs {
     /// The upstream's dial address, exactly as registered. Example: --upstream 10.0.0.5:8000
     #[arg(long, value_name = "HOST:PORT")]
     upstream: String,
 
-    /// Caddy's Admin API, as http://host:port (repeat the flag for several Caddy instances).
-    /// Example: --admin http://127.0.0.1:2019
-    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_name = "URL")]
+    /// Caddy's Admin API: http://host:port or unix//path/admin.sock (repeat the flag for several
+    /// Caddy instances). Example: --admin http://127.0.0.1:2019
+    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
     admin: Vec<String>,
 
     /// How long to wait for requests in flight to the upstream to finish, e.g. 30s, 500ms, 2m.
@@ -55,9 +129,9 @@ struct DeregisterArgs {
 
 #[derive(Debug, Args)]
 struct StatusArgs {
-    /// Caddy's Admin API, as http://host:port (repeat the flag for several Caddy instances).
-    /// Example: --admin http://127.0.0.1:2019
-    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_name = "URL")]
+    /// Caddy's Admin API: http://host:port or unix//path/admin.sock (repeat the flag for several
+    /// Caddy instances). Example: --admin http://127.0.0.1:2019
+    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
     admin: Vec<String>,
 
     /// Print a JSON list of objects (admin, address, healthy, in_flight, fails, owned) instead of
@@ -77,7 +151,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<ParsedCommand,
             Err(AgentError::Help(error.to_string()))
         }
         Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(AgentError::Usage(
-            "a command is required: status or deregister (see caddy-beacon --help)".to_owned(),
+            "a command is required: run, status or deregister (see caddy-beacon --help)".to_owned(),
         )),
         Err(error) => {
             // clap's first paragraph, on one line (a missing argument is named on the next line).
@@ -94,6 +168,10 @@ impl ParsedCommand {
     /// Runs the command; returns what to print.
     pub fn run(self) -> Result<String, AgentError> {
         match self.0 {
+            Command::Run(args) => {
+                let code = run(run_options(args)?)?;
+                Err(AgentError::Exit(code))
+            }
             Command::Status(args) => {
                 let mut statuses = Vec::new();
                 for admin in &args.admin {
@@ -118,4 +196,30 @@ impl ParsedCommand {
             }
         }
     }
+}
+
+fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
+    let admins = args.admin.iter().map(|a| AdminAddress::parse(a)).collect::<Result<Vec<_>, _>>()?;
+    let upstream = Upstream::parse(&args.upstream)?;
+    let target = match (args.site, args.handler_id) {
+        (Some(site), None) if !site.trim().is_empty() => Target::Site(site),
+        (None, Some(id)) if !id.is_empty() && !id.contains('/') => Target::HandlerId(id),
+        (Some(_), Some(_)) => return Err(AgentError::Usage("give --site or --handler-id, not both".into())),
+        _ => return Err(AgentError::Usage("--site or --handler-id needs a value, e.g. --site :8080".into())),
+    };
+    let ready = ReadyProbe::parse(args.ready_url.as_deref(), &upstream)?;
+    let listen = match args.listen.as_str() {
+        "off" => None,
+        text => Some(text.parse().map_err(|_| AgentError::Usage(format!("--listen {text:?}: expected IP:PORT or off, e.g. 127.0.0.1:9465")))?),
+    };
+    let events = match args.events.as_str() {
+        "auto" => EventsSetting::Auto,
+        "off" => EventsSetting::Off,
+        text => EventsSetting::Listen(text.parse().map_err(|_| AgentError::Usage(format!("--events {text:?}: expected auto, off or IP:PORT")))?),
+    };
+    let reap_after = match args.reap_after.as_str() {
+        "off" => None,
+        text => Some(parse_duration(text).map_err(|e| AgentError::Usage(format!("--reap-after: {e}")))?),
+    };
+    Ok(RunOptions { admins, upstream, target, ready, drain_timeout: args.drain_timeout, listen, events, reap_after, command: args.command })
 }

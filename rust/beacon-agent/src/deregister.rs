@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::status::OWNED_ID_PREFIX;
+use crate::upstream::OWNED_ID_PREFIX;
 use crate::{AdminClient, AgentError};
 
 /// `@id`s of owned upstream entries dialling `address`, anywhere in the config.

@@ -6,6 +6,9 @@ pub enum AgentError {
     /// `--help` or `--version`: not a failure, printed to stdout.
     #[error("{0}")]
     Help(String),
+    /// `run` finished: exit with this code (the app's status in supervise mode).
+    #[error("exit {0}")]
+    Exit(i32),
     /// A bad flag or value (exit 64).
     #[error("{0}")]
     Usage(String),
@@ -46,6 +49,7 @@ impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Help(_) => 0,
+            AgentError::Exit(code) => *code,
             AgentError::Usage(_) => 64,
             AgentError::Unreachable { .. } => 69,
             AgentError::Api { .. } | AgentError::DrainTimeout { .. } => 1,

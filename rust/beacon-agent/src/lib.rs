@@ -1,14 +1,27 @@
 //! beacon-agent: the `caddy-beacon` companion that joins app instances to a running Caddy
 //! through its Admin API.
 //!
-//! Built so far: the Admin API client, `caddy-beacon status` and `caddy-beacon deregister`.
-//! Registration (`run`) follows.
+//! `caddy-beacon run` (registration, health watching, draining, supervision),
+//! `caddy-beacon status` and `caddy-beacon deregister`.
 
 mod admin_client;
+mod app_probe;
+mod backoff;
 mod cli;
 mod deregister;
 mod error;
+mod events_sink;
+mod health;
+mod http_client;
+mod log;
+mod registration;
+mod run;
+mod site;
+mod state;
 mod status;
+mod status_server;
+mod supervisor;
+mod upstream;
 
 pub use admin_client::{AdminAddress, AdminClient, AdminResponse};
 pub use error::AgentError;
@@ -25,6 +38,7 @@ pub fn run_cli<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             }
             0
         }
+        Err(AgentError::Exit(code)) => code,
         Err(AgentError::Help(text)) => {
             print!("{text}");
             0

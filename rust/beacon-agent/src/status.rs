@@ -3,10 +3,9 @@
 
 use serde_json::{json, Value};
 
+use crate::health::parse_gauges;
+use crate::upstream::OWNED_ID_PREFIX;
 use crate::{AdminClient, AgentError};
-
-/// `@id` prefix of the upstreams companions register; the only objects they ever edit.
-pub const OWNED_ID_PREFIX: &str = "caddy-beacon-";
 
 /// One upstream as seen by one Caddy.
 #[derive(Clone, Debug, PartialEq)]
@@ -24,18 +23,6 @@ pub struct UpstreamStatus {
     pub fails: u64,
     /// Registered by a caddy-beacon companion.
     pub owned: bool,
-}
-
-fn healthy_gauges(metrics: &str) -> Vec<(String, bool)> {
-    metrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("caddy_reverse_proxy_upstreams_healthy{"))
-        .filter_map(|rest| {
-            let (labels, value) = rest.rsplit_once('}')?;
-            let upstream = labels.split(',').find_map(|l| l.trim().strip_prefix("upstream=\""))?.strip_suffix('"')?;
-            Some((upstream.to_owned(), value.trim().parse::<f64>().ok()? == 1.0))
-        })
-        .collect()
 }
 
 fn owned_dials(config: &Value, owned: &mut Vec<String>) {
@@ -56,7 +43,7 @@ fn owned_dials(config: &Value, owned: &mut Vec<String>) {
 pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> {
     let (upstreams, _) = client.get_json("/reverse_proxy/upstreams")?;
     let metrics = client.get_ok("/metrics")?;
-    let gauges = healthy_gauges(&String::from_utf8_lossy(&metrics.body));
+    let gauges = parse_gauges(&String::from_utf8_lossy(&metrics.body));
     let (config, _) = client.get_json("/config/")?;
     let mut owned = Vec::new();
     owned_dials(&config, &mut owned);
@@ -130,12 +117,6 @@ pub fn to_table(statuses: &[UpstreamStatus]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_healthy_gauge() {
-        let metrics = "# TYPE caddy_reverse_proxy_upstreams_healthy gauge\ncaddy_reverse_proxy_upstreams_healthy{upstream=\"10.0.0.1:80\"} 1\ncaddy_reverse_proxy_upstreams_healthy{upstream=\"10.0.0.2:80\"} 0\n";
-        assert_eq!(healthy_gauges(metrics), vec![("10.0.0.1:80".into(), true), ("10.0.0.2:80".into(), false)]);
-    }
 
     #[test]
     fn finds_owned_upstreams_anywhere_in_the_config() {

@@ -19,7 +19,7 @@ pub mod otlp;
 pub mod process_metrics;
 pub mod random;
 mod readiness;
-mod time_format;
+pub mod time_format;
 pub mod request_id;
 pub mod trace;
 

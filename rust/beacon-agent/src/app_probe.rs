@@ -1,0 +1,70 @@
+//! Waiting for the app's readiness before registering it: GET the readiness URL until it
+//! answers 200.
+
+use std::time::Duration;
+
+use crate::http_client::{send, Endpoint};
+use crate::upstream::Upstream;
+use crate::AgentError;
+
+/// Where the app's readiness is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadyProbe {
+    endpoint: Endpoint,
+    path: String,
+    /// For messages.
+    pub display: String,
+}
+
+impl ReadyProbe {
+    /// `--ready-url`: `http://host:port/path`, or a path (`/ready`) read from the upstream itself
+    /// (over its Unix socket for a `unix//` upstream). Default: `/ready` on the upstream.
+    pub fn parse(text: Option<&str>, upstream: &Upstream) -> Result<ReadyProbe, AgentError> {
+        let text = text.unwrap_or("/ready");
+        let usage = |why: &str| AgentError::Usage(format!("--ready-url {text:?}: {why} (e.g. --ready-url http://127.0.0.1:8000/ready)"));
+        if text.starts_with('/') {
+            let display = match &upstream.endpoint {
+                Endpoint::Tcp(authority) => format!("http://{authority}{text}"),
+                Endpoint::Unix(_) => format!("{}{text}", upstream.dial),
+            };
+            return Ok(ReadyProbe { endpoint: upstream.endpoint.clone(), path: text.to_owned(), display });
+        }
+        if text.starts_with("https://") {
+            return Err(usage("https is not supported; probe the app over plain http"));
+        }
+        let rest = text.strip_prefix("http://").ok_or_else(|| usage("expected http://host:port/path or /path"))?;
+        let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
+        if authority.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+            return Err(usage("expected host:port after http://"));
+        }
+        Ok(ReadyProbe { endpoint: Endpoint::Tcp(authority.to_owned()), path: path.to_owned(), display: text.to_owned() })
+    }
+
+    /// One probe: Ok on 200, Err with what was seen otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        let response = send(&self.endpoint, "GET", &self.path, &[("Accept", "application/json")], None, Duration::from_secs(2))?;
+        if response.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{} answered {}", self.display, response.status))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ready_urls() {
+        let tcp = Upstream::parse("127.0.0.1:8001").unwrap();
+        assert_eq!(ReadyProbe::parse(None, &tcp).unwrap().display, "http://127.0.0.1:8001/ready");
+        let other = ReadyProbe::parse(Some("http://127.0.0.1:9000/healthz?x=1"), &tcp).unwrap();
+        assert_eq!((other.endpoint, other.path.as_str()), (Endpoint::Tcp("127.0.0.1:9000".into()), "/healthz?x=1"));
+        let unix = Upstream::parse("unix//run/app.sock").unwrap();
+        assert_eq!(ReadyProbe::parse(None, &unix).unwrap().display, "unix//run/app.sock/ready");
+        for bad in ["ready", "https://a:1/ready", "http://a/ready", "http://:1/"] {
+            assert_eq!(ReadyProbe::parse(Some(bad), &tcp).unwrap_err().exit_code(), 64, "{bad}");
+        }
+    }
+}

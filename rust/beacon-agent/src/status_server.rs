@@ -1,0 +1,172 @@
+//! The companion's own HTTP endpoint (`--listen`, 127.0.0.1:9465 by default): `/status` (JSON)
+//! and `/metrics` (Prometheus text) describing the app, its registration with each Caddy, and
+//! Caddy's health view of it.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::state::{lock, CaddyState, Control};
+
+/// What the endpoint reports.
+#[derive(Debug)]
+pub struct Report {
+    /// The upstream's dial address.
+    pub upstream: String,
+    /// The phase.
+    pub control: Arc<Control>,
+    /// The app passed its readiness check (at least once).
+    pub app_ready: AtomicBool,
+    /// When the companion started.
+    pub started: Instant,
+    /// One entry per Caddy.
+    pub caddies: Vec<Arc<Mutex<CaddyState>>>,
+}
+
+impl Report {
+    /// The `/status` document.
+    pub fn status(&self) -> Value {
+        let now = Instant::now();
+        let caddies: Vec<Value> = self
+            .caddies
+            .iter()
+            .map(|caddy| {
+                let state = lock(caddy);
+                let reading = state.board.get(&self.upstream);
+                json!({
+                    "admin": state.admin,
+                    "registered": state.registered,
+                    "healthy": reading.map(|r| r.healthy),
+                    "healthy_for_seconds": reading.map(|r| now.duration_since(r.since).as_secs_f64()),
+                    "health_source": reading.map(|r| r.source.name()),
+                    "events": state.events_address.is_some(),
+                    "in_flight": state.in_flight,
+                    "fails": state.fails,
+                    "registrations": state.registrations,
+                    "reaped": state.reaped,
+                    "admin_errors": state.admin_errors,
+                    "last_error": state.last_error,
+                })
+            })
+            .collect();
+        json!({
+            "upstream": self.upstream,
+            "phase": self.control.phase().name(),
+            "app_ready": self.app_ready.load(Ordering::Relaxed),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "caddies": caddies,
+        })
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let upstream = escape(&self.upstream);
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        };
+        let ready = f64::from(u8::from(self.app_ready.load(Ordering::Relaxed)));
+        family("beacon_companion_app_ready", "gauge", "1 once the app passed its readiness check.", vec![(format!("upstream=\"{upstream}\""), ready)]);
+        let states: Vec<(String, std::sync::MutexGuard<'_, CaddyState>)> =
+            self.caddies.iter().map(|c| lock(c)).map(|s| (format!("admin=\"{}\",upstream=\"{upstream}\"", escape(&s.admin)), s)).collect();
+        let per = |f: &dyn Fn(&CaddyState) -> Option<f64>| states.iter().filter_map(|(l, s)| f(s).map(|v| (l.clone(), v))).collect::<Vec<_>>();
+        family("beacon_companion_registered", "gauge", "1 while the upstream is in this Caddy's config.", per(&|s| Some(f64::from(u8::from(s.registered)))));
+        family(
+            "beacon_companion_upstream_healthy",
+            "gauge",
+            "Caddy's active health-check result for the upstream (absent until Caddy reports one).",
+            per(&|s| s.board.get(&self.upstream).map(|r| f64::from(u8::from(r.healthy)))),
+        );
+        family("beacon_companion_upstream_in_flight", "gauge", "Requests in flight to the upstream, as Caddy counts them.", per(&|s| s.in_flight.map(|v| v as f64)));
+        family("beacon_companion_registrations_total", "counter", "Writes that added the upstream to Caddy's config.", per(&|s| Some(s.registrations as f64)));
+        let mut transitions = Vec::new();
+        for (labels, state) in &states {
+            transitions.push((format!("{labels},to=\"healthy\""), state.became_healthy as f64));
+            transitions.push((format!("{labels},to=\"unhealthy\""), state.became_unhealthy as f64));
+        }
+        family("beacon_companion_health_transitions_total", "counter", "Changes of Caddy's health verdict on the upstream.", transitions);
+        family("beacon_companion_admin_errors_total", "counter", "Failed Admin API requests (unreachable, 5xx, refused changes).", per(&|s| Some(s.admin_errors as f64)));
+        family("beacon_companion_reaped_total", "counter", "Entries of vanished companions removed from this Caddy.", per(&|s| Some(s.reaped as f64)));
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Serves `report` on `address` from a background thread; returns the bound address.
+pub fn start(address: SocketAddr, report: Arc<Report>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(address)?;
+    let bound = listener.local_addr()?;
+    thread::Builder::new().name("status".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            // One at a time, each bounded by short timeouts: a stuck client cannot pile threads up.
+            let _ = serve(stream, &report);
+        }
+    })?;
+    Ok(bound)
+}
+
+fn serve(mut stream: TcpStream, report: &Report) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let read = stream.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        head.extend_from_slice(&buffer[..read]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    let mut parts = head.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET" | "HEAD", "/status") => ("200 OK", "application/json", report.status().to_string() + "\n"),
+        ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", report.metrics()),
+        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found: try /status or /metrics\n".to_owned()),
+        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
+    };
+    let mut response = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    if method != "HEAD" {
+        response.push_str(&body);
+    }
+    stream.write_all(response.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_status_and_metrics() {
+        let caddy = Arc::new(Mutex::new(CaddyState { admin: "http://localhost:2019".into(), registered: true, registrations: 1, ..Default::default() }));
+        let report = Report {
+            upstream: "127.0.0.1:8001".into(),
+            control: Arc::new(Control::default()),
+            app_ready: AtomicBool::new(true),
+            started: Instant::now(),
+            caddies: vec![caddy],
+        };
+        let status = report.status();
+        assert_eq!(status["phase"], "waiting_for_app");
+        assert_eq!(status["caddies"][0]["registered"], true);
+        assert_eq!(status["caddies"][0]["healthy"], Value::Null);
+        let metrics = report.metrics();
+        assert!(metrics.contains("beacon_companion_registered{admin=\"http://localhost:2019\",upstream=\"127.0.0.1:8001\"} 1\n"), "{metrics}");
+        assert!(metrics.contains("beacon_companion_health_transitions_total{admin=\"http://localhost:2019\",upstream=\"127.0.0.1:8001\",to=\"unhealthy\"} 0\n"));
+        assert!(!metrics.contains("beacon_companion_upstream_healthy{"));
+    }
+}
