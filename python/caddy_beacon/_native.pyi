@@ -13,6 +13,7 @@ __all__ = [
     "UNMATCHED_ROUTE",
     "__version__",
     "after_fork_in_child",
+    "run_companion",
 ]
 
 __version__: str
@@ -29,6 +30,10 @@ class ConfigError(BeaconError):
 
 def after_fork_in_child() -> None:
     """Reseeds request-id generation in a forked child (registered with os.register_at_fork)."""
+
+def run_companion(argv: list[str]) -> int:
+    """Runs the ``caddy-beacon`` companion with ``argv`` (program name first), detached from
+    the interpreter, and returns its exit code. Used by the ``caddy-beacon`` console script."""
 
 @final
 class RequestRecord:

@@ -4,6 +4,8 @@ Behaviour is chosen with environment variables so one module serves every test:
 - TEST_CHECKS: comma-separated check kinds to register (see CHECKS below).
 - TEST_STATE_DIR: a folder; the "toggle" check fails while `<dir>/fail` exists, and every check
   run appends a line to `<dir>/runs-<name>`.
+- TEST_READY_AFTER: seconds after start before the "warmup" check passes (default 5); the time
+  it first passes is written to `<TEST_STATE_DIR>/ready-at`.
 - BEACON_* variables configure the middleware as users would.
 """
 
@@ -81,6 +83,18 @@ async def late() -> str:
     return "warmed up"
 
 
+STARTED = time.time()
+
+
+async def warmup() -> str:
+    # Fails until TEST_READY_AFTER seconds after start, like an app loading a model or a cache.
+    if time.time() - STARTED < float(os.environ.get("TEST_READY_AFTER", "5")):
+        raise RuntimeError("still warming up")
+    if STATE.is_dir() and not (STATE / "ready-at").exists():
+        (STATE / "ready-at").write_text(repr(time.time()))
+    return "warm"
+
+
 async def fine() -> bool:
     _note_run("fine")
     return True
@@ -94,6 +108,7 @@ CHECKS = {
     "blocking": caddy_beacon.Check(blocking, timeout=0.3, interval=0.2),
     "fine": caddy_beacon.Check(fine, timeout=0.5, interval=0.2),
     "late": caddy_beacon.Check(late, timeout=5.0, interval=10.0),
+    "warmup": caddy_beacon.Check(warmup, timeout=0.5, interval=0.1),
     "optional": caddy_beacon.Check(failing, timeout=0.5, interval=0.2, critical=False),
 }
 
@@ -156,6 +171,12 @@ async def get_item(item_id: int) -> dict[str, object]:
 @app.post("/items")
 async def create_item() -> dict[str, str]:
     return {"created": "yes"}
+
+
+@app.get("/whoami")
+async def whoami() -> dict[str, object]:
+    # Which replica answered, and when (on this host's clock) it handled the request.
+    return {"pid": os.getpid(), "handled_at": time.time()}
 
 
 @app.get("/boom")

@@ -139,9 +139,32 @@ impl Reconciler {
         state.last_error = Some(message.to_owned());
     }
 
+    /// The events sink this companion wants in Caddy's logging config, if any.
+    fn wanted_sink(&self) -> Option<Value> {
+        let address = self.events_address.as_ref()?;
+        Some(json!({
+            "writer": {"output": "net", "address": address, "soft_start": true, "dial_timeout": 1_000_000_000u64},
+            "encoder": {"format": "json"},
+            "level": "DEBUG",
+            "include": ["events"],
+        }))
+    }
+
+    /// Sends the smallest change that turns `snapshot` into `wanted`: one targeted request when
+    /// one object differs, else the whole config in one PATCH (guarded by If-Match like every
+    /// change, so nothing but the companion's own objects can differ). Every write reloads all
+    /// of Caddy, and each reload can cost clients a connection: one write, not two.
+    fn apply(&self, snapshot: &Snapshot, wanted: &Value, targeted: Option<(&str, String, Option<Value>)>) -> Result<bool, Attempt> {
+        match targeted {
+            Some((method, path, body)) => self.change(method, &path, body.as_ref(), snapshot),
+            None => self.change("PATCH", "/config/", Some(wanted), snapshot),
+        }
+    }
+
     /// Adds the upstream (and the events sink) where missing. Writes nothing when both are there.
     fn register(&self, blocked: Option<&(String, String)>) -> Attempt {
         let id = self.id();
+        let sink_pointer = format!("/logging/logs/{}", self.log_name());
         for _ in 0..CHANGE_ATTEMPTS {
             let snapshot = match self.read() {
                 Ok(snapshot) => snapshot,
@@ -158,63 +181,55 @@ impl Reconciler {
                 Err(error) => return Attempt::Blocked { etag: snapshot.etag, message: error.to_string() },
             };
             let present = located.upstreams.as_deref().unwrap_or_default().iter().any(|u| u.get("@id").and_then(Value::as_str) == Some(&id));
-            if !present && contains_id(&snapshot.config, &id) {
-                // Ours, but under another handler (the site's proxy moved): take it out first.
-                match self.change("DELETE", &format!("/id/{id}"), None, &snapshot) {
-                    Ok(_) => continue,
-                    Err(attempt) => return attempt,
-                }
+            // Ours but elsewhere: the site's proxy moved (a new Caddyfile); it goes.
+            let stray = !present && contains_id(&snapshot.config, &id);
+            let sink = self.wanted_sink();
+            let sink_ok = sink.is_none() || snapshot.config.pointer(&sink_pointer) == sink.as_ref();
+            if present && sink_ok {
+                lock(&self.state).registered = true;
+                return Attempt::Done;
+            }
+            let entry = json!({"@id": id, "dial": self.upstream.dial});
+            let mut wanted = snapshot.config.clone();
+            if stray {
+                remove_id(&mut wanted, &id);
             }
             if !present {
-                let entry = json!({"@id": id, "dial": self.upstream.dial});
-                // A Caddyfile proxy without static upstreams has no array: create it (PUT fails
-                // with 409 if someone else just did, and we re-read); otherwise append.
-                let (method, body) = if located.upstreams.is_some() { ("POST", entry) } else { ("PUT", json!([entry])) };
-                match self.change(method, &format!("{}/upstreams", located.path), Some(&body), &snapshot) {
-                    Ok(true) => {
-                        let mut state = lock(&self.state);
-                        state.registrations += 1;
-                        state.registered = true;
-                        state.last_error = None;
-                        drop(state);
-                        log::info(format!("registered {} with Caddy at {} ({})", self.upstream.dial, self.admin(), self.target.describe()));
-                    }
-                    Ok(false) => thread::sleep(jitter(Duration::from_millis(200))),
-                    Err(attempt) => return attempt,
-                }
-                continue;
+                add_upstream(&mut wanted, &located.path, entry.clone());
             }
-            lock(&self.state).registered = true;
-            return match self.ensure_events_sink(&snapshot) {
-                Ok(true) => Attempt::Done,
-                Ok(false) => {
-                    thread::sleep(jitter(Duration::from_millis(200)));
-                    continue;
+            if let (false, Some(sink)) = (sink_ok, &sink) {
+                set_pointer(&mut wanted, &sink_pointer, sink.clone());
+            }
+            let targeted = match (present, sink_ok, stray) {
+                // A Caddyfile proxy without static upstreams has no array: create it (PUT
+                // answers 409 if someone else just did, and we re-read); otherwise append.
+                (false, true, false) => Some(match located.upstreams {
+                    Some(_) => ("POST", format!("{}/upstreams", located.path), Some(entry)),
+                    None => ("PUT", format!("{}/upstreams", located.path), Some(json!([entry]))),
+                }),
+                // Only the sink: PUT creates it, PATCH replaces an outdated one (a restarted
+                // companion listens on a new port).
+                (true, false, false) => {
+                    let method = if snapshot.config.pointer(&sink_pointer).is_some() { "PATCH" } else { "PUT" };
+                    Some((method, format!("/config{sink_pointer}"), sink.clone()))
                 }
-                Err(attempt) => attempt,
+                _ => None,
             };
+            match self.apply(&snapshot, &wanted, targeted) {
+                Ok(true) if !present => {
+                    let mut state = lock(&self.state);
+                    state.registrations += 1;
+                    state.registered = true;
+                    state.last_error = None;
+                    drop(state);
+                    log::info(format!("registered {} with Caddy at {} ({})", self.upstream.dial, self.admin(), self.target.describe()));
+                }
+                Ok(true) => {}
+                Ok(false) => thread::sleep(jitter(Duration::from_millis(200))),
+                Err(attempt) => return attempt,
+            }
         }
         Attempt::Retry("the config kept changing under every attempt".to_owned())
-    }
-
-    /// Ok(true) when the sink is as wanted (or off); Ok(false) after a conflict.
-    fn ensure_events_sink(&self, snapshot: &Snapshot) -> Result<bool, Attempt> {
-        let Some(address) = &self.events_address else { return Ok(true) };
-        let name = self.log_name();
-        let wanted = json!({
-            "writer": {"output": "net", "address": address, "soft_start": true, "dial_timeout": 1_000_000_000u64},
-            "encoder": {"format": "json"},
-            "level": "DEBUG",
-            "include": ["events"],
-        });
-        let current = snapshot.config.pointer(&format!("/logging/logs/{name}"));
-        if current == Some(&wanted) {
-            return Ok(true);
-        }
-        // PUT creates the key (and the missing parents); PATCH replaces an outdated sink (a
-        // restarted companion listens on a new port).
-        let method = if current.is_some() { "PATCH" } else { "PUT" };
-        self.change(method, &format!("/config/logging/logs/{name}"), Some(&wanted), snapshot)
     }
 
     /// Removes the upstream entry, then waits for requests in flight to it, until `deadline`.
@@ -243,7 +258,13 @@ impl Reconciler {
                 warned_outage = true;
                 self.warn_if_last_healthy(&snapshot);
             }
-            match self.change("DELETE", &format!("/id/{id}"), None, &snapshot) {
+            let sink_pointer = format!("/logging/logs/{}", self.log_name());
+            let has_sink = self.events_address.is_some() && snapshot.config.pointer(&sink_pointer).is_some();
+            let mut wanted = snapshot.config.clone();
+            remove_id(&mut wanted, &id);
+            remove_pointer(&mut wanted, &sink_pointer);
+            let targeted = (!has_sink).then(|| ("DELETE", format!("/id/{id}"), None));
+            match self.apply(&snapshot, &wanted, targeted) {
                 Ok(true) => {
                     log::info(format!("removed {} from Caddy at {}; draining", self.upstream.dial, self.admin()));
                     removed = true;
@@ -278,7 +299,6 @@ impl Reconciler {
                 self.admin()
             ));
         }
-        self.remove_events_sink();
         LeaveReport { admin: self.admin(), still_in_flight, elapsed, error: None }
     }
 
@@ -306,23 +326,6 @@ impl Reconciler {
                 return last;
             }
             thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn remove_events_sink(&self) {
-        if self.events_address.is_none() {
-            return;
-        }
-        let path = format!("/config/logging/logs/{}", self.log_name());
-        for _ in 0..CHANGE_ATTEMPTS {
-            let Ok(snapshot) = self.read() else { return };
-            if snapshot.config.pointer(&path["/config".len()..]).is_none() {
-                return;
-            }
-            match self.change("DELETE", &path, None, &snapshot) {
-                Ok(false) => thread::sleep(jitter(Duration::from_millis(100))),
-                _ => return,
-            }
         }
     }
 
@@ -505,5 +508,81 @@ fn contains_id(config: &Value, id: &str) -> bool {
         Value::Object(map) => map.get("@id").and_then(Value::as_str) == Some(id) || map.values().any(|v| contains_id(v, id)),
         Value::Array(items) => items.iter().any(|v| contains_id(v, id)),
         _ => false,
+    }
+}
+
+/// Removes every object tagged `"@id": id`.
+fn remove_id(value: &mut Value, id: &str) {
+    match value {
+        Value::Object(map) => map.values_mut().for_each(|v| remove_id(v, id)),
+        Value::Array(items) => {
+            items.retain(|item| item.get("@id").and_then(Value::as_str) != Some(id));
+            items.iter_mut().for_each(|v| remove_id(v, id));
+        }
+        _ => {}
+    }
+}
+
+/// Appends `entry` to the `upstreams` of the handler at `admin_path` (creating the array).
+fn add_upstream(config: &mut Value, admin_path: &str, entry: Value) {
+    let pointer = admin_path.strip_prefix("/config").unwrap_or(admin_path);
+    if let Some(Value::Object(handler)) = config.pointer_mut(pointer) {
+        match handler.entry("upstreams").or_insert_with(|| Value::Array(Vec::new())) {
+            Value::Array(items) => items.push(entry),
+            other => *other = Value::Array(vec![entry]),
+        }
+    }
+}
+
+/// Sets the value at a JSON pointer made of object keys, creating missing objects.
+fn set_pointer(config: &mut Value, pointer: &str, value: Value) {
+    let mut current = config;
+    let keys: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    for (index, key) in keys.iter().enumerate() {
+        if !current.is_object() {
+            *current = Value::Object(serde_json::Map::new());
+        }
+        let Value::Object(map) = current else { return };
+        if index == keys.len() - 1 {
+            map.insert((*key).to_owned(), value);
+            return;
+        }
+        current = map.entry((*key).to_owned()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+    }
+}
+
+/// Removes the value at a JSON pointer made of object keys, if there.
+fn remove_pointer(config: &mut Value, pointer: &str) {
+    if let Some((parent, key)) = pointer.rsplit_once('/') {
+        if let Some(Value::Object(map)) = config.pointer_mut(parent) {
+            map.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_only_the_objects_it_is_told_to() {
+        let mut config = json!({"apps": {"http": {"h": {"handler": "reverse_proxy"}}},
+                                "other": [{"@id": "keep"}, {"@id": "mine", "dial": "a:1"}]});
+        let before = config.clone();
+        add_upstream(&mut config, "/config/apps/http/h", json!({"@id": "mine2", "dial": "a:1"}));
+        add_upstream(&mut config, "/config/apps/http/h", json!({"@id": "mine3", "dial": "a:2"}));
+        assert_eq!(config["apps"]["http"]["h"]["upstreams"].as_array().unwrap().len(), 2);
+        set_pointer(&mut config, "/logging/logs/caddy-beacon-events-x", json!({"level": "DEBUG"}));
+        assert_eq!(config["logging"]["logs"]["caddy-beacon-events-x"]["level"], "DEBUG");
+        remove_id(&mut config, "mine");
+        assert_eq!(config["other"], json!([{"@id": "keep"}]));
+        remove_id(&mut config, "mine2");
+        remove_id(&mut config, "mine3");
+        remove_pointer(&mut config, "/logging/logs/caddy-beacon-events-x");
+        config["apps"]["http"]["h"].as_object_mut().unwrap().remove("upstreams");
+        config.as_object_mut().unwrap().remove("logging");
+        let mut expected = before;
+        expected["other"] = json!([{"@id": "keep"}]);
+        assert_eq!(config, expected);
     }
 }

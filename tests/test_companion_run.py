@@ -1,0 +1,397 @@
+"""`caddy-beacon run` end to end: real Caddy, real uvicorn replicas, real companion processes.
+
+Registration after readiness, traffic to every replica, rolling restarts without a failed
+request, Caddy restarts, many companions at once, Caddy's health verdicts, draining, reaping,
+Unix sockets, and an Admin API that is down, failing or cutting connections.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.companion_process import Companion, companion_cli, uvicorn_command
+from tests.conftest import Caddy, Server, free_port, launch_caddy, wait_until
+from tests.h2_client import H2Connection, NotProcessed
+
+# The proxy the companions join: no static upstreams; Caddy keeps health checks and retries.
+SITE = """
+\treverse_proxy {
+\t\thealth_uri /ready
+\t\thealth_interval 1s
+\t\thealth_timeout 1s
+\t\tlb_try_duration 5s
+\t\tlb_try_interval 50ms
+\t}"""
+PROXY = "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
+
+Launch = Callable[..., Companion]
+
+
+@pytest.fixture
+def caddy(tmp_path: Path) -> Any:
+    running = launch_caddy(tmp_path, SITE)
+    yield running
+    running.stop()
+
+
+def upstreams(caddy: Caddy) -> list[dict[str, str]]:
+    """The entries of the joined proxy, as Caddy has them."""
+    with caddy.admin_client() as client:
+        return client.get(PROXY + "/upstreams").json() or []
+
+
+def event_sinks(caddy: Caddy) -> list[str]:
+    with caddy.admin_client() as client:
+        logs = client.get("/config/logging/logs").json() or {}
+    return [name for name in logs if name.startswith("caddy-beacon-events-")]
+
+
+def replica(launch: Launch, caddy: Caddy | list[Caddy], tmp_path: Path, *, env: dict[str, str] | None = None,
+            args: tuple[str, ...] = (), port: int | None = None) -> Companion:  # fmt: skip
+    """A uvicorn replica on 127.0.0.1 under `caddy-beacon run -- uvicorn ...`."""
+    port = port or free_port()
+    return launch(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), env=env, args=("--drain-timeout", "15s", *args))
+
+
+class Load:
+    """Bounded traffic through Caddy from several threads, GETs and POSTs, every failure
+    (transport error or unexpected answer) recorded.
+
+    Over HTTPS it speaks HTTP/2 like a browser (tests.h2_client: a request is sent again only
+    when the protocol says the server did not process it); over plain HTTP it uses httpx with
+    HTTP/1.1 (a fresh connection per request unless `keepalive`) and never retries."""
+
+    def __init__(self, base_url: str, threads: int = 4, max_requests: int = 20_000, max_seconds: float = 120, keepalive: bool = False) -> None:
+        self.base_url, self.max_requests, self.deadline = base_url, max_requests, time.monotonic() + max_seconds
+        self.keepalive = keepalive
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+        self.ok = 0
+        self.resent = 0
+        self.failures: list[str] = []
+        self.pids: set[int] = set()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _requests(self) -> Iterator[tuple[str, str, bytes, Callable[[int, bytes], bool]]]:
+        n = 0
+        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+            with self.lock:
+                if self.ok + len(self.failures) >= self.max_requests:
+                    return
+            n += 1
+            if n % 3 == 0:
+                yield "POST", "/items", b"{}", lambda status, body: status == 200 and json.loads(body) == {"created": "yes"}
+            elif n % 3 == 1:
+                yield "GET", f"/items/{n}", b"", lambda status, body, n=n: status == 200 and json.loads(body)["id"] == n
+            else:
+                yield "GET", "/whoami", b"", self._note_pid
+
+    def _note_pid(self, status: int, body: bytes) -> bool:
+        if status != 200:
+            return False
+        with self.lock:
+            self.pids.add(json.loads(body)["pid"])
+        return True
+
+    def _record(self, good: bool, detail: str) -> None:
+        with self.lock:
+            if good:
+                self.ok += 1
+            else:
+                self.failures.append(f"{time.time():.3f} {detail}")
+
+    def _run(self) -> None:
+        if self.base_url.startswith("https://"):
+            self._run_h2()
+            return
+        limits = httpx.Limits(max_keepalive_connections=1 if self.keepalive else 0)
+        with httpx.Client(base_url=self.base_url, timeout=10, limits=limits) as client:
+            for method, path, body, check in self._requests():
+                try:
+                    response = client.request(method, path, content=body or None)
+                    self._record(check(response.status_code, response.content), f"{method} {path} -> {response.status_code} {response.text[:100]}")
+                except httpx.HTTPError as error:
+                    self._record(False, f"{method} {path}: {type(error).__name__}: {error}")
+
+    def _run_h2(self) -> None:
+        host, port = self.base_url.removeprefix("https://").rsplit(":", 1)
+        connection: H2Connection | None = None
+        for method, path, body, check in self._requests():
+            for attempt in range(5):
+                try:
+                    if connection is None or not connection.usable:
+                        if connection:
+                            connection.close()
+                        connection = H2Connection(host, int(port))
+                    status, answer = connection.request(method, path, body)
+                    self._record(check(status, answer), f"{method} {path} -> {status} {answer[:100]!r}")
+                    break
+                except NotProcessed as why:
+                    connection = None
+                    with self.lock:
+                        self.resent += 1
+                    if attempt == 4:
+                        self._record(False, f"{method} {path}: not processed 5 times: {why}")
+                except (ConnectionError, OSError) as error:
+                    connection = None
+                    self._record(False, f"{method} {path}: {error}")
+                    break
+        if connection:
+            connection.close()
+
+    def total(self) -> int:
+        with self.lock:
+            return self.ok + len(self.failures)
+
+
+def test_replicas_get_traffic_only_once_ready(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    fast = replica(companions, caddy, tmp_path)
+    fast.wait_registered()
+    state = tmp_path / "slow-state"
+    state.mkdir()
+    started = time.time()
+    slow = replica(companions, caddy, tmp_path, env={"TEST_CHECKS": "warmup", "TEST_READY_AFTER": "5", "TEST_STATE_DIR": str(state)})
+    served: list[tuple[int, float]] = []
+    deadline = time.monotonic() + 40
+    slow_pid = None
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{caddy.base_url}/whoami", timeout=10)
+        assert response.status_code == 200, response.text
+        served.append((response.json()["pid"], response.json()["handled_at"]))
+        slow_pid = slow_pid or slow.app_pid()
+        if slow_pid and sum(1 for pid, _ in served if pid == slow_pid) >= 20:
+            break
+        time.sleep(0.02)
+    assert slow_pid, slow.log()
+    ready_at = float((state / "ready-at").read_text())
+    assert ready_at - started >= 4.5, "the warmup check passed early"
+    to_slow = [at for pid, at in served if pid == slow_pid]
+    assert len(to_slow) >= 20, f"the ready replica got no traffic:\n{slow.log()}"
+    assert min(to_slow) >= ready_at, f"Caddy routed to the replica {ready_at - min(to_slow):.3f}s before it was ready"
+    assert any(pid != slow_pid for pid, _ in served), "the first replica got no traffic"
+    print(f"\nFIGURE ready->first routed request: {min(to_slow) - ready_at:.3f}s")
+
+
+def test_rolling_restart_under_load_fails_no_request(companions: Launch, tmp_path: Path) -> None:
+    caddy = launch_caddy(tmp_path, SITE, tls=True)
+    try:
+        _rolling_restart(companions, caddy, tmp_path)
+    finally:
+        caddy.stop()
+
+
+def _rolling_restart(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    ports = [free_port(), free_port()]
+    running = {port: replica(companions, caddy, tmp_path, port=port) for port in ports}
+    for companion in running.values():
+        companion.wait_registered()
+    with Load(caddy.base_url) as load:
+        assert wait_until(lambda: len(load.pids) == 2, timeout=20), "traffic did not reach both replicas"
+        for port in ports:
+            before = load.total()
+            old = running[port]
+            old.signal(signal.SIGTERM)
+            assert old.wait(timeout=60) == 0, old.log()
+            running[port] = replica(companions, caddy, tmp_path, port=port)
+            running[port].wait_registered()
+            new_pid = running[port].app_pid()
+            assert wait_until(lambda: new_pid in load.pids, timeout=20), "the restarted replica got no traffic"
+            assert load.total() > before, "the load stalled during the restart"
+        time.sleep(1)
+    print(f"\nFIGURE rolling restart (HTTP/2): {load.ok} requests ok, {len(load.failures)} failed, {load.resent} sent again after GOAWAY")
+    assert load.ok > 200
+    assert load.failures == [], "\n".join(load.failures[:20]) + "\n" + caddy.log()[-20000:]
+    assert len(upstreams(caddy)) == 2
+
+
+def test_caddy_restart_re_registers_each_replica_exactly_once(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    replicas = [replica(companions, caddy, tmp_path), replica(companions, caddy, tmp_path)]
+    for companion in replicas:
+        companion.wait_registered()
+    caddy.kill()
+    caddy.restart()
+    restarted = time.monotonic()
+    expected = sorted(companion.upstream for companion in replicas)
+    assert wait_until(lambda: sorted(u["dial"] for u in upstreams(caddy)) == expected, timeout=10), upstreams(caddy)
+    print(f"\nFIGURE re-registered after a Caddy restart in {time.monotonic() - restarted:.2f}s")
+    time.sleep(3)
+    entries = upstreams(caddy)
+    assert sorted(u["dial"] for u in entries) == expected
+    assert len({u["@id"] for u in entries}) == 2
+    for companion in replicas:
+        assert companion.caddy()["registrations"] == 2, companion.log()
+        assert "registering it again" in companion.log()
+    assert httpx.get(f"{caddy.base_url}/items/1", timeout=10).status_code == 200
+
+
+def test_ten_companions_at_once_make_exactly_ten_upstreams(
+    companions: Launch, caddy: Caddy, start: Callable[..., Server]
+) -> None:
+    app = start()
+    # Ten instances joining at the same moment; the app's readiness stands in for each one's.
+    launched = [
+        companions(caddy, f"127.0.0.1:{free_port()}", args=("--ready-url", f"{app.base_url}/ready", "--reap-after", "off"))
+        for _ in range(10)
+    ]
+    for companion in launched:
+        companion.wait_registered(timeout=60)
+    entries = upstreams(caddy)
+    assert sorted(u["dial"] for u in entries) == sorted(c.upstream for c in launched)
+    assert len({u["@id"] for u in entries}) == 10
+    time.sleep(2)
+    assert len(upstreams(caddy)) == 10
+    assert all(c.caddy()["registrations"] == 1 for c in launched), "a companion wrote its entry twice"
+    assert len(event_sinks(caddy)) == 10
+    for companion in launched:
+        companion.signal(signal.SIGTERM)
+    for companion in launched:
+        assert companion.wait(timeout=60) == 0, companion.log()
+    assert upstreams(caddy) == []
+    assert event_sinks(caddy) == [], "a companion left its event sink behind"
+
+
+def test_health_verdicts_follow_caddy_active_checks(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    companion = replica(companions, caddy, tmp_path, env={"TEST_CHECKS": "toggle", "TEST_STATE_DIR": str(state)})
+    companion.wait_registered()
+    # A healthy upstream produces no event: Caddy's gauge (10 s refresh) says so first.
+    assert wait_until(lambda: companion.caddy()["healthy"] is True, timeout=15), companion.status()
+
+    (state / "fail").touch()
+    failed_at = time.monotonic()
+    assert wait_until(lambda: companion.caddy()["healthy"] is False, timeout=6), companion.status()
+    print(f"\nFIGURE unhealthy reported {time.monotonic() - failed_at:.2f}s after readiness failed (1s checks)")
+    assert companion.caddy()["health_source"] == "events"
+    assert "UNHEALTHY" in companion.log()
+
+    def status_says(healthy: bool) -> bool:
+        result = companion_cli("status", "--admin", caddy.admin, "--json")
+        return any(e["address"] == companion.upstream and e["healthy"] is healthy for e in json.loads(result.stdout))
+
+    assert wait_until(lambda: status_says(False), timeout=15), "caddy-beacon status never saw it unhealthy"
+
+    (state / "fail").unlink()
+    assert wait_until(lambda: companion.caddy()["healthy"] is True, timeout=6), companion.status()
+    metrics = companion.metrics()
+    assert f'to="unhealthy"}} 1' in metrics and f'beacon_companion_upstream_healthy{{admin="{caddy.admin}",upstream="{companion.upstream}"}} 1' in metrics
+
+
+def test_sigterm_drains_requests_in_flight_before_the_app_stops(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    companion = replica(companions, caddy, tmp_path)
+    companion.wait_registered()
+    app_pid = companion.app_pid()
+    assert app_pid
+    result: dict[str, Any] = {}
+
+    def slow_request() -> None:
+        result["response"] = httpx.get(f"{caddy.base_url}/sleep/2", timeout=20)
+
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    assert wait_until(lambda: companion.caddy()["in_flight"] == 1, timeout=10), companion.status()
+    signalled = time.monotonic()
+    companion.signal(signal.SIGTERM)
+    # Out of Caddy's config at once, but the app keeps running until the request is done.
+    assert wait_until(lambda: upstreams(caddy) == [], timeout=2)
+    time.sleep(0.5)
+    os.kill(app_pid, 0)
+    assert companion.wait(timeout=30) == 0, companion.log()
+    elapsed = time.monotonic() - signalled
+    thread.join(timeout=20)
+    assert result["response"].status_code == 200
+    assert 1.0 < elapsed < 10, elapsed
+    log = companion.log()
+    assert log.index("drained") < log.index("passing SIGTERM on to the app")
+    print(f"\nFIGURE SIGTERM->exit with a 2 s request in flight: {elapsed:.2f}s")
+
+    idle = replica(companions, caddy, tmp_path)
+    idle.wait_registered()
+    signalled = time.monotonic()
+    idle.signal(signal.SIGTERM)
+    assert idle.wait(timeout=30) == 0, idle.log()
+    print(f"FIGURE SIGTERM->exit with nothing in flight: {time.monotonic() - signalled:.2f}s")
+
+
+def test_an_app_that_dies_is_removed_and_its_status_passed_on(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    companion = replica(companions, caddy, tmp_path)
+    companion.wait_registered()
+    pid = companion.app_pid()
+    assert pid
+    os.kill(pid, signal.SIGKILL)
+    assert companion.wait(timeout=20) == 128 + signal.SIGKILL, companion.log()
+    assert "exited by itself" in companion.log()
+    assert upstreams(caddy) == []
+
+
+def test_a_killed_companion_stops_its_app_and_is_reaped_by_the_next(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    victim = replica(companions, caddy, tmp_path)
+    victim.wait_registered()
+    survivor = replica(companions, caddy, tmp_path, args=("--reap-after", "2s"))
+    survivor.wait_registered()
+    assert len(event_sinks(caddy)) == 2
+    app_pid = victim.app_pid()
+    victim.process.kill()
+    victim.wait(timeout=10)
+
+    def app_gone() -> bool:
+        try:
+            os.kill(app_pid, 0)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return True
+        return False
+
+    assert wait_until(app_gone, timeout=25), "the app outlived its killed companion"
+    assert wait_until(lambda: [u["dial"] for u in upstreams(caddy)] == [survivor.upstream], timeout=20), upstreams(caddy)
+    assert len(event_sinks(caddy)) == 1
+    assert survivor.caddy()["reaped"] == 1
+    assert f"reaped {victim.upstream}" in survivor.log()
+
+
+def test_unix_sockets_for_the_app_and_the_admin_api(companions: Launch, tmp_path: Path) -> None:
+    sockets = Path(f"/tmp/beacon-{os.getpid()}-{free_port()}")
+    sockets.mkdir()
+    try:
+        caddy = launch_caddy(tmp_path, SITE, admin_socket=sockets / "admin.sock")
+        try:
+            app_socket = sockets / "app.sock"
+            companion = companions(
+                caddy, f"unix/{app_socket}", command=uvicorn_command(uds=app_socket), args=("--drain-timeout", "10s")
+            )
+            companion.wait_registered()
+            assert upstreams(caddy) == [{"@id": upstreams(caddy)[0]["@id"], "dial": f"unix/{app_socket}"}]
+            assert httpx.get(f"{caddy.base_url}/items/3", timeout=10).json()["id"] == 3
+            assert wait_until(lambda: companion.caddy()["healthy"] is True, timeout=15), companion.status()
+            status = companion_cli("status", "--admin", caddy.admin, "--json")
+            assert status.returncode == 0, status.stderr
+            companion.signal(signal.SIGTERM)
+            assert companion.wait(timeout=30) == 0, companion.log()
+            assert upstreams(caddy) == []
+        finally:
+            caddy.stop()
+    finally:
+        for path in sockets.iterdir():
+            path.unlink()
+        sockets.rmdir()
