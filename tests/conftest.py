@@ -232,6 +232,7 @@ def launch_caddy(
     admin_socket: Path | None = None,
     global_options: str = "",
     tls: bool = False,
+    strict_origins: bool = False,
 ) -> Caddy:
     """Runs Caddy with `site` as the body of a site block on a free 127.0.0.1 port, its admin
     API on another free port (or `admin_port`, or the Unix socket `admin_socket`), and no
@@ -243,7 +244,8 @@ def launch_caddy(
     caddyfile = tmp_path / f"Caddyfile-{port}"
     caddyfile.write_text(
         "{\n"
-        f"\tadmin {admin}\n"
+        f"\tadmin {admin}"
+        + (f" {{\n\t\torigins 127.0.0.1:{admin_port}\n\t}}\n" if strict_origins else "\n")
         + ("\tauto_https disable_redirects\n\tskip_install_trust\n" if tls else "\tauto_https off\n")
         + "\tpersist_config off\n"
         f"{global_options}"

@@ -4,12 +4,11 @@ And bad flags: exit 64 with one clear line."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -44,56 +43,37 @@ def test_admin_down_at_start_then_up(companions: Launch, start: Callable[..., Se
         caddy.stop()
 
 
-@contextlib.contextmanager
-def tcp_listener(port: int) -> Iterator[None]:
-    """A listener that accepts and drains connections (a log collector Caddy writes to)."""
-    server = socket.socket()
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    server.bind(("127.0.0.1", port))
-    server.listen()
-    stop = threading.Event()
-    accepted: list[socket.socket] = []
-
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                continue
-            accepted.append(connection)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        for connection in accepted:
-            connection.close()
-        server.close()
-
-
 def test_admin_answering_500_is_retried_until_it_recovers(
     companions: Launch, start: Callable[..., Server], tmp_path: Path
 ) -> None:
-    # A real way to make Caddy answer 500 to every change: its config writes logs to a collector
-    # that has gone away, so no new config can be provisioned until the collector is back.
-    sink = free_port()
-    with tcp_listener(sink):
-        caddy = launch_caddy(tmp_path, SITE, global_options=f"\tlog collector {{\n\t\toutput net 127.0.0.1:{sink}\n\t}}\n")
+    # A real way to make Caddy answer 500 to every change: its config loads a certificate from
+    # files that have gone missing, so no new config can be provisioned until they are back.
+    import trustme
+
+    certificate = trustme.CA().issue_cert("127.0.0.1")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certificate.cert_chain_pems[0].write_to_path(str(cert_file))
+    certificate.private_key_pem.write_to_path(str(key_file))
+    saved = cert_file.read_bytes(), key_file.read_bytes()
+    caddy = launch_caddy(tmp_path, SITE)
     try:
+        with caddy.admin_client() as client:
+            loaded = client.put("/config/apps/tls/certificates/load_files", json=[{"certificate": str(cert_file), "key": str(key_file)}])
+            assert loaded.status_code == 200, loaded.text
+        cert_file.unlink()
+        key_file.unlink()
         app = start()
         companion = companions(caddy, app.base_url.removeprefix("http://"), args=("--ready-url", f"{app.base_url}/ready"))
         assert wait_until(lambda: "answered 500" in companion.log(), timeout=15), companion.log()
+        time.sleep(2)
         assert upstreams(caddy) == []
         assert companion.caddy()["registered"] is False
-        assert "answered 500" in (companion.caddy()["last_error"] or "")
-        with tcp_listener(sink):
-            companion.wait_registered(timeout=20)
-            assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
-            assert companion.caddy()["registrations"] == 1
+        assert "500" in (companion.caddy()["last_error"] or "")
+        cert_file.write_bytes(saved[0])
+        key_file.write_bytes(saved[1])
+        companion.wait_registered(timeout=20)
+        assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
+        assert companion.caddy()["registrations"] == 1
     finally:
         caddy.stop()
 
@@ -173,11 +153,11 @@ def test_connections_cut_mid_change_create_no_duplicates(
 
 
 def test_a_refused_request_is_reported_once(companions: Launch, start: Callable[..., Server], tmp_path: Path) -> None:
-    caddy = launch_caddy(tmp_path, SITE)
+    caddy = launch_caddy(tmp_path, SITE, strict_origins=True)
     try:
         app = start()
-        # The admin listens on 127.0.0.1:PORT and only accepts that Host: reaching it as
-        # localhost:PORT gets a 403 every time (the mistake caddy-notes warns about).
+        # The admin only accepts the Host 127.0.0.1:PORT: reaching it as localhost:PORT gets a
+        # 403 every time (the mistake caddy-notes warns about).
         wrong_host = caddy.admin_url.replace("127.0.0.1", "localhost")
         companion = companions(caddy, app.base_url.removeprefix("http://"), admins=[wrong_host], args=("--ready-url", f"{app.base_url}/ready"))
         assert wait_until(lambda: "host not allowed" in companion.log(), timeout=10), companion.log()

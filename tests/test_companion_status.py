@@ -16,15 +16,11 @@ from typing import Callable
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Caddy, Server, free_port, launch_caddy, wait_until
-
-COMPANION = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "caddy-beacon"
-
+from tests.companion_process import companion_cli
+from tests.conftest import Caddy, Server, free_port, launch_caddy, wait_until
 
 def companion(*args: str) -> subprocess.CompletedProcess[str]:
-    if not COMPANION.exists():
-        pytest.fail(f"{COMPANION} is missing: `cargo build -p beacon-agent` (make test does)")
-    return subprocess.run([str(COMPANION), *args], capture_output=True, text=True, timeout=30)
+    return companion_cli(*args)
 
 
 def test_status_reports_health_in_flight_and_ownership(start: Callable[..., Server], tmp_path: Path) -> None:
