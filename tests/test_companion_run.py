@@ -402,3 +402,32 @@ def test_unix_sockets_for_the_app_and_the_admin_api(companions: Launch, tmp_path
         for path in sockets.iterdir():
             path.unlink()
         sockets.rmdir()
+
+
+def test_one_companion_registers_with_several_caddies(companions: Launch, tmp_path: Path) -> None:
+    first, second = launch_caddy(tmp_path, SITE), launch_caddy(tmp_path, SITE)
+    try:
+        # Two Caddy instances with different site addresses: join each one's tagged proxy.
+        for caddy in (first, second):
+            with caddy.admin_client() as client:
+                assert client.put(f"{PROXY}/@id", json="api").status_code == 200
+        port = free_port()
+        companion = companions(
+            [first, second], f"127.0.0.1:{port}", site="", command=uvicorn_command(port), args=("--handler-id", "api")
+        )
+        companion.wait_registered()
+        assert [c["admin"] for c in companion.status()["caddies"]] == [first.admin, second.admin]
+        for caddy in (first, second):
+            assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
+            assert httpx.get(f"{caddy.base_url}/items/9", timeout=10).json()["id"] == 9
+        # One Caddy going away does not disturb the other's loop.
+        second.kill()
+        time.sleep(2)
+        assert companion.caddy(0)["registered"] is True
+        companion.signal(signal.SIGTERM)
+        assert companion.wait(timeout=30) == 0, companion.log()
+        assert upstreams(first) == []
+        assert "could not remove" in companion.log()
+    finally:
+        first.stop()
+        second.stop()

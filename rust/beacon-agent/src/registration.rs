@@ -27,6 +27,8 @@ use crate::{AdminClient, AgentError};
 const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the whole config (log sink, reaping) and Caddy's metrics are read.
 const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// How long leaving keeps trying a Caddy that cannot be reached at all.
+const UNREACHABLE_AT_LEAVE: Duration = Duration::from_secs(3);
 /// Attempts at one change before backing off (each 412 means another writer got in first).
 const CHANGE_ATTEMPTS: usize = 30;
 
@@ -91,13 +93,14 @@ impl Reconciler {
         self.client.address().url()
     }
 
-    fn read(&self) -> Result<Snapshot, String> {
-        let response = self.client.request("GET", "/config/", None, None).map_err(|e| e.to_string())?;
+    fn read(&self) -> Result<Snapshot, AgentError> {
+        let response = self.client.request("GET", "/config/", None, None)?;
+        let invalid = |message: String| AgentError::Api { admin: self.admin(), request: "GET /config/".into(), status: response.status, message };
         if response.status != 200 {
-            return Err(self.client.api_error("GET", "/config/", &response).to_string());
+            return Err(self.client.api_error("GET", "/config/", &response));
         }
-        let config = serde_json::from_slice(&response.body).map_err(|e| format!("Caddy's config is not JSON: {e}"))?;
-        let etag = response.etag.ok_or("Caddy sent no Etag with its config")?;
+        let config = serde_json::from_slice(&response.body).map_err(|e| invalid(format!("Caddy's config is not JSON: {e}")))?;
+        let etag = response.etag.clone().ok_or_else(|| invalid("Caddy sent no Etag with its config".into()))?;
         Ok(Snapshot { config, etag })
     }
 
@@ -169,8 +172,8 @@ impl Reconciler {
             let snapshot = match self.read() {
                 Ok(snapshot) => snapshot,
                 Err(error) => {
-                    self.count_error(&error);
-                    return Attempt::Retry(error);
+                    self.count_error(&error.to_string());
+                    return Attempt::Retry(error.to_string());
                 }
             };
             if let Some((etag, message)) = blocked.filter(|(etag, _)| *etag == snapshot.etag) {
@@ -240,12 +243,23 @@ impl Reconciler {
         let mut error = None;
         let mut warned_outage = false;
         let mut removed = false;
+        let mut unreachable_since: Option<Instant> = None;
         while Instant::now() < deadline {
             let snapshot = match self.read() {
                 Ok(snapshot) => snapshot,
                 Err(e) => {
-                    self.count_error(&e);
-                    error = Some(e);
+                    self.count_error(&e.to_string());
+                    // A Caddy that cannot be reached sends no traffic either: give it a few
+                    // seconds (an admin endpoint being replaced by a reload), not the whole
+                    // drain timeout.
+                    if matches!(e, AgentError::Unreachable { .. }) {
+                        let since = *unreachable_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= UNREACHABLE_AT_LEAVE {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                    error = Some(e.to_string());
                     thread::sleep(backoff.next_delay().min(deadline.saturating_duration_since(Instant::now())));
                     continue;
                 }
