@@ -4,6 +4,7 @@ And bad flags: exit 64 with one clear line."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import threading
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.companion_process import Companion, companion_cli
-from tests.conftest import Caddy, Server, free_port, launch_caddy, wait_until
+from tests.conftest import Server, free_port, launch_caddy, wait_until
 from tests.test_companion_run import PROXY, SITE, upstreams
 
 Launch = Callable[..., Companion]
@@ -145,7 +146,7 @@ def test_connections_cut_mid_change_create_no_duplicates(
         assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream], upstreams(caddy)
         assert "cannot reach Caddy's Admin API" in companion.log() or "closed" in companion.log()
         # Leaving through the same faulty path still removes the entry exactly once.
-        companion.signal(__import__("signal").SIGTERM)
+        companion.signal(signal.SIGTERM)
         assert companion.wait(timeout=30) == 0, companion.log()
         assert upstreams(caddy) == []
     finally:
@@ -235,7 +236,7 @@ def test_the_pip_installed_command_supervises_and_drains(companions: Launch, tmp
         companion = companions(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), program=str(command))
         companion.wait_registered()
         assert httpx.get(f"{caddy.base_url}/items/5", timeout=10).json()["id"] == 5
-        companion.signal(__import__("signal").SIGINT)
+        companion.signal(signal.SIGINT)
         assert companion.wait(timeout=30) == 0, companion.log()
         assert upstreams(caddy) == []
         assert "Traceback" not in companion.log() and "KeyboardInterrupt" not in companion.log()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
