@@ -35,6 +35,9 @@ class BeaconConfig:
     buckets: tuple[float, ...] | None
     drain_seconds: float
     max_series: int
+    side_host: str
+    side_port: int | None
+    stall_seconds: float
 
 
 @dataclass(frozen=True)
@@ -67,8 +70,28 @@ def _parse_buckets(raw: str) -> tuple[float, ...]:
     return tuple(float(part) for part in raw.split(",") if part.strip())
 
 
-def _parse_optional_int(raw: str) -> int | None:
-    return None if raw.lower() in _DISABLED_WORDS else int(raw)
+def _parse_side_port(raw: str) -> str | int | None:
+    if raw.lower() in _DISABLED_WORDS:
+        return None
+    return raw if ":" in raw else int(raw)
+
+
+def _side_address(option: _Option) -> tuple[str, int | None]:
+    """`9464` (on 127.0.0.1), `"0.0.0.0:9464"` or `"[::1]:9464"`; None turns it off."""
+    value = option.value
+    if value is None:
+        return "127.0.0.1", None
+    host, port = "127.0.0.1", value
+    if isinstance(value, str):
+        host, _, port_text = value.rpartition(":")
+        host = host.strip("[]")
+        try:
+            port = int(port_text)
+        except ValueError:
+            port = None
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535 or not host:
+        raise option.fail("expected a port (1-65535, served on 127.0.0.1), 'HOST:PORT', or None to turn it off")
+    return host, port
 
 
 def _is_number(value: object) -> bool:
@@ -107,6 +130,7 @@ def resolve(
     drain_seconds: object,
     side_port: object,
     max_series: object,
+    stall_seconds: object = UNSET,
 ) -> BeaconConfig:
     """Resolves and validates every option."""
     name = _pick("service_name", service_name, str, None)
@@ -136,12 +160,11 @@ def resolve(
     if not _is_number(drain.value) or drain.value < 0:
         raise drain.fail("expected a finite number of seconds >= 0")
 
-    port = _pick("side_port", side_port, _parse_optional_int, None)
-    if port.value is not None:
-        raise port.fail(
-            "the side port is not available in this version of caddy-beacon yet; the probes are "
-            "served on the app's own port (remove side_port / BEACON_SIDE_PORT)"
-        )
+    side_host, side = _side_address(_pick("side_port", side_port, _parse_side_port, None))
+
+    stall = _pick("stall_seconds", stall_seconds, float, 5.0)
+    if not _is_number(stall.value) or stall.value <= 0:
+        raise stall.fail("expected a finite number of seconds > 0")
 
     cap = _pick("max_series", max_series, int, 2000)
     if isinstance(cap.value, bool) or not isinstance(cap.value, int) or cap.value < 1:
@@ -156,4 +179,7 @@ def resolve(
         buckets=bucket_bounds,
         drain_seconds=float(drain.value),
         max_series=cap.value,
+        side_host=side_host,
+        side_port=side,
+        stall_seconds=float(stall.value),
     )

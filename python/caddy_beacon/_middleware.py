@@ -14,6 +14,7 @@ from caddy_beacon._context import current_request
 from caddy_beacon._draining import DrainController
 from caddy_beacon._endpoints import Message, Receive, Scope, Send, build_endpoints
 from caddy_beacon._native import Beacon
+from caddy_beacon._workers import Watchdog, instance_key, start_side_port
 from caddy_beacon._otel_bridge import Attach, Detach, otel_bridge
 from caddy_beacon._routes import route_template
 from caddy_beacon._tracing_config import resolve_tracing
@@ -47,9 +48,10 @@ class BeaconMiddleware:
         request_id_header: str | _config._Unset = _config.UNSET,
         buckets: Sequence[float] | None | _config._Unset = _config.UNSET,
         drain_seconds: float | _config._Unset = _config.UNSET,
-        side_port: int | None | _config._Unset = _config.UNSET,
+        side_port: int | str | None | _config._Unset = _config.UNSET,
         max_series: int | _config._Unset = _config.UNSET,
         tracing: bool | None = None,
+        stall_seconds: float | _config._Unset = _config.UNSET,
     ) -> None:
         self.app = app
         config = _config.resolve(
@@ -62,6 +64,7 @@ class BeaconMiddleware:
             drain_seconds=drain_seconds,
             side_port=side_port,
             max_series=max_series,
+            stall_seconds=stall_seconds,
         )
         self.config = config
         self.tracing = resolve_tracing(tracing)
@@ -82,7 +85,11 @@ class BeaconMiddleware:
             trace_queue_size=trace.queue_size if trace else 2048,
             trace_batch_size=trace.batch_size if trace else 512,
             trace_interval=trace.interval if trace else 5.0,
+            shared_key=instance_key(),
+            stall_seconds=config.stall_seconds,
         )
+        if self._native.shared_error:
+            logger.warning("caddy_beacon: each worker keeps its own metrics: %s", self._native.shared_error)
         self._otel: tuple[Attach, Detach] | None = None
         if trace is not None:
             # Servers that run no lifespan still get their last spans out at exit.
@@ -91,6 +98,7 @@ class BeaconMiddleware:
         self._checks = CheckRunner(self._native, normalize_checks(checks))
         self._drain = DrainController(self._native, config.drain_seconds)
         self._endpoints = build_endpoints(self._native, config.health_path, config.ready_path, config.metrics_path)
+        self._watchdog = Watchdog(self._native)
         self._started = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -108,9 +116,13 @@ class BeaconMiddleware:
             self._otel = otel_bridge()
         self._checks.start()
         self._drain.install()
+        self._watchdog.start()
+        if self.config.side_port is not None:
+            start_side_port(self._native, self.config.side_host, self.config.side_port)
         self._native.mark_started()
 
     async def _stop(self) -> None:
+        await self._watchdog.stop()
         self._drain.uninstall()
         await self._checks.stop()
         if self._native.tracing:

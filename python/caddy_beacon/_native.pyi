@@ -92,6 +92,8 @@ class Beacon:
         trace_queue_size: int = 2048,
         trace_batch_size: int = 512,
         trace_interval: float = 5.0,
+        shared_key: str | None = None,
+        stall_seconds: float = 5.0,
     ) -> Beacon:
         """``route_template(scope, outer_root_path)`` labels requests whose scope holds no
         ``route`` (the rest are labelled natively); ``own_paths`` are answered by the middleware
@@ -100,7 +102,24 @@ class Beacon:
         traces URL) every request gets a server span, sampled by ``sampler`` (an
         ``OTEL_TRACES_SAMPLER`` name) and exported in the background in batches of
         ``trace_batch_size`` at least every ``trace_interval`` seconds; a full queue of
-        ``trace_queue_size`` drops spans instead of waiting."""
+        ``trace_queue_size`` drops spans instead of waiting. With ``shared_key`` the metrics
+        live in a file in /dev/shm that every worker of the instance maps (if that fails, in
+        private memory, see ``shared_error``). A worker whose event loop has not reported for
+        ``stall_seconds`` makes the side port's /health answer 503."""
+    @property
+    def shared_path(self) -> str | None:
+        """The file the workers of this instance share their metrics in, or None."""
+    @property
+    def shared_error(self) -> str | None:
+        """Why the metrics could not be shared (each worker then keeps its own), or None."""
+    def heartbeat(self, lag: float, interval: float) -> None:
+        """The event-loop watchdog's report: this process' loop ran, ``lag`` seconds later than
+        planned; it reports every ``interval`` seconds."""
+    def start_side_port(self, host: str, port: int) -> str | None:
+        """Serves /health, /ready and /metrics on ``host:port`` from a native thread (once per
+        process): "serving", "standby" when another worker holds the port (this one takes
+        over if it goes away), None when already started. Raises ConfigError for an address
+        that cannot be served."""
     def begin(
         self, scope: MutableMapping[str, Any], send: Callable[[MutableMapping[str, Any]], Awaitable[None]]
     ) -> RequestRecord | None:

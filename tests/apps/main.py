@@ -173,6 +173,13 @@ async def create_item() -> dict[str, str]:
     return {"created": "yes"}
 
 
+@app.get("/block/{seconds}")
+async def block(seconds: float) -> dict[str, float]:
+    # A handler that blocks its event loop (a sync call in async code): what the watchdog sees.
+    time.sleep(seconds)
+    return {"blocked": seconds}
+
+
 @app.get("/whoami")
 async def whoami() -> dict[str, object]:
     # Which replica answered, and when (on this host's clock) it handled the request.

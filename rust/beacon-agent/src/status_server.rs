@@ -3,12 +3,13 @@
 //! Caddy's health view of it.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use beacon_core::http_server::{serve, Response};
 
 use serde_json::{json, Value};
 
@@ -109,41 +110,13 @@ pub fn start(address: SocketAddr, report: Arc<Report>) -> std::io::Result<Socket
     let listener = TcpListener::bind(address)?;
     let bound = listener.local_addr()?;
     thread::Builder::new().name("status".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            // One at a time, each bounded by short timeouts: a stuck client cannot pile threads up.
-            let _ = serve(stream, &report);
-        }
+        serve(listener, |request| match request.path.as_str() {
+            "/status" => Response::new("200 OK", "application/json", report.status().to_string() + "\n"),
+            "/metrics" => Response::new("200 OK", "text/plain; version=0.0.4; charset=utf-8", report.metrics()),
+            _ => Response::not_found("try /status or /metrics"),
+        })
     })?;
     Ok(bound)
-}
-
-fn serve(mut stream: TcpStream, report: &Report) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut head = Vec::new();
-    let mut buffer = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
-        let read = stream.read(&mut buffer)?;
-        if read == 0 {
-            break;
-        }
-        head.extend_from_slice(&buffer[..read]);
-    }
-    let head = String::from_utf8_lossy(&head);
-    let mut parts = head.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let (status, content_type, body) = match (method, path) {
-        ("GET" | "HEAD", "/status") => ("200 OK", "application/json", report.status().to_string() + "\n"),
-        ("GET" | "HEAD", "/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", report.metrics()),
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found: try /status or /metrics\n".to_owned()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "only GET\n".to_owned()),
-    };
-    let mut response = format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
-    if method != "HEAD" {
-        response.push_str(&body);
-    }
-    stream.write_all(response.as_bytes())
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub enum BeaconError {
     /// An `OTEL_TRACES_SAMPLER` setting the SDK specification does not define.
     #[error("{0}")]
     InvalidSampler(String),
+    /// The memory worker processes share could not be set up.
+    #[error("cannot set up the metrics memory shared by the workers: {0}")]
+    SharedMemory(String),
     /// A result reported for a check that was never registered.
     #[error("check {0:?} is not registered")]
     UnknownCheck(String),

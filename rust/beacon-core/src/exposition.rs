@@ -63,8 +63,9 @@ pub struct Scrape<'a> {
     pub readiness: &'a Readiness,
     /// `target_info` labels.
     pub target: &'a TargetInfo,
-    /// Process metrics, when the platform has them.
-    pub process: Option<ProcessStats>,
+    /// Process metrics, when the platform has them: one unlabelled entry for a single
+    /// process, one per worker (labelled with its pid) when workers share the metrics.
+    pub processes: Vec<(Option<u32>, ProcessStats)>,
     /// Span export counters, when tracing is on.
     pub spans: Option<&'a ExportStats>,
 }
@@ -141,6 +142,14 @@ impl Writer {
     }
 }
 
+/// Process metrics for a scrape: this process alone, or every live worker sharing `metrics`.
+pub fn current_processes(metrics: &RequestMetrics) -> Vec<(Option<u32>, ProcessStats)> {
+    if metrics.shared_path().is_none() {
+        return crate::process_metrics::read_self().map(|stats| vec![(None, stats)]).unwrap_or_default();
+    }
+    metrics.worker_pids().into_iter().filter_map(|pid| crate::process_metrics::read_pid(pid).map(|stats| (Some(pid), stats))).collect()
+}
+
 /// Renders a scrape.
 pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
     let series = scrape.metrics.snapshot();
@@ -205,21 +214,43 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
         }
     }
 
-    if let Some(process) = &scrape.process {
-        w.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
-        w.sample("process_cpu_seconds_total", &[], process.cpu_seconds);
-        w.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-        w.sample("process_resident_memory_bytes", &[], process.resident_memory_bytes);
-        w.family("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.");
-        w.sample("process_virtual_memory_bytes", &[], process.virtual_memory_bytes);
-        w.family("process_open_fds", "gauge", "Number of open file descriptors.");
-        w.sample("process_open_fds", &[], process.open_fds);
-        if let Some(max_fds) = process.max_fds {
-            w.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
-            w.sample("process_max_fds", &[], max_fds);
+    let workers = scrape.metrics.workers();
+    let watched: Vec<_> = workers.iter().filter(|w| w.heartbeat_age.is_some()).collect();
+    if !watched.is_empty() {
+        w.family(
+            "beacon_event_loop_lag_seconds",
+            "gauge",
+            "How late the worker's event loop last ran its heartbeat (grows while the loop is stalled).",
+        );
+        for worker in watched {
+            let stalled = worker.heartbeat_age.unwrap_or_default().saturating_sub(worker.heartbeat_interval);
+            let pid = worker.pid.to_string();
+            w.sample("beacon_event_loop_lag_seconds", &[("pid", &pid)], worker.loop_lag.max(stalled).as_secs_f64());
         }
-        w.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
-        w.sample("process_start_time_seconds", &[], process.start_time_seconds);
+    }
+
+    type Field = fn(&ProcessStats) -> Option<f64>;
+    let families: [(&str, &str, &str, Field); 6] = [
+        ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", |p| Some(p.cpu_seconds)),
+        ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", |p| Some(p.resident_memory_bytes as f64)),
+        ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", |p| Some(p.virtual_memory_bytes as f64)),
+        ("process_open_fds", "gauge", "Number of open file descriptors.", |p| Some(p.open_fds as f64)),
+        ("process_max_fds", "gauge", "Maximum number of open file descriptors.", |p| p.max_fds.map(|v| v as f64)),
+        ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", |p| Some(p.start_time_seconds)),
+    ];
+    for (name, kind, help, field) in families {
+        let samples: Vec<(Option<String>, f64)> =
+            scrape.processes.iter().filter_map(|(pid, stats)| field(stats).map(|v| (pid.map(|p| p.to_string()), v))).collect();
+        if samples.is_empty() {
+            continue;
+        }
+        w.family(name, kind, help);
+        for (pid, value) in samples {
+            match pid {
+                Some(pid) => w.sample(name, &[("pid", &pid)], value),
+                None => w.sample(name, &[], value),
+            }
+        }
     }
 
     w.family("target_info", "info", "Target metadata.");
@@ -247,7 +278,7 @@ mod tests {
         let readiness = Readiness::new();
         readiness.register_check("db", true).unwrap();
         let target = TargetInfo { service_name: "orders".into() };
-        render(&Scrape { metrics: &metrics, readiness: &readiness, target: &target, process: None, spans: None }, format)
+        render(&Scrape { metrics: &metrics, readiness: &readiness, target: &target, processes: Vec::new(), spans: None }, format)
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! It never starts a runtime or a thread of its own; callers decide where work runs.
 //!
 //! - [`RequestMetrics`]: the request-duration histogram and active-request gauge, stored as a
-//!   flat arena of atomics with a hard series cap.
+//!   flat arena of atomics with a hard series cap, shared by all worker processes of an
+//!   instance through [`shared_region`].
 //! - [`Readiness`]: cached check results, draining, and the health+json body for `/ready`.
 //! - [`request_id`]: validation of incoming request ids and fast generation of new ones.
 //! - [`exposition`]: Prometheus text and OpenMetrics rendering, with exemplars.
@@ -14,11 +15,14 @@ mod buckets;
 mod error;
 pub mod exposition;
 mod http_method;
+pub mod http_server;
 mod metrics_store;
 pub mod otlp;
 pub mod process_metrics;
 pub mod random;
 mod readiness;
+pub mod shared_region;
+pub mod side_port;
 pub mod time_format;
 pub mod request_id;
 pub mod trace;
@@ -26,5 +30,5 @@ pub mod trace;
 pub use buckets::{Buckets, DEFAULT_BUCKETS};
 pub use error::BeaconError;
 pub use http_method::HttpMethod;
-pub use metrics_store::{Exemplar, RequestMetrics, SeriesLabels, SeriesSnapshot, UNMATCHED_ROUTE};
+pub use metrics_store::{Exemplar, RequestMetrics, SeriesLabels, SeriesSnapshot, WorkerState, UNMATCHED_ROUTE, WORKER_SLOTS};
 pub use readiness::{CheckOutcome, Readiness, ReadyReport};

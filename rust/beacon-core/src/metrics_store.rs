@@ -1,16 +1,22 @@
 //! The request metrics: a duration histogram per (method, route, status) and an active-request
-//! gauge per method.
+//! gauge per method, kept in a region of atomic words (see `shared_region`).
 //!
-//! Storage is a flat arena of `AtomicU64` cells with a fixed stride per series, allocated once at
-//! the series cap. Recording touches two cells with relaxed atomic adds; the label index is only
-//! locked to find a series' slot. The same layout can later live in memory shared by several
-//! worker processes without changing this API.
+//! With several worker processes (gunicorn, `uvicorn --workers`) the region is one file in
+//! `/dev/shm` that every worker maps, so whichever worker answers a scrape reports the totals of
+//! all of them, and counts recorded by a worker that died stay in. Recording is two relaxed
+//! atomic adds, exactly as for a single process; the label index is process-local and consults
+//! the shared series table (under a cross-process spin lock) only the first time a process sees
+//! a series. Active-request gauges and event-loop heartbeats live in per-worker slots, so a
+//! worker that dies mid-request does not leave the gauge raised. Exemplars stay per process.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::process_metrics::start_ticks;
+use crate::random::fork_generation;
+use crate::shared_region::{Region, FIRST_FREE_WORD};
 use crate::{BeaconError, Buckets, HttpMethod};
 
 /// The `http_route` value for requests that matched no route. Templates start with `/`, so it
@@ -61,13 +67,40 @@ impl SeriesSnapshot {
     }
 }
 
-#[derive(Default)]
-struct SeriesIndex {
-    // Looked up by the borrowed route first, so a hit allocates nothing; the few
-    // (method, status) pairs of a route are scanned linearly.
-    by_route: HashMap<Arc<str>, Vec<(HttpMethod, u16, usize)>>,
-    labels: Vec<SeriesLabels>,
+/// A worker process sharing the metrics, as its slot describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerState {
+    /// Its process id.
+    pub pid: u32,
+    /// When its event loop last reported in (None: no watchdog running in it).
+    pub heartbeat_age: Option<Duration>,
+    /// The lag its event loop last measured.
+    pub loop_lag: Duration,
+    /// The heartbeat interval it announced.
+    pub heartbeat_interval: Duration,
 }
+
+// Region layout, in words after the region's own header.
+const LOCK: usize = FIRST_FREE_WORD;
+const SERIES_COUNT: usize = FIRST_FREE_WORD + 1;
+const SERIES_DROPPED: usize = FIRST_FREE_WORD + 2;
+const WORKERS: usize = FIRST_FREE_WORD + 8;
+/// Worker processes tracked at once (dead ones' slots are reused).
+pub const WORKER_SLOTS: usize = 128;
+const WORKER_WORDS: usize = 16;
+const W_PID: usize = 0;
+const W_START: usize = 1;
+const W_HEARTBEAT: usize = 2;
+const W_LAG: usize = 3;
+const W_INTERVAL: usize = 4;
+const W_SEEN: usize = 5;
+const W_ACTIVE: usize = 6;
+const SERIES: usize = WORKERS + WORKER_SLOTS * WORKER_WORDS;
+/// Longest route text kept; longer templates are told apart by a hash of the whole text.
+const ROUTE_WORDS: usize = 32;
+const SERIES_WORDS: usize = 2 + ROUTE_WORDS;
+const READY_BIT: u64 = 1 << 63;
+const LAYOUT_VERSION: u64 = 1;
 
 /// Request duration histograms and active-request gauges of one app instance.
 pub struct RequestMetrics {
@@ -75,34 +108,84 @@ pub struct RequestMetrics {
     max_series: usize,
     // Bucket cells (`buckets.len() + 1`, the last being `+Inf`) then one cell for the sum in ns.
     stride: usize,
-    index: Mutex<SeriesIndex>,
-    cells: Box<[AtomicU64]>,
-    active: [AtomicI64; HttpMethod::ALL.len()],
-    method_seen: [AtomicBool; HttpMethod::ALL.len()],
-    series_dropped: AtomicU64,
+    region: Region,
+    cells_base: usize,
+    index: Mutex<LocalIndex>,
+    // (fork generation << 32) | (slot + 1) of this process' worker slot; 0 = none yet.
+    slot: AtomicU64,
     // One slot per bucket cell, allocated by the first sampled request (tracing off: never).
     exemplars: Mutex<Vec<Option<Exemplar>>>,
 }
 
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").field("max_series", &self.max_series).field("region", &self.region).finish()
+    }
+}
+
+#[derive(Default)]
+struct LocalIndex {
+    // Looked up by the borrowed route first, so a hit allocates nothing; the few
+    // (method, status) pairs of a route are scanned linearly.
+    by_route: HashMap<Arc<str>, Vec<(HttpMethod, u16, usize)>>,
+    // Labels of the shared series table, decoded once per process.
+    labels: Vec<SeriesLabels>,
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3))
+}
+
+fn pid_alive(pid: u64, start: u64) -> bool {
+    pid != 0 && start_ticks(pid as u32) == Some(start)
+}
+
 impl RequestMetrics {
-    /// Creates an empty store that will hold at most `max_series` histogram series.
+    /// Creates an empty store for this process that will hold at most `max_series` series.
     pub fn new(buckets: Buckets, max_series: usize) -> Result<Self, BeaconError> {
+        Self::build(buckets, max_series, None)
+    }
+
+    /// Creates or joins the store every worker of one app instance shares; `key` names the
+    /// instance (its main process' pid and start time).
+    pub fn shared(buckets: Buckets, max_series: usize, key: &str) -> Result<Self, BeaconError> {
+        Self::build(buckets, max_series, Some(key))
+    }
+
+    fn build(buckets: Buckets, max_series: usize, key: Option<&str>) -> Result<Self, BeaconError> {
         if max_series == 0 {
             return Err(BeaconError::InvalidSeriesCap(max_series));
         }
         let stride = buckets.len() + 2;
-        let cells = (0..stride * max_series).map(|_| AtomicU64::new(0)).collect();
+        let cells_base = SERIES + max_series * SERIES_WORDS;
+        let words = cells_base + max_series * stride;
+        let region = match key {
+            None => Region::private(words),
+            Some(key) => {
+                let layout = fnv1a(format!("{LAYOUT_VERSION} {max_series} {:?} {}", buckets.seconds(), HttpMethod::ALL.len()).as_bytes());
+                Region::shared(key, words, layout)
+            }
+        }
+        .map_err(|e| BeaconError::SharedMemory(e.to_string()))?;
         Ok(RequestMetrics {
             buckets,
             max_series,
             stride,
+            region,
+            cells_base,
             index: Mutex::default(),
-            cells,
-            active: Default::default(),
-            method_seen: Default::default(),
-            series_dropped: AtomicU64::new(0),
+            slot: AtomicU64::new(0),
             exemplars: Mutex::default(),
         })
+    }
+
+    /// The file every worker maps, when shared.
+    pub fn shared_path(&self) -> Option<&std::path::Path> {
+        self.region.path.as_deref()
     }
 
     /// The bucket bounds.
@@ -115,22 +198,78 @@ impl RequestMetrics {
         self.max_series
     }
 
+    fn words(&self) -> &[AtomicU64] {
+        self.region.words()
+    }
+
+    fn worker(&self, slot: usize) -> &[AtomicU64] {
+        &self.words()[WORKERS + slot * WORKER_WORDS..WORKERS + (slot + 1) * WORKER_WORDS]
+    }
+
+    /// This process' worker slot, claimed on first use (and again in a forked child).
+    fn my_slot(&self) -> usize {
+        let claimed = self.slot.load(Ordering::Relaxed);
+        let generation = fork_generation();
+        if claimed != 0 && claimed >> 32 == generation {
+            return (claimed & 0xffff_ffff) as usize - 1;
+        }
+        let slot = self.claim_slot();
+        self.slot.store((generation << 32) | (slot as u64 + 1), Ordering::Relaxed);
+        slot
+    }
+
+    fn claim_slot(&self) -> usize {
+        let pid = u64::from(std::process::id());
+        let start = start_ticks(pid as u32).unwrap_or(0);
+        for slot in 0..WORKER_SLOTS {
+            let worker = self.worker(slot);
+            let holder = worker[W_PID].load(Ordering::Acquire);
+            let free = holder == 0 || !pid_alive(holder, worker[W_START].load(Ordering::Acquire));
+            if free && worker[W_PID].compare_exchange(holder, pid, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                // A dead worker's requests in flight died with it: its gauge must not linger.
+                for word in &worker[W_HEARTBEAT..] {
+                    word.store(0, Ordering::Relaxed);
+                }
+                worker[W_START].store(start, Ordering::Release);
+                return slot;
+            }
+        }
+        // More live workers than slots: share the last one (gauges stay right in sum).
+        WORKER_SLOTS - 1
+    }
+
+    /// Slots of live workers.
+    fn live_slots(&self) -> Vec<usize> {
+        (0..WORKER_SLOTS)
+            .filter(|slot| {
+                let worker = self.worker(*slot);
+                pid_alive(worker[W_PID].load(Ordering::Acquire), worker[W_START].load(Ordering::Acquire))
+            })
+            .collect()
+    }
+
     /// A request has started: raises the active gauge of its method.
     pub fn request_started(&self, method: HttpMethod) {
-        self.method_seen[method.index()].store(true, Ordering::Relaxed);
-        self.active[method.index()].fetch_add(1, Ordering::Relaxed);
+        let worker = self.worker(self.my_slot());
+        worker[W_SEEN].fetch_or(1 << method.index(), Ordering::Relaxed);
+        worker[W_ACTIVE + method.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn lower_active(&self, method: HttpMethod) {
+        // Two's complement: a wrapping subtract is a signed decrement.
+        self.worker(self.my_slot())[W_ACTIVE + method.index()].fetch_sub(1, Ordering::Relaxed);
     }
 
     /// A request has finished: lowers the active gauge and records its duration. When the series
     /// cap refuses a new series the observation is counted in `beacon_series_dropped_total`.
     pub fn request_finished(&self, method: HttpMethod, route: &str, status: u16, elapsed_nanos: u64) {
-        self.active[method.index()].fetch_sub(1, Ordering::Relaxed);
+        self.lower_active(method);
         self.observe(method, route, status, elapsed_nanos);
     }
 
     /// A request ended without a result to record: only lowers the active gauge.
     pub fn request_abandoned(&self, method: HttpMethod) {
-        self.active[method.index()].fetch_sub(1, Ordering::Relaxed);
+        self.lower_active(method);
     }
 
     /// Like `request_finished`, and keeps the request's trace as its bucket's exemplar.
@@ -142,16 +281,14 @@ impl RequestMetrics {
         elapsed_nanos: u64,
         trace: ([u8; 16], [u8; 8]),
     ) {
-        self.active[method.index()].fetch_sub(1, Ordering::Relaxed);
+        self.lower_active(method);
         if let Some(cell) = self.observe_cell(method, route, status, elapsed_nanos) {
-            let timestamp_millis =
-                SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-            let exemplar = Exemplar { trace_id: trace.0, span_id: trace.1, value_nanos: elapsed_nanos, timestamp_millis };
+            let exemplar = Exemplar { trace_id: trace.0, span_id: trace.1, value_nanos: elapsed_nanos, timestamp_millis: now_nanos() / 1_000_000 };
             let mut exemplars = self.exemplars.lock().unwrap_or_else(PoisonError::into_inner);
             if exemplars.is_empty() {
-                exemplars.resize(self.cells.len(), None);
+                exemplars.resize(self.max_series * self.stride, None);
             }
-            exemplars[cell] = Some(exemplar);
+            exemplars[cell - self.cells_base] = Some(exemplar);
         }
     }
 
@@ -160,16 +297,17 @@ impl RequestMetrics {
         self.observe_cell(method, route, status, elapsed_nanos);
     }
 
-    /// Records one duration; returns the bucket cell it went to.
+    /// Records one duration; returns the bucket cell (word index) it went to.
     fn observe_cell(&self, method: HttpMethod, route: &str, status: u16, elapsed_nanos: u64) -> Option<usize> {
+        let words = self.words();
         let Some(slot) = self.slot_for(method, route, status) else {
-            self.series_dropped.fetch_add(1, Ordering::Relaxed);
+            words[SERIES_DROPPED].fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let base = slot * self.stride;
+        let base = self.cells_base + slot * self.stride;
         let cell = base + self.buckets.index_of(elapsed_nanos);
-        self.cells[cell].fetch_add(1, Ordering::Relaxed);
-        self.cells[base + self.stride - 1].fetch_add(elapsed_nanos, Ordering::Relaxed);
+        words[cell].fetch_add(1, Ordering::Relaxed);
+        words[base + self.stride - 1].fetch_add(elapsed_nanos, Ordering::Relaxed);
         Some(cell)
     }
 
@@ -180,58 +318,177 @@ impl RequestMetrics {
                 return Some(slot);
             }
         }
-        let slot = index.labels.len();
-        if slot >= self.max_series {
-            return None;
-        }
+        let slot = self.shared_slot(method, route, status)?;
         let route: Arc<str> = match index.by_route.get_key_value(route) {
             Some((key, _)) => Arc::clone(key),
             None => Arc::from(route),
         };
-        index.labels.push(SeriesLabels { method, route: Arc::clone(&route), status });
         index.by_route.entry(route).or_default().push((method, status, slot));
         Some(slot)
     }
 
-    /// Number of histogram series created so far.
+    fn series_entry(&self, slot: usize) -> &[AtomicU64] {
+        &self.words()[SERIES + slot * SERIES_WORDS..SERIES + (slot + 1) * SERIES_WORDS]
+    }
+
+    /// Finds or adds the series in the table all processes share.
+    fn shared_slot(&self, method: HttpMethod, route: &str, status: u16) -> Option<usize> {
+        let bytes = route.as_bytes();
+        let kept = &bytes[..bytes.len().min(ROUTE_WORDS * 8)];
+        let hash = fnv1a(bytes);
+        let header = READY_BIT | (method.index() as u64) << 32 | u64::from(status) << 16 | kept.len() as u64;
+        let _lock = SpinLock::acquire(&self.words()[LOCK]);
+        let count = self.words()[SERIES_COUNT].load(Ordering::Acquire) as usize;
+        for slot in 0..count.min(self.max_series) {
+            let entry = self.series_entry(slot);
+            if entry[0].load(Ordering::Acquire) == header && entry[1].load(Ordering::Relaxed) == hash {
+                return Some(slot);
+            }
+        }
+        if count >= self.max_series {
+            return None;
+        }
+        let entry = self.series_entry(count);
+        for (word, chunk) in entry[2..].iter().zip(kept.chunks(8)) {
+            let mut padded = [0u8; 8];
+            padded[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(padded), Ordering::Relaxed);
+        }
+        entry[1].store(hash, Ordering::Relaxed);
+        entry[0].store(header, Ordering::Release);
+        self.words()[SERIES_COUNT].store(count as u64 + 1, Ordering::Release);
+        Some(count)
+    }
+
+    fn decode_labels(&self, slot: usize) -> SeriesLabels {
+        let entry = self.series_entry(slot);
+        let header = entry[0].load(Ordering::Acquire);
+        let length = (header & 0xffff) as usize;
+        let mut bytes: Vec<u8> = entry[2..].iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
+        bytes.truncate(length);
+        SeriesLabels {
+            method: HttpMethod::ALL.get(((header >> 32) & 0xff) as usize).copied().unwrap_or(HttpMethod::Other),
+            route: Arc::from(String::from_utf8_lossy(&bytes).as_ref()),
+            status: ((header >> 16) & 0xffff) as u16,
+        }
+    }
+
+    /// Number of histogram series created so far (by every worker).
     pub fn series_count(&self) -> usize {
-        self.index.lock().unwrap_or_else(PoisonError::into_inner).labels.len()
+        (self.words()[SERIES_COUNT].load(Ordering::Acquire) as usize).min(self.max_series)
     }
 
     /// Observations refused by the series cap.
     pub fn series_dropped(&self) -> u64 {
-        self.series_dropped.load(Ordering::Relaxed)
+        self.words()[SERIES_DROPPED].load(Ordering::Relaxed)
     }
 
-    /// In-flight requests per method, for every method seen at least once.
+    /// In-flight requests per method over every live worker, for every method seen.
     pub fn active_requests(&self) -> Vec<(HttpMethod, i64)> {
+        let live = self.live_slots();
+        let seen = live.iter().fold(0, |bits, slot| bits | self.worker(*slot)[W_SEEN].load(Ordering::Relaxed));
         HttpMethod::ALL
             .iter()
-            .filter(|m| self.method_seen[m.index()].load(Ordering::Relaxed))
-            .map(|m| (*m, self.active[m.index()].load(Ordering::Relaxed)))
+            .filter(|m| seen & (1 << m.index()) != 0)
+            .map(|m| {
+                let total = live.iter().map(|slot| self.worker(*slot)[W_ACTIVE + m.index()].load(Ordering::Relaxed) as i64).sum();
+                (*m, total)
+            })
             .collect()
     }
 
-    /// Reads every series. Labels are copied under the lock; the counts are read afterwards so
-    /// that recording is never held up by a scrape.
+    /// Pids of the live workers sharing this store.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.live_slots().into_iter().map(|slot| self.worker(slot)[W_PID].load(Ordering::Relaxed) as u32).collect()
+    }
+
+    /// Called by this process' event-loop watchdog: the loop is running, and woke `lag` late.
+    pub fn heartbeat(&self, lag: Duration, interval: Duration) {
+        let worker = self.worker(self.my_slot());
+        worker[W_LAG].store(lag.as_nanos() as u64, Ordering::Relaxed);
+        worker[W_INTERVAL].store(interval.as_nanos() as u64, Ordering::Relaxed);
+        worker[W_HEARTBEAT].store(now_nanos(), Ordering::Release);
+    }
+
+    /// Every live worker's state.
+    pub fn workers(&self) -> Vec<WorkerState> {
+        let now = now_nanos();
+        self.live_slots()
+            .into_iter()
+            .map(|slot| {
+                let worker = self.worker(slot);
+                let beat = worker[W_HEARTBEAT].load(Ordering::Acquire);
+                WorkerState {
+                    pid: worker[W_PID].load(Ordering::Relaxed) as u32,
+                    heartbeat_age: (beat != 0).then(|| Duration::from_nanos(now.saturating_sub(beat))),
+                    loop_lag: Duration::from_nanos(worker[W_LAG].load(Ordering::Relaxed)),
+                    heartbeat_interval: Duration::from_nanos(worker[W_INTERVAL].load(Ordering::Relaxed)),
+                }
+            })
+            .collect()
+    }
+
+    /// Reads every series, from every worker. Counts are read without any lock.
     pub fn snapshot(&self) -> Vec<SeriesSnapshot> {
-        let labels = self.index.lock().unwrap_or_else(PoisonError::into_inner).labels.clone();
+        let count = self.series_count();
+        let labels = {
+            let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
+            while index.labels.len() < count {
+                let slot = index.labels.len();
+                let decoded = self.decode_labels(slot);
+                index.labels.push(decoded);
+            }
+            index.labels[..count].to_vec()
+        };
         let exemplars = self.exemplars.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let words = self.words();
         labels
             .into_iter()
             .enumerate()
             .map(|(slot, labels)| {
-                let cells = &self.cells[slot * self.stride..(slot + 1) * self.stride];
+                let base = self.cells_base + slot * self.stride;
+                let cells = &words[base..base + self.stride];
                 let (counts, sum) = cells.split_at(self.stride - 1);
-                let base = slot * self.stride;
                 SeriesSnapshot {
                     labels,
                     bucket_counts: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
                     sum_seconds: sum[0].load(Ordering::Relaxed) as f64 / 1e9,
-                    exemplars: (0..counts.len()).map(|bucket| exemplars.get(base + bucket).copied().flatten()).collect(),
+                    exemplars: (0..counts.len()).map(|bucket| exemplars.get(base - self.cells_base + bucket).copied().flatten()).collect(),
                 }
             })
             .collect()
+    }
+}
+
+/// A lock word shared between processes: holds the holder's pid. A holder that died while
+/// holding it (killed mid-insert, which takes microseconds) is detected and the lock taken over.
+struct SpinLock<'a> {
+    word: &'a AtomicU64,
+}
+
+impl<'a> SpinLock<'a> {
+    fn acquire(word: &'a AtomicU64) -> SpinLock<'a> {
+        let me = u64::from(std::process::id());
+        let started = Instant::now();
+        loop {
+            match word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return SpinLock { word },
+                Err(holder) if holder != 0 && started.elapsed() > Duration::from_millis(100) => {
+                    let alive = std::path::Path::new(&format!("/proc/{holder}")).exists();
+                    if !alive && word.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                        return SpinLock { word };
+                    }
+                    std::thread::yield_now();
+                }
+                Err(_) => std::hint::spin_loop(),
+            }
+        }
+    }
+}
+
+impl Drop for SpinLock<'_> {
+    fn drop(&mut self) {
+        self.word.store(0, Ordering::Release);
     }
 }
 
@@ -298,6 +555,56 @@ mod tests {
             RequestMetrics::new(Buckets::default(), 0).err(),
             Some(BeaconError::InvalidSeriesCap(0))
         );
+    }
+
+    #[test]
+    fn workers_sharing_a_region_see_each_others_series_and_counts() {
+        let key = format!("test-{}-{}", std::process::id(), crate::random::next_u64());
+        let buckets = || Buckets::new(&[0.01, 0.1]).unwrap();
+        let first = RequestMetrics::shared(buckets(), 10, &key).unwrap();
+        let second = RequestMetrics::shared(buckets(), 10, &key).unwrap();
+        first.observe(HttpMethod::Get, "/a", 200, 5_000_000);
+        second.observe(HttpMethod::Get, "/a", 200, 50_000_000);
+        second.observe(HttpMethod::Post, "/b", 201, 1);
+        first.observe(HttpMethod::Post, "/b", 201, 1);
+        for store in [&first, &second] {
+            let snapshot = store.snapshot();
+            assert_eq!(snapshot.len(), 2);
+            assert_eq!(snapshot[0].bucket_counts, vec![1, 1, 0]);
+            assert_eq!(&*snapshot[1].labels.route, "/b");
+            assert_eq!(snapshot[1].count(), 2);
+        }
+        // Both handles are in this process: one slot, gauge summed once.
+        first.request_started(HttpMethod::Get);
+        assert_eq!(second.active_requests(), vec![(HttpMethod::Get, 1)]);
+        assert_eq!(first.worker_pids(), vec![std::process::id()]);
+        std::fs::remove_file(first.shared_path().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn long_routes_are_told_apart() {
+        let metrics = store(10);
+        let long_a = format!("/{}a", "x".repeat(400));
+        let long_b = format!("/{}b", "x".repeat(400));
+        metrics.observe(HttpMethod::Get, &long_a, 200, 1);
+        metrics.observe(HttpMethod::Get, &long_b, 200, 1);
+        metrics.observe(HttpMethod::Get, &long_a, 200, 1);
+        let snapshot = metrics.snapshot();
+        assert_eq!(snapshot.len(), 2);
+        assert_eq!(snapshot[0].count(), 2);
+        assert_eq!(snapshot[0].labels.route.len(), ROUTE_WORDS * 8);
+    }
+
+    #[test]
+    fn heartbeats_describe_the_worker() {
+        let metrics = store(1);
+        assert_eq!(metrics.workers(), vec![]);
+        metrics.heartbeat(Duration::from_millis(30), Duration::from_millis(100));
+        let workers = metrics.workers();
+        assert_eq!(workers.len(), 1);
+        assert_eq!(workers[0].pid, std::process::id());
+        assert_eq!(workers[0].loop_lag, Duration::from_millis(30));
+        assert!(workers[0].heartbeat_age.unwrap() < Duration::from_secs(1));
     }
 
     #[test]

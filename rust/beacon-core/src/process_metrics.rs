@@ -23,9 +23,25 @@ pub struct ProcessStats {
 // it with sysconf would need unsafe FFI for no practical gain.
 const USER_HZ: f64 = 100.0;
 
+/// When process `pid` started, in clock ticks since boot (with the pid, it names a process
+/// uniquely: pids are reused, start times are not); None when there is no such process.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
 /// Reads the current process' stats; `None` where `/proc` is not available.
 pub fn read_self() -> Option<ProcessStats> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
+    read("self")
+}
+
+/// Reads the stats of process `pid`.
+pub fn read_pid(pid: u32) -> Option<ProcessStats> {
+    read(&pid.to_string())
+}
+
+fn read(process: &str) -> Option<ProcessStats> {
+    let stat = fs::read_to_string(format!("/proc/{process}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: split after its last ')'.
     let after_name = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
@@ -38,7 +54,7 @@ pub fn read_self() -> Option<ProcessStats> {
         s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
     })?;
 
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
     let kib = |key: &str| {
         status.lines().find_map(|l| {
             l.strip_prefix(key)
@@ -46,8 +62,8 @@ pub fn read_self() -> Option<ProcessStats> {
         })
     };
 
-    let open_fds = fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0);
-    let max_fds = fs::read_to_string("/proc/self/limits").ok().and_then(|limits| {
+    let open_fds = fs::read_dir(format!("/proc/{process}/fd")).map(|d| d.count() as u64).unwrap_or(0);
+    let max_fds = fs::read_to_string(format!("/proc/{process}/limits")).ok().and_then(|limits| {
         limits
             .lines()
             .find(|l| l.starts_with("Max open files"))

@@ -1,16 +1,20 @@
 //! `Beacon`: one middleware instance's native state (metrics, readiness, request ids).
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
+use beacon_core::http_server::{Request, Response};
+use beacon_core::side_port::{self, SidePortStart};
+use beacon_core::{process_metrics, shared_region};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
 use beacon_core::otlp::exporter::ExporterConfig;
 use beacon_core::otlp::http_post::Endpoint;
 use beacon_core::trace::sampler::Sampler;
 use beacon_core::trace::span::AttributeValue;
 use beacon_core::trace::tracer::Tracer;
-use beacon_core::{process_metrics, Buckets, CheckOutcome, HttpMethod, Readiness, RequestMetrics};
+use beacon_core::{Buckets, CheckOutcome, HttpMethod, Readiness, RequestMetrics};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
@@ -24,6 +28,56 @@ pub struct Shared {
     pub readiness: Readiness,
     pub tracer: Option<Tracer>,
     target: RwLock<TargetInfo>,
+    // A worker whose event loop has not run for this long makes the side port's /health fail.
+    stall: Duration,
+}
+
+impl Shared {
+    fn render(&self, accept: Option<&str>) -> (String, Format) {
+        let format = Format::negotiate(accept);
+        let target = self.target.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let text = exposition::render(
+            &Scrape {
+                metrics: &self.metrics,
+                readiness: &self.readiness,
+                target: &target,
+                processes: exposition::current_processes(&self.metrics),
+                spans: self.tracer.as_ref().map(|t| t.stats()),
+            },
+            format,
+        );
+        (text, format)
+    }
+
+    /// The side port's answers; never touches Python.
+    fn side_port_answer(&self, request: &Request) -> Response {
+        match request.path.as_str() {
+            "/health" => {
+                let stalled: Vec<String> = self
+                    .metrics
+                    .workers()
+                    .iter()
+                    .filter_map(|w| w.heartbeat_age.filter(|age| *age >= self.stall).map(|age| format!("worker {} event loop stalled for {:.1}s", w.pid, age.as_secs_f64())))
+                    .collect();
+                if stalled.is_empty() {
+                    Response::new("200 OK", "application/health+json", "{\"status\":\"pass\"}")
+                } else {
+                    let body = serde_json::json!({"status": "fail", "output": stalled.join("; ")}).to_string();
+                    Response::new("503 Service Unavailable", "application/health+json", body)
+                }
+            }
+            "/ready" => {
+                let report = self.readiness.report_json();
+                let status = if report.status_code == 200 { "200 OK" } else { "503 Service Unavailable" };
+                Response::new(status, "application/health+json", report.body)
+            }
+            "/metrics" => {
+                let (text, format) = self.render(request.accept.as_deref());
+                Response::new("200 OK", format.content_type(), text)
+            }
+            _ => Response::not_found("the side port serves /health, /ready and /metrics"),
+        }
+    }
 }
 
 /// Native state of one `BeaconMiddleware`.
@@ -37,6 +91,11 @@ pub struct Beacon {
     route_template: Py<PyAny>,
     // The paths the middleware answers itself (/health, /ready, /metrics when enabled).
     own_paths: Vec<String>,
+    // Why the metrics could not be shared between workers, if they could not.
+    shared_error: Option<String>,
+    // The process whose thread serves (or waits for) the side port: threads do not survive a
+    // fork, so a forked worker starts its own.
+    side_port_pid: Mutex<Option<u32>>,
 }
 
 #[pymethods]
@@ -46,7 +105,7 @@ impl Beacon {
         *, service_name, route_template, own_paths=Vec::new(), buckets=None, max_series=2000,
         request_id_header="x-request-id", trace_endpoint=None, trace_headers=Vec::new(), sampler=None,
         sampler_arg=None, resource=Vec::new(), trace_timeout=10.0, trace_queue_size=2048,
-        trace_batch_size=512, trace_interval=5.0,
+        trace_batch_size=512, trace_interval=5.0, shared_key=None, stall_seconds=5.0,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -66,6 +125,8 @@ impl Beacon {
         trace_queue_size: usize,
         trace_batch_size: usize,
         trace_interval: f64,
+        shared_key: Option<String>,
+        stall_seconds: f64,
     ) -> PyResult<Self> {
         let buckets = match buckets {
             Some(bounds) => Buckets::new(&bounds).map_err(to_py_err)?,
@@ -76,7 +137,22 @@ impl Beacon {
                 "request_id_header {request_id_header:?} is not a valid HTTP header name"
             )));
         }
-        let metrics = RequestMetrics::new(buckets, max_series).map_err(to_py_err)?;
+        let stall = Duration::try_from_secs_f64(stall_seconds)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| ConfigError::new_err(format!("the stall threshold must be a positive number of seconds, got {stall_seconds}")))?;
+        let (metrics, shared_error) = match shared_key {
+            None => (RequestMetrics::new(buckets, max_series).map_err(to_py_err)?, None),
+            Some(key) => {
+                // Regions of instances that are gone must not pile up in /dev/shm.
+                shared_region::remove_stale(|pid, start| process_metrics::start_ticks(pid) == Some(start));
+                match RequestMetrics::shared(buckets.clone(), max_series, &key) {
+                    Ok(metrics) => (metrics, None),
+                    // Per-worker metrics are worse than shared ones, but better than no app.
+                    Err(error) => (RequestMetrics::new(buckets, max_series).map_err(to_py_err)?, Some(error.to_string())),
+                }
+            }
+        };
         let tracer = match trace_endpoint {
             None => None,
             Some(url) => {
@@ -111,7 +187,10 @@ impl Beacon {
                 readiness: Readiness::new(),
                 tracer,
                 target: RwLock::new(TargetInfo { service_name }),
+                stall,
             }),
+            shared_error,
+            side_port_pid: Mutex::new(None),
             request_id_header: request_id_header.to_ascii_lowercase().into_bytes(),
             request_id_header_bytes: PyBytes::new(py, request_id_header.to_ascii_lowercase().as_bytes()).unbind(),
             route_template,
@@ -181,22 +260,52 @@ impl Beacon {
     /// Formatting runs detached from the interpreter so other threads keep running.
     #[pyo3(signature = (accept=None))]
     fn render_metrics(&self, py: Python<'_>, accept: Option<&str>) -> (Py<PyBytes>, &'static str) {
-        let format = Format::negotiate(accept);
         let shared = &self.shared;
-        let text = py.detach(|| {
-            let target = shared.target.read().unwrap_or_else(PoisonError::into_inner).clone();
-            exposition::render(
-                &Scrape {
-                    metrics: &shared.metrics,
-                    readiness: &shared.readiness,
-                    target: &target,
-                    process: process_metrics::read_self(),
-                    spans: shared.tracer.as_ref().map(|t| t.stats()),
-                },
-                format,
-            )
-        });
+        let (text, format) = py.detach(|| shared.render(accept));
         (PyBytes::new(py, text.as_bytes()).unbind(), format.content_type())
+    }
+
+    /// The file in /dev/shm the workers of this instance share, or None (one process).
+    #[getter]
+    fn shared_path(&self) -> Option<String> {
+        self.shared.metrics.shared_path().map(|p| p.display().to_string())
+    }
+
+    /// Why sharing the metrics failed (then each worker keeps its own), or None.
+    #[getter]
+    fn shared_error(&self) -> Option<String> {
+        self.shared_error.clone()
+    }
+
+    /// Records that this process' event loop ran, `lag` seconds later than planned; `interval`
+    /// is the watchdog's period.
+    fn heartbeat(&self, lag: f64, interval: f64) {
+        let seconds = |value: f64| Duration::try_from_secs_f64(value.max(0.0)).unwrap_or_default();
+        self.shared.metrics.heartbeat(seconds(lag), seconds(interval));
+    }
+
+    /// Serves /health, /ready and /metrics on `host:port` from a thread that never needs the
+    /// interpreter. Returns "serving", or "standby" when another process (another worker of the
+    /// instance) holds the port: this one takes over if it goes away. Once per process.
+    fn start_side_port(&self, py: Python<'_>, host: &str, port: u16) -> PyResult<Option<&'static str>> {
+        let pid = std::process::id();
+        let mut started = self.side_port_pid.lock().unwrap_or_else(PoisonError::into_inner);
+        if *started == Some(pid) {
+            return Ok(None);
+        }
+        let address: SocketAddr = format!("{host}:{port}")
+            .parse()
+            .or_else(|_| format!("[{host}]:{port}").parse())
+            .map_err(|_| ConfigError::new_err(format!("side port address {host}:{port} is not an IP address and port")))?;
+        let shared = Arc::clone(&self.shared);
+        let outcome = py
+            .detach(|| side_port::start(address, move |request| shared.side_port_answer(request)))
+            .map_err(|e| ConfigError::new_err(format!("cannot serve the side port on {address}: {e}")))?;
+        *started = Some(pid);
+        Ok(Some(match outcome {
+            SidePortStart::Serving => "serving",
+            SidePortStart::Standby => "standby",
+        }))
     }
 
     /// Sends the spans queued so far; waits at most `timeout` seconds, detached from the
