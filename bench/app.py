@@ -23,6 +23,15 @@ async def get_item(item_id: int) -> dict[str, int]:
     return {"id": item_id}
 
 
+async def _numbered() -> dict[str, bool]:
+    return {"ok": True}
+
+
+# BENCH_ROUTES=N adds routes /r0 ... /r{N-1}: one series each once visited (scrape benchmarks).
+for _number in range(int(os.environ.get("BENCH_ROUTES", "0"))):
+    app.add_api_route(f"/r{_number}", _numbered, methods=["GET"])
+
+
 def _otel() -> None:
     # The usual OpenTelemetry set-up: SDK provider, batch processor; spans go to an exporter that
     # drops them, so the figure is the instrumentation's own cost, not a collector's.
