@@ -40,7 +40,7 @@ def start(variant: str, workers: int, env: dict[str, str] | None = None) -> tupl
     if workers > 1:
         command += ["--workers", str(workers)]
     full_env = {**os.environ, "BENCH_VARIANT": variant, "PYTHONPATH": str(ROOT), "BEACON_DRAIN_SECONDS": "0", "PYTHONHASHSEED": "0", **(env or {})}
-    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -71,7 +71,7 @@ def tree_cpu(pid: int) -> float:
 
 
 def wrk(port: int, seconds: float, path: str = "/items/7") -> float:
-    result = subprocess.run(["wrk", "-t2", "-c32", f"-d{seconds}s", f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True)
+    result = subprocess.run(["wrk", "-t2", "-c32", f"-d{max(1, round(seconds))}s", f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True)
     return float(re.search(r"(\d+) requests in", result.stdout).group(1))  # type: ignore[union-attr]
 
 
@@ -81,11 +81,13 @@ def throughput(workers: int, rounds: int, seconds: float) -> tuple[float, float]
         per: dict[str, tuple[float, float]] = {}
         for variant in ("bare", "caddy-beacon"):
             process, port = start(variant, workers)
-            wrk(port, 1)  # warm-up
-            before = tree_cpu(process.pid)
-            requests = wrk(port, seconds)
-            per[variant] = ((tree_cpu(process.pid) - before) / requests, requests / seconds)
-            stop(process)
+            try:
+                wrk(port, 1)  # warm-up
+                before = tree_cpu(process.pid)
+                requests = wrk(port, seconds)
+                per[variant] = ((tree_cpu(process.pid) - before) / requests, requests / seconds)
+            finally:
+                stop(process)
         ratios_cpu.append(per["bare"][0] / per["caddy-beacon"][0])
         ratios_rps.append(per["caddy-beacon"][1] / per["bare"][1])
     return statistics.median(ratios_cpu), statistics.median(ratios_rps)
@@ -110,7 +112,7 @@ def health_under_load(seconds: float) -> None:
     side = free_port()
     process, port = start("caddy-beacon", 1, {"BEACON_SIDE_PORT": str(side)})
     try:
-        load = threading.Thread(target=wrk, args=(port, seconds + 2))
+        load = threading.Thread(target=wrk, args=(port, seconds + 4))
         load.start()
         time.sleep(1)
         results = {}
@@ -142,14 +144,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--workers", default="1,2", help="worker counts to compare, e.g. 2")
+    parser.add_argument("--only-throughput", action="store_true")
     options = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is missing: apt-get install wrk")
-    for workers in (1, 2):
+    for workers in (int(n) for n in options.workers.split(",")):
         cpu, rps = throughput(workers, options.rounds, options.seconds)
         print(f"caddy-beacon vs bare, {workers} worker{'s' if workers > 1 else ' '}: cpu ratio {cpu:.3f}   rps ratio {rps:.3f}   ({options.rounds} rounds)")
-    health_under_load(options.seconds * 2)
-    scrape_time()
+    if not options.only_throughput:
+        health_under_load(options.seconds * 2)
+        scrape_time()
 
 
 if __name__ == "__main__":

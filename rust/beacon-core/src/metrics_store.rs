@@ -100,7 +100,11 @@ const SERIES: usize = WORKERS + WORKER_SLOTS * WORKER_WORDS;
 const ROUTE_WORDS: usize = 32;
 const SERIES_WORDS: usize = 2 + ROUTE_WORDS;
 const READY_BIT: u64 = 1 << 63;
-const LAYOUT_VERSION: u64 = 1;
+const LAYOUT_VERSION: u64 = 2;
+/// Copies of the histogram cells: each worker adds into the copy of its slot (modulo this), and
+/// a scrape sums them. Workers writing the same cache lines from different cores would make
+/// every increment a cache miss (measured: ~5 % of throughput with two workers).
+const CELL_SHARDS: usize = 16;
 
 /// Request duration histograms and active-request gauges of one app instance.
 pub struct RequestMetrics {
@@ -162,11 +166,11 @@ impl RequestMetrics {
         }
         let stride = buckets.len() + 2;
         let cells_base = SERIES + max_series * SERIES_WORDS;
-        let words = cells_base + max_series * stride;
+        let words = cells_base + CELL_SHARDS * max_series * stride;
         let region = match key {
             None => Region::private(words),
             Some(key) => {
-                let layout = fnv1a(format!("{LAYOUT_VERSION} {max_series} {:?} {}", buckets.seconds(), HttpMethod::ALL.len()).as_bytes());
+                let layout = fnv1a(format!("{LAYOUT_VERSION} {CELL_SHARDS} {max_series} {:?} {}", buckets.seconds(), HttpMethod::ALL.len()).as_bytes());
                 Region::shared(key, words, layout)
             }
         }
@@ -221,6 +225,13 @@ impl RequestMetrics {
     fn claim_slot(&self) -> usize {
         let pid = u64::from(std::process::id());
         let start = start_ticks(pid as u32).unwrap_or(0);
+        // Another handle in this process (two apps with the middleware) already has a slot.
+        if let Some(slot) = (0..WORKER_SLOTS).find(|slot| {
+            let worker = self.worker(*slot);
+            worker[W_PID].load(Ordering::Acquire) == pid && worker[W_START].load(Ordering::Acquire) == start
+        }) {
+            return slot;
+        }
         for slot in 0..WORKER_SLOTS {
             let worker = self.worker(slot);
             let holder = worker[W_PID].load(Ordering::Acquire);
@@ -288,7 +299,7 @@ impl RequestMetrics {
             if exemplars.is_empty() {
                 exemplars.resize(self.max_series * self.stride, None);
             }
-            exemplars[cell - self.cells_base] = Some(exemplar);
+            exemplars[cell] = Some(exemplar);
         }
     }
 
@@ -297,17 +308,18 @@ impl RequestMetrics {
         self.observe_cell(method, route, status, elapsed_nanos);
     }
 
-    /// Records one duration; returns the bucket cell (word index) it went to.
+    /// Records one duration; returns the bucket cell it went to (index within one shard).
     fn observe_cell(&self, method: HttpMethod, route: &str, status: u16, elapsed_nanos: u64) -> Option<usize> {
         let words = self.words();
         let Some(slot) = self.slot_for(method, route, status) else {
             words[SERIES_DROPPED].fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let base = self.cells_base + slot * self.stride;
+        let shard = self.cells_base + (self.my_slot() % CELL_SHARDS) * self.max_series * self.stride;
+        let base = slot * self.stride;
         let cell = base + self.buckets.index_of(elapsed_nanos);
-        words[cell].fetch_add(1, Ordering::Relaxed);
-        words[base + self.stride - 1].fetch_add(elapsed_nanos, Ordering::Relaxed);
+        words[shard + cell].fetch_add(1, Ordering::Relaxed);
+        words[shard + base + self.stride - 1].fetch_add(elapsed_nanos, Ordering::Relaxed);
         Some(cell)
     }
 
@@ -446,14 +458,20 @@ impl RequestMetrics {
             .into_iter()
             .enumerate()
             .map(|(slot, labels)| {
-                let base = self.cells_base + slot * self.stride;
-                let cells = &words[base..base + self.stride];
-                let (counts, sum) = cells.split_at(self.stride - 1);
+                let base = slot * self.stride;
+                let mut cells = vec![0u64; self.stride];
+                for shard in 0..CELL_SHARDS {
+                    let start = self.cells_base + shard * self.max_series * self.stride + base;
+                    for (total, cell) in cells.iter_mut().zip(&words[start..start + self.stride]) {
+                        *total = total.wrapping_add(cell.load(Ordering::Relaxed));
+                    }
+                }
+                let sum_nanos = cells.pop().unwrap_or(0);
                 SeriesSnapshot {
                     labels,
-                    bucket_counts: counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
-                    sum_seconds: sum[0].load(Ordering::Relaxed) as f64 / 1e9,
-                    exemplars: (0..counts.len()).map(|bucket| exemplars.get(base - self.cells_base + bucket).copied().flatten()).collect(),
+                    sum_seconds: sum_nanos as f64 / 1e9,
+                    exemplars: (0..cells.len()).map(|bucket| exemplars.get(base + bucket).copied().flatten()).collect(),
+                    bucket_counts: cells,
                 }
             })
             .collect()
