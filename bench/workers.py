@@ -6,7 +6,8 @@ to scrape `/metrics` with 1,000 series across 4 workers.
 
 Needs `wrk` (apt-get install wrk). Throughput is measured as in bench/throughput.py: server CPU
 time per request (summed over the server's processes), as a ratio to the bare app, median of
-per-round ratios with bare and caddy-beacon visited alternately.
+per-round ratios with bare and caddy-beacon visited alternately (each going first every other
+round). This machine is shared: single runs drift by several percent, so use many rounds.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ def wrk(port: int, seconds: float, path: str = "/items/7") -> float:
 
 def throughput(workers: int, rounds: int, seconds: float) -> tuple[float, float]:
     ratios_cpu, ratios_rps = [], []
-    for _ in range(rounds):
+    for round_ in range(rounds):
         per: dict[str, tuple[float, float]] = {}
-        for variant in ("bare", "caddy-beacon"):
+        # Alternate which goes first, so a drift of the machine within a round cancels out.
+        for variant in ("bare", "caddy-beacon") if round_ % 2 == 0 else ("caddy-beacon", "bare"):
             process, port = start(variant, workers)
             try:
                 wrk(port, 1)  # warm-up

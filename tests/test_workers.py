@@ -87,9 +87,10 @@ def test_a_killed_worker_takes_nothing_away(start: Callable[..., Server]) -> Non
     assert counts(server, 10) == [total + 100] * 10
 
 
-def test_recycled_workers_keep_totals_exact_and_nothing_piles_up(start: Callable[..., Server]) -> None:
+@pytest.mark.parametrize("preload", [False, True], ids=["imported-per-worker", "preload"])
+def test_recycled_workers_keep_totals_exact_and_nothing_piles_up(start: Callable[..., Server], preload: bool) -> None:
     before = shared_files()
-    server = start(server="gunicorn", workers=2, args=("--max-requests", "40"))
+    server = start(server="gunicorn", workers=2, args=("--max-requests", "40", *(["--preload"] if preload else [])))
     mine = shared_files() - before
     assert len(mine) == 1, "one shared file per instance"
     size = os.path.getsize(next(iter(mine)))
