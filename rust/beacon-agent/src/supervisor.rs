@@ -35,12 +35,10 @@ pub struct App {
 pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, AgentError> {
     let (program, args) = command.split_first().ok_or_else(|| AgentError::Usage("nothing to run after --".into()))?;
     let mut builder = Command::new(program);
+    // The app keeps its own drain delay (caddy-beacon's middleware serves on for 5 s after
+    // SIGTERM by default): an HTTP/2 connection that a Caddy reload left on the old server can
+    // still route to this upstream after it was removed, until Caddy's grace_period ends.
     builder.args(args).process_group(0);
-    // The companion has already drained Caddy's traffic when it passes SIGTERM on: the app's own
-    // drain delay (caddy-beacon's middleware waits 5 s by default) would only slow the stop.
-    if std::env::var_os("BEACON_DRAIN_SECONDS").is_none() {
-        builder.env("BEACON_DRAIN_SECONDS", "0");
-    }
     die_with_parent(&mut builder);
     let mut child = builder.spawn().map_err(|e| AgentError::Usage(format!("cannot start {program:?}: {e}")))?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| AgentError::Usage("child pid out of range".into()))?);
