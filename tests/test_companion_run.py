@@ -99,9 +99,8 @@ def test_replicas_get_traffic_only_once_ready(companions: Launch, caddy: Caddy, 
 
 
 def test_rolling_restart_under_load_fails_no_request(companions: Launch, tmp_path: Path) -> None:
-    # grace_period: a Caddy reload can leave an HTTP/2 connection on the old server (accepted as
-    # it shut down, it never gets a GOAWAY), still routing with the old upstreams; the grace
-    # period closes it, well within the replicas' own 5 s drain (see the README).
+    # grace_period as a production Caddyfile would set it. (It does not close the HTTP/2
+    # connections a reload sometimes leaves on the old server: see stale_config_failures.)
     caddy = launch_caddy(tmp_path, SITE, tls=True, global_options="\tgrace_period 3s\n")
     try:
         _rolling_restart(companions, caddy, tmp_path)
