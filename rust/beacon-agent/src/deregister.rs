@@ -6,53 +6,59 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::config_tree::{objects, text};
 use crate::upstream::OWNED_ID_PREFIX;
 use crate::{AdminClient, AgentError};
 
 /// `@id`s of owned upstream entries dialling `address`, anywhere in the config.
 pub fn owned_ids_for(config: &Value, address: &str) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut stack = vec![config];
-    while let Some(value) = stack.pop() {
-        match value {
-            Value::Object(map) => {
-                if let (Some(id), Some(dial)) = (map.get("@id").and_then(Value::as_str), map.get("dial").and_then(Value::as_str)) {
-                    if id.starts_with(OWNED_ID_PREFIX) && dial == address {
-                        ids.push(id.to_owned());
-                    }
-                }
-                stack.extend(map.values());
-            }
-            Value::Array(items) => stack.extend(items),
-            _ => {}
-        }
-    }
+    let mut ids: Vec<String> = objects(config)
+        .into_iter()
+        .filter(|object| text(object, "dial") == Some(address))
+        .filter_map(|object| text(object, "@id").filter(|id| id.starts_with(OWNED_ID_PREFIX)).map(str::to_owned))
+        .collect();
     ids.sort();
     ids.dedup();
     ids
 }
 
 fn dialled_without_id(config: &Value, address: &str) -> bool {
-    match config {
-        Value::Object(map) => {
-            let unowned = map.get("dial").and_then(Value::as_str) == Some(address)
-                && !map.get("@id").and_then(Value::as_str).is_some_and(|id| id.starts_with(OWNED_ID_PREFIX));
-            unowned || map.values().any(|v| dialled_without_id(v, address))
-        }
-        Value::Array(items) => items.iter().any(|v| dialled_without_id(v, address)),
-        _ => false,
-    }
+    objects(config)
+        .into_iter()
+        .any(|object| text(object, "dial") == Some(address) && !text(object, "@id").is_some_and(|id| id.starts_with(OWNED_ID_PREFIX)))
 }
 
-/// Requests in flight to `address`, or None once Caddy has forgotten it (it keeps a removed
-/// upstream listed while requests to it are still running).
-fn in_flight(client: &AdminClient, address: &str) -> Result<Option<u64>, AgentError> {
-    let (upstreams, _) = client.get_json("/reverse_proxy/upstreams")?;
-    Ok(upstreams.as_array().and_then(|list| {
-        list.iter()
-            .find(|u| u.get("address").and_then(Value::as_str) == Some(address))
-            .map(|u| u.get("num_requests").and_then(Value::as_u64).unwrap_or(0))
-    }))
+/// Polls Caddy's upstream list until `address` has no request in flight (or is no longer
+/// listed: Caddy keeps a removed upstream there while requests to it run) or `deadline` passes;
+/// returns the requests still running. A failed read goes to `on_error`, which decides whether
+/// to stop (return the error) or keep polling.
+pub fn wait_until_drained(
+    client: &AdminClient,
+    address: &str,
+    deadline: Instant,
+    mut on_error: impl FnMut(AgentError) -> Result<(), AgentError>,
+) -> Result<u64, AgentError> {
+    let mut running = 0;
+    loop {
+        match client.get_json("/reverse_proxy/upstreams") {
+            Ok((upstreams, _)) => {
+                running = upstreams
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|u| u.get("address").and_then(Value::as_str) == Some(address))
+                    .map_or(0, |u| u.get("num_requests").and_then(Value::as_u64).unwrap_or(0));
+                if running == 0 {
+                    return Ok(0);
+                }
+            }
+            Err(error) => on_error(error)?,
+        }
+        if Instant::now() >= deadline {
+            return Ok(running);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Removes the owned entries for `address` from one Caddy and waits for its requests to end.
@@ -78,21 +84,14 @@ pub fn deregister(client: &AdminClient, address: &str, drain_timeout: Duration) 
         }
     }
     let started = Instant::now();
-    loop {
-        match in_flight(client, address)? {
-            None | Some(0) => {
-                return Ok(format!(
-                    "deregistered {address} from {admin} ({} entr{}); drained in {:.1}s",
-                    ids.len(),
-                    if ids.len() == 1 { "y" } else { "ies" },
-                    started.elapsed().as_secs_f64()
-                ))
-            }
-            Some(running) if started.elapsed() >= drain_timeout => {
-                return Err(AgentError::DrainTimeout { address: address.to_owned(), admin, running });
-            }
-            Some(_) => thread::sleep(Duration::from_millis(100)),
-        }
+    match wait_until_drained(client, address, started + drain_timeout, Err)? {
+        0 => Ok(format!(
+            "deregistered {address} from {admin} ({} entr{}); drained in {:.1}s",
+            ids.len(),
+            if ids.len() == 1 { "y" } else { "ies" },
+            started.elapsed().as_secs_f64()
+        )),
+        running => Err(AgentError::DrainTimeout { address: address.to_owned(), admin, running }),
     }
 }
 

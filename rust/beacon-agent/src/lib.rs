@@ -8,6 +8,7 @@ mod admin_client;
 mod app_probe;
 mod backoff;
 mod cli;
+mod config_tree;
 mod deregister;
 mod error;
 mod events_sink;

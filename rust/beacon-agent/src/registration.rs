@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::backoff::{jitter, Backoff};
+use crate::config_tree::contains_id;
+use crate::deregister::wait_until_drained;
 use crate::health::parse_gauges;
 use crate::log;
 use crate::site::{locate, Target};
@@ -316,31 +318,15 @@ impl Reconciler {
         LeaveReport { admin: self.admin(), still_in_flight, elapsed, error: None }
     }
 
-    /// Polls Caddy's upstream list until the address is gone or idle; returns what is left.
+    /// Waits for requests in flight to the removed upstream; returns what is left at `deadline`.
     fn drain(&self, deadline: Instant) -> u64 {
-        let mut last = 0;
-        loop {
-            match self.client.get_json("/reverse_proxy/upstreams") {
-                Ok((upstreams, _)) => {
-                    let running = upstreams
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .find(|u| u.get("address").and_then(Value::as_str) == Some(&self.upstream.dial))
-                        .map_or(0, |u| u.get("num_requests").and_then(Value::as_u64).unwrap_or(0));
-                    lock(&self.state).in_flight = Some(running);
-                    if running == 0 {
-                        return 0;
-                    }
-                    last = running;
-                }
-                Err(error) => self.count_error(&error.to_string()),
-            }
-            if Instant::now() >= deadline {
-                return last;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        let running = wait_until_drained(&self.client, &self.upstream.dial, deadline, |error| {
+            self.count_error(&error.to_string());
+            Ok(())
+        })
+        .unwrap_or(0);
+        lock(&self.state).in_flight = Some(running);
+        running
     }
 
     fn warn_if_last_healthy(&self, snapshot: &Snapshot) {
@@ -514,14 +500,6 @@ pub fn note_transition(state: &mut CaddyState, mine: &str, host: &str, healthy: 
     match (healthy, was) {
         (true, Some(false)) | (true, None) => log::info(message),
         _ => log::warn(message),
-    }
-}
-
-fn contains_id(config: &Value, id: &str) -> bool {
-    match config {
-        Value::Object(map) => map.get("@id").and_then(Value::as_str) == Some(id) || map.values().any(|v| contains_id(v, id)),
-        Value::Array(items) => items.iter().any(|v| contains_id(v, id)),
-        _ => false,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::config_tree::{objects, text};
 use crate::health::parse_gauges;
 use crate::upstream::OWNED_ID_PREFIX;
 use crate::{AdminClient, AgentError};
@@ -25,18 +26,12 @@ pub struct UpstreamStatus {
     pub owned: bool,
 }
 
-fn owned_dials(config: &Value, owned: &mut Vec<String>) {
-    match config {
-        Value::Object(map) => {
-            let is_owned = map.get("@id").and_then(Value::as_str).is_some_and(|id| id.starts_with(OWNED_ID_PREFIX));
-            if let (true, Some(dial)) = (is_owned, map.get("dial").and_then(Value::as_str)) {
-                owned.push(dial.to_owned());
-            }
-            map.values().for_each(|v| owned_dials(v, owned));
-        }
-        Value::Array(items) => items.iter().for_each(|v| owned_dials(v, owned)),
-        _ => {}
-    }
+fn owned_dials(config: &Value) -> Vec<&str> {
+    objects(config)
+        .into_iter()
+        .filter(|object| text(object, "@id").is_some_and(|id| id.starts_with(OWNED_ID_PREFIX)))
+        .filter_map(|object| text(object, "dial"))
+        .collect()
 }
 
 /// Reads the upstreams of one Caddy.
@@ -45,8 +40,7 @@ pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> 
     let metrics = client.get_ok("/metrics")?;
     let gauges = parse_gauges(&String::from_utf8_lossy(&metrics.body));
     let (config, _) = client.get_json("/config/")?;
-    let mut owned = Vec::new();
-    owned_dials(&config, &mut owned);
+    let owned = owned_dials(&config);
     let admin = client.address().url();
     Ok(upstreams
         .as_array()
@@ -60,7 +54,7 @@ pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> 
                 healthy: gauges.iter().find(|(a, _)| *a == address).map(|(_, h)| *h),
                 in_flight: u.get("num_requests").and_then(Value::as_u64).unwrap_or(0),
                 fails: u.get("fails").and_then(Value::as_u64).unwrap_or(0),
-                owned: owned.contains(&address),
+                owned: owned.contains(&address.as_str()),
                 address,
             })
         })
@@ -122,9 +116,7 @@ mod tests {
     fn finds_owned_upstreams_anywhere_in_the_config() {
         let config = json!({"apps": {"http": {"servers": {"a": {"routes": [{"handle": [{"upstreams": [
             {"@id": "caddy-beacon-x", "dial": "10.0.0.1:80"}, {"dial": "10.0.0.2:80"}, {"@id": "other", "dial": "10.0.0.3:80"}]}]}]}}}}});
-        let mut owned = Vec::new();
-        owned_dials(&config, &mut owned);
-        assert_eq!(owned, vec!["10.0.0.1:80"]);
+        assert_eq!(owned_dials(&config), vec!["10.0.0.1:80"]);
     }
 
     #[test]
