@@ -13,6 +13,7 @@ __all__ = [
     "UNMATCHED_ROUTE",
     "__version__",
     "after_fork_in_child",
+    "process_start_ticks",
     "run_companion",
 ]
 
@@ -30,6 +31,10 @@ class ConfigError(BeaconError):
 
 def after_fork_in_child() -> None:
     """Reseeds request-id generation in a forked child (registered with os.register_at_fork)."""
+
+def process_start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (from /proc), or None when there
+    is no such process. Pid and start time together name a process for good."""
 
 def run_companion(argv: list[str]) -> int:
     """Runs the ``caddy-beacon`` companion with ``argv`` (program name first), detached from

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 
-from caddy_beacon._native import Beacon
+from caddy_beacon._native import Beacon, process_start_ticks
 
 log = logging.getLogger("caddy_beacon")
 
@@ -47,14 +47,6 @@ def _runs_a_server(pid: int) -> bool:
     return any(a == "-m" and b in _SERVERS for a, b in zip(head, head[1:]))
 
 
-def _start_ticks(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as file:
-            return int(file.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def instance_key() -> str | None:
     """The name of the metrics region this process shares, or None to keep its own."""
     setting = os.environ.get("BEACON_SHARED_METRICS", "auto").strip().lower()
@@ -67,7 +59,7 @@ def instance_key() -> str | None:
         owner = me  # the main process itself (single process, or gunicorn --preload)
     else:
         return None
-    ticks = _start_ticks(owner)
+    ticks = process_start_ticks(owner)
     if ticks is None:
         return None
     return f"{os.getuid()}-{owner}-{ticks}"

@@ -23,7 +23,16 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(run_companion, m)?)?;
+    m.add_function(wrap_pyfunction!(process_start_ticks, m)?)?;
     Ok(())
+}
+
+/// When process `pid` started, in clock ticks since boot; None when there is no such process.
+/// With the pid it names a process for good (pids are reused, start times are not): the shared
+/// metrics region of an instance is named with both.
+#[pyfunction]
+fn process_start_ticks(pid: u32) -> Option<u64> {
+    beacon_core::process_metrics::start_ticks(pid)
 }
 
 /// The `caddy-beacon` command installed by pip: runs the companion (beacon-agent) with `argv`
