@@ -39,13 +39,14 @@ class NotProcessed(Exception):
 class H2Connection:
     """One TLS connection speaking HTTP/2, one request at a time."""
 
-    def __init__(self, host: str, port: int, timeout: float = 10) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 10, *, raw: socket.socket | None = None) -> None:
+        """`raw`: a TCP connection to (host, port) opened earlier, for a TLS handshake now."""
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE  # Caddy's internal CA in tests
         context.set_alpn_protocols(["h2"])
         try:
-            raw = socket.create_connection((host, port), timeout=timeout)
+            raw = raw or socket.create_connection((host, port), timeout=timeout)
             self.sock = context.wrap_socket(raw, server_hostname=host)
         except OSError as error:
             raise NotProcessed(f"connect: {error}") from error

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import Server, launch_caddy, wait_until
-from tests.otlp_receiver import OtlpReceiver
+from examples.otlp_receiver import OtlpReceiver
 
 
 @pytest.fixture

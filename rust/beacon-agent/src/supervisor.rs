@@ -36,8 +36,9 @@ pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, Agent
     let (program, args) = command.split_first().ok_or_else(|| AgentError::Usage("nothing to run after --".into()))?;
     let mut builder = Command::new(program);
     // The app keeps its own drain delay (caddy-beacon's middleware serves on for 5 s after
-    // SIGTERM by default): an HTTP/2 connection that a Caddy reload left on the old server can
-    // still route to this upstream after it was removed, until Caddy's grace_period ends.
+    // SIGTERM by default): an HTTP/2 connection that a Caddy reload left on the superseded
+    // server still routes to this upstream after it was removed; once the app is gone, Caddy
+    // retries those requests elsewhere only with zero-wait `lb_retries` (see the Caddyfile).
     builder.args(args).process_group(0);
     die_with_parent(&mut builder);
     let mut child = builder.spawn().map_err(|e| AgentError::Usage(format!("cannot start {program:?}: {e}")))?;

@@ -1,5 +1,6 @@
-"""An OTLP/HTTP trace receiver for tests: decodes what Caddy and the app export with the
-official protobuf definitions (opentelemetry-proto), so an encoding mistake cannot hide."""
+"""An OTLP/HTTP trace receiver for the tests and `make demo`: decodes what Caddy and the app
+export with the official protobuf definitions (opentelemetry-proto), so an encoding mistake
+cannot hide."""
 
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ class ReceivedSpan:
 
 @dataclass
 class OtlpReceiver:
-    """Collects spans posted to http://127.0.0.1:<port>/v1/traces."""
+    """Collects spans posted to http://127.0.0.1:<port>/v1/traces (`port` 0: any free one),
+    keeping the newest `keep` of them (None: all)."""
 
+    port: int = 0
+    keep: int | None = None
     delay: float = 0.0
     status: int = 200
     spans: list[ReceivedSpan] = field(default_factory=list)
@@ -80,6 +84,8 @@ class OtlpReceiver:
                     receiver.requests += 1
                     if receiver.status == 200:
                         receiver.spans.extend(received)
+                        if receiver.keep is not None:
+                            del receiver.spans[: -receiver.keep]
                 self.send_response(receiver.status)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", "0")
@@ -88,7 +94,7 @@ class OtlpReceiver:
             def log_message(self, format: str, *args: Any) -> None:
                 return None
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = int(self.server.server_address[1])
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
