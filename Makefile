@@ -1,5 +1,6 @@
-# caddy-beacon: `make demo` runs the example app with the middleware, `make test` installs
-# everything the tests need and runs them all. Both work on a fresh machine.
+# caddy-beacon: `make demo` runs the whole stack (Caddy, two replicas under companions,
+# Prometheus if present) without Docker; `make test` installs everything the tests need and
+# runs them all. Both work on a fresh machine.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,14 +8,20 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # One Cargo target directory for cargo, maturin and pip builds: nothing is compiled twice.
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
-DEMO_PORT ?= 8000
+# Extra arguments for the demo, e.g. DEMO_ARGS="--port 8081" (see python -m examples.demo --help).
+DEMO_ARGS ?=
+# Prometheus comes from Debian's package, unpacked into the virtualenv: no service is started
+# and nothing is installed system-wide. `make demo` uses it when present.
+PROMETHEUS := $(VENV)/bin/prometheus
+# The Compose Specification's JSON schema, as Docker's docker-compose 1.29.2 ships it (PyPI).
+COMPOSE_SCHEMA := $(VENV)/share/compose_spec.json
 # The maturin build backend runs the `maturin` executable, which lives in the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv install install-test test test-rust test-python lint demo bench clean
+.PHONY: help venv install install-test test test-rust test-python lint demo bench clean prometheus
 
 help:
-	@echo "make demo   - build, start the example app (uvicorn) with caddy-beacon, print URLs to try"
+	@echo "make demo   - Caddy + two example replicas under caddy-beacon (+ Prometheus if present); Ctrl-C stops all"
 	@echo "make test   - install Rust build, package, Caddy and test tools into $(VENV); run every test"
 	@echo "make bench  - throughput of the example app: bare vs caddy-beacon vs today's libraries"
 
@@ -32,7 +39,26 @@ install: $(PY)
 install-test: $(PY)
 	$(PIP) install --quiet --no-build-isolation ".[test]"
 
-test: install-test test-rust lint test-python
+prometheus: $(PROMETHEUS)
+
+$(PROMETHEUS): | $(PY)
+	@mkdir -p $(VENV)/debs
+	@if command -v prometheus >/dev/null 2>&1; then ln -sf "$$(command -v prometheus)" $@; \
+	  ! command -v promtool >/dev/null 2>&1 || ln -sf "$$(command -v promtool)" $(VENV)/bin/promtool; else \
+	  cd $(VENV)/debs && { apt-get download prometheus 2>/dev/null || \
+	    { apt-get update -qq && apt-get download prometheus; } || \
+	    { echo "cannot fetch Debian's prometheus package (apt-get download prometheus)" >&2; exit 1; }; } && \
+	  dpkg-deb -x prometheus_*.deb ../prometheus && cd $(CURDIR) && \
+	  ln -sf $(CURDIR)/$(VENV)/prometheus/usr/bin/prometheus $@ && \
+	  ln -sf $(CURDIR)/$(VENV)/prometheus/usr/bin/promtool $(VENV)/bin/promtool; fi
+
+$(COMPOSE_SCHEMA): | $(PY)
+	@mkdir -p $(VENV)/share $(VENV)/debs
+	$(PIP) download --quiet --no-deps "docker-compose==1.29.2" -d $(VENV)/debs
+	$(PY) -c "import zipfile,sys; open(sys.argv[2],'wb').write(zipfile.ZipFile(sys.argv[1]).read('compose/config/compose_spec.json'))" \
+	  $(VENV)/debs/docker_compose-1.29.2-py2.py3-none-any.whl $@
+
+test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) test-rust lint test-python
 
 # The end-to-end tests run the companion binary from the shared target directory.
 test-rust:
@@ -47,17 +73,7 @@ test-python: install-test
 	$(PY) -m pytest
 
 demo: install
-	@echo ""
-	@echo "caddy-beacon example app on http://127.0.0.1:$(DEMO_PORT)  (Ctrl-C stops it)"
-	@echo "  curl -i http://127.0.0.1:$(DEMO_PORT)/items/42          a request (note the x-request-id header)"
-	@echo "  curl -i -H 'X-Request-ID: my-id' http://127.0.0.1:$(DEMO_PORT)/"
-	@echo "  curl http://127.0.0.1:$(DEMO_PORT)/health               liveness"
-	@echo "  curl http://127.0.0.1:$(DEMO_PORT)/ready                readiness with the database check"
-	@echo "  curl http://127.0.0.1:$(DEMO_PORT)/metrics              Prometheus metrics"
-	@echo "  curl -H 'Accept: application/openmetrics-text' http://127.0.0.1:$(DEMO_PORT)/metrics   with exemplars"
-	@echo "Traces: run it as OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 make demo"
-	@echo ""
-	exec $(PY) -m uvicorn examples.app:app --host 127.0.0.1 --port $(DEMO_PORT)
+	$(PY) -m examples.demo $(DEMO_ARGS)
 
 bench: install
 	$(PIP) install --quiet -r bench/requirements.txt

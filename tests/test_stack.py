@@ -1,0 +1,375 @@
+"""The deployment around caddy-beacon: the Caddyfile, compose.yml, deploy/, and `make demo`.
+
+The demo is started the way a user starts it (`make demo`) and serves through a real Caddy with
+the repository's Caddyfile, two replicas under real companions, and a real Prometheus (Debian's
+package, which `make test` unpacks into the virtualenv). Every query of every Grafana dashboard
+is evaluated by that Prometheus. Ctrl-C must leave no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+import yaml
+
+from tests.conftest import CADDY, ROOT, free_port, wait_until
+
+VENV_BIN = CADDY.parent
+PROMETHEUS = VENV_BIN / "prometheus"
+PROMTOOL = VENV_BIN / "promtool"
+COMPOSE_SCHEMA = VENV_BIN.parent / "share" / "compose_spec.json"
+DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+# What Grafana puts in place of its variables: every instance and route, and a rate window
+# of a few scrapes (the demo scrapes every second here).
+GRAFANA_VARIABLES = {"$instance": ".*", "$route": ".*", "$__rate_interval": "10s", "$__interval": "2s", "$__range": "5m"}
+
+
+def caddy_run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CADDY), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60
+    )
+
+
+def adapted(env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = caddy_run("adapt", "--config", "Caddyfile", "--adapter", "caddyfile", env=env)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+COMPOSE_ENV = {
+    "SITE_ADDRESS": "api.example.com",
+    "CADDY_ADMIN": "0.0.0.0:2019",
+    "CADDY_ADMIN_ORIGINS": "caddy:2019 localhost:2019",
+}
+
+
+# --- Caddyfile -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("env", [{}, COMPOSE_ENV], ids=["local-defaults", "compose-settings"])
+def test_the_caddyfile_validates_and_is_formatted(env: dict[str, str]) -> None:
+    result = caddy_run("validate", "--config", "Caddyfile", "--adapter", "caddyfile", env=env)
+    assert result.returncode == 0 and "Valid configuration" in result.stdout + result.stderr, result.stderr
+    assert "not formatted" not in result.stderr, "run `caddy fmt --overwrite Caddyfile`"
+
+
+def test_compose_s_caddy_with_the_observability_sites_validates(tmp_path: Path) -> None:
+    # compose.yml mounts the Caddyfile at /etc/caddy/ and observability.caddy into conf.d/ next to it.
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "Caddyfile").write_text((ROOT / "Caddyfile").read_text())
+    (tmp_path / "conf.d" / "observability.caddy").write_text((ROOT / "deploy" / "caddy" / "observability.caddy").read_text())
+    result = caddy_run("adapt", "--config", "Caddyfile", "--adapter", "caddyfile", env=COMPOSE_ENV, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    servers = json.loads(result.stdout)["apps"]["http"]["servers"]
+    listens = sorted(address for server in servers.values() for address in server["listen"])
+    assert listens == [":3000", ":9090", "[::]:443"], listens
+
+
+def test_the_caddyfile_keeps_the_promises_the_readme_makes() -> None:
+    config = adapted()
+    assert config["admin"]["listen"] == "localhost:2019", "the Admin API must default to this host only"
+    assert "metrics" in config["apps"]["http"], "the metrics global option"
+    assert config["apps"]["http"]["grace_period"] > 0
+    (server,) = config["apps"]["http"]["servers"].values()
+    assert server["listen"] == ["[::]:8080"]
+    handlers = [h for route in server["routes"] for h in route["handle"]]
+    assert any(h["handler"] == "tracing" for h in handlers)
+    (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
+    assert "upstreams" not in proxy, "the companions register the upstreams"
+    assert proxy["headers"]["request"]["set"]["X-Request-Id"] == ["{http.request.uuid}"]
+    assert proxy["health_checks"]["active"]["uri"] == "/ready"
+    assert proxy["health_checks"]["passive"]["fail_duration"] > 0
+    # Counted retries that never wait: see test_companion_run's superseded-server test.
+    assert proxy["load_balancing"]["retries"] > 0
+    assert "try_duration" not in proxy["load_balancing"] and "try_interval" not in proxy["load_balancing"]
+    assert proxy["stream_close_delay"] > 0
+    # Caddy's idle keep-alive to the app must end before uvicorn's (75 s, set by the demo and the image).
+    keepalive = proxy["transport"]["keep_alive"]["idle_timeout"] / 1e9
+    assert keepalive < 75
+    for command in ((ROOT / "deploy" / "app.Dockerfile").read_text(), (ROOT / "examples" / "demo.py").read_text()):
+        assert re.search(r'"--timeout-keep-alive",\s*"75"', command), "uvicorn's keep-alive must outlast Caddy's"
+    logs = config["logging"]["logs"]
+    assert any(log.get("encoder", {}).get("format") == "json" for log in logs.values())
+    compose = adapted(COMPOSE_ENV)
+    assert compose["admin"]["listen"] == "0.0.0.0:2019" and "caddy:2019" in compose["admin"]["origins"]
+
+
+# --- compose.yml and deploy/ -----------------------------------------------------------
+
+
+def interpolated(text: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR} interpolation, with every variable unset."""
+    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+
+
+def compose_file() -> dict[str, Any]:
+    return dict(yaml.safe_load(interpolated((ROOT / "compose.yml").read_text())))
+
+
+def test_compose_yml_follows_the_compose_specification() -> None:
+    if not COMPOSE_SCHEMA.exists():
+        pytest.fail(f"{COMPOSE_SCHEMA} is missing: `make test` downloads it")
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    # The schema of docker-compose 1.29.2 (a 2021 Compose Specification): a file it accepts also
+    # loads in today's `docker compose`, which reads the specification's later additions too.
+    jsonschema.Draft201909Validator(schema).validate(compose_file())
+
+
+def test_compose_publishes_only_caddy_and_keeps_the_admin_api_internal() -> None:
+    compose = compose_file()
+    services = compose["services"]
+    assert {"caddy", "app", "prometheus", "grafana", "otel-collector"} <= set(services)
+    assert [name for name, service in services.items() if service.get("ports")] == ["caddy"]
+    published = [str(port) for port in services["caddy"]["ports"]]
+    assert not any("2019" in port for port in published), published
+    assert all(p.startswith("127.0.0.1:") for p in published if not p.startswith(("80:", "443:")))
+    assert compose["networks"]["internal"]["internal"] is True
+    assert all(services[name]["networks"] == ["internal"] for name in services if name != "caddy")
+    assert services["app"]["deploy"]["replicas"] >= 2
+    for name, service in services.items():
+        if "build" in service:
+            assert (ROOT / service["build"]["context"] / service["build"]["dockerfile"]).exists()
+            continue
+        image = service["image"]
+        assert re.search(r":v?\d+\.\d+\.\d+", image), f"{name}: pin the image version ({image})"
+    for service in services.values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"compose.yml mounts {source}, which does not exist"
+
+
+def test_the_app_image_runs_the_app_under_the_companion() -> None:
+    dockerfile = (ROOT / "deploy" / "app.Dockerfile").read_text()
+    assert re.search(r'ENTRYPOINT \["caddy-beacon", "run", "--"\]', dockerfile)
+    assert re.search(r'CMD \["uvicorn", "examples\.app:app"', dockerfile)
+    app = compose_file()["services"]["app"]["environment"]
+    assert app["CADDY_ADMIN"] == "http://caddy:2019" and app["BEACON_UPSTREAM"] == ":8000"
+
+
+def test_prometheus_config_is_valid_for_prometheus() -> None:
+    result = subprocess.run(
+        [str(PROMTOOL), "check", "config", str(ROOT / "deploy" / "prometheus" / "prometheus.yml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {job["job_name"] for job in yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    for dashboard in DASHBOARDS:
+        used = set(re.findall(r'job=\\?"([^"\\]+)', dashboard.read_text()))
+        assert used <= jobs, f"{dashboard.name} queries jobs Prometheus does not scrape: {used - jobs}"
+
+
+def test_collector_and_grafana_provisioning_fit_together() -> None:
+    collector = yaml.safe_load((ROOT / "deploy" / "otel-collector" / "config.yaml").read_text())
+    pipeline = collector["service"]["pipelines"]["traces"]
+    assert "otlp" in pipeline["receivers"] and set(pipeline["exporters"]) <= set(collector["exporters"])
+    assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "caddy-beacon.yml").read_text())["providers"]
+    grafana = compose_file()["services"]["grafana"]
+    mounts = dict(v.split(":")[:2] for v in grafana["volumes"] if v.startswith("./"))
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    assert DASHBOARDS
+    for dashboard in DASHBOARDS:
+        panels = json.loads(dashboard.read_text())["panels"]
+        datasources = {t["datasource"]["uid"] for p in panels for t in p.get("targets", [])}
+        assert datasources == {source["uid"]}, f"{dashboard.name} uses data sources {datasources}"
+
+
+# --- make demo, and the dashboards against its Prometheus --------------------------------
+
+
+@dataclass
+class Demo:
+    process: subprocess.Popen[str]
+    ports: dict[str, int]
+    workdir: Path
+    output: list[str]
+
+    @property
+    def site(self) -> str:
+        return f"http://127.0.0.1:{self.ports['port']}"
+
+    @property
+    def prometheus(self) -> str:
+        return f"http://127.0.0.1:{self.ports['prometheus']}"
+
+    def descendants(self) -> set[int]:
+        """make and every process under it (the demo starts its children in new sessions, so
+        process groups would miss them; parent links do not)."""
+        parents: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        found = {self.process.pid}
+        while True:
+            more = {pid for pid, parent in parents.items() if parent in found} - found
+            if not more:
+                return found
+            found |= more
+
+
+def _collect(process: subprocess.Popen[str], lines: list[str]) -> None:
+    assert process.stdout
+    for line in process.stdout:
+        lines.append(line)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    if not PROMETHEUS.exists():
+        pytest.fail(f"{PROMETHEUS} is missing: `make test` unpacks Debian's prometheus package there")
+    import threading
+
+    workdir = tmp_path_factory.mktemp("demo")
+    ports = {name: free_port() for name in ("port", "admin", "app1", "app2", "status1", "status2", "prometheus", "otlp")}
+    args = (
+        f"--port {ports['port']} --admin-port {ports['admin']} --app-ports {ports['app1']},{ports['app2']} "
+        f"--status-ports {ports['status1']},{ports['status2']} --prometheus-port {ports['prometheus']} "
+        f"--otlp-port {ports['otlp']} --workdir {workdir} --traffic 240 --scrape-interval 1s"
+    )
+    process = subprocess.Popen(
+        ["make", "--no-print-directory", "demo", f"DEMO_ARGS={args}"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=_collect, args=(process, lines), daemon=True).start()
+    running = Demo(process, ports, workdir, lines)
+    try:
+        # `make demo` may build the package first (pip), then both replicas must be in Caddy.
+        serving = wait_until(lambda: "".join(lines).count(" serving ") >= 2 or process.poll() is not None, timeout=600)
+        assert serving and process.poll() is None, "".join(lines)
+        yield running
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            for pid in running.descendants():
+                _kill(pid)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_the_demo_serves_the_app_through_caddy(demo: Demo) -> None:
+    response = httpx.get(f"{demo.site}/items/42", timeout=10)
+    assert response.status_code == 200
+    request_id = response.headers["x-request-id"]
+    assert uuid.UUID(request_id).version == 4, "Caddy's {http.request.uuid}"
+    assert response.json() == {"id": 42, "request_id": request_id}
+    assert response.headers["x-content-type-options"] == "nosniff" and "server" not in response.headers
+    assert httpx.get(f"{demo.site}/metrics", timeout=10).status_code == 404, "the apps' metrics must not be public"
+    upstreams = httpx.get(f"http://127.0.0.1:{demo.ports['admin']}/config/apps/http/servers/srv0/routes", timeout=5).text
+    for app in ("app1", "app2"):
+        assert f'"dial":"127.0.0.1:{demo.ports[app]}"' in upstreams
+    # Both replicas get the demo's traffic through Caddy.
+    for app in ("app1", "app2"):
+        metrics = httpx.get(f"http://127.0.0.1:{demo.ports[app]}/metrics", timeout=5).text
+        assert 'http_route="/items/{item_id}"' in metrics, f"replica {app} got no traffic"
+    # The live table: each replica serving, ready, registered in Caddy.
+    for app in ("app1", "app2"):
+        row = rf"127\.0\.0\.1:{demo.ports[app]}\s+serving\s+yes\s+yes"
+        assert wait_until(lambda: re.search(row, "".join(demo.output)) is not None, 30), "".join(demo.output)
+
+
+def dashboard_queries() -> list[tuple[str, str, str, bool]]:
+    """(dashboard, panel, expression, wants exemplars) for every target of every dashboard."""
+    found = []
+    for dashboard in DASHBOARDS:
+        for panel in json.loads(dashboard.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                found.append((dashboard.name, panel["title"], target["expr"], bool(target.get("exemplar"))))
+    return found
+
+
+def grafana_substituted(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"a Grafana variable this test does not know: {expr}"
+    return expr
+
+
+def test_every_dashboard_query_returns_data_from_a_real_prometheus(demo: Demo) -> None:
+    queries = dashboard_queries()
+    assert len(queries) >= 15
+
+    def results(expr: str) -> list[Any]:
+        answer = httpx.get(f"{demo.prometheus}/api/v1/query", params={"query": grafana_substituted(expr)}, timeout=10).json()
+        assert answer["status"] == "success", f"{expr}: {answer}"
+        return list(answer["data"]["result"])
+
+    empty: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        empty = [f"{dashboard} / {panel}: {expr}" for dashboard, panel, expr, _ in queries if not results(expr)]
+        if not empty:
+            break
+        time.sleep(2)
+    assert empty == [], "queries without data:\n" + "\n".join(empty)
+
+    now = time.time()
+    for dashboard, panel, expr, exemplars in queries:
+        if exemplars:
+            answer = httpx.get(
+                f"{demo.prometheus}/api/v1/query_exemplars",
+                params={"query": grafana_substituted(expr), "start": now - 120, "end": now}, timeout=10,
+            ).json()  # fmt: skip
+            trace_ids = [e["labels"]["trace_id"] for series in answer["data"] for e in series["exemplars"]]
+            assert trace_ids, f"{dashboard} / {panel}: no exemplars for {expr}"
+
+
+def test_every_dashboard_variable_has_values(demo: Demo) -> None:
+    for dashboard in DASHBOARDS:
+        for variable in json.loads(dashboard.read_text())["templating"]["list"]:
+            match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
+            assert match, f"{dashboard.name}: ${variable['name']} is not a label_values() query"
+            series, label = grafana_substituted(match.group(1)), match.group(2)
+            answer = httpx.get(f"{demo.prometheus}/api/v1/label/{label}/values", params={"match[]": series}, timeout=10).json()
+            assert answer["status"] == "success" and answer["data"], f"{dashboard.name}: ${variable['name']} has no values"
+
+
+def test_ctrl_c_stops_the_demo_and_leaves_no_process(demo: Demo) -> None:
+    # Runs last in this module (pytest keeps file order): it ends the shared demo.
+    started = demo.descendants()
+    assert len(started) >= 6, f"expected make, the demo, Caddy, two companions and their apps: {started}"
+    os.killpg(demo.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert demo.process.wait(timeout=90) is not None
+    assert "nothing left running" in "".join(demo.output), "".join(demo.output)[-3000:]
+    alive = [pid for pid in started if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
+    assert alive == [], f"still running after Ctrl-C: {[(pid, _cmdline(pid)) for pid in alive]}"
+    for name, port in demo.ports.items():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return "?"
