@@ -75,7 +75,7 @@ def test_compose_s_caddy_with_the_observability_sites_validates(tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     servers = json.loads(result.stdout)["apps"]["http"]["servers"]
     listens = sorted(address for server in servers.values() for address in server["listen"])
-    assert listens == [":3000", ":9090", "[::]:443"], listens
+    assert listens == [":16686", ":3000", ":9090", "[::]:443"], listens
 
 
 def test_the_caddyfile_keeps_the_promises_the_readme_makes() -> None:
@@ -131,7 +131,7 @@ def test_compose_yml_follows_the_compose_specification() -> None:
 def test_compose_publishes_only_caddy_and_keeps_the_admin_api_internal() -> None:
     compose = compose_file()
     services = compose["services"]
-    assert {"caddy", "app", "prometheus", "grafana", "otel-collector"} <= set(services)
+    assert {"caddy", "app", "prometheus", "grafana", "otel-collector", "jaeger"} <= set(services)
     assert [name for name, service in services.items() if service.get("ports")] == ["caddy"]
     published = [str(port) for port in services["caddy"]["ports"]]
     assert not any("2019" in port for port in published), published
@@ -178,7 +178,11 @@ def test_collector_and_grafana_provisioning_fit_together() -> None:
     assert "otlp" in pipeline["receivers"] and set(pipeline["exporters"]) <= set(collector["exporters"])
     assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
     provisioning = ROOT / "deploy" / "grafana" / "provisioning"
-    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    sources = {s["type"]: s for s in yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]}
+    source = sources["prometheus"]
+    # Exemplar links open traces in the Jaeger data source, which the collector feeds.
+    assert source["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == sources["jaeger"]["uid"]
+    assert any(e.startswith("otlp") and collector["exporters"][e]["endpoint"].startswith("jaeger:") for e in pipeline["exporters"])
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "caddy-beacon.yml").read_text())["providers"]
     grafana = compose_file()["services"]["grafana"]
     mounts = dict(v.split(":")[:2] for v in grafana["volumes"] if v.startswith("./"))
