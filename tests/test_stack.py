@@ -262,8 +262,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         yield running
     finally:
         if process.poll() is None:
+            left = running.descendants()
             os.killpg(process.pid, signal.SIGKILL)
-            for pid in running.descendants():
+            for pid in left:
                 _kill(pid)
 
 
