@@ -32,12 +32,22 @@ $(PY):
 
 venv: $(PY)
 
-# The package is built from source by maturin, exactly as `pip install .` does for users.
-install: $(PY)
-	$(PIP) install --quiet --no-build-isolation ".[demo]"
+# The package is built from source by maturin, exactly as `pip install .` does for users, and
+# again only when its sources or dependencies changed (stamp files in the virtualenv).
+PACKAGE_SOURCES := pyproject.toml Cargo.toml Cargo.lock \
+	$(shell find rust python -type f -not -path '*/__pycache__/*' -not -name '*.so' 2>/dev/null)
 
-install-test: $(PY)
+install: $(VENV)/.installed-demo
+install-test: $(VENV)/.installed-test
+
+$(VENV)/.installed-demo: $(PACKAGE_SOURCES) | $(PY)
+	$(PIP) install --quiet --no-build-isolation ".[demo]"
+	@touch $@
+
+# The test extras include the demo's, so a test install serves `make demo` too.
+$(VENV)/.installed-test: $(PACKAGE_SOURCES) | $(PY)
 	$(PIP) install --quiet --no-build-isolation ".[test]"
+	@touch $@ $(VENV)/.installed-demo
 
 prometheus: $(PROMETHEUS)
 
