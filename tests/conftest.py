@@ -222,6 +222,29 @@ def _wait_for_admin(caddy: Caddy) -> None:
         raise RuntimeError(f"caddy did not start:\n{caddy.log()}")
 
 
+def launch_repo_caddyfile(tmp_path: Path, env: dict[str, str], admin_port: int, site_port: int) -> Caddy:
+    """Runs Caddy with the repository's own Caddyfile, configured through its environment
+    placeholders (the admin address must be 127.0.0.1:`admin_port`)."""
+    log_path = tmp_path / f"caddy-{site_port}.log"
+    full_env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
+        "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
+        **env,
+    }
+    command = [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"]
+    caddy = Caddy(
+        _run_caddy(command, full_env, log_path),
+        f"http://127.0.0.1:{site_port}",
+        f"http://127.0.0.1:{admin_port}",
+        log_path,
+        command,
+        full_env,
+    )
+    _wait_for_admin(caddy)
+    return caddy
+
+
 def launch_caddy(
     tmp_path: Path,
     site: str,

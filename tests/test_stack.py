@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +26,8 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import CADDY, ROOT, free_port, wait_until
+from examples.otlp_receiver import OtlpReceiver
+from tests.conftest import CADDY, ROOT, free_port, launch_repo_caddyfile, wait_until
 
 VENV_BIN = CADDY.parent
 PROMETHEUS = VENV_BIN / "prometheus"
@@ -158,6 +160,76 @@ def test_the_app_image_runs_the_app_under_the_companion() -> None:
     assert re.search(r'CMD \["uvicorn", "examples\.app:app"', dockerfile)
     app = compose_file()["services"]["app"]["environment"]
     assert app["CADDY_ADMIN"] == "http://caddy:2019" and app["BEACON_UPSTREAM"] == ":8000"
+
+
+def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(tmp_path: Path) -> None:
+    """What a compose replica runs — the image's ENTRYPOINT + CMD with compose's environment and
+    no other flag — against Caddy running the repository's Caddyfile with compose's settings.
+    Only the addresses change (127.0.0.1 and free ports instead of the compose network)."""
+    dockerfile = (ROOT / "deploy" / "app.Dockerfile").read_text()
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
+    command = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))  # type: ignore[union-attr]
+    compose = compose_file()["services"]
+    site_port, admin_port, app_port, status_port = free_port(), free_port(), free_port(), free_port()
+    receiver = OtlpReceiver().start()
+    local = {
+        "http://caddy:2019": f"http://127.0.0.1:{admin_port}",
+        "0.0.0.0:2019": f"127.0.0.1:{admin_port}",
+        "caddy:2019 localhost:2019": f"127.0.0.1:{admin_port}",
+        ":80": f":{site_port}",
+        ":8000": f"127.0.0.1:{app_port}",
+        "0.0.0.0:9465": f"127.0.0.1:{status_port}",
+        "http://otel-collector:4318": receiver.endpoint,
+    }
+
+    def localized(environment: dict[str, str]) -> dict[str, str]:
+        return {name: local.get(str(value), str(value)) for name, value in environment.items()}
+
+    caddy = launch_repo_caddyfile(tmp_path, {**localized(compose["caddy"]["environment"]), "SITE_BIND": "127.0.0.1"}, admin_port, site_port)
+    argv = [str(VENV_BIN / entrypoint[0]), *entrypoint[1:]]
+    argv += [sys.executable, "-m", *command]
+    argv[argv.index("--port") + 1] = str(app_port)
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    app_env = localized(compose["app"]["environment"])
+    log = tmp_path / "replica.log"
+    with open(log, "wb") as out:
+        replica = subprocess.Popen(
+            argv, cwd=ROOT, env={**os.environ, **app_env, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        status = f"http://127.0.0.1:{status_port}/status"
+
+        def registered() -> bool:
+            try:
+                return bool(httpx.get(status, timeout=2).json()["caddies"][0]["registered"])
+            except (httpx.TransportError, KeyError, IndexError):
+                return False
+
+        assert wait_until(registered, timeout=30), log.read_text()
+        response = httpx.get(f"{caddy.base_url}/items/7", timeout=10)
+        assert response.status_code == 200, response.text
+        request_id = response.headers["x-request-id"]
+
+        def app_span() -> Any:
+            spans = receiver.find(**{"http.request.header.x-request-id": [request_id]})
+            return spans[0] if spans else None
+
+        assert wait_until(lambda: app_span() is not None, timeout=15), "the app exported no span for the request"
+        span = app_span()
+        assert span.resource["service.name"] == "beacon-example"
+        assert wait_until(lambda: any(s.span_id == span.parent_span_id for s in receiver.spans), timeout=15)
+        parents = [s for s in receiver.spans if s.span_id == span.parent_span_id]
+        assert parents[0].resource["service.name"] == "caddy", "the app's span must be the child of Caddy's"
+        replica.send_signal(signal.SIGTERM)
+        assert replica.wait(timeout=60) == 0, log.read_text()
+        with caddy.admin_client() as client:
+            assert "127.0.0.1:%d" % app_port not in client.get("/config/").text, "the replica stayed in Caddy"
+    finally:
+        if replica.poll() is None:
+            os.killpg(replica.pid, signal.SIGKILL)
+        caddy.stop()
+        receiver.stop()
 
 
 def test_prometheus_config_is_valid_for_prometheus() -> None:
