@@ -8,7 +8,8 @@ use crate::otlp::exporter::ExportStats;
 
 use crate::process_metrics::ProcessStats;
 use crate::trace::context::to_hex;
-use crate::{Exemplar, Readiness, RequestMetrics};
+use crate::metrics_store::total_active;
+use crate::{Exemplar, Readiness, RequestMetrics, WorkerState};
 
 /// The two exposition formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +64,8 @@ pub struct Scrape<'a> {
     pub readiness: &'a Readiness,
     /// `target_info` labels.
     pub target: &'a TargetInfo,
+    /// The live workers sharing `metrics` (`RequestMetrics::workers`, read once per scrape).
+    pub workers: Vec<WorkerState>,
     /// Process metrics, when the platform has them: one unlabelled entry for a single
     /// process, one per worker (labelled with its pid) when workers share the metrics.
     pub processes: Vec<(Option<u32>, ProcessStats)>,
@@ -142,12 +145,13 @@ impl Writer {
     }
 }
 
-/// Process metrics for a scrape: this process alone, or every live worker sharing `metrics`.
-pub fn current_processes(metrics: &RequestMetrics) -> Vec<(Option<u32>, ProcessStats)> {
+/// Process metrics for a scrape: this process alone, or each of the live `workers` sharing
+/// `metrics`.
+pub fn current_processes(metrics: &RequestMetrics, workers: &[WorkerState]) -> Vec<(Option<u32>, ProcessStats)> {
     if metrics.shared_path().is_none() {
         return crate::process_metrics::read_self().map(|stats| vec![(None, stats)]).unwrap_or_default();
     }
-    metrics.worker_pids().into_iter().filter_map(|pid| crate::process_metrics::read_pid(pid).map(|stats| (Some(pid), stats))).collect()
+    workers.iter().filter_map(|w| crate::process_metrics::read_pid(w.pid).map(|stats| (Some(w.pid), stats))).collect()
 }
 
 /// Renders a scrape.
@@ -177,7 +181,7 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
     }
 
     w.family("http_server_active_requests", "gauge", "Number of HTTP server requests in flight.");
-    for (method, active) in scrape.metrics.active_requests() {
+    for (method, active) in total_active(&scrape.workers) {
         w.sample("http_server_active_requests", &[("http_request_method", method.as_label())], active);
     }
 
@@ -214,8 +218,7 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
         }
     }
 
-    let workers = scrape.metrics.workers();
-    let watched: Vec<_> = workers.iter().filter(|w| w.heartbeat_age.is_some()).collect();
+    let watched: Vec<_> = scrape.workers.iter().filter(|w| w.heartbeat_age.is_some()).collect();
     if !watched.is_empty() {
         w.family(
             "beacon_event_loop_lag_seconds",
@@ -278,7 +281,7 @@ mod tests {
         let readiness = Readiness::new();
         readiness.register_check("db", true).unwrap();
         let target = TargetInfo { service_name: "orders".into() };
-        render(&Scrape { metrics: &metrics, readiness: &readiness, target: &target, processes: Vec::new(), spans: None }, format)
+        render(&Scrape { workers: metrics.workers(), metrics: &metrics, readiness: &readiness, target: &target, processes: Vec::new(), spans: None }, format)
     }
 
     #[test]

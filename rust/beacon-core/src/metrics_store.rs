@@ -78,6 +78,19 @@ pub struct WorkerState {
     pub loop_lag: Duration,
     /// The heartbeat interval it announced.
     pub heartbeat_interval: Duration,
+    /// Its requests in flight, per method it has seen (in `HttpMethod::ALL` order).
+    pub active: Vec<(HttpMethod, i64)>,
+}
+
+/// In-flight requests per method summed over `workers`, for every method any of them has seen.
+pub fn total_active(workers: &[WorkerState]) -> Vec<(HttpMethod, i64)> {
+    HttpMethod::ALL
+        .iter()
+        .filter_map(|method| {
+            let counts: Vec<i64> = workers.iter().flat_map(|w| w.active.iter().filter(|(m, _)| m == method).map(|(_, n)| *n)).collect();
+            (!counts.is_empty()).then(|| (*method, counts.iter().sum()))
+        })
+        .collect()
 }
 
 // Region layout, in words after the region's own header.
@@ -397,21 +410,12 @@ impl RequestMetrics {
 
     /// In-flight requests per method over every live worker, for every method seen.
     pub fn active_requests(&self) -> Vec<(HttpMethod, i64)> {
-        let live = self.live_slots();
-        let seen = live.iter().fold(0, |bits, slot| bits | self.worker(*slot)[W_SEEN].load(Ordering::Relaxed));
-        HttpMethod::ALL
-            .iter()
-            .filter(|m| seen & (1 << m.index()) != 0)
-            .map(|m| {
-                let total = live.iter().map(|slot| self.worker(*slot)[W_ACTIVE + m.index()].load(Ordering::Relaxed) as i64).sum();
-                (*m, total)
-            })
-            .collect()
+        total_active(&self.workers())
     }
 
     /// Pids of the live workers sharing this store.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.live_slots().into_iter().map(|slot| self.worker(slot)[W_PID].load(Ordering::Relaxed) as u32).collect()
+        self.workers().into_iter().map(|w| w.pid).collect()
     }
 
     /// Called by this process' event-loop watchdog: the loop is running, and woke `lag` late.
@@ -422,7 +426,8 @@ impl RequestMetrics {
         worker[W_HEARTBEAT].store(now_nanos(), Ordering::Release);
     }
 
-    /// Every live worker's state.
+    /// Every live worker's state. Telling live workers from dead ones reads /proc once per
+    /// slot in use, so a scrape calls this once and derives everything else from it.
     pub fn workers(&self) -> Vec<WorkerState> {
         let now = now_nanos();
         self.live_slots()
@@ -430,11 +435,17 @@ impl RequestMetrics {
             .map(|slot| {
                 let worker = self.worker(slot);
                 let beat = worker[W_HEARTBEAT].load(Ordering::Acquire);
+                let seen = worker[W_SEEN].load(Ordering::Relaxed);
                 WorkerState {
                     pid: worker[W_PID].load(Ordering::Relaxed) as u32,
                     heartbeat_age: (beat != 0).then(|| Duration::from_nanos(now.saturating_sub(beat))),
                     loop_lag: Duration::from_nanos(worker[W_LAG].load(Ordering::Relaxed)),
                     heartbeat_interval: Duration::from_nanos(worker[W_INTERVAL].load(Ordering::Relaxed)),
+                    active: HttpMethod::ALL
+                        .iter()
+                        .filter(|m| seen & (1 << m.index()) != 0)
+                        .map(|m| (*m, worker[W_ACTIVE + m.index()].load(Ordering::Relaxed) as i64))
+                        .collect(),
                 }
             })
             .collect()

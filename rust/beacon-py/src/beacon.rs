@@ -36,12 +36,14 @@ impl Shared {
     fn render(&self, accept: Option<&str>) -> (String, Format) {
         let format = Format::negotiate(accept);
         let target = self.target.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let workers = self.metrics.workers();
         let text = exposition::render(
             &Scrape {
+                processes: exposition::current_processes(&self.metrics, &workers),
+                workers,
                 metrics: &self.metrics,
                 readiness: &self.readiness,
                 target: &target,
-                processes: exposition::current_processes(&self.metrics),
                 spans: self.tracer.as_ref().map(|t| t.stats()),
             },
             format,
