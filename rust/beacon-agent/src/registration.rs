@@ -167,11 +167,12 @@ impl Reconciler {
     }
 
     /// Adds the upstream (and the events sink) where missing. Writes nothing when both are there.
-    fn register(&self, blocked: Option<&(String, String)>) -> Attempt {
+    /// `read` is a config the caller has just read, used for the first look.
+    fn register(&self, blocked: Option<&(String, String)>, mut read: Option<Snapshot>) -> Attempt {
         let id = self.id();
         let sink_pointer = format!("/logging/logs/{}", self.log_name());
         for _ in 0..CHANGE_ATTEMPTS {
-            let snapshot = match self.read() {
+            let snapshot = match read.take().map_or_else(|| self.read(), Ok) {
                 Ok(snapshot) => snapshot,
                 Err(error) => {
                     self.count_error(&error.to_string());
@@ -351,7 +352,7 @@ impl Reconciler {
         }
     }
 
-    /// Reads Caddy's health gauges and in-flight counts; reaps vanished companions' entries.
+    /// Reads Caddy's health gauges and in-flight counts.
     fn observe(&self) {
         if let Ok(metrics) = self.client.get_ok("/metrics") {
             let gauges = parse_gauges(&String::from_utf8_lossy(&metrics.body));
@@ -367,15 +368,11 @@ impl Reconciler {
             state.in_flight = mine.and_then(|u| u.get("num_requests")).and_then(Value::as_u64);
             state.fails = mine.and_then(|u| u.get("fails")).and_then(Value::as_u64);
         }
-        if let Some(reap_after) = self.reap_after {
-            self.reap(reap_after);
-        }
     }
 
     /// Removes other companions' entries in the same proxy that Caddy has found unhealthy for
     /// longer than `reap_after` (their companion was killed and could not deregister).
-    fn reap(&self, reap_after: Duration) {
-        let Ok(snapshot) = self.read() else { return };
+    fn reap(&self, reap_after: Duration, snapshot: &Snapshot) {
         let Ok(located) = locate(&snapshot.config, &self.target) else { return };
         let now = Instant::now();
         let victim = {
@@ -388,7 +385,7 @@ impl Reconciler {
             })
         };
         let Some((id, dial, unhealthy_for)) = victim else { return };
-        if let Ok(true) = self.change("DELETE", &format!("/id/{id}"), None, &snapshot) {
+        if let Ok(true) = self.change("DELETE", &format!("/id/{id}"), None, snapshot) {
             log::warn(format!(
                 "reaped {dial} from Caddy at {}: unhealthy for {:.0}s and registered by a companion that is gone",
                 self.admin(),
@@ -448,7 +445,21 @@ impl Reconciler {
                     }
                     last_full_check = Some(Instant::now());
                     self.observe();
-                    self.register(blocked.as_ref())
+                    // One read of the config serves reaping and the registration check (a
+                    // reap only deletes others' entries; a stale tag on a write of ours
+                    // answers 412 and is read again).
+                    match self.read() {
+                        Ok(snapshot) => {
+                            if let Some(reap_after) = self.reap_after {
+                                self.reap(reap_after, &snapshot);
+                            }
+                            self.register(blocked.as_ref(), Some(snapshot))
+                        }
+                        Err(error) => {
+                            self.count_error(&error.to_string());
+                            Attempt::Retry(error.to_string())
+                        }
+                    }
                 }
                 Err(error) => {
                     self.count_error(&error);
