@@ -300,6 +300,25 @@ def launch_caddy(
     return caddy
 
 
+Caddies = Callable[..., Caddy]
+
+
+@pytest.fixture
+def caddies(tmp_path: Path) -> Iterator[Caddies]:
+    """Starts Caddy instances for a test (`caddies(site, **options)`, see launch_caddy) and
+    stops every one afterwards. Ask for it before `companions`, so Caddy outlives them."""
+    started: list[Caddy] = []
+
+    def _launch(site: str, **options: Any) -> Caddy:
+        caddy = launch_caddy(tmp_path, site, **options)
+        started.append(caddy)
+        return caddy
+
+    yield _launch
+    for caddy in started:
+        caddy.stop()
+
+
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Starts servers for a test and stops every one of them afterwards."""

@@ -16,13 +16,13 @@ import httpx
 import pytest
 
 from tests.companion_process import Companion, companion_cli
-from tests.conftest import Server, free_port, launch_caddy, wait_until
+from tests.conftest import Caddies, Server, free_port, wait_until
 from tests.test_companion_run import PROXY, SITE, upstreams
 
 Launch = Callable[..., Companion]
 
 
-def test_admin_down_at_start_then_up(companions: Launch, start: Callable[..., Server], tmp_path: Path) -> None:
+def test_admin_down_at_start_then_up(caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path) -> None:
     app = start()
     site_port, admin_port = free_port(), free_port()
     companion = companions(
@@ -31,21 +31,18 @@ def test_admin_down_at_start_then_up(companions: Launch, start: Callable[..., Se
     assert wait_until(lambda: "cannot reach Caddy's Admin API" in companion.log(), timeout=10), companion.log()
     time.sleep(3)
     assert companion.process.poll() is None, "the companion gave up on a Caddy that is still starting"
-    caddy = launch_caddy(tmp_path, SITE, port=site_port, admin_port=admin_port)
-    try:
-        up = time.monotonic()
-        companion.wait_registered(timeout=15)
-        print(f"\nFIGURE registered {time.monotonic() - up:.2f}s after Caddy came up")
-        assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
-        # Said once, not once per retry.
-        assert companion.log().count("cannot reach Caddy's Admin API") == 1, companion.log()
-        assert "answers again" in companion.log()
-    finally:
-        caddy.stop()
+    caddy = caddies(SITE, port=site_port, admin_port=admin_port)
+    up = time.monotonic()
+    companion.wait_registered(timeout=15)
+    print(f"\nFIGURE registered {time.monotonic() - up:.2f}s after Caddy came up")
+    assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
+    # Said once, not once per retry.
+    assert companion.log().count("cannot reach Caddy's Admin API") == 1, companion.log()
+    assert "answers again" in companion.log()
 
 
 def test_admin_answering_500_is_retried_until_it_recovers(
-    companions: Launch, start: Callable[..., Server], tmp_path: Path
+    caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path
 ) -> None:
     # A real way to make Caddy answer 500 to every change: its config loads a certificate from
     # files that have gone missing, so no new config can be provisioned until they are back.
@@ -56,27 +53,24 @@ def test_admin_answering_500_is_retried_until_it_recovers(
     certificate.cert_chain_pems[0].write_to_path(str(cert_file))
     certificate.private_key_pem.write_to_path(str(key_file))
     saved = cert_file.read_bytes(), key_file.read_bytes()
-    caddy = launch_caddy(tmp_path, SITE)
-    try:
-        with caddy.admin_client() as client:
-            loaded = client.put("/config/apps/tls/certificates/load_files", json=[{"certificate": str(cert_file), "key": str(key_file)}])
-            assert loaded.status_code == 200, loaded.text
-        cert_file.unlink()
-        key_file.unlink()
-        app = start()
-        companion = companions(caddy, app.base_url.removeprefix("http://"), args=("--ready-url", f"{app.base_url}/ready"))
-        assert wait_until(lambda: "answered 500" in companion.log(), timeout=15), companion.log()
-        time.sleep(2)
-        assert upstreams(caddy) == []
-        assert companion.caddy()["registered"] is False
-        assert "500" in (companion.caddy()["last_error"] or "")
-        cert_file.write_bytes(saved[0])
-        key_file.write_bytes(saved[1])
-        companion.wait_registered(timeout=20)
-        assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
-        assert companion.caddy()["registrations"] == 1
-    finally:
-        caddy.stop()
+    caddy = caddies(SITE)
+    with caddy.admin_client() as client:
+        loaded = client.put("/config/apps/tls/certificates/load_files", json=[{"certificate": str(cert_file), "key": str(key_file)}])
+        assert loaded.status_code == 200, loaded.text
+    cert_file.unlink()
+    key_file.unlink()
+    app = start()
+    companion = companions(caddy, app.base_url.removeprefix("http://"), args=("--ready-url", f"{app.base_url}/ready"))
+    assert wait_until(lambda: "answered 500" in companion.log(), timeout=15), companion.log()
+    time.sleep(2)
+    assert upstreams(caddy) == []
+    assert companion.caddy()["registered"] is False
+    assert "500" in (companion.caddy()["last_error"] or "")
+    cert_file.write_bytes(saved[0])
+    key_file.write_bytes(saved[1])
+    companion.wait_registered(timeout=20)
+    assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
+    assert companion.caddy()["registrations"] == 1
 
 
 class CuttingProxy:
@@ -130,66 +124,57 @@ class CuttingProxy:
 
 
 def test_connections_cut_mid_change_create_no_duplicates(
-    companions: Launch, start: Callable[..., Server], tmp_path: Path
+    caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path
 ) -> None:
-    caddy = launch_caddy(tmp_path, SITE)
-    try:
-        app = start()
-        proxy = CuttingProxy(caddy.admin_url, cuts=2)
-        companion = companions(
-            caddy, app.base_url.removeprefix("http://"), admins=[f"http://127.0.0.1:{proxy.port}"],
-            args=("--ready-url", f"{app.base_url}/ready", "--events", "off"),
-        )  # fmt: skip
-        companion.wait_registered(timeout=20)
-        time.sleep(2)
-        assert proxy.cut == 1 or proxy.cut == 2
-        assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream], upstreams(caddy)
-        assert "cannot reach Caddy's Admin API" in companion.log() or "closed" in companion.log()
-        # Leaving through the same faulty path still removes the entry exactly once.
-        companion.signal(signal.SIGTERM)
-        assert companion.wait(timeout=30) == 0, companion.log()
-        assert upstreams(caddy) == []
-    finally:
-        caddy.stop()
+    caddy = caddies(SITE)
+    app = start()
+    proxy = CuttingProxy(caddy.admin_url, cuts=2)
+    companion = companions(
+        caddy, app.base_url.removeprefix("http://"), admins=[f"http://127.0.0.1:{proxy.port}"],
+        args=("--ready-url", f"{app.base_url}/ready", "--events", "off"),
+    )  # fmt: skip
+    companion.wait_registered(timeout=20)
+    time.sleep(2)
+    assert proxy.cut == 1 or proxy.cut == 2
+    assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream], upstreams(caddy)
+    assert "cannot reach Caddy's Admin API" in companion.log() or "closed" in companion.log()
+    # Leaving through the same faulty path still removes the entry exactly once.
+    companion.signal(signal.SIGTERM)
+    assert companion.wait(timeout=30) == 0, companion.log()
+    assert upstreams(caddy) == []
 
 
-def test_a_refused_request_is_reported_once(companions: Launch, start: Callable[..., Server], tmp_path: Path) -> None:
-    caddy = launch_caddy(tmp_path, SITE, strict_origins=True)
-    try:
-        app = start()
-        # The admin only accepts the Host 127.0.0.1:PORT: reaching it as localhost:PORT gets a
-        # 403 every time (the mistake caddy-notes warns about).
-        wrong_host = caddy.admin_url.replace("127.0.0.1", "localhost")
-        companion = companions(caddy, app.base_url.removeprefix("http://"), admins=[wrong_host], args=("--ready-url", f"{app.base_url}/ready"))
-        assert wait_until(lambda: "host not allowed" in companion.log(), timeout=10), companion.log()
-        time.sleep(4)
-        assert companion.log().count("host not allowed") == 1, companion.log()
-        assert companion.process.poll() is None
-        assert upstreams(caddy) == []
-    finally:
-        caddy.stop()
+def test_a_refused_request_is_reported_once(caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path) -> None:
+    caddy = caddies(SITE, strict_origins=True)
+    app = start()
+    # The admin only accepts the Host 127.0.0.1:PORT: reaching it as localhost:PORT gets a
+    # 403 every time (the mistake caddy-notes warns about).
+    wrong_host = caddy.admin_url.replace("127.0.0.1", "localhost")
+    companion = companions(caddy, app.base_url.removeprefix("http://"), admins=[wrong_host], args=("--ready-url", f"{app.base_url}/ready"))
+    assert wait_until(lambda: "host not allowed" in companion.log(), timeout=10), companion.log()
+    time.sleep(4)
+    assert companion.log().count("host not allowed") == 1, companion.log()
+    assert companion.process.poll() is None
+    assert upstreams(caddy) == []
 
 
 def test_a_missing_handler_is_reported_once_and_joined_when_it_appears(
-    companions: Launch, start: Callable[..., Server], tmp_path: Path
+    caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path
 ) -> None:
-    caddy = launch_caddy(tmp_path, SITE)
-    try:
-        app = start()
-        companion = companions(
-            caddy, app.base_url.removeprefix("http://"), site="", args=("--handler-id", "api-proxy", "--ready-url", f"{app.base_url}/ready")
-        )
-        assert wait_until(lambda: 'no handler @id "api-proxy"' in companion.log(), timeout=10), companion.log()
-        time.sleep(3)
-        assert companion.log().count('no handler @id "api-proxy"') == 1, companion.log()
-        # Tag the proxy: the config changed, so the companion tries again and joins it.
-        with caddy.admin_client() as client:
-            tagged = client.put(f"{PROXY}/@id", json="api-proxy")
-            assert tagged.status_code == 200, tagged.text
-        companion.wait_registered(timeout=10)
-        assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
-    finally:
-        caddy.stop()
+    caddy = caddies(SITE)
+    app = start()
+    companion = companions(
+        caddy, app.base_url.removeprefix("http://"), site="", args=("--handler-id", "api-proxy", "--ready-url", f"{app.base_url}/ready")
+    )
+    assert wait_until(lambda: 'no handler @id "api-proxy"' in companion.log(), timeout=10), companion.log()
+    time.sleep(3)
+    assert companion.log().count('no handler @id "api-proxy"') == 1, companion.log()
+    # Tag the proxy: the config changed, so the companion tries again and joins it.
+    with caddy.admin_client() as client:
+        tagged = client.put(f"{PROXY}/@id", json="api-proxy")
+        assert tagged.status_code == 200, tagged.text
+    companion.wait_registered(timeout=10)
+    assert [u["dial"] for u in upstreams(caddy)] == [companion.upstream]
 
 
 @pytest.mark.parametrize(
@@ -225,20 +210,17 @@ def test_a_status_port_in_use_is_a_usage_error() -> None:
     assert "--listen" in result.stderr and "own port" in result.stderr
 
 
-def test_the_pip_installed_command_supervises_and_drains(companions: Launch, tmp_path: Path) -> None:
+def test_the_pip_installed_command_supervises_and_drains(caddies: Caddies, companions: Launch, tmp_path: Path) -> None:
     from tests.companion_process import uvicorn_command
 
     command = Path(sys.executable).parent / "caddy-beacon"
     assert command.exists(), "pip install did not put caddy-beacon on PATH"
-    caddy = launch_caddy(tmp_path, SITE)
-    try:
-        port = free_port()
-        companion = companions(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), program=str(command))
-        companion.wait_registered()
-        assert httpx.get(f"{caddy.base_url}/items/5", timeout=10).json()["id"] == 5
-        companion.signal(signal.SIGINT)
-        assert companion.wait(timeout=30) == 0, companion.log()
-        assert upstreams(caddy) == []
-        assert "Traceback" not in companion.log() and "KeyboardInterrupt" not in companion.log()
-    finally:
-        caddy.stop()
+    caddy = caddies(SITE)
+    port = free_port()
+    companion = companions(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), program=str(command))
+    companion.wait_registered()
+    assert httpx.get(f"{caddy.base_url}/items/5", timeout=10).json()["id"] == 5
+    companion.signal(signal.SIGINT)
+    assert companion.wait(timeout=30) == 0, companion.log()
+    assert upstreams(caddy) == []
+    assert "Traceback" not in companion.log() and "KeyboardInterrupt" not in companion.log()

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.companion_process import Companion, companion_cli, uvicorn_command
-from tests.conftest import Caddy, Server, free_port, launch_caddy, wait_until
+from tests.conftest import Caddies, Caddy, Server, free_port, launch_caddy, wait_until
 from tests.h2_client import H2Connection
 from tests.load import Load
 
@@ -42,10 +42,8 @@ Launch = Callable[..., Companion]
 
 
 @pytest.fixture
-def caddy(tmp_path: Path) -> Any:
-    running = launch_caddy(tmp_path, SITE)
-    yield running
-    running.stop()
+def caddy(caddies: Caddies) -> Caddy:
+    return caddies(SITE)
 
 
 def upstreams(caddy: Caddy) -> list[dict[str, str]]:
@@ -102,13 +100,10 @@ def test_replicas_get_traffic_only_once_ready(companions: Launch, caddy: Caddy, 
     print(f"\nFIGURE ready->first routed request: {min(to_slow) - ready_at:.3f}s")
 
 
-def test_rolling_restart_under_load_fails_no_request(companions: Launch, tmp_path: Path) -> None:
+def test_rolling_restart_under_load_fails_no_request(caddies: Caddies, companions: Launch, tmp_path: Path) -> None:
     # grace_period as a production Caddyfile would set it.
-    caddy = launch_caddy(tmp_path, SITE, tls=True, global_options="\tgrace_period 3s\n")
-    try:
-        _rolling_restart(companions, caddy, tmp_path)
-    finally:
-        caddy.stop()
+    caddy = caddies(SITE, tls=True, global_options="\tgrace_period 3s\n")
+    _rolling_restart(companions, caddy, tmp_path)
 
 
 def _rolling_restart(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
@@ -141,7 +136,7 @@ def _rolling_restart(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
 
 
 def test_a_connection_left_on_a_superseded_caddy_server_still_reaches_a_live_replica(
-    companions: Launch, start: Callable[..., Server], tmp_path: Path
+    caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path
 ) -> None:
     """Go's HTTP/2 server tells its connections to go away when Caddy replaces a server, but a
     connection still in its TLS handshake at that moment is missed: it stays on the old server,
@@ -150,35 +145,32 @@ def test_a_connection_left_on_a_superseded_caddy_server_still_reaches_a_live_rep
     reloads Caddy, and the TLS handshake finishes after it. Its requests still reach the removed
     replica, and once that replica is gone they must be retried on a live one (a zero-wait
     `lb_retries`: a superseded handler's waiting retries stop at once), not answered 502."""
-    caddy = launch_caddy(tmp_path, SITE, tls=True, global_options="\tgrace_period 1s\n")
+    caddy = caddies(SITE, tls=True, global_options="\tgrace_period 1s\n")
+    leaving, staying = start(), start()
+    joined = [
+        companions(caddy, app.base_url.removeprefix("http://"), args=("--ready-url", f"{app.base_url}/ready"))
+        for app in (leaving, staying)
+    ]
+    for companion in joined:
+        companion.wait_registered()
+    host, port = caddy.base_url.removeprefix("https://").split(":")
+    early = socket.create_connection((host, int(port)), timeout=10)
+    time.sleep(0.3)  # accepted by the server about to be superseded
+    joined[0].signal(signal.SIGTERM)  # removes `leaving` from Caddy's config: a reload
+    assert joined[0].wait(timeout=30) == 0, joined[0].log()
+    time.sleep(0.3)
+    connection = H2Connection(host, int(port), raw=early)
     try:
-        leaving, staying = start(), start()
-        joined = [
-            companions(caddy, app.base_url.removeprefix("http://"), args=("--ready-url", f"{app.base_url}/ready"))
-            for app in (leaving, staying)
-        ]
-        for companion in joined:
-            companion.wait_registered()
-        host, port = caddy.base_url.removeprefix("https://").split(":")
-        early = socket.create_connection((host, int(port)), timeout=10)
-        time.sleep(0.3)  # accepted by the server about to be superseded
-        joined[0].signal(signal.SIGTERM)  # removes `leaving` from Caddy's config: a reload
-        assert joined[0].wait(timeout=30) == 0, joined[0].log()
-        time.sleep(0.3)
-        connection = H2Connection(host, int(port), raw=early)
-        try:
-            pid_leaving = leaving.get("/whoami").json()["pid"]
-            answered = [_whoami(connection) for _ in range(40)]
-            assert pid_leaving in answered, "the connection did not stay on the superseded server; nothing to test"
-            time.sleep(1.5)  # past grace_period: the old server's handlers are now shut down
-            leaving.stop(signal.SIGKILL)
-            after = [_whoami(connection) for _ in range(30)]
-        finally:
-            connection.close()
-        pid_staying = staying.get("/whoami").json()["pid"]
-        assert after == [pid_staying] * 30, f"answers after the removed replica died: {after}\n{caddy.log()[-5000:]}"
+        pid_leaving = leaving.get("/whoami").json()["pid"]
+        answered = [_whoami(connection) for _ in range(40)]
+        assert pid_leaving in answered, "the connection did not stay on the superseded server; nothing to test"
+        time.sleep(1.5)  # past grace_period: the old server's handlers are now shut down
+        leaving.stop(signal.SIGKILL)
+        after = [_whoami(connection) for _ in range(30)]
     finally:
-        caddy.stop()
+        connection.close()
+    pid_staying = staying.get("/whoami").json()["pid"]
+    assert after == [pid_staying] * 30, f"answers after the removed replica died: {after}\n{caddy.log()[-5000:]}"
 
 
 def _whoami(connection: H2Connection) -> int | str:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.companion_process import companion_cli
-from tests.conftest import Caddy, Server, free_port, launch_caddy, wait_until
+from tests.conftest import Caddies, Caddy, Server, free_port, launch_caddy, wait_until
 
 def companion(*args: str) -> subprocess.CompletedProcess[str]:
     return companion_cli(*args)
@@ -122,59 +122,50 @@ def _proxy_path(caddy_admin: str) -> str:
 
 
 def test_deregister_removes_owned_entries_and_waits_for_in_flight_requests(
-    start: Callable[..., Server], tmp_path: Path
+    caddies: Caddies, start: Callable[..., Server], tmp_path: Path
 ) -> None:
     app = start()
     address = app.base_url.removeprefix("http://")
-    caddy = launch_caddy(tmp_path, "\treverse_proxy {\n\t\tlb_try_duration 1s\n\t}")
-    try:
-        upstreams = caddy.admin_url + _proxy_path(caddy.admin_url) + "/upstreams"
-        # Registered twice (as a retried append would): both entries are the companion's. A proxy
-        # with no static upstreams has no `upstreams` array yet: PUT creates it, POST appends.
-        assert httpx.put(upstreams, json=[{"@id": "caddy-beacon-a", "dial": address}]).status_code == 200
-        assert httpx.post(upstreams, json={"@id": "caddy-beacon-b", "dial": address}).status_code == 200
-        assert httpx.get(f"{caddy.base_url}/items/1").status_code == 200
+    caddy = caddies("\treverse_proxy {\n\t\tlb_try_duration 1s\n\t}")
+    upstreams = caddy.admin_url + _proxy_path(caddy.admin_url) + "/upstreams"
+    # Registered twice (as a retried append would): both entries are the companion's. A proxy
+    # with no static upstreams has no `upstreams` array yet: PUT creates it, POST appends.
+    assert httpx.put(upstreams, json=[{"@id": "caddy-beacon-a", "dial": address}]).status_code == 200
+    assert httpx.post(upstreams, json={"@id": "caddy-beacon-b", "dial": address}).status_code == 200
+    assert httpx.get(f"{caddy.base_url}/items/1").status_code == 200
 
-        with _request_in_flight(caddy, 2) as slow:
-            started = time.monotonic()
-            result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "10s")
-            elapsed = time.monotonic() - started
-            assert result.returncode == 0, result.stderr
-            assert f"deregistered {address} from {caddy.admin_url} (2 entries)" in result.stdout
-            assert elapsed > 1.0, "returned before the request in flight had finished"
-            assert slow.result().status_code == 200
+    with _request_in_flight(caddy, 2) as slow:
+        started = time.monotonic()
+        result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "10s")
+        elapsed = time.monotonic() - started
+        assert result.returncode == 0, result.stderr
+        assert f"deregistered {address} from {caddy.admin_url} (2 entries)" in result.stdout
+        assert elapsed > 1.0, "returned before the request in flight had finished"
+        assert slow.result().status_code == 200
 
-        assert httpx.get(upstreams).json() == []
-        again = companion("deregister", "--upstream", address, "--admin", caddy.admin_url)
-        assert again.returncode == 0 and "nothing to do" in again.stdout
-    finally:
-        caddy.stop()
+    assert httpx.get(upstreams).json() == []
+    again = companion("deregister", "--upstream", address, "--admin", caddy.admin_url)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
-def test_deregister_never_touches_caddyfile_upstreams(start: Callable[..., Server], tmp_path: Path) -> None:
+def test_deregister_never_touches_caddyfile_upstreams(caddies: Caddies, start: Callable[..., Server], tmp_path: Path) -> None:
     app = start()
     address = app.base_url.removeprefix("http://")
-    caddy = launch_caddy(tmp_path, f"\treverse_proxy {address}")
-    try:
-        result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url)
-        assert result.returncode == 64
-        assert "was not registered by caddy-beacon" in result.stderr
-        assert httpx.get(f"{caddy.base_url}/items/1").status_code == 200
-    finally:
-        caddy.stop()
+    caddy = caddies(f"\treverse_proxy {address}")
+    result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url)
+    assert result.returncode == 64
+    assert "was not registered by caddy-beacon" in result.stderr
+    assert httpx.get(f"{caddy.base_url}/items/1").status_code == 200
 
 
-def test_deregister_reports_a_drain_timeout(start: Callable[..., Server], tmp_path: Path) -> None:
+def test_deregister_reports_a_drain_timeout(caddies: Caddies, start: Callable[..., Server], tmp_path: Path) -> None:
     app = start()
     address = app.base_url.removeprefix("http://")
-    caddy = launch_caddy(tmp_path, "\treverse_proxy")
-    try:
-        upstreams = caddy.admin_url + _proxy_path(caddy.admin_url) + "/upstreams"
-        assert httpx.put(upstreams, json=[{"@id": "caddy-beacon-x", "dial": address}]).status_code == 200
-        with _request_in_flight(caddy, 3) as slow:
-            result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "500ms")
-            assert result.returncode == 1
-            assert "1 request(s) to it were still running when the drain timeout ended" in result.stderr
-            assert slow.result().status_code == 200
-    finally:
-        caddy.stop()
+    caddy = caddies("\treverse_proxy")
+    upstreams = caddy.admin_url + _proxy_path(caddy.admin_url) + "/upstreams"
+    assert httpx.put(upstreams, json=[{"@id": "caddy-beacon-x", "dial": address}]).status_code == 200
+    with _request_in_flight(caddy, 3) as slow:
+        result = companion("deregister", "--upstream", address, "--admin", caddy.admin_url, "--drain-timeout", "500ms")
+        assert result.returncode == 1
+        assert "1 request(s) to it were still running when the drain timeout ended" in result.stderr
+        assert slow.result().status_code == 200

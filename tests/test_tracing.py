@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from typing import Callable
 
-import httpx
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
