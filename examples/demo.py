@@ -114,7 +114,6 @@ class Stack:
                 "SITE_ADDRESS": f":{args.port}",
                 "SITE_BIND": "127.0.0.1",
                 "CADDY_ADMIN": f"127.0.0.1:{args.admin_port}",
-                "CADDY_ADMIN_ORIGINS": f"127.0.0.1:{args.admin_port} localhost:{args.admin_port}",
                 "OTEL_SERVICE_NAME": "caddy",
                 "XDG_CONFIG_HOME": str(args.workdir / "caddy-config"),
                 "XDG_DATA_HOME": str(args.workdir / "caddy-data"),
