@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,6 +230,40 @@ def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(t
             os.killpg(replica.pid, signal.SIGKILL)
         caddy.stop()
         receiver.stop()
+
+
+def test_a_websocket_through_the_caddyfile_survives_registrations(
+    companions: Callable[..., Any], start: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Every registration reloads Caddy's config; `stream_close_delay` in the Caddyfile keeps
+    open WebSockets (and other streams) alive through it instead of cutting them."""
+    from websockets.sync.client import connect
+
+    site_port, admin_port = free_port(), free_port()
+    caddy = launch_repo_caddyfile(
+        tmp_path, {"SITE_ADDRESS": f":{site_port}", "SITE_BIND": "127.0.0.1", "CADDY_ADMIN": f"127.0.0.1:{admin_port}"}, admin_port, site_port
+    )
+    try:
+        first, second = start(app="tests.apps.main:app"), start(app="tests.apps.main:app")
+
+        def join(app: Any) -> Any:
+            address = app.base_url.removeprefix("http://")
+            return companions(caddy, address, site=f":{site_port}", args=("--ready-url", f"{app.base_url}/ready"))
+
+        join(first).wait_registered()
+        with connect(f"ws://127.0.0.1:{site_port}/ws", open_timeout=10) as websocket:
+            websocket.send("before")
+            assert websocket.recv(timeout=10) == "echo before"
+            joined = join(second)
+            joined.wait_registered()  # a reload
+            websocket.send("after joining")
+            assert websocket.recv(timeout=10) == "echo after joining"
+            joined.signal(signal.SIGTERM)  # another reload
+            assert joined.wait(timeout=30) == 0
+            websocket.send("after leaving")
+            assert websocket.recv(timeout=10) == "echo after leaving"
+    finally:
+        caddy.stop()
 
 
 def test_prometheus_config_is_valid_for_prometheus() -> None:
