@@ -70,3 +70,19 @@ def test_zero_drain_seconds_shuts_down_immediately(start: Callable[..., Server])
     server.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=10) in CLEAN_EXIT
     assert time.monotonic() - started < 3
+
+
+def test_while_draining_http1_responses_close_their_connection(start: Callable[..., Server]) -> None:
+    # A proxy still sending to a draining replica then dials afresh for each request: refused
+    # once the replica is gone (retried elsewhere), never a keep-alive connection reset mid-request.
+    server = start(env={"BEACON_DRAIN_SECONDS": "10"})
+    with httpx.Client(base_url=server.base_url, timeout=5) as client:
+        before = client.get("/items/1")
+        assert before.status_code == 200 and "connection" not in before.headers
+        server.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: server.fresh_get("/ready").status_code == 503, timeout=1.0)
+        during = client.get("/items/1")
+        assert during.status_code == 200
+        assert during.headers["connection"] == "close"
+        assert during.headers["x-request-id"], "the request id header is still there"
+    server.send_signal(signal.SIGTERM)

@@ -189,6 +189,14 @@ impl RequestRecord {
         }
         let pair = PyTuple::new(py, [context.header_name.bind(py).as_any(), self.request_id.bind(py).as_any()])?;
         headers.append(pair)?;
+        if self.shared.readiness.is_draining() && is_http1(context.scope.bind(py))? {
+            // While draining, each HTTP/1.1 connection carries one more request and closes, so a
+            // proxy still sending here (e.g. Caddy on a connection a reload left on its old
+            // server) dials again for the next one: refused once the app is gone, which it
+            // retries elsewhere, instead of racing the server's close of an idle keep-alive
+            // connection (a reset it cannot retry for a POST).
+            headers.append(PyTuple::new(py, [PyBytes::new(py, b"connection"), PyBytes::new(py, b"close")])?)?;
+        }
         copy.set_item(intern!(py, "headers"), headers)?;
         Ok(copy)
     }
@@ -320,4 +328,13 @@ impl Drop for RequestRecord {
             self.shared.metrics.request_abandoned(self.method);
         }
     }
+}
+
+/// HTTP/1.x, where `Connection` is a valid response header (HTTP/2 and 3 forbid it).
+fn is_http1(scope: &Bound<'_, PyDict>) -> PyResult<bool> {
+    let version = scope.get_item(intern!(scope.py(), "http_version"))?;
+    Ok(match version {
+        Some(version) => version.extract::<&str>().map(|v| v.starts_with('1')).unwrap_or(false),
+        None => true, // ASGI's default is 1.1
+    })
 }
