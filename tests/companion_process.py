@@ -30,7 +30,11 @@ def companion_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProces
 
 def uvicorn_command(port: int | None = None, uds: Path | None = None) -> list[str]:
     where = ["--uds", str(uds)] if uds else ["--host", "127.0.0.1", "--port", str(port)]
-    return [sys.executable, "-m", "uvicorn", APP, *where, "--log-level", "warning", "--timeout-graceful-shutdown", "20"]
+    # Keep-alive above Caddy's (60 s in the Caddyfile), as the README says to.
+    return [
+        sys.executable, "-m", "uvicorn", APP, *where,
+        "--log-level", "warning", "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "75",
+    ]  # fmt: skip
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import threading
@@ -21,21 +22,20 @@ import httpx
 import pytest
 
 from tests.companion_process import Companion, companion_cli, uvicorn_command
-from tests.conftest import Caddies, Caddy, Server, free_port, launch_caddy, wait_until
+from tests.conftest import ROOT, Caddies, Caddy, Server, free_port, launch_caddy, wait_until
 from tests.h2_client import H2Connection
 from tests.load import Load
 
-# The proxy the companions join: no static upstreams; Caddy keeps health checks and retries.
-# Retries are counted (lb_retries) and do not wait between tries: a handler whose config was
-# superseded stops retrying as soon as a retry would wait (see the Caddyfile at the repo root).
-SITE = """
-\treverse_proxy {
-\t\thealth_uri /ready
-\t\thealth_interval 1s
-\t\thealth_timeout 1s
-\t\tlb_retries 3
-\t\tfail_duration 10s
-\t}"""
+def caddyfile_proxy() -> str:
+    """The `reverse_proxy` block of the repository's Caddyfile (no static upstreams; health
+    checks, zero-wait retries, transport), so these tests run what users copy."""
+    block = re.search(r"^\treverse_proxy \{\n.*?^\t\}$", (ROOT / "Caddyfile").read_text(), re.M | re.S)
+    assert block, "the Caddyfile has no top-level reverse_proxy block"
+    return "\n" + block.group(0)
+
+
+# The proxy the companions join.
+SITE = caddyfile_proxy()
 PROXY = "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
 
 Launch = Callable[..., Companion]
@@ -186,7 +186,6 @@ def stale_config_failures(caddy: Caddy, companion_logs: str) -> list[tuple[float
     """Caddy's logged dial failures to an address at a time when the companions' logs show it
     was removed from Caddy's config and not registered again."""
     import datetime
-    import re
 
     events: list[tuple[float, str, str]] = []
     for when, verb, address in re.findall(r"^(\S+) caddy-beacon info: (removed|registered) (\S+)", companion_logs, re.M):
