@@ -225,21 +225,29 @@ def _wait_for_admin(caddy: Caddy) -> None:
 def launch_repo_caddyfile(tmp_path: Path, env: dict[str, str], admin_port: int, site_port: int) -> Caddy:
     """Runs Caddy with the repository's own Caddyfile, configured through its environment
     placeholders (the admin address must be 127.0.0.1:`admin_port`)."""
-    log_path = tmp_path / f"caddy-{site_port}.log"
+    return _start_caddy(tmp_path, ROOT / "Caddyfile", env, f"http://127.0.0.1:{site_port}", admin_port, log_name=f"caddy-{site_port}.log")
+
+
+def _start_caddy(
+    tmp_path: Path, caddyfile: Path, env: dict[str, str], base_url: str, admin_port: int, *, log_name: str, admin_socket: Path | None = None
+) -> Caddy:
+    """Runs `caddy run` on `caddyfile` with its data under `tmp_path`; returns once the Admin API answers."""
+    log_path = tmp_path / log_name
     full_env = {
         **os.environ,
         "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
         "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
         **env,
     }
-    command = [str(CADDY), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"]
+    command = [str(CADDY), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
     caddy = Caddy(
         _run_caddy(command, full_env, log_path),
-        f"http://127.0.0.1:{site_port}",
+        base_url,
         f"http://127.0.0.1:{admin_port}",
         log_path,
         command,
         full_env,
+        str(admin_socket) if admin_socket else None,
     )
     _wait_for_admin(caddy)
     return caddy
@@ -279,44 +287,40 @@ def launch_caddy(
         + site.replace("{port}", str(port))
         + "\n}\n"
     )
-    log_path = tmp_path / f"caddy-{port}.log"
-    full_env = {
-        **os.environ,
-        "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
-        "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
-        **(env or {}),
-    }
-    command = [str(CADDY), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
-    caddy = Caddy(
-        _run_caddy(command, full_env, log_path),
-        f"{'https' if tls else 'http'}://127.0.0.1:{port}",
-        f"http://127.0.0.1:{admin_port}",
-        log_path,
-        command,
-        full_env,
-        str(admin_socket) if admin_socket else None,
-    )
-    _wait_for_admin(caddy)
-    return caddy
+    base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
+    return _start_caddy(tmp_path, caddyfile, env or {}, base_url, admin_port, log_name=f"caddy-{port}.log", admin_socket=admin_socket)
 
 
-Caddies = Callable[..., Caddy]
+class Caddies:
+    """Starts Caddy instances for a test and stops every one afterwards (the `caddies` fixture)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Caddy] = []
+
+    def __call__(self, site: str, **options: Any) -> Caddy:
+        """A test Caddyfile around `site` (see launch_caddy)."""
+        return self._keep(launch_caddy(self.tmp_path, site, **options))
+
+    def repo(self, env: dict[str, str], admin_port: int, site_port: int) -> Caddy:
+        """The repository's Caddyfile (see launch_repo_caddyfile)."""
+        return self._keep(launch_repo_caddyfile(self.tmp_path, env, admin_port, site_port))
+
+    def _keep(self, caddy: Caddy) -> Caddy:
+        self.started.append(caddy)
+        return caddy
+
+    def stop_all(self) -> None:
+        for caddy in self.started:
+            caddy.stop()
 
 
 @pytest.fixture
 def caddies(tmp_path: Path) -> Iterator[Caddies]:
-    """Starts Caddy instances for a test (`caddies(site, **options)`, see launch_caddy) and
-    stops every one afterwards. Ask for it before `companions`, so Caddy outlives them."""
-    started: list[Caddy] = []
-
-    def _launch(site: str, **options: Any) -> Caddy:
-        caddy = launch_caddy(tmp_path, site, **options)
-        started.append(caddy)
-        return caddy
-
-    yield _launch
-    for caddy in started:
-        caddy.stop()
+    """Ask for it before `companions`, so Caddy outlives them."""
+    launcher = Caddies(tmp_path)
+    yield launcher
+    launcher.stop_all()
 
 
 @pytest.fixture

@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from examples.otlp_receiver import OtlpReceiver
-from tests.conftest import CADDY, ROOT, free_port, launch_repo_caddyfile, wait_until
+from tests.companion_process import Companion
+from tests.conftest import CADDY, ROOT, Caddies, free_port, wait_until
 
 VENV_BIN = CADDY.parent
 PROMETHEUS = VENV_BIN / "prometheus"
@@ -51,11 +52,17 @@ def adapted(env: dict[str, str] | None = None) -> dict[str, Any]:
     return dict(json.loads(result.stdout))
 
 
-COMPOSE_ENV = {
-    "SITE_ADDRESS": "api.example.com",
-    "CADDY_ADMIN": "0.0.0.0:2019",
-    "CADDY_ADMIN_ORIGINS": "caddy:2019 localhost:2019",
-}
+def interpolated(text: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR} interpolation, with every variable unset."""
+    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+
+
+def compose_file() -> dict[str, Any]:
+    return dict(yaml.safe_load(interpolated((ROOT / "compose.yml").read_text())))
+
+
+# Caddy's environment in compose.yml, with a domain as SITE_ADDRESS (automatic HTTPS).
+COMPOSE_ENV = {**{k: str(v) for k, v in compose_file()["services"]["caddy"]["environment"].items()}, "SITE_ADDRESS": "api.example.com"}
 
 
 # --- Caddyfile -------------------------------------------------------------------------
@@ -112,15 +119,6 @@ def test_the_caddyfile_keeps_the_promises_the_readme_makes() -> None:
 # --- compose.yml and deploy/ -----------------------------------------------------------
 
 
-def interpolated(text: str) -> str:
-    """Compose's ${VAR:-default} / ${VAR} interpolation, with every variable unset."""
-    return re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
-
-
-def compose_file() -> dict[str, Any]:
-    return dict(yaml.safe_load(interpolated((ROOT / "compose.yml").read_text())))
-
-
 def test_compose_yml_follows_the_compose_specification() -> None:
     if not COMPOSE_SCHEMA.exists():
         pytest.fail(f"{COMPOSE_SCHEMA} is missing: `make test` downloads it")
@@ -162,7 +160,7 @@ def test_the_app_image_runs_the_app_under_the_companion() -> None:
     assert app["CADDY_ADMIN"] == "http://caddy:2019" and app["BEACON_UPSTREAM"] == ":8000"
 
 
-def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(tmp_path: Path) -> None:
+def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(caddies: Caddies, tmp_path: Path) -> None:
     """What a compose replica runs — the image's ENTRYPOINT + CMD with compose's environment and
     no other flag — against Caddy running the repository's Caddyfile with compose's settings.
     Only the addresses change (127.0.0.1 and free ports instead of the compose network)."""
@@ -185,7 +183,7 @@ def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(t
     def localized(environment: dict[str, str]) -> dict[str, str]:
         return {name: local.get(str(value), str(value)) for name, value in environment.items()}
 
-    caddy = launch_repo_caddyfile(tmp_path, {**localized(compose["caddy"]["environment"]), "SITE_BIND": "127.0.0.1"}, admin_port, site_port)
+    caddy = caddies.repo({**localized(compose["caddy"]["environment"]), "SITE_BIND": "127.0.0.1"}, admin_port, site_port)
     argv = [str(VENV_BIN / entrypoint[0]), *entrypoint[1:]]
     argv += [sys.executable, "-m", *command]
     argv[argv.index("--port") + 1] = str(app_port)
@@ -193,20 +191,13 @@ def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(t
     app_env = localized(compose["app"]["environment"])
     log = tmp_path / "replica.log"
     with open(log, "wb") as out:
-        replica = subprocess.Popen(
+        process = subprocess.Popen(
             argv, cwd=ROOT, env={**os.environ, **app_env, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
+    replica = Companion(process, log, app_env["BEACON_UPSTREAM"], status_port)
     try:
-        status = f"http://127.0.0.1:{status_port}/status"
-
-        def registered() -> bool:
-            try:
-                return bool(httpx.get(status, timeout=2).json()["caddies"][0]["registered"])
-            except (httpx.TransportError, KeyError, IndexError):
-                return False
-
-        assert wait_until(registered, timeout=30), log.read_text()
+        replica.wait_registered()
         response = httpx.get(f"{caddy.base_url}/items/7", timeout=10)
         assert response.status_code == 200, response.text
         request_id = response.headers["x-request-id"]
@@ -221,49 +212,42 @@ def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(t
         assert wait_until(lambda: any(s.span_id == span.parent_span_id for s in receiver.spans), timeout=15)
         parents = [s for s in receiver.spans if s.span_id == span.parent_span_id]
         assert parents[0].resource["service.name"] == "caddy", "the app's span must be the child of Caddy's"
-        replica.send_signal(signal.SIGTERM)
-        assert replica.wait(timeout=60) == 0, log.read_text()
+        replica.signal(signal.SIGTERM)
+        assert replica.wait(timeout=60) == 0, replica.log()
         with caddy.admin_client() as client:
             assert "127.0.0.1:%d" % app_port not in client.get("/config/").text, "the replica stayed in Caddy"
     finally:
-        if replica.poll() is None:
-            os.killpg(replica.pid, signal.SIGKILL)
-        caddy.stop()
+        replica.cleanup()
         receiver.stop()
 
 
 def test_a_websocket_through_the_caddyfile_survives_registrations(
-    companions: Callable[..., Any], start: Callable[..., Any], tmp_path: Path
+    caddies: Caddies, companions: Callable[..., Any], start: Callable[..., Any]
 ) -> None:
     """Every registration reloads Caddy's config; `stream_close_delay` in the Caddyfile keeps
     open WebSockets (and other streams) alive through it instead of cutting them."""
     from websockets.sync.client import connect
 
     site_port, admin_port = free_port(), free_port()
-    caddy = launch_repo_caddyfile(
-        tmp_path, {"SITE_ADDRESS": f":{site_port}", "SITE_BIND": "127.0.0.1", "CADDY_ADMIN": f"127.0.0.1:{admin_port}"}, admin_port, site_port
-    )
-    try:
-        first, second = start(app="tests.apps.main:app"), start(app="tests.apps.main:app")
+    caddy = caddies.repo({"SITE_ADDRESS": f":{site_port}", "SITE_BIND": "127.0.0.1", "CADDY_ADMIN": f"127.0.0.1:{admin_port}"}, admin_port, site_port)
+    first, second = start(app="tests.apps.main:app"), start(app="tests.apps.main:app")
 
-        def join(app: Any) -> Any:
-            address = app.base_url.removeprefix("http://")
-            return companions(caddy, address, site=f":{site_port}", args=("--ready-url", f"{app.base_url}/ready"))
+    def join(app: Any) -> Any:
+        address = app.base_url.removeprefix("http://")
+        return companions(caddy, address, site=f":{site_port}", args=("--ready-url", f"{app.base_url}/ready"))
 
-        join(first).wait_registered()
-        with connect(f"ws://127.0.0.1:{site_port}/ws", open_timeout=10) as websocket:
-            websocket.send("before")
-            assert websocket.recv(timeout=10) == "echo before"
-            joined = join(second)
-            joined.wait_registered()  # a reload
-            websocket.send("after joining")
-            assert websocket.recv(timeout=10) == "echo after joining"
-            joined.signal(signal.SIGTERM)  # another reload
-            assert joined.wait(timeout=30) == 0
-            websocket.send("after leaving")
-            assert websocket.recv(timeout=10) == "echo after leaving"
-    finally:
-        caddy.stop()
+    join(first).wait_registered()
+    with connect(f"ws://127.0.0.1:{site_port}/ws", open_timeout=10) as websocket:
+        websocket.send("before")
+        assert websocket.recv(timeout=10) == "echo before"
+        joined = join(second)
+        joined.wait_registered()  # a reload
+        websocket.send("after joining")
+        assert websocket.recv(timeout=10) == "echo after joining"
+        joined.signal(signal.SIGTERM)  # another reload
+        assert joined.wait(timeout=30) == 0
+        websocket.send("after leaving")
+        assert websocket.recv(timeout=10) == "echo after leaving"
 
 
 def test_prometheus_config_is_valid_for_prometheus() -> None:
