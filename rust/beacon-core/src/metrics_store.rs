@@ -408,16 +408,6 @@ impl RequestMetrics {
         self.words()[SERIES_DROPPED].load(Ordering::Relaxed)
     }
 
-    /// In-flight requests per method over every live worker, for every method seen.
-    pub fn active_requests(&self) -> Vec<(HttpMethod, i64)> {
-        total_active(&self.workers())
-    }
-
-    /// Pids of the live workers sharing this store.
-    pub fn worker_pids(&self) -> Vec<u32> {
-        self.workers().into_iter().map(|w| w.pid).collect()
-    }
-
     /// Called by this process' event-loop watchdog: the loop is running, and woke `lag` late.
     pub fn heartbeat(&self, lag: Duration, interval: Duration) {
         let worker = self.worker(self.my_slot());
@@ -534,11 +524,11 @@ mod tests {
         let metrics = store(10);
         metrics.request_started(HttpMethod::Get);
         metrics.request_started(HttpMethod::Get);
-        assert_eq!(metrics.active_requests(), vec![(HttpMethod::Get, 2)]);
+        assert_eq!(total_active(&metrics.workers()), vec![(HttpMethod::Get, 2)]);
         metrics.request_finished(HttpMethod::Get, "/items/{id}", 200, 5_000_000);
         metrics.request_finished(HttpMethod::Get, "/items/{id}", 200, 50_000_000);
         metrics.observe(HttpMethod::Get, "/items/{id}", 404, 1);
-        assert_eq!(metrics.active_requests(), vec![(HttpMethod::Get, 0)]);
+        assert_eq!(total_active(&metrics.workers()), vec![(HttpMethod::Get, 0)]);
 
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.len(), 2);
@@ -605,8 +595,8 @@ mod tests {
         }
         // Both handles are in this process: one slot, gauge summed once.
         first.request_started(HttpMethod::Get);
-        assert_eq!(second.active_requests(), vec![(HttpMethod::Get, 1)]);
-        assert_eq!(first.worker_pids(), vec![std::process::id()]);
+        assert_eq!(total_active(&second.workers()), vec![(HttpMethod::Get, 1)]);
+        assert_eq!(first.workers().iter().map(|w| w.pid).collect::<Vec<_>>(), vec![std::process::id()]);
         std::fs::remove_file(first.shared_path().unwrap()).unwrap();
     }
 
