@@ -9,7 +9,7 @@
 - the companion's resident memory and idle CPU, as the standalone binary and as the command pip
   installs (the same code hosted in a Python process).
 
-    python bench/companion.py [--rounds 5]
+    python bench/companion.py [--rounds 5] [--footprint-only]
 
 Needs `make install-test` (Caddy, the test app) and, for the standalone figures,
 `cargo build --release -p beacon-agent`.
@@ -159,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--footprint-only", action="store_true", help="only the idle RSS and CPU figures")
     options = parser.parse_args()
     if not COMPANION.exists():
         sys.exit(f"{COMPANION} is missing: cargo build -p beacon-agent")
@@ -168,16 +169,17 @@ def main() -> None:
         def show(name: str, values: list[float]) -> None:
             print(f"{name:<44} median {statistics.median(values) * 1000:7.0f} ms   max {max(values) * 1000:7.0f} ms   ({len(values)} rounds)")
 
-        show("app ready -> first request routed", ready_to_routed(tmp, options.rounds))
-        show("SIGTERM -> exit, nothing in flight", sigterm_to_exit(tmp, options.rounds, in_flight=False))
-        show("SIGTERM -> exit, a 2 s request in flight", sigterm_to_exit(tmp, options.rounds, in_flight=True))
-        for label, tls, keepalive in [
-            ("HTTP/2 client honouring GOAWAY", True, True),
-            ("HTTP/1.1, a new connection per request", False, False),
-            ("HTTP/1.1 keep-alive, no retries", False, True),
-        ]:
-            ok, failed, resent = rolling_restart(tmp, tls, keepalive)
-            print(f"rolling restart, {label:<40} {ok:6d} ok {failed:4d} failed" + (f" ({resent} sent again after GOAWAY)" if tls else ""))
+        if not options.footprint_only:
+            show("app ready -> first request routed", ready_to_routed(tmp, options.rounds))
+            show("SIGTERM -> exit, nothing in flight", sigterm_to_exit(tmp, options.rounds, in_flight=False))
+            show("SIGTERM -> exit, a 2 s request in flight", sigterm_to_exit(tmp, options.rounds, in_flight=True))
+            for label, tls, keepalive in [
+                ("HTTP/2 client honouring GOAWAY", True, True),
+                ("HTTP/1.1, a new connection per request", False, False),
+                ("HTTP/1.1 keep-alive, no retries", False, True),
+            ]:
+                ok, failed, resent = rolling_restart(tmp, tls, keepalive)
+                print(f"rolling restart, {label:<40} {ok:6d} ok {failed:4d} failed" + (f" ({resent} sent again after GOAWAY)" if tls else ""))
         for label, program in [("standalone binary (release)", RELEASE), ("pip-installed command", PIP_COMMAND)]:
             if not program.exists():
                 print(f"{label}: {program} missing, skipped")

@@ -111,13 +111,14 @@ def launch_companion(
     command: list[str] | None = None,
     args: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
-    status_port: int | None = 0,
+    status_port: int | None | str = 0,
     program: str | None = None,
 ) -> Companion:
     """Starts `caddy-beacon run` against `caddies` (or the `admins` addresses), joining the first
     one's test site (or `site`).
-    `status_port=0` picks a free port for /status; None turns it off. `program` replaces the
-    cargo-built binary (e.g. the `caddy-beacon` command pip installed)."""
+    `status_port=0` picks a free port for /status; None turns it off; "default" gives no
+    --listen at all (the companion's default, read back from its log by `status_port_from_log`).
+    `program` replaces the cargo-built binary (e.g. the `caddy-beacon` command pip installed)."""
     if not COMPANION.exists():
         pytest.fail(f"{COMPANION} is missing: `cargo build -p beacon-agent` (make test does)")
     caddies = caddies if isinstance(caddies, list) else [caddies]
@@ -127,14 +128,36 @@ def launch_companion(
     argv += [] if site == "" else ["--site", site or caddies[0].base_url]
     for admin in admins or [caddy.admin for caddy in caddies]:
         argv += ["--admin", admin]
-    argv += ["--listen", f"127.0.0.1:{port}" if port else "off", *args]
+    if port != "default":
+        argv += ["--listen", f"127.0.0.1:{port}" if port else "off"]
+    argv += list(args)
     if command:
         argv += ["--", *command]
     log_path = tmp_path / f"companion-{upstream.replace('/', '_')}-{free_port()}.log"
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("CADDY_ADMIN", None)
+    full_env.pop("BEACON_LISTEN", None)
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(
             argv, cwd=ROOT, env=full_env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
-    return Companion(process, log_path, upstream, port)
+    companion = Companion(process, log_path, upstream, None if port == "default" else port)  # type: ignore[arg-type]
+    if port == "default":
+        companion.status_port = status_port_from_log(companion)
+    return companion
+
+
+def status_port_from_log(companion: Companion, timeout: float = 15) -> int:
+    """The port the companion says it serves /status on."""
+    found: list[int] = []
+
+    def said() -> bool:
+        match = re.search(r"status on http://127\.0\.0\.1:(\d+)/status", companion.log())
+        if match:
+            found.append(int(match.group(1)))
+        elif companion.process.poll() is not None:
+            raise RuntimeError(f"companion exited with {companion.process.returncode}:\n{companion.log()}")
+        return bool(found)
+
+    assert wait_until(said, timeout=timeout), companion.log()
+    return found[0]

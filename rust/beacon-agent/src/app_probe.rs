@@ -3,9 +3,14 @@
 
 use std::time::Duration;
 
-use crate::http_client::{send, Endpoint};
+use crate::http_client::{send_capped, Endpoint};
 use crate::upstream::Upstream;
 use crate::AgentError;
+
+/// The deadline of one readiness probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most a readiness answer may weigh.
+const PROBE_MAX_ANSWER: usize = 1024 * 1024;
 
 /// Where the app's readiness is read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,9 +45,11 @@ impl ReadyProbe {
         Ok(ReadyProbe { endpoint: Endpoint::Tcp(authority.to_owned()), path: path.to_owned(), display: text.to_owned() })
     }
 
-    /// One probe: Ok on 200, Err with what was seen otherwise.
+    /// One probe: Ok on 200, Err with what was seen otherwise. The whole probe takes 2 s at most,
+    /// and an answer past 1 MiB fails it (a readiness body is a few hundred bytes).
     pub fn check(&self) -> Result<(), String> {
-        let response = send(&self.endpoint, "GET", &self.path, &[("Accept", "application/json")], None, Duration::from_secs(2))?;
+        let response = send_capped(&self.endpoint, "GET", &self.path, &[("Accept", "application/json")], None, PROBE_TIMEOUT, PROBE_MAX_ANSWER)
+            .map_err(|e| format!("{}: {e}", self.display))?;
         if response.status == 200 {
             Ok(())
         } else {

@@ -6,12 +6,14 @@ use std::ffi::OsString;
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::app_probe::ReadyProbe;
 use crate::deregister::{deregister, parse_duration};
 use crate::run::{run, EventsSetting, RunOptions};
 use crate::site::Target;
+use crate::status_server::Listen;
 use crate::upstream::Upstream;
 use crate::status::{collect, to_json, to_table};
 use crate::{AdminAddress, AdminClient, AgentError};
@@ -89,9 +91,10 @@ struct RunArgs {
     drain_timeout: Duration,
 
     /// Where the companion serves its own /status (JSON) and /metrics (Prometheus), or "off".
-    /// Each companion on a host needs its own port. Example: --listen 127.0.0.1:9466
-    #[arg(long, env = "BEACON_LISTEN", default_value = "127.0.0.1:9465", value_name = "ADDR|off")]
-    listen: String,
+    /// Default 127.0.0.1:9465; when that is taken (another companion on this host) a free port
+    /// is used instead and logged. A port given here must be free. Example: --listen 127.0.0.1:9466
+    #[arg(long, env = "BEACON_LISTEN", value_name = "ADDR|off")]
+    listen: Option<String>,
 
     /// Where Caddy streams its health-check events to the companion: "auto" (127.0.0.1 when Caddy
     /// is on this host, else the upstream's IP, on a free port), "off" (use Caddy's health gauge,
@@ -208,9 +211,13 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         _ => return Err(AgentError::Usage("--site or --handler-id needs a value, e.g. --site :8080".into())),
     };
     let ready = ReadyProbe::parse(args.ready_url.as_deref(), &upstream)?;
-    let listen = match args.listen.as_str() {
-        "off" => None,
-        text => Some(text.parse().map_err(|_| AgentError::Usage(format!("--listen {text:?}: expected IP:PORT or off, e.g. 127.0.0.1:9465")))?),
+    let listen = match args.listen.as_deref() {
+        None => Some(Listen { address: SocketAddr::from(([127, 0, 0, 1], 9465)), explicit: false }),
+        Some("off") => None,
+        Some(text) => Some(Listen {
+            address: text.parse().map_err(|_| AgentError::Usage(format!("--listen {text:?}: expected IP:PORT or off, e.g. 127.0.0.1:9465")))?,
+            explicit: true,
+        }),
     };
     let events = match args.events.as_str() {
         "auto" => EventsSetting::Auto,

@@ -18,7 +18,7 @@ use crate::log;
 use crate::registration::{LeaveReport, Reconciler};
 use crate::site::Target;
 use crate::state::{lock, CaddyState, Control, Phase};
-use crate::status_server::{self, Report};
+use crate::status_server::{self, Listen, Report};
 use crate::supervisor::{self, Happening};
 use crate::upstream::Upstream;
 use crate::{AdminAddress, AdminClient, AgentError};
@@ -48,7 +48,7 @@ pub struct RunOptions {
     /// Bound on the wait for requests in flight at shutdown.
     pub drain_timeout: Duration,
     /// `/status` and `/metrics`; None = off.
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<Listen>,
     /// Health events.
     pub events: EventsSetting,
     /// Reap other companions' entries unhealthy this long; None = never.
@@ -75,8 +75,8 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
         caddies: caddies.clone(),
     });
     if let Some(listen) = options.listen {
-        let bound = status_server::start(listen, report.clone()).map_err(|e| {
-            AgentError::Usage(format!("--listen {listen}: {e} (give each companion on a host its own port, or --listen off)"))
+        let bound = status_server::bind(listen).and_then(|listener| status_server::start(listener, report.clone())).map_err(|e| {
+            AgentError::Usage(format!("--listen {}: {e} (give each companion on a host its own port, or --listen off)", listen.address))
         })?;
         log::info(format!("status on http://{bound}/status and http://{bound}/metrics"));
     }

@@ -3,16 +3,20 @@
 //! Caddy's health view of it.
 
 use std::fmt::Write as _;
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
-use beacon_core::http_server::{serve, Response};
+use axum::routing::get;
+use axum::Router;
+use beacon_core::http_server::{serve, with_fallback, Limits, Response, StatusCode};
 
 use serde_json::{json, Value};
 
+use crate::log;
 use crate::state::{lock, CaddyState, Control};
 
 /// What the endpoint reports.
@@ -105,16 +109,49 @@ fn escape(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Serves `report` on `address` from a background thread; returns the bound address.
-pub fn start(address: SocketAddr, report: Arc<Report>) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(address)?;
+/// The routes: `/status` and `/metrics`, both answered from a few locks' worth of state.
+pub fn app(report: Arc<Report>) -> Router {
+    let (status, metrics) = (report.clone(), report);
+    let router = Router::new()
+        .route("/status", get(move || std::future::ready(Response::new(StatusCode::OK, "application/json", status.status().to_string() + "\n"))))
+        .route("/metrics", get(move || std::future::ready(Response::new(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.metrics()))));
+    with_fallback(router, "try /status or /metrics")
+}
+
+/// Where `--listen` asked to serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// The address.
+    pub address: SocketAddr,
+    /// Given by the user (flag or environment); the default may move to a free port instead.
+    pub explicit: bool,
+}
+
+/// Binds `listen`: an explicit address must be free; the default, when taken (another companion
+/// on this host), gives way to a free port on the same IP, said in one line.
+pub fn bind(listen: Listen) -> io::Result<TcpListener> {
+    match TcpListener::bind(listen.address) {
+        Err(error) if error.kind() == io::ErrorKind::AddrInUse && !listen.explicit => {
+            let listener = TcpListener::bind(SocketAddr::new(listen.address.ip(), 0))?;
+            log::info(format!(
+                "{} is taken (another companion on this host?); serving /status on {} instead (--listen sets a fixed port)",
+                listen.address,
+                listener.local_addr()?
+            ));
+            Ok(listener)
+        }
+        other => other,
+    }
+}
+
+/// Serves `report` on `listener` from a background thread; returns the bound address.
+pub fn start(listener: TcpListener, report: Arc<Report>) -> io::Result<SocketAddr> {
     let bound = listener.local_addr()?;
+    let app = app(report);
     thread::Builder::new().name("status".into()).spawn(move || {
-        serve(listener, |request| match request.path.as_str() {
-            "/status" => Response::new("200 OK", "application/json", report.status().to_string() + "\n"),
-            "/metrics" => Response::new("200 OK", "text/plain; version=0.0.4; charset=utf-8", report.metrics()),
-            _ => Response::not_found("try /status or /metrics"),
-        })
+        if let Err(error) = serve(listener, app, Limits::default()) {
+            log::warn(format!("the status endpoint on {bound} stopped: {error}"));
+        }
     })?;
     Ok(bound)
 }

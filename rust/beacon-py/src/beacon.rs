@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
-use beacon_core::http_server::{Request, Response};
-use beacon_core::side_port::{self, SidePortStart};
+use beacon_core::http_server::{Response, StatusCode};
+use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
 use beacon_core::{process_metrics, shared_region};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
 use beacon_core::otlp::exporter::ExporterConfig;
@@ -50,35 +50,34 @@ impl Shared {
         );
         (text, format)
     }
+}
 
-    /// The side port's answers; never touches Python.
-    fn side_port_answer(&self, request: &Request) -> Response {
-        match request.path.as_str() {
-            "/health" => {
-                let stalled: Vec<String> = self
-                    .metrics
-                    .workers()
-                    .iter()
-                    .filter_map(|w| w.heartbeat_age.filter(|age| *age >= self.stall).map(|age| format!("worker {} event loop stalled for {:.1}s", w.pid, age.as_secs_f64())))
-                    .collect();
-                if stalled.is_empty() {
-                    Response::new("200 OK", "application/health+json", "{\"status\":\"pass\"}")
-                } else {
-                    let body = serde_json::json!({"status": "fail", "output": stalled.join("; ")}).to_string();
-                    Response::new("503 Service Unavailable", "application/health+json", body)
-                }
-            }
-            "/ready" => {
-                let report = self.readiness.report_json();
-                let status = if report.status_code == 200 { "200 OK" } else { "503 Service Unavailable" };
-                Response::new(status, "application/health+json", report.body)
-            }
-            "/metrics" => {
-                let (text, format) = self.render(request.accept.as_deref());
-                Response::new("200 OK", format.content_type(), text)
-            }
-            _ => Response::not_found("the side port serves /health, /ready and /metrics"),
+/// The side port's answers; never touch Python.
+impl ProbeAnswers for Shared {
+    fn health(&self) -> Response {
+        let stalled: Vec<String> = self
+            .metrics
+            .workers()
+            .iter()
+            .filter_map(|w| w.heartbeat_age.filter(|age| *age >= self.stall).map(|age| format!("worker {} event loop stalled for {:.1}s", w.pid, age.as_secs_f64())))
+            .collect();
+        if stalled.is_empty() {
+            Response::new(StatusCode::OK, "application/health+json", "{\"status\":\"pass\"}")
+        } else {
+            let body = serde_json::json!({"status": "fail", "output": stalled.join("; ")}).to_string();
+            Response::new(StatusCode::SERVICE_UNAVAILABLE, "application/health+json", body)
         }
+    }
+
+    fn ready(&self) -> Response {
+        let report = self.readiness.report_json();
+        let status = if report.status_code == 200 { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        Response::new(status, "application/health+json", report.body)
+    }
+
+    fn metrics(&self, accept: Option<&str>) -> Response {
+        let (text, format) = self.render(accept);
+        Response::new(StatusCode::OK, format.content_type(), text)
     }
 }
 
@@ -299,9 +298,9 @@ impl Beacon {
             .parse()
             .or_else(|_| format!("[{host}]:{port}").parse())
             .map_err(|_| ConfigError::new_err(format!("side port address {host}:{port} is not an IP address and port")))?;
-        let shared = Arc::clone(&self.shared);
+        let shared: Arc<dyn ProbeAnswers> = Arc::clone(&self.shared) as Arc<dyn ProbeAnswers>;
         let outcome = py
-            .detach(|| side_port::start(address, move |request| shared.side_port_answer(request)))
+            .detach(|| side_port::start(address, shared))
             .map_err(|e| ConfigError::new_err(format!("cannot serve the side port on {address}: {e}")))?;
         *started = Some(pid);
         Ok(Some(match outcome {
