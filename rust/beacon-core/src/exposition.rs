@@ -8,7 +8,7 @@ use crate::otlp::exporter::ExportStats;
 
 use crate::process_metrics::ProcessStats;
 use crate::trace::context::to_hex;
-use crate::metrics_store::total_active;
+use crate::metrics_store::{total_active, LOOP_LAG_BUCKETS};
 use crate::{Exemplar, Readiness, RequestMetrics, WorkerState};
 
 /// The two exposition formats.
@@ -219,16 +219,29 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
     }
 
     let watched: Vec<_> = scrape.workers.iter().filter(|w| w.heartbeat_age.is_some()).collect();
+    let (lag_counts, lag_sum) = scrape.metrics.loop_lag();
+    if !watched.is_empty() || lag_counts.iter().any(|c| *c > 0) {
+        let name = "beacon_event_loop_lag_seconds";
+        w.family(name, "histogram", "How late the event loops ran their 100 ms heartbeat, every worker's every beat: a stall shows here after it ended.");
+        let mut cumulative = 0u64;
+        for (i, count) in lag_counts.iter().enumerate() {
+            cumulative += count;
+            let le = LOOP_LAG_BUCKETS.get(i).map_or_else(|| "+Inf".to_owned(), |b| format!("{b}"));
+            w.sample(&format!("{name}_bucket"), &[("le", &le)], cumulative);
+        }
+        w.sample(&format!("{name}_sum"), &[], lag_sum);
+        w.sample(&format!("{name}_count"), &[], cumulative);
+    }
     if !watched.is_empty() {
         w.family(
-            "beacon_event_loop_lag_seconds",
+            "beacon_event_loop_stall_seconds",
             "gauge",
-            "How late the worker's event loop last ran its heartbeat (grows while the loop is stalled).",
+            "How late the worker's event loop is now: its last heartbeat's lag, or the time since that heartbeat while it is stalled.",
         );
         for worker in watched {
             let stalled = worker.heartbeat_age.unwrap_or_default().saturating_sub(worker.heartbeat_interval);
             let pid = worker.pid.to_string();
-            w.sample("beacon_event_loop_lag_seconds", &[("pid", &pid)], worker.loop_lag.max(stalled).as_secs_f64());
+            w.sample("beacon_event_loop_stall_seconds", &[("pid", &pid)], worker.loop_lag.max(stalled).as_secs_f64());
         }
     }
 

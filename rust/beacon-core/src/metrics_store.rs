@@ -113,7 +113,13 @@ const SERIES: usize = WORKERS + WORKER_SLOTS * WORKER_WORDS;
 const ROUTE_WORDS: usize = 32;
 const SERIES_WORDS: usize = 2 + ROUTE_WORDS;
 const READY_BIT: u64 = 1 << 63;
-const LAYOUT_VERSION: u64 = 2;
+const LAYOUT_VERSION: u64 = 3;
+/// Bucket bounds of `beacon_event_loop_lag_seconds`, how late heartbeats ran: from a busy loop's
+/// few milliseconds to stalls that fail liveness.
+pub const LOOP_LAG_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+// The lag histogram's cells (one per bound, `+Inf`, then the sum in ns) sit after the request
+// histograms. Heartbeats are ten a second per worker: one copy of the cells is plenty.
+const LOOP_LAG_CELLS: usize = LOOP_LAG_BUCKETS.len() + 2;
 /// Copies of the histogram cells: each worker adds into the copy of its slot (modulo this), and
 /// a scrape sums them. Workers writing the same cache lines from different cores would make
 /// every increment a cache miss (measured: ~5 % of throughput with two workers).
@@ -179,7 +185,7 @@ impl RequestMetrics {
         }
         let stride = buckets.len() + 2;
         let cells_base = SERIES + max_series * SERIES_WORDS;
-        let words = cells_base + CELL_SHARDS * max_series * stride;
+        let words = cells_base + CELL_SHARDS * max_series * stride + LOOP_LAG_CELLS;
         let region = match key {
             None => Region::private(words),
             Some(key) => {
@@ -409,11 +415,31 @@ impl RequestMetrics {
     }
 
     /// Called by this process' event-loop watchdog: the loop is running, and woke `lag` late.
+    /// The lag is also counted in the instance's lag histogram, so a stall that ended between
+    /// two scrapes still shows in the next one.
     pub fn heartbeat(&self, lag: Duration, interval: Duration) {
         let worker = self.worker(self.my_slot());
-        worker[W_LAG].store(lag.as_nanos() as u64, Ordering::Relaxed);
+        let lag_nanos = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
+        let cells = self.loop_lag_cells();
+        let bucket = LOOP_LAG_BUCKETS.iter().position(|bound| lag.as_secs_f64() <= *bound).unwrap_or(LOOP_LAG_BUCKETS.len());
+        cells[bucket].fetch_add(1, Ordering::Relaxed);
+        cells[LOOP_LAG_CELLS - 1].fetch_add(lag_nanos, Ordering::Relaxed);
+        worker[W_LAG].store(lag_nanos, Ordering::Relaxed);
         worker[W_INTERVAL].store(interval.as_nanos() as u64, Ordering::Relaxed);
         worker[W_HEARTBEAT].store(now_nanos(), Ordering::Release);
+    }
+
+    fn loop_lag_cells(&self) -> &[AtomicU64] {
+        let words = self.words();
+        &words[words.len() - LOOP_LAG_CELLS..]
+    }
+
+    /// The event-loop lag histogram of every worker, dead ones included: per-bucket counts (not
+    /// cumulative, the last one `+Inf`, bounds in [`LOOP_LAG_BUCKETS`]) and the sum in seconds.
+    pub fn loop_lag(&self) -> (Vec<u64>, f64) {
+        let cells: Vec<u64> = self.loop_lag_cells().iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let (counts, sum) = cells.split_at(LOOP_LAG_CELLS - 1);
+        (counts.to_vec(), sum[0] as f64 / 1e9)
     }
 
     /// Every live worker's state. Telling live workers from dead ones reads /proc once per
@@ -624,6 +650,19 @@ mod tests {
         assert_eq!(workers[0].pid, std::process::id());
         assert_eq!(workers[0].loop_lag, Duration::from_millis(30));
         assert!(workers[0].heartbeat_age.unwrap() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn every_heartbeat_lands_in_the_lag_histogram() {
+        let metrics = store(1);
+        metrics.heartbeat(Duration::from_millis(1), Duration::from_millis(100));
+        metrics.heartbeat(Duration::from_secs(4), Duration::from_millis(100));
+        metrics.heartbeat(Duration::ZERO, Duration::from_millis(100));
+        let (counts, sum) = metrics.loop_lag();
+        assert_eq!(counts.len(), LOOP_LAG_BUCKETS.len() + 1);
+        assert_eq!(counts[0], 2, "1 ms and 0 fall in the first bucket");
+        assert_eq!(counts[LOOP_LAG_BUCKETS.iter().position(|b| *b == 5.0).unwrap()], 1, "the 4 s stall is kept after the loop recovered");
+        assert!((sum - 4.001).abs() < 1e-9, "{sum}");
     }
 
     #[test]
