@@ -18,12 +18,13 @@ COMPOSE_SCHEMA := $(VENV)/share/compose_spec.json
 # The maturin build backend runs the `maturin` executable, which lives in the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv install install-test test test-rust test-python lint demo bench clean prometheus
+.PHONY: help venv install install-test test test-rust test-python test-go lint demo bench clean prometheus caddy wasm
 
 help:
 	@echo "make demo   - Caddy + two example replicas under caddy-beacon (+ Prometheus if present); Ctrl-C stops all"
 	@echo "make test   - install Rust build, package, Caddy and test tools into $(VENV); run every test"
 	@echo "make bench  - throughput of the example app: bare vs caddy-beacon vs today's libraries"
+	@echo "make caddy  - Caddy $(CADDY_VERSION) with the beacon module: $(CADDY_BIN) (needs Go)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +36,7 @@ venv: $(PY)
 # The package is built from source by maturin, exactly as `pip install .` does for users, and
 # again only when its sources or dependencies changed (stamp files in the virtualenv).
 PACKAGE_SOURCES := pyproject.toml Cargo.toml Cargo.lock \
-	$(shell find rust python -type f -not -path '*/__pycache__/*' -not -name '*.so' 2>/dev/null)
+	$(shell find rust python -type f -not -path '*/__pycache__/*' -not -path 'rust/beacon-registry/*' -not -name '*.so' 2>/dev/null)
 
 install: $(VENV)/.installed-demo
 install-test: $(VENV)/.installed-test
@@ -48,6 +49,34 @@ $(VENV)/.installed-demo: $(PACKAGE_SOURCES) | $(PY)
 $(VENV)/.installed-test: $(PACKAGE_SOURCES) | $(PY)
 	$(PIP) install --quiet --no-build-isolation ".[test]"
 	@touch $@ $(VENV)/.installed-demo
+
+# The beacon Caddy module: rust/beacon-registry built for wasm32-wasip1 (paths remapped so the
+# .wasm does not depend on where the repo sits), copied next to the Go code that embeds it, and
+# Caddy built with its standard modules plus ours. Go's module and build caches are shared.
+CADDY_BIN := target/caddy/caddy
+CADDY_VERSION := $(shell sed -n 's|^[[:space:]]*github.com/caddyserver/caddy/v2 \(v[0-9.]*\).*|\1|p' caddy/go.mod)
+WASM_BUILT := $(CARGO_TARGET_DIR)/wasm32-wasip1/wasm/beacon_registry.wasm
+WASM_EMBEDDED := caddy/beacon_registry.wasm
+REGISTRY_SOURCES := Cargo.toml Cargo.lock $(shell find rust/beacon-registry -type f 2>/dev/null)
+GO_SOURCES := caddy/go.mod caddy/go.sum $(shell find caddy -name '*.go' 2>/dev/null)
+
+caddy: $(CADDY_BIN)
+wasm: $(WASM_EMBEDDED)
+
+$(WASM_BUILT): $(REGISTRY_SOURCES)
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1 || \
+	  { echo "cannot add the Rust target wasm32-wasip1 (rustup target add wasm32-wasip1): the beacon module cannot be built here" >&2; exit 1; }
+	CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="--remap-path-prefix=$(CURDIR)=. --remap-path-prefix=$(HOME)=~" \
+	  cargo build --locked --profile wasm --target wasm32-wasip1 -p beacon-registry
+
+$(WASM_EMBEDDED): $(WASM_BUILT)
+	cp $< $@
+
+$(CADDY_BIN): $(GO_SOURCES) $(WASM_EMBEDDED)
+	@command -v go >/dev/null 2>&1 || { echo "Go is needed to build Caddy with the beacon module (https://go.dev/dl/)" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	cd caddy && go build -trimpath -o ../$(CADDY_BIN) ./cmd/caddy
+	@touch $@
 
 prometheus: $(PROMETHEUS)
 
@@ -68,12 +97,16 @@ $(COMPOSE_SCHEMA): | $(PY)
 	$(PY) -c "import zipfile,sys; open(sys.argv[2],'wb').write(zipfile.ZipFile(sys.argv[1]).read('compose/config/compose_spec.json'))" \
 	  $(VENV)/debs/docker_compose-1.29.2-py2.py3-none-any.whl $@
 
-test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) test-rust lint test-python
+test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) $(CADDY_BIN) test-rust test-go lint test-python
 
 # The end-to-end tests run the companion binary from the shared target directory.
 test-rust:
 	cargo build --locked -p beacon-agent
 	cargo test --workspace --locked
+
+# The module's host, against the real embedded .wasm.
+test-go: $(WASM_EMBEDDED)
+	cd caddy && go vet ./... && go test ./...
 
 lint: install-test
 	$(PY) -m mypy

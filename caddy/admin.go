@@ -1,0 +1,126 @@
+package beacon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func init() {
+	caddy.RegisterModule(Admin{})
+}
+
+// Admin serves the beacon routes on Caddy's admin server (its origin checks apply). None of
+// them changes Caddy's config or reloads it.
+//
+//	GET  /beacon/pools                  every pool and upstream: address, healthy, draining,
+//	                                    in_flight, lease_expires_in_ms, passes, fails, last_error
+//	POST /beacon/pools/<pool>/register  {"address": "10.0.0.5:8000", "lease_ms": 15000}
+//	                                    joins (or renews, or un-drains); 200 {"created": bool, "lease_ms": n}
+//	POST /beacon/pools/<pool>/renew     {"address": ...}  extends the lease; 404 once it ended
+//	POST /beacon/pools/<pool>/drain     {"address": ...}  no new requests; stays listed
+//	POST /beacon/pools/<pool>/remove    {"address": ...}  forgets it
+//
+// Errors are Caddy's admin JSON, `{"error": "..."}`: 400 (malformed JSON, an address that is not
+// one), 404 (unknown pool or upstream), 409 (pool full), 413 (body over 64 KiB), 415 (not JSON).
+type Admin struct{}
+
+// maxAdminBody bounds what a registration may send.
+const maxAdminBody = 64 * 1024
+
+// CaddyModule returns the Caddy module information.
+func (Admin) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "admin.api.beacon",
+		New: func() caddy.Module { return new(Admin) },
+	}
+}
+
+// Routes returns the beacon routes.
+func (a Admin) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/beacon/pools", Handler: caddy.AdminHandlerFunc(a.handlePools)},
+		{Pattern: "/beacon/pools/", Handler: caddy.AdminHandlerFunc(a.handlePoolAction)},
+	}
+}
+
+func (Admin) handlePools(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return apiError(http.StatusMethodNotAllowed, "use GET")
+	}
+	view, err := describePools()
+	if err != nil {
+		return apiError(http.StatusInternalServerError, err.Error())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(view)
+}
+
+// actions maps the last path segment to the registry's command.
+var actions = map[string]string{"register": "register", "renew": "renew", "drain": "drain", "remove": "remove"}
+
+func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
+	rest := strings.TrimPrefix(r.URL.Path, "/beacon/pools/")
+	poolName, action, found := strings.Cut(rest, "/")
+	op, known := actions[action]
+	if !found || !known || poolName == "" {
+		return apiError(http.StatusNotFound, "expected POST /beacon/pools/<pool>/{register,renew,drain,remove}")
+	}
+	if r.Method != http.MethodPost {
+		return apiError(http.StatusMethodNotAllowed, "use POST")
+	}
+	if mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mediaType != "application/json" {
+		return apiError(http.StatusUnsupportedMediaType, "the body must be application/json")
+	}
+	var body struct {
+		Address string `json:"address"`
+		LeaseMs *int64 `json:"lease_ms,omitempty"`
+	}
+	decoder := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
+	decoder.DisallowUnknownFields()
+	if err := decoder.Decode(&body); err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return apiError(http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", maxAdminBody))
+		}
+		return apiError(http.StatusBadRequest, "malformed JSON: "+err.Error())
+	}
+	if body.LeaseMs != nil && *body.LeaseMs <= 0 {
+		return apiError(http.StatusBadRequest, "lease_ms must be positive")
+	}
+	cmd := map[string]any{"op": op, "pool": poolName, "address": body.Address}
+	if op == "register" || op == "renew" {
+		cmd["now_ms"] = nowMillis()
+	}
+	if op == "register" && body.LeaseMs != nil {
+		cmd["lease_ms"] = *body.LeaseMs
+	}
+	out, err := apply(cmd)
+	if err != nil {
+		return apiError(http.StatusInternalServerError, err.Error())
+	}
+	if out.Status != http.StatusOK {
+		return apiError(out.Status, out.Error)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	data := out.Data
+	if len(data) == 0 || string(data) == "null" {
+		data = json.RawMessage(`{}`)
+	}
+	_, err = w.Write(append(data, '\n'))
+	return err
+}
+
+func apiError(status int, message string) error {
+	return caddy.APIError{HTTPStatus: status, Err: errors.New(message)}
+}
+
+// Interface guards
+var (
+	_ caddy.AdminRouter = (*Admin)(nil)
+)

@@ -1,0 +1,141 @@
+package beacon
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+func declare(t *testing.T, name string) {
+	t.Helper()
+	out, err := apply(map[string]any{"op": "configure", "pool": name})
+	if err != nil || out.Status != 200 {
+		t.Fatalf("configure %s: %v %+v", name, err, out)
+	}
+}
+
+// post calls the admin handler like Caddy's admin server does; returns the status (from the
+// APIError when it failed) and the body.
+func post(path, contentType, body string) (int, string) {
+	request := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+	if contentType != "" {
+		request.Header.Set("Content-Type", contentType)
+	}
+	recorder := httptest.NewRecorder()
+	err := Admin{}.handlePoolAction(recorder, request)
+	var apiErr caddy.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.HTTPStatus, apiErr.Err.Error()
+	}
+	return recorder.Code, recorder.Body.String()
+}
+
+func members(t *testing.T, name string) []upstreamStatus {
+	t.Helper()
+	view, err := describePools()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return view.Pools[name].Upstreams
+}
+
+func TestAdminRefusesBadInputClearly(t *testing.T) {
+	declare(t, "bad-input")
+	for _, c := range []struct {
+		name, path, contentType, body string
+		status                        int
+	}{
+		{"malformed JSON", "/beacon/pools/bad-input/register", "application/json", `{"address":`, 400},
+		{"unknown field", "/beacon/pools/bad-input/register", "application/json", `{"address":"10.0.0.1:80","x":1}`, 400},
+		{"not an address", "/beacon/pools/bad-input/register", "application/json", `{"address":"10.0.0.1"}`, 400},
+		{"header injection", "/beacon/pools/bad-input/register", "application/json", `{"address":"a:80\r\nX: y"}`, 400},
+		{"negative lease", "/beacon/pools/bad-input/register", "application/json", `{"address":"10.0.0.1:80","lease_ms":-5}`, 400},
+		{"unknown pool", "/beacon/pools/nope/register", "application/json", `{"address":"10.0.0.1:80"}`, 404},
+		{"unknown action", "/beacon/pools/bad-input/explode", "application/json", `{}`, 404},
+		{"unknown upstream", "/beacon/pools/bad-input/drain", "application/json", `{"address":"10.0.0.9:80"}`, 404},
+		{"not JSON", "/beacon/pools/bad-input/register", "text/plain", `{"address":"10.0.0.1:80"}`, 415},
+		{"huge body", "/beacon/pools/bad-input/register", "application/json", `{"address":"` + strings.Repeat("a", 1<<20) + `"}`, 413},
+	} {
+		status, body := post(c.path, c.contentType, c.body)
+		if status != c.status || body == "" {
+			t.Errorf("%s: got %d %q, want %d with a message", c.name, status, body, c.status)
+		}
+	}
+	if got := members(t, "bad-input"); len(got) != 0 {
+		t.Fatalf("nothing was registered by bad input, got %+v", got)
+	}
+}
+
+func TestConcurrentRegistrationsMakeNoDuplicates(t *testing.T) {
+	declare(t, "crowd")
+	var wg sync.WaitGroup
+	for i := 0; i < 10; i++ {
+		for repeat := 0; repeat < 3; repeat++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				if status, body := post("/beacon/pools/crowd/register", "application/json", fmt.Sprintf(`{"address":"127.0.0.1:%d"}`, 9100+i)); status != 200 {
+					t.Errorf("register: %d %s", status, body)
+				}
+			}(i)
+		}
+	}
+	wg.Wait()
+	if got := members(t, "crowd"); len(got) != 10 {
+		t.Fatalf("want 10 upstreams, got %d: %+v", len(got), got)
+	}
+	if got := len(*pool("crowd").snapshot.Load()); got != 10 {
+		t.Fatalf("the snapshot offers %d upstreams, want 10", got)
+	}
+}
+
+func TestDrainAndRemoveChangeTheSnapshotNotTheListing(t *testing.T) {
+	declare(t, "life")
+	for _, address := range []string{"127.0.0.1:9201", "127.0.0.1:9202"} {
+		if status, body := post("/beacon/pools/life/register", "application/json", `{"address":"`+address+`","lease_ms":60000}`); status != 200 || !strings.Contains(body, `"created":true`) {
+			t.Fatalf("register %s: %d %s", address, status, body)
+		}
+	}
+	if status, _ := post("/beacon/pools/life/drain", "application/json", `{"address":"127.0.0.1:9201"}`); status != 200 {
+		t.Fatalf("drain: %d", status)
+	}
+	snapshot := *pool("life").snapshot.Load()
+	if len(snapshot) != 1 || snapshot[0].Dial != "127.0.0.1:9202" {
+		t.Fatalf("a draining upstream is not offered: %+v", snapshot)
+	}
+	listed := members(t, "life")
+	if len(listed) != 2 || !listed[0].Draining {
+		t.Fatalf("a draining upstream stays listed: %+v", listed)
+	}
+	if status, _ := post("/beacon/pools/life/remove", "application/json", `{"address":"127.0.0.1:9201"}`); status != 200 {
+		t.Fatalf("remove: %d", status)
+	}
+	if got := members(t, "life"); len(got) != 1 {
+		t.Fatalf("removed: %+v", got)
+	}
+}
+
+func TestPoolsListingIsJSON(t *testing.T) {
+	declare(t, "listing")
+	recorder := httptest.NewRecorder()
+	if err := (Admin{}).handlePools(recorder, httptest.NewRequest(http.MethodGet, "/beacon/pools", nil)); err != nil {
+		t.Fatal(err)
+	}
+	var view described
+	if err := json.Unmarshal(recorder.Body.Bytes(), &view); err != nil {
+		t.Fatalf("%v: %s", err, recorder.Body.String())
+	}
+	if _, ok := view.Pools["listing"]; !ok {
+		t.Fatalf("pool missing: %s", recorder.Body.String())
+	}
+	if err := (Admin{}).handlePools(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/beacon/pools", nil)); err == nil {
+		t.Fatal("POST /beacon/pools must be refused")
+	}
+}

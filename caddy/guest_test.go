@@ -1,0 +1,53 @@
+package beacon
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// The guest's ABI, exercised with the real embedded .wasm (a fresh instance per test).
+func TestGuestABIRoundTripsCommands(t *testing.T) {
+	g, err := startGuest(registryWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	configured, err := g.command(map[string]any{"op": "configure", "pool": "abi"})
+	if err != nil || configured.Status != 200 {
+		t.Fatalf("configure: %v %+v", err, configured)
+	}
+	registered, err := g.command(map[string]any{"op": "register", "pool": "abi", "address": "127.0.0.1:8001", "now_ms": 1})
+	if err != nil || registered.Status != 200 || len(registered.Changed) != 1 || registered.Events[0].Name != "registered" {
+		t.Fatalf("register: %v %+v", err, registered)
+	}
+	offer, _ := g.command(map[string]any{"op": "offer", "pool": "abi"})
+	var addresses []string
+	if err := json.Unmarshal(offer.Data, &addresses); err != nil || len(addresses) != 1 || addresses[0] != "127.0.0.1:8001" {
+		t.Fatalf("offer: %s %v", offer.Data, err)
+	}
+	// Malformed input is a refused command, not a broken guest.
+	raw, err := g.raw([]byte("{not json"))
+	if err != nil || !strings.Contains(string(raw), `"status":400`) {
+		t.Fatalf("malformed: %s %v", raw, err)
+	}
+}
+
+func TestGuestMemoryStaysFlatOverManyCalls(t *testing.T) {
+	g, err := startGuest(registryWasm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := `{"op":"configure","pool":"` + strings.Repeat("x", 1<<20) + `"}`
+	if _, err := g.raw([]byte(big)); err != nil {
+		t.Fatal(err)
+	}
+	after := g.module.Memory().Size()
+	for i := 0; i < 2000; i++ {
+		if _, err := g.raw([]byte(big)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if grown := g.module.Memory().Size() - after; grown > 4<<20 {
+		t.Fatalf("guest memory grew by %d bytes over 2000 calls: buffers are leaking", grown)
+	}
+}

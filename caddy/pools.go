@@ -1,0 +1,190 @@
+package beacon
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+// poolState is what the host keeps for one pool, at package level so that `caddy reload` keeps
+// it: the snapshot GetUpstreams returns (rebuilt only when the registry says the offer
+// changed), and the modules of the loaded config(s) that declare the pool.
+type poolState struct {
+	name     string
+	snapshot atomic.Pointer[[]*reverseproxy.Upstream]
+
+	mu sync.Mutex
+	// Upstream objects by address, reused across snapshots: Caddy keeps per-request state on
+	// them (in-flight counts through their Host), and a stable list balances better.
+	known map[string]*reverseproxy.Upstream
+	// The provisioned modules for this pool, newest last (a reload provisions the new config
+	// before cleaning up the old one).
+	attached []*Upstreams
+	prober   *prober
+}
+
+var pools = struct {
+	sync.Mutex
+	byName map[string]*poolState
+}{byName: map[string]*poolState{}}
+
+var leaseTicker sync.Once
+
+// pool returns the state of `name`, creating it.
+func pool(name string) *poolState {
+	pools.Lock()
+	defer pools.Unlock()
+	state, ok := pools.byName[name]
+	if !ok {
+		state = &poolState{name: name, known: map[string]*reverseproxy.Upstream{}}
+		empty := []*reverseproxy.Upstream{}
+		state.snapshot.Store(&empty)
+		pools.byName[name] = state
+	}
+	return state
+}
+
+// existingPool returns the state of `name`, or nil.
+func existingPool(name string) *poolState {
+	pools.Lock()
+	defer pools.Unlock()
+	return pools.byName[name]
+}
+
+// apply sends a command to the registry, then rebuilds the snapshots it says changed and
+// reports its events. Refusals come back as a reply with a status other than 200.
+func apply(cmd any) (*reply, error) {
+	g, err := registry()
+	if err != nil {
+		return nil, err
+	}
+	out, err := g.command(cmd)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range out.Changed {
+		if err := pool(name).refresh(g); err != nil {
+			return nil, err
+		}
+	}
+	for _, e := range out.Events {
+		report(e)
+	}
+	return out, nil
+}
+
+// refresh rebuilds the pool's snapshot from the registry's offer.
+func (p *poolState) refresh(g *guest) error {
+	out, err := g.command(map[string]any{"op": "offer", "pool": p.name})
+	if err != nil {
+		return err
+	}
+	if out.Status != 200 {
+		return fmt.Errorf("beacon: offer for pool %s: %s", p.name, out.Error)
+	}
+	var addresses []string
+	if err := json.Unmarshal(out.Data, &addresses); err != nil {
+		return fmt.Errorf("beacon: offer for pool %s: %v", p.name, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	upstreams := make([]*reverseproxy.Upstream, 0, len(addresses))
+	keep := make(map[string]*reverseproxy.Upstream, len(addresses))
+	for _, address := range addresses {
+		upstream, ok := p.known[address]
+		if !ok {
+			upstream = &reverseproxy.Upstream{Dial: address}
+		}
+		keep[address] = upstream
+		upstreams = append(upstreams, upstream)
+	}
+	// Draining and unhealthy upstreams keep their object (and its in-flight count) while the
+	// registry still knows them.
+	for address, upstream := range p.known {
+		if _, ok := keep[address]; !ok {
+			keep[address] = upstream
+		}
+	}
+	p.known = keep
+	p.snapshot.Store(&upstreams)
+	return nil
+}
+
+// forget drops objects of addresses the registry no longer holds.
+func (p *poolState) forget(address string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.known, address)
+}
+
+// inFlight is Caddy's count of requests in flight to `address` through this pool (0 when it
+// has not routed any).
+func (p *poolState) inFlight(address string) int {
+	p.mu.Lock()
+	upstream := p.known[address]
+	p.mu.Unlock()
+	if upstream == nil || upstream.Host == nil {
+		return 0
+	}
+	return upstream.NumRequests()
+}
+
+// attach records a provisioned module for the pool and (re)starts its prober with the module's
+// settings: the newest config's settings win.
+func (p *poolState) attach(m *Upstreams) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.attached = append(p.attached, m)
+	if p.prober != nil {
+		p.prober.stop()
+	}
+	p.prober = startProber(p, m.checks())
+}
+
+// detach forgets a module whose config was unloaded; the last one out stops the prober.
+func (p *poolState) detach(m *Upstreams) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, attached := range p.attached {
+		if attached == m {
+			p.attached = append(p.attached[:i], p.attached[i+1:]...)
+			break
+		}
+	}
+	if len(p.attached) == 0 && p.prober != nil {
+		p.prober.stop()
+		p.prober = nil
+	}
+}
+
+// newest is the module of the most recently loaded config, for emitting events; nil if none.
+func (p *poolState) newest() *Upstreams {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.attached) == 0 {
+		return nil
+	}
+	return p.attached[len(p.attached)-1]
+}
+
+// startLeaseTicker ends expired leases once a second, for the life of the process.
+func startLeaseTicker() {
+	leaseTicker.Do(func() {
+		go func() {
+			for range time.Tick(time.Second) {
+				if _, err := apply(map[string]any{"op": "tick", "now_ms": nowMillis()}); err != nil {
+					caddy.Log().Named("beacon").Error("ending expired leases: " + err.Error())
+				}
+			}
+		}()
+	})
+}
+
+func nowMillis() int64 {
+	return time.Now().UnixMilli()
+}

@@ -1,0 +1,133 @@
+package beacon
+
+import (
+	"encoding/json"
+	"errors"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Counters live at package level (like the pools) so they keep counting across reloads; each
+// config load's metrics registry gets them registered again.
+var (
+	transitions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "beacon", Name: "health_transitions_total",
+		Help: "Upstreams the beacon module's active checks moved between healthy and unhealthy.",
+	}, []string{"pool", "to"})
+	lifecycle = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "beacon", Name: "upstream_events_total",
+		Help: "Registrations, drains, removals and lease expiries, per pool.",
+	}, []string{"pool", "event"})
+	upstreamsDesc = prometheus.NewDesc("caddy_beacon_upstreams", "Upstreams in each pool, by state (healthy, unhealthy, draining).", []string{"pool", "state"}, nil)
+)
+
+// poolCollector reads the pools' sizes from the registry at scrape time.
+type poolCollector struct{}
+
+func (poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- upstreamsDesc }
+
+func (poolCollector) Collect(ch chan<- prometheus.Metric) {
+	described, err := describePools()
+	if err != nil {
+		return
+	}
+	for name, p := range described.Pools {
+		counts := map[string]int{"healthy": 0, "unhealthy": 0, "draining": 0}
+		for _, u := range p.Upstreams {
+			switch {
+			case u.Draining:
+				counts["draining"]++
+			case u.Healthy:
+				counts["healthy"]++
+			default:
+				counts["unhealthy"]++
+			}
+		}
+		for state, n := range counts {
+			ch <- prometheus.MustNewConstMetric(upstreamsDesc, prometheus.GaugeValue, float64(n), name, state)
+		}
+	}
+}
+
+// registerMetrics adds the module's metrics to a config load's registry.
+func registerMetrics(registry *prometheus.Registry) {
+	if registry == nil {
+		return
+	}
+	for _, collector := range []prometheus.Collector{transitions, lifecycle, poolCollector{}} {
+		var already prometheus.AlreadyRegisteredError
+		if err := registry.Register(collector); err != nil && !errors.As(err, &already) {
+			caddy.Log().Named("beacon").Warn("registering metrics", zap.Error(err))
+		}
+	}
+}
+
+// report turns a registry event into a log line, metrics, and (for health changes) a Caddy
+// event named like the reverse proxy's own: `healthy` / `unhealthy` with `{"host": address}`.
+func report(e event) {
+	logger := caddy.Log().Named("beacon")
+	state := existingPool(e.Pool)
+	switch e.Name {
+	case "healthy", "unhealthy":
+		transitions.WithLabelValues(e.Pool, e.Name).Inc()
+		logger.Info("upstream is "+e.Name, zap.String("pool", e.Pool), zap.String("upstream", e.Address), zap.String("reason", e.Reason))
+		if state != nil {
+			if m := state.newest(); m != nil && m.events != nil {
+				m.events.Emit(m.ctx, e.Name, map[string]any{"host": e.Address, "pool": e.Pool})
+			}
+		}
+	default:
+		lifecycle.WithLabelValues(e.Pool, e.Name).Inc()
+		logger.Info("upstream "+e.Name, zap.String("pool", e.Pool), zap.String("upstream", e.Address))
+		if (e.Name == "removed" || e.Name == "expired") && state != nil {
+			state.forget(e.Address)
+		}
+	}
+}
+
+// described is the registry's view of every pool (the `pools` command).
+type described struct {
+	Pools map[string]struct {
+		HealthPasses int              `json:"health_passes"`
+		HealthFails  int              `json:"health_fails"`
+		Upstreams    []upstreamStatus `json:"upstreams"`
+	} `json:"pools"`
+}
+
+// upstreamStatus is one upstream as `GET /beacon/pools` shows it.
+type upstreamStatus struct {
+	Address          string  `json:"address"`
+	Healthy          bool    `json:"healthy"`
+	Draining         bool    `json:"draining"`
+	InFlight         int     `json:"in_flight"`
+	LeaseMs          int64   `json:"lease_ms"`
+	LeaseExpiresInMs int64   `json:"lease_expires_in_ms"`
+	LeaseExpiresMs   int64   `json:"lease_expires_ms"`
+	RegisteredMs     int64   `json:"registered_ms"`
+	Passes           int     `json:"passes"`
+	Fails            int     `json:"fails"`
+	LastError        *string `json:"last_error"`
+	LastProbeMs      *int64  `json:"last_probe_ms"`
+}
+
+func describePools() (*described, error) {
+	out, err := apply(map[string]any{"op": "pools", "now_ms": nowMillis()})
+	if err != nil {
+		return nil, err
+	}
+	var view described
+	if err := json.Unmarshal(out.Data, &view); err != nil {
+		return nil, err
+	}
+	for name, p := range view.Pools {
+		state := existingPool(name)
+		for i := range p.Upstreams {
+			if state != nil {
+				p.Upstreams[i].InFlight = state.inFlight(p.Upstreams[i].Address)
+			}
+		}
+	}
+	return &view, nil
+}

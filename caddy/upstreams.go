@@ -1,0 +1,194 @@
+// Package beacon is the Caddy side of caddy-beacon's module: app replicas join and leave a
+// reverse proxy's pool through Caddy's admin API (/beacon/...) without any config change or
+// reload, and the module runs the active health checks Caddy does not run for dynamic
+// upstreams. The logic (pools, leases, verdicts, draining) is rust/beacon-registry, compiled to
+// WebAssembly and run by wazero; this package is the thin host that does the I/O.
+package beacon
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+)
+
+func init() {
+	caddy.RegisterModule(Upstreams{})
+}
+
+// Upstreams is `dynamic beacon <pool>`: a reverse proxy's upstreams are the healthy, not
+// draining members of the pool, as companions registered them. GetUpstreams returns a cached
+// snapshot; no WebAssembly runs on the request path.
+//
+// Caddyfile:
+//
+//	reverse_proxy {
+//		dynamic beacon <pool> {
+//			health_uri      /ready   # default /ready
+//			health_interval 2s       # default 2s
+//			health_timeout  1s       # default 1s
+//			health_passes   1        # default 1
+//			health_fails    2        # default 2
+//		}
+//	}
+type Upstreams struct {
+	// The pool companions register into (`caddy-beacon run --pool <name>`).
+	Pool string `json:"pool"`
+	// The path probed on every upstream. Default: /ready.
+	HealthURI string `json:"health_uri,omitempty"`
+	// How often each upstream is probed. Default: 2s.
+	HealthInterval caddy.Duration `json:"health_interval,omitempty"`
+	// How long a probe may take. Default: 1s.
+	HealthTimeout caddy.Duration `json:"health_timeout,omitempty"`
+	// Consecutive passing probes that bring an unhealthy upstream back. Default: 1.
+	HealthPasses int `json:"health_passes,omitempty"`
+	// Consecutive failing probes that take a healthy upstream out. Default: 2.
+	HealthFails int `json:"health_fails,omitempty"`
+
+	ctx    caddy.Context
+	events *caddyevents.App
+	state  *poolState
+}
+
+// CaddyModule returns the Caddy module information.
+func (Upstreams) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.reverse_proxy.upstreams.beacon",
+		New: func() caddy.Module { return new(Upstreams) },
+	}
+}
+
+// Provision declares the pool to the registry and starts (or takes over) its checks.
+func (u *Upstreams) Provision(ctx caddy.Context) error {
+	u.ctx = ctx
+	if u.HealthURI == "" {
+		u.HealthURI = "/ready"
+	}
+	if u.HealthInterval == 0 {
+		u.HealthInterval = caddy.Duration(2 * time.Second)
+	}
+	if u.HealthTimeout == 0 {
+		u.HealthTimeout = caddy.Duration(time.Second)
+	}
+	if u.HealthPasses == 0 {
+		u.HealthPasses = 1
+	}
+	if u.HealthFails == 0 {
+		u.HealthFails = 2
+	}
+	if err := u.Validate(); err != nil {
+		return err
+	}
+	if app, err := ctx.App("events"); err == nil {
+		u.events = app.(*caddyevents.App)
+	}
+	registerMetrics(ctx.GetMetricsRegistry())
+	out, err := apply(map[string]any{"op": "configure", "pool": u.Pool, "passes": u.HealthPasses, "fails": u.HealthFails})
+	if err != nil {
+		return err
+	}
+	if out.Status != http.StatusOK {
+		return fmt.Errorf("beacon: %s", out.Error)
+	}
+	u.state = pool(u.Pool)
+	u.state.attach(u)
+	startLeaseTicker()
+	return nil
+}
+
+// Validate checks the settings.
+func (u *Upstreams) Validate() error {
+	if u.Pool == "" {
+		return fmt.Errorf("beacon: a pool name is required (dynamic beacon <pool>)")
+	}
+	if len(u.HealthURI) == 0 || u.HealthURI[0] != '/' {
+		return fmt.Errorf("beacon: health_uri must be a path starting with /, got %q", u.HealthURI)
+	}
+	if u.HealthInterval < caddy.Duration(100*time.Millisecond) || u.HealthTimeout <= 0 || u.HealthPasses < 1 || u.HealthFails < 1 {
+		return fmt.Errorf("beacon: health_interval must be at least 100ms, health_timeout positive, health_passes and health_fails at least 1")
+	}
+	return nil
+}
+
+// Cleanup detaches this config's module from the pool; the pool and its registrations stay.
+func (u *Upstreams) Cleanup() error {
+	if u.state != nil {
+		u.state.detach(u)
+	}
+	return nil
+}
+
+// GetUpstreams returns the pool's current snapshot.
+func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
+	return *u.state.snapshot.Load(), nil
+}
+
+func (u *Upstreams) checks() checks {
+	return checks{uri: u.HealthURI, interval: time.Duration(u.HealthInterval), timeout: time.Duration(u.HealthTimeout)}
+}
+
+// UnmarshalCaddyfile sets up the module from Caddyfile tokens:
+//
+//	dynamic beacon <pool> { health_uri ... }
+func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the module name
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	u.Pool = d.Val()
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		option := d.Val()
+		if !d.NextArg() {
+			return d.ArgErr()
+		}
+		value := d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		var err error
+		switch option {
+		case "health_uri":
+			u.HealthURI = value
+		case "health_interval":
+			err = parseDuration(value, &u.HealthInterval)
+		case "health_timeout":
+			err = parseDuration(value, &u.HealthTimeout)
+		case "health_passes":
+			u.HealthPasses, err = strconv.Atoi(value)
+		case "health_fails":
+			u.HealthFails, err = strconv.Atoi(value)
+		default:
+			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails)", option)
+		}
+		if err != nil {
+			return d.Errf("%s %s: %v", option, value, err)
+		}
+	}
+	return nil
+}
+
+func parseDuration(text string, into *caddy.Duration) error {
+	value, err := caddy.ParseDuration(text)
+	if err != nil {
+		return err
+	}
+	*into = caddy.Duration(value)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Upstreams)(nil)
+	_ caddy.Validator             = (*Upstreams)(nil)
+	_ caddy.CleanerUpper          = (*Upstreams)(nil)
+	_ reverseproxy.UpstreamSource = (*Upstreams)(nil)
+	_ caddyfile.Unmarshaler       = (*Upstreams)(nil)
+)

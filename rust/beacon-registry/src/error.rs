@@ -1,0 +1,32 @@
+//! What can go wrong, each with the HTTP status the admin route answers.
+
+/// A refused command.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    /// The command is not valid JSON of a known shape.
+    #[error("malformed command: {0}")]
+    BadCommand(String),
+    /// A field's value is not acceptable (an address that is not one, a bad pool name).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No loaded config declares this pool.
+    #[error("unknown pool {0:?}: no `dynamic beacon {0}` in Caddy's config")]
+    UnknownPool(String),
+    /// The pool does not hold this upstream (never registered, removed, or its lease ended).
+    #[error("{0} is not registered in this pool (removed, or its lease ended)")]
+    UnknownUpstream(String),
+    /// The pool holds as many upstreams as it may.
+    #[error("the pool already holds {0} upstreams")]
+    Full(usize),
+}
+
+impl RegistryError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            RegistryError::BadCommand(_) | RegistryError::BadRequest(_) => 400,
+            RegistryError::UnknownPool(_) | RegistryError::UnknownUpstream(_) => 404,
+            RegistryError::Full(_) => 409,
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! beacon-registry: the logic of the beacon Caddy module, with no I/O.
+//!
+//! Companions register app instances into named pools with a lease; the module's own active
+//! checks report probe results; draining upstreams stop getting new requests; expired leases
+//! end registrations of companions that vanished. The Go side of the module (`caddy/`) does
+//! every bit of I/O (HTTP probes, Caddy's admin routes, events, metrics) and runs this crate,
+//! compiled to `wasm32-wasip1`, inside Caddy with wazero; natively it is unit-tested here.
+//!
+//! - [`Registry`]: every pool; [`Command`] in, [`Reply`] out (JSON across the WebAssembly
+//!   boundary, see [`abi`]).
+//! - [`pool`]: leases, draining, verdicts and the ordered list of upstreams to offer.
+//! - [`health`]: what one probe says, and the passes/fails thresholds.
+//! - [`address`]: what a valid pool name and dial address are.
+
+pub mod abi;
+pub mod address;
+mod error;
+pub mod health;
+pub mod pool;
+mod registry;
+
+pub use error::RegistryError;
+pub use registry::{Command, Event, Registry, Reply};
+
+/// Whether a change alters the list of upstreams Caddy is offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// The offer is the same.
+    None,
+    /// The offer changed: the host rebuilds the pool's snapshot.
+    Offer,
+}
