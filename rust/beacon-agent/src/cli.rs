@@ -55,7 +55,7 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["site", "handler_id"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["site", "handler_id", "pool"])))]
 struct RunArgs {
     /// Caddy's Admin API: http://host:port or unix//path/admin.sock. Repeat the flag (or separate
     /// with commas in CADDY_ADMIN) to register with several Caddy instances.
@@ -71,13 +71,24 @@ struct RunArgs {
 
     /// The Caddyfile site whose reverse_proxy to join (that proxy keeps its health-check and
     /// load-balancing settings). Example: --site :8080, --site api.example.com
-    #[arg(long, env = "BEACON_SITE", value_name = "ADDR")]
+    #[arg(long, env = "BEACON_SITE", value_name = "ADDR", conflicts_with = "handler_id")]
     site: Option<String>,
 
     /// Instead of --site: the reverse_proxy handler tagged with this "@id" in Caddy's JSON config.
     /// Example: --handler-id api-proxy
     #[arg(long, env = "BEACON_HANDLER_ID", value_name = "ID")]
     handler_id: Option<String>,
+
+    /// The beacon module's pool to join (`dynamic beacon <pool>` in the Caddyfile). With a Caddy
+    /// built with the module, the companion registers there and never edits Caddy's config (no
+    /// --site needed); with a stock Caddy it falls back to --site/--handler-id. Example: --pool api
+    #[arg(long, env = "BEACON_POOL", value_name = "NAME")]
+    pool: Option<String>,
+
+    /// With --pool: how long a registration lasts unless renewed (renewed every third of it); a
+    /// companion that dies leaves the pool when it runs out. Example: --lease 10s
+    #[arg(long, env = "BEACON_LEASE", default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    lease: Duration,
 
     /// Where to read the app's readiness before registering it: http://host:port/path, or a path
     /// read from the upstream itself. [default: /ready on the upstream]
@@ -204,11 +215,20 @@ impl ParsedCommand {
 fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
     let admins = args.admin.iter().map(|a| AdminAddress::parse(a)).collect::<Result<Vec<_>, _>>()?;
     let upstream = Upstream::parse(&args.upstream)?;
+    let pool = match args.pool {
+        Some(name) if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) => Some(name),
+        Some(name) => return Err(AgentError::Usage(format!("--pool {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'"))),
+        None => None,
+    };
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&args.lease) {
+        return Err(AgentError::Usage(format!("--lease {:?}: between 1s and 5m", args.lease)));
+    }
     let target = match (args.site, args.handler_id) {
-        (Some(site), None) if !site.trim().is_empty() => Target::Site(site),
-        (None, Some(id)) if !id.is_empty() && !id.contains('/') => Target::HandlerId(id),
+        (Some(site), None) if !site.trim().is_empty() => Some(Target::Site(site)),
+        (None, Some(id)) if !id.is_empty() && !id.contains('/') => Some(Target::HandlerId(id)),
         (Some(_), Some(_)) => return Err(AgentError::Usage("give --site or --handler-id, not both".into())),
-        _ => return Err(AgentError::Usage("--site or --handler-id needs a value, e.g. --site :8080".into())),
+        (None, None) if pool.is_some() => None,
+        _ => return Err(AgentError::Usage("--site, --handler-id or --pool needs a value, e.g. --site :8080 or --pool api".into())),
     };
     let ready = ReadyProbe::parse(args.ready_url.as_deref(), &upstream)?;
     let listen = match args.listen.as_deref() {
@@ -228,5 +248,5 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         "off" => None,
         text => Some(parse_duration(text).map_err(|e| AgentError::Usage(format!("--reap-after: {e}")))?),
     };
-    Ok(RunOptions { admins, upstream, target, ready, drain_timeout: args.drain_timeout, listen, events, reap_after, command: args.command })
+    Ok(RunOptions { admins, upstream, target, pool, lease: args.lease, ready, drain_timeout: args.drain_timeout, listen, events, reap_after, command: args.command })
 }

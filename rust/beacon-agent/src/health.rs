@@ -15,6 +15,8 @@ pub enum Source {
     Events,
     /// Caddy's health gauge.
     Metrics,
+    /// The beacon module's own checks (`GET /beacon/pools`).
+    Module,
 }
 
 impl Source {
@@ -23,6 +25,7 @@ impl Source {
         match self {
             Source::Events => "events",
             Source::Metrics => "metrics",
+            Source::Module => "beacon module",
         }
     }
 }
@@ -158,6 +161,11 @@ impl HealthBoard {
                 Some(Transition { host: host.to_owned(), healthy, was: None })
             }
         }
+    }
+
+    /// Records the beacon module's verdict on an upstream; a transition when it changed.
+    pub fn apply_module_verdict(&mut self, host: &str, healthy: bool, now: Instant) -> Option<Transition> {
+        self.set(host, healthy, Source::Module, now)
     }
 
     /// The reading for an upstream.

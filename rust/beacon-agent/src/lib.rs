@@ -15,6 +15,7 @@ mod events_sink;
 mod health;
 mod http_client;
 mod log;
+mod pool_member;
 mod registration;
 mod run;
 mod site;

@@ -54,7 +54,7 @@ pub struct Reconciler {
 }
 
 /// How leaving one Caddy went.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct LeaveReport {
     /// The Admin API.
     pub admin: String,

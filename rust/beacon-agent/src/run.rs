@@ -19,6 +19,8 @@ use crate::registration::{LeaveReport, Reconciler};
 use crate::site::Target;
 use crate::state::{lock, CaddyState, Control, Phase};
 use crate::status_server::{self, Listen, Report};
+use crate::pool_member::{has_module, PoolMember};
+use crate::backoff::Backoff;
 use crate::supervisor::{self, Happening};
 use crate::upstream::Upstream;
 use crate::{AdminAddress, AdminClient, AgentError};
@@ -41,8 +43,12 @@ pub struct RunOptions {
     pub admins: Vec<AdminAddress>,
     /// What Caddy dials.
     pub upstream: Upstream,
-    /// The proxy to join.
-    pub target: Target,
+    /// The proxy to join through config edits (required without a pool).
+    pub target: Option<Target>,
+    /// The beacon module pool to join, when Caddy has the module.
+    pub pool: Option<String>,
+    /// The lease asked for in a pool.
+    pub lease: Duration,
     /// The app's readiness.
     pub ready: ReadyProbe,
     /// Bound on the wait for requests in flight at shutdown.
@@ -98,16 +104,25 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
         .zip(&caddies)
         .map(|(admin, state)| {
             let events_address = lock(state).events_address.clone();
-            let reconciler = Reconciler {
+            let reconciler = options.target.clone().map(|target| Reconciler {
                 client: AdminClient::new(admin.clone()),
                 upstream: options.upstream.clone(),
-                target: options.target.clone(),
+                target,
                 events_address,
                 reap_after: options.reap_after,
                 state: state.clone(),
                 control: control.clone(),
-            };
-            thread::Builder::new().name("reconcile".into()).spawn(move || reconciler.run())
+            });
+            let member = options.pool.clone().map(|pool| PoolMember {
+                client: AdminClient::new(admin.clone()),
+                pool,
+                address: options.upstream.dial.clone(),
+                lease: options.lease,
+                state: state.clone(),
+                control: control.clone(),
+            });
+            let control = control.clone();
+            thread::Builder::new().name("reconcile".into()).spawn(move || join_caddy(member, reconciler, &control))
         })
         .collect::<Result<_, _>>()
         .map_err(|e| AgentError::Usage(format!("cannot start a thread: {e}")))?;
@@ -197,6 +212,43 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
         }
     }
     Ok(1)
+}
+
+/// Joins one Caddy: its beacon module's pool when it has one and `--pool` was given, else its
+/// config (`--site`/`--handler-id`). Returns how leaving went.
+fn join_caddy(member: Option<PoolMember>, reconciler: Option<Reconciler>, control: &Control) -> LeaveReport {
+    let Some(member) = member else {
+        return reconciler.map_or_else(LeaveReport::default, |r| r.run());
+    };
+    let admin = member.client.address().url();
+    let mut backoff = Backoff::new(Duration::from_secs(10));
+    let mut said: Option<String> = None;
+    loop {
+        let message = match has_module(&member.client) {
+            Ok(true) => {
+                log::info(format!("Caddy at {admin} runs the beacon module: joining pool {} (no config edits)", member.pool));
+                return member.run();
+            }
+            Ok(false) => match reconciler {
+                Some(reconciler) => {
+                    log::info(format!("Caddy at {admin} has no beacon module (GET /beacon/pools answered 404): joining through its config"));
+                    return reconciler.run();
+                }
+                None => format!(
+                    "Caddy at {admin} has no beacon module (GET /beacon/pools answered 404) and no --site or --handler-id was given to join through its config"
+                ),
+            },
+            Err(error) => error.to_string(),
+        };
+        lock(&member.state).last_error = Some(message.clone());
+        if said.as_deref() != Some(message.as_str()) {
+            log::warn(format!("{message}; retrying"));
+            said = Some(message);
+        }
+        if let Phase::Leaving { .. } = control.wait(backoff.next_delay()) {
+            return LeaveReport::default();
+        }
+    }
 }
 
 fn signal_name(signal: i32) -> &'static str {

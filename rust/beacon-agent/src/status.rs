@@ -1,5 +1,6 @@
 //! `caddy-beacon status`: every upstream each Caddy knows, with its health, in-flight requests,
-//! passive failures, and whether a caddy-beacon companion registered it.
+//! passive failures, and whether a caddy-beacon companion registered it — in Caddy's config, or
+//! in a pool of the beacon module (whose own verdict and draining state are shown).
 
 use serde_json::{json, Value};
 
@@ -24,6 +25,10 @@ pub struct UpstreamStatus {
     pub fails: u64,
     /// Registered by a caddy-beacon companion.
     pub owned: bool,
+    /// The beacon module pool it is a member of (None: from Caddy's config).
+    pub pool: Option<String>,
+    /// Draining in its pool (no new requests).
+    pub draining: bool,
 }
 
 fn owned_dials(config: &Value) -> Vec<&str> {
@@ -55,10 +60,53 @@ pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> 
                 in_flight: u.get("num_requests").and_then(Value::as_u64).unwrap_or(0),
                 fails: u.get("fails").and_then(Value::as_u64).unwrap_or(0),
                 owned: owned.contains(&address.as_str()),
+                pool: None,
+                draining: false,
                 address,
             })
         })
-        .collect())
+        .collect::<Vec<_>>())
+    .map(|mut statuses| {
+        add_pool_members(client, &mut statuses);
+        statuses
+    })
+}
+
+/// Adds the members of the beacon module's pools, when this Caddy has the module: their health
+/// is the module's verdict, and a pool member counts as registered by a companion.
+fn add_pool_members(client: &AdminClient, statuses: &mut Vec<UpstreamStatus>) {
+    let Ok(response) = client.request("GET", "/beacon/pools", None, None) else { return };
+    if response.status != 200 {
+        return;
+    }
+    let Ok(pools) = serde_json::from_slice::<Value>(&response.body) else { return };
+    let admin = client.address().url();
+    for (name, pool) in pools["pools"].as_object().into_iter().flatten() {
+        for member in pool["upstreams"].as_array().into_iter().flatten() {
+            let Some(address) = member["address"].as_str() else { continue };
+            let index = match statuses.iter().position(|s| s.address == address && s.pool.is_none()) {
+                Some(index) => index,
+                None => {
+                    statuses.push(UpstreamStatus {
+                        admin: admin.clone(),
+                        address: address.to_owned(),
+                        healthy: None,
+                        in_flight: member["in_flight"].as_u64().unwrap_or(0),
+                        fails: 0,
+                        owned: true,
+                        pool: None,
+                        draining: false,
+                    });
+                    statuses.len() - 1
+                }
+            };
+            let status = &mut statuses[index];
+            status.healthy = member["healthy"].as_bool();
+            status.draining = member["draining"].as_bool().unwrap_or(false);
+            status.pool = Some(name.clone());
+            status.owned = true;
+        }
+    }
 }
 
 /// The `--json` output: a list of objects.
@@ -67,7 +115,8 @@ pub fn to_json(statuses: &[UpstreamStatus]) -> String {
         .iter()
         .map(|s| {
             json!({"admin": s.admin, "address": s.address, "healthy": s.healthy,
-                   "in_flight": s.in_flight, "fails": s.fails, "owned": s.owned})
+                   "in_flight": s.in_flight, "fails": s.fails, "owned": s.owned,
+                   "pool": s.pool, "draining": s.draining})
         })
         .collect();
     Value::Array(list).to_string()
@@ -75,16 +124,18 @@ pub fn to_json(statuses: &[UpstreamStatus]) -> String {
 
 /// The table output.
 pub fn to_table(statuses: &[UpstreamStatus]) -> String {
-    let rows: Vec<[String; 6]> = statuses
+    let rows: Vec<[String; 7]> = statuses
         .iter()
         .map(|s| {
             [
                 s.admin.clone(),
                 s.address.clone(),
-                match s.healthy {
-                    Some(true) => "yes".into(),
-                    Some(false) => "no".into(),
-                    None => "?".into(),
+                s.pool.clone().unwrap_or_else(|| "-".into()),
+                match (s.draining, s.healthy) {
+                    (true, _) => "draining".into(),
+                    (false, Some(true)) => "yes".into(),
+                    (false, Some(false)) => "no".into(),
+                    (false, None) => "?".into(),
                 },
                 s.in_flight.to_string(),
                 s.fails.to_string(),
@@ -92,7 +143,7 @@ pub fn to_table(statuses: &[UpstreamStatus]) -> String {
             ]
         })
         .collect();
-    let header = ["ADMIN", "UPSTREAM", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED"].map(String::from);
+    let header = ["ADMIN", "UPSTREAM", "POOL", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -128,10 +179,12 @@ mod tests {
             in_flight: 2,
             fails: 0,
             owned: true,
+            pool: None,
+            draining: false,
         }];
         let table = to_table(&statuses);
         assert!(table.starts_with("ADMIN"));
-        assert!(table.lines().nth(1).unwrap().contains("10.0.0.1:80  ?"));
+        assert!(table.lines().nth(1).unwrap().contains("10.0.0.1:80  -     ?"), "{table}");
         let parsed: Value = serde_json::from_str(&to_json(&statuses)).unwrap();
         assert_eq!(parsed[0]["healthy"], Value::Null);
         assert_eq!(parsed[0]["in_flight"], 2);
