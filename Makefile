@@ -115,7 +115,9 @@ lint: install-test
 test-python: install-test
 	$(PY) -m pytest
 
-demo: install
+# With Go, the demo's Caddy has the beacon module (built once); without, the demo says so in one
+# line and runs stock Caddy.
+demo: install $(if $(shell command -v go 2>/dev/null),$(CADDY_BIN))
 	$(PY) -m examples.demo $(DEMO_ARGS)
 
 bench: install

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -53,14 +54,18 @@ def stop(companion: Companion) -> None:
     companion.cleanup()
 
 
-def ready_to_routed(tmp: Path, rounds: int) -> list[float]:
-    caddy = launch_caddy(tmp, SITE)
+def ready_to_routed(tmp: Path, rounds: int, caddy: Caddy | None = None, launch: Callable[..., Companion] | None = None) -> list[float]:
+    """From each replica's readiness passing to the first request Caddy routes to it: through
+    `caddy` and replicas from `launch(env=...)` (by default a stock Caddy, config edits)."""
+    owned = caddy is None
+    caddy = caddy or launch_caddy(tmp, SITE)
+    start = launch or (lambda **options: replica(tmp, caddy, **options))
     results = []
     try:
         for round_ in range(rounds):
-            state = tmp / f"state-{round_}"
+            state = tmp / f"state-{round_}-{time.monotonic_ns()}"
             state.mkdir()
-            companion = replica(tmp, caddy, env={"TEST_CHECKS": "warmup", "TEST_READY_AFTER": "2", "TEST_STATE_DIR": str(state)})
+            companion = start(env={"TEST_CHECKS": "warmup", "TEST_READY_AFTER": "2", "TEST_STATE_DIR": str(state)})
             first = None
             deadline = time.monotonic() + 30
             with httpx.Client(timeout=5) as client:
@@ -76,7 +81,8 @@ def ready_to_routed(tmp: Path, rounds: int) -> list[float]:
             companion.wait(30)
             stop(companion)
     finally:
-        caddy.stop()
+        if owned:
+            caddy.stop()
     return results
 
 

@@ -21,12 +21,16 @@ var (
 		Help: "Registrations, drains, removals and lease expiries, per pool.",
 	}, []string{"pool", "event"})
 	upstreamsDesc = prometheus.NewDesc("caddy_beacon_upstreams", "Upstreams in each pool, by state (healthy, unhealthy, draining).", []string{"pool", "state"}, nil)
+	healthyDesc   = prometheus.NewDesc("caddy_beacon_upstream_healthy", "1 while the module's active checks find the pool member healthy, else 0 (like caddy_reverse_proxy_upstreams_healthy).", []string{"pool", "upstream"}, nil)
 )
 
 // poolCollector reads the pools' sizes from the registry at scrape time.
 type poolCollector struct{}
 
-func (poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- upstreamsDesc }
+func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- upstreamsDesc
+	ch <- healthyDesc
+}
 
 func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 	described, err := describePools()
@@ -36,6 +40,11 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, p := range described.Pools {
 		counts := map[string]int{"healthy": 0, "unhealthy": 0, "draining": 0}
 		for _, u := range p.Upstreams {
+			healthy := 0.0
+			if u.Healthy {
+				healthy = 1
+			}
+			ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, healthy, name, u.Address)
 			switch {
 			case u.Draining:
 				counts["draining"]++

@@ -95,6 +95,13 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	if out.Status != http.StatusOK {
 		return fmt.Errorf("beacon: %s", out.Error)
 	}
+	// Every series of the pool exists from the start (at 0), so dashboards and alerts see it.
+	for _, to := range []string{"healthy", "unhealthy"} {
+		transitions.WithLabelValues(u.Pool, to)
+	}
+	for _, name := range []string{"registered", "draining", "removed", "expired"} {
+		lifecycle.WithLabelValues(u.Pool, name)
+	}
 	u.state = pool(u.Pool)
 	u.state.attach(u)
 	startLeaseTicker()

