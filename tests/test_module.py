@@ -49,7 +49,11 @@ POOL_SITE = """
 def caddy(caddies: Caddies) -> Caddy:
     if not MODULE_CADDY.exists():
         pytest.fail(f"{MODULE_CADDY} is missing: `make caddy` (make test does)")
-    return caddies(POOL_SITE, module=True)
+    # Caddy's events app logs every event it emits under the logger "events" at DEBUG.
+    return caddies(POOL_SITE, module=True, global_options=EVENT_LOG)
+
+
+EVENT_LOG = "\tlog events {\n\t\tlevel DEBUG\n\t\tinclude events\n\t}\n"
 
 
 def member(launch: Launch, caddy: Caddy, *, port: int | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Companion:
@@ -219,6 +223,10 @@ def test_the_modules_checks_take_a_failing_replica_out_and_bring_it_back(caddy: 
     assert caddy_metric(caddy, 'caddy_beacon_health_transitions_total{pool="api",to="unhealthy"}') == 1
     assert caddy_metric(caddy, 'caddy_beacon_health_transitions_total{pool="api",to="healthy"}') == 1
     assert '"msg":"upstream is unhealthy"' in caddy.log()
+    events = [json.loads(line) for line in caddy.log().splitlines() if '"logger":"events"' in line]
+    health = [(e["name"], e["data"]["host"]) for e in events if e.get("name") in ("healthy", "unhealthy")]
+    assert health == [("unhealthy", flaky.upstream), ("healthy", flaky.upstream)], health
+    assert all(e["origin"] == "http.reverse_proxy.upstreams.beacon" for e in events if e.get("name") in ("healthy", "unhealthy"))
 
 
 def test_sigterm_drains_in_the_pool_before_the_app_stops(caddy: Caddy, companions: Launch) -> None:
@@ -261,3 +269,35 @@ def test_against_a_stock_caddy_the_pool_falls_back_to_config_edits(caddies: Cadd
     assert wait_until(lambda: "no --site or --handler-id was given" in alone.log(), timeout=15), alone.log()
     alone.signal(signal.SIGTERM)
     assert alone.wait(timeout=30) == 0, alone.log()
+
+
+def test_bad_input_to_the_admin_routes_gets_a_clear_4xx_and_caddy_keeps_serving(caddy: Caddy, companions: Launch) -> None:
+    companion = member(companions, caddy)
+    companion.wait_registered()
+    with caddy.admin_client() as client:
+        json_headers = {"Content-Type": "application/json"}
+        for path, body, headers, status in [
+            ("/beacon/pools/api/register", b'{"address": ', json_headers, 400),
+            ("/beacon/pools/api/register", b'{"address": "not an address"}', json_headers, 400),
+            ("/beacon/pools/nope/register", b'{"address": "127.0.0.1:9"}', json_headers, 404),
+            ("/beacon/pools/api/register", b'{"address": "' + b"a" * 2**20 + b'"}', json_headers, 413),
+            ("/beacon/pools/api/register", b'{"address": "127.0.0.1:9"}', {"Content-Type": "text/plain"}, 415),
+        ]:
+            response = client.post(path, content=body, headers=headers)
+            assert response.status_code == status, (path, response.status_code, response.text)
+            assert response.json()["error"], response.text
+    assert [u["address"] for u in pool(caddy)] == [companion.upstream]
+    assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 200
+
+
+def test_one_companion_joins_the_pools_of_several_caddies(caddies: Caddies, companions: Launch) -> None:
+    first, second = (caddies(POOL_SITE, module=True) for _ in range(2))
+    port = free_port()
+    companion = companions([first, second], f"127.0.0.1:{port}", site="", command=uvicorn_command(port), args=("--pool", "api"))
+    companion.wait_registered()
+    for caddy in (first, second):
+        assert [u["address"] for u in pool(caddy)] == [companion.upstream]
+        assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 200
+    companion.signal(signal.SIGTERM)
+    assert companion.wait(timeout=30) == 0, companion.log()
+    assert pool(first) == [] and pool(second) == []
