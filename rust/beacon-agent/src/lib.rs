@@ -1,5 +1,6 @@
 //! beacon-agent: the `caddy-beacon` companion that joins app instances to a running Caddy
-//! through its Admin API.
+//! through its Admin API: as a member of a beacon module pool (`--pool`, no config change), or
+//! by editing the config of a stock Caddy.
 //!
 //! `caddy-beacon run` (registration, health watching, draining, supervision),
 //! `caddy-beacon status` and `caddy-beacon deregister`.

@@ -1,7 +1,9 @@
 //! beacon-core: everything caddy-beacon does per request and per scrape, without Python.
 //!
-//! The Python bindings (`beacon-py`) and, later, the side-port server call into this crate.
-//! It never starts a runtime or a thread of its own; callers decide where work runs.
+//! The Python bindings (`beacon-py`) and the companion call into this crate. It starts no
+//! runtime or thread on its own: the probe server ([`http_server`], behind [`side_port`] and
+//! the companion's `/status`) builds its current-thread tokio runtime inside the thread its
+//! caller starts for it, after any fork.
 //!
 //! - [`RequestMetrics`]: the request-duration histogram and active-request gauge, stored as a
 //!   flat arena of atomics with a hard series cap, shared by all worker processes of an
@@ -10,6 +12,8 @@
 //! - [`request_id`]: validation of incoming request ids and fast generation of new ones.
 //! - [`exposition`]: Prometheus text and OpenMetrics rendering, with exemplars.
 //! - [`trace`] and [`otlp`]: W3C trace context, sampling, server spans and their export.
+//! - [`http_server`] and [`side_port`]: hyper (via axum) for probes and scrapes, hardened
+//!   against slow, idle and malformed clients.
 
 mod buckets;
 mod error;
