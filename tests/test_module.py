@@ -301,3 +301,15 @@ def test_one_companion_joins_the_pools_of_several_caddies(caddies: Caddies, comp
     companion.signal(signal.SIGTERM)
     assert companion.wait(timeout=30) == 0, companion.log()
     assert pool(first) == [] and pool(second) == []
+
+
+def test_deregister_drains_and_removes_a_pool_member(caddy: Caddy) -> None:
+    with caddy.admin_client() as client:
+        response = client.post("/beacon/pools/api/register", json={"address": "127.0.0.1:9", "lease_ms": 60_000})
+        assert response.status_code == 200, response.text
+    result = companion_cli("deregister", "--upstream", "127.0.0.1:9", "--admin", caddy.admin, "--drain-timeout", "5s")
+    assert result.returncode == 0, result.stderr
+    assert "deregistered 127.0.0.1:9" in result.stdout and "(1 pool)" in result.stdout, result.stdout
+    assert pool(caddy) == []
+    again = companion_cli("deregister", "--upstream", "127.0.0.1:9", "--admin", caddy.admin)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr

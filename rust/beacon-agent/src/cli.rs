@@ -46,9 +46,9 @@ enum Command {
     /// Example: caddy-beacon status --admin http://localhost:2019 --json
     Status(StatusArgs),
 
-    /// Remove the upstream entries caddy-beacon registered for an address, then wait until Caddy
-    /// has no request in flight to it (bounded by --drain-timeout). Entries from the Caddyfile are
-    /// never touched.
+    /// Remove the upstream entries caddy-beacon registered for an address (in Caddy's config, and
+    /// in the beacon module's pools: drained first), then wait until Caddy has no request in
+    /// flight to it (bounded by --drain-timeout). Entries from the Caddyfile are never touched.
     ///
     /// Example: caddy-beacon deregister --upstream 10.0.0.5:8000 --admin http://localhost:2019
     Deregister(DeregisterArgs),

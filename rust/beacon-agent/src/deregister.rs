@@ -61,13 +61,45 @@ pub fn wait_until_drained(
     }
 }
 
-/// Removes the owned entries for `address` from one Caddy and waits for its requests to end.
-/// Returns a line describing what happened.
+/// Pools of the beacon module that hold `address` (none without the module).
+fn pools_holding(client: &AdminClient, address: &str) -> Result<Vec<String>, AgentError> {
+    let response = client.request("GET", "/beacon/pools", None, None)?;
+    if response.status != 200 {
+        return Ok(Vec::new());
+    }
+    let pools: Value = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    Ok(pools["pools"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, pool)| pool["upstreams"].as_array().into_iter().flatten().any(|u| u["address"] == address))
+        .map(|(name, _)| name.clone())
+        .collect())
+}
+
+/// One `POST /beacon/pools/<pool>/<action>` for `address`; 404 (already gone) counts as done.
+fn pool_action(client: &AdminClient, pool: &str, action: &str, address: &str) -> Result<(), AgentError> {
+    let path = format!("/beacon/pools/{pool}/{action}");
+    let body = serde_json::json!({ "address": address }).to_string();
+    let response = client.request("POST", &path, Some(body.as_bytes()), None)?;
+    if response.status != 200 && response.status != 404 {
+        return Err(client.api_error("POST", &path, &response));
+    }
+    Ok(())
+}
+
+/// Removes the owned entries for `address` from one Caddy — config entries a companion added,
+/// and memberships of the beacon module's pools (drained first) — and waits for its requests to
+/// end. Returns a line describing what happened.
 pub fn deregister(client: &AdminClient, address: &str, drain_timeout: Duration) -> Result<String, AgentError> {
     let admin = client.address().url();
+    let pools = pools_holding(client, address)?;
+    for pool in &pools {
+        pool_action(client, pool, "drain", address)?;
+    }
     let (config, _) = client.get_json("/config/")?;
     let ids = owned_ids_for(&config, address);
-    if ids.is_empty() {
+    if ids.is_empty() && pools.is_empty() {
         if dialled_without_id(&config, address) {
             return Err(AgentError::Usage(format!(
                 "{address} at {admin} was not registered by caddy-beacon (it comes from the Caddyfile); not touching it"
@@ -84,13 +116,17 @@ pub fn deregister(client: &AdminClient, address: &str, drain_timeout: Duration) 
         }
     }
     let started = Instant::now();
-    match wait_until_drained(client, address, started + drain_timeout, Err)? {
-        0 => Ok(format!(
-            "deregistered {address} from {admin} ({} entr{}); drained in {:.1}s",
-            ids.len(),
-            if ids.len() == 1 { "y" } else { "ies" },
-            started.elapsed().as_secs_f64()
-        )),
+    let running = wait_until_drained(client, address, started + drain_timeout, Err)?;
+    for pool in &pools {
+        pool_action(client, pool, "remove", address)?;
+    }
+    let what = match (ids.len(), pools.len()) {
+        (0, n) => format!("{n} pool{}", if n == 1 { "" } else { "s" }),
+        (n, 0) => format!("{n} entr{}", if n == 1 { "y" } else { "ies" }),
+        (n, m) => format!("{n} entr{}, {m} pool{}", if n == 1 { "y" } else { "ies" }, if m == 1 { "" } else { "s" }),
+    };
+    match running {
+        0 => Ok(format!("deregistered {address} from {admin} ({what}); drained in {:.1}s", started.elapsed().as_secs_f64())),
         running => Err(AgentError::DrainTimeout { address: address.to_owned(), admin, running }),
     }
 }

@@ -86,8 +86,11 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
         })?;
         log::info(format!("status on http://{bound}/status and http://{bound}/metrics"));
     }
-    for (admin, state) in options.admins.iter().zip(&caddies) {
-        start_events_sink(&options, admin, state, &control);
+    // Pool members read the module's verdict; an events sink only serves config-edit mode.
+    if options.target.is_some() {
+        for (admin, state) in options.admins.iter().zip(&caddies) {
+            start_events_sink(&options, admin, state, &control);
+        }
     }
 
     let app = if options.command.is_empty() { None } else { Some(supervisor::spawn(&options.command, sender.clone())?) };
