@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::http_client::{send, Endpoint};
+use crate::http_client::{send, Endpoint, MAX_ANSWER};
 use crate::AgentError;
 
 /// Where an Admin API listens.
@@ -92,7 +92,7 @@ impl AdminClient {
         if let Some(tag) = if_match {
             headers.push(("If-Match", tag));
         }
-        send(&self.address.endpoint, method, path, &headers, body, self.timeout).map_err(|e| self.unreachable(e))
+        send(&self.address.endpoint, method, path, &headers, body, self.timeout, MAX_ANSWER).map_err(|e| self.unreachable(e))
     }
 
     /// GET that must answer 200; the body parsed as JSON.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::http_client::{send_capped, Endpoint};
+use crate::http_client::{send, Endpoint};
 use crate::upstream::Upstream;
 use crate::AgentError;
 
@@ -48,7 +48,7 @@ impl ReadyProbe {
     /// One probe: Ok on 200, Err with what was seen otherwise. The whole probe takes 2 s at most,
     /// and an answer past 1 MiB fails it (a readiness body is a few hundred bytes).
     pub fn check(&self) -> Result<(), String> {
-        let response = send_capped(&self.endpoint, "GET", &self.path, &[("Accept", "application/json")], None, PROBE_TIMEOUT, PROBE_MAX_ANSWER)
+        let response = send(&self.endpoint, "GET", &self.path, &[("Accept", "application/json")], None, PROBE_TIMEOUT, PROBE_MAX_ANSWER)
             .map_err(|e| format!("{}: {e}", self.display))?;
         if response.status == 200 {
             Ok(())

@@ -37,11 +37,14 @@ enum Command {
     /// status (0 when the app stopped from that signal). Without a command it joins an app that
     /// runs elsewhere and exits 0 once drained.
     ///
-    /// Example: caddy-beacon run --upstream 127.0.0.1:8001 --site :8080 -- uvicorn app:app --port 8001
-    Run(RunArgs),
+    /// With `--pool` and a Caddy built with the beacon module, it joins the module's pool and
+    /// never edits Caddy's config.
+    ///
+    /// Example: caddy-beacon run --upstream 127.0.0.1:8001 --pool app --site :8080 -- uvicorn app:app --port 8001
+    Run(Box<RunArgs>),
 
-    /// Show every upstream each Caddy knows: health, requests in flight, passive failures, and
-    /// whether a caddy-beacon companion registered it.
+    /// Show every upstream each Caddy knows (and the beacon module's pool members): health,
+    /// requests in flight, passive failures, and whether a caddy-beacon companion registered it.
     ///
     /// Example: caddy-beacon status --admin http://localhost:2019 --json
     Status(StatusArgs),
@@ -183,7 +186,7 @@ impl ParsedCommand {
     pub fn run(self) -> Result<String, AgentError> {
         match self.0 {
             Command::Run(args) => {
-                let code = run(run_options(args)?)?;
+                let code = run(run_options(*args)?)?;
                 Err(AgentError::Exit(code))
             }
             Command::Status(args) => {

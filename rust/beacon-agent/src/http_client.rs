@@ -103,22 +103,10 @@ fn check_header_text(what: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends one request and reads the whole answer, all within `timeout`. Errors are transport
-/// errors (or a refused request), as text.
+/// Sends one request and reads the whole answer, all within `timeout` and at most `max_answer`
+/// bytes (head included: a larger answer is an error, and nothing past the cap is kept).
+/// Errors are transport errors (or a refused request), as text.
 pub fn send(
-    endpoint: &Endpoint,
-    method: &str,
-    path: &str,
-    extra_headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-    timeout: Duration,
-) -> Result<HttpResponse, String> {
-    send_capped(endpoint, method, path, extra_headers, body, timeout, MAX_ANSWER)
-}
-
-/// Like [`send`], reading at most `max_answer` bytes (head included): a larger answer is an
-/// error, and nothing past the cap is kept.
-pub fn send_capped(
     endpoint: &Endpoint,
     method: &str,
     path: &str,
@@ -249,11 +237,11 @@ mod tests {
             ("GET", "/", vec![("If-Match", "\"a\"\r\nX-Injected: 1")]),
             ("GET", "/", vec![("X\nY", "1")]),
         ] {
-            let error = send(&nowhere, method, path, &headers, None, t).unwrap_err();
+            let error = send(&nowhere, method, path, &headers, None, t, MAX_ANSWER).unwrap_err();
             assert!(error.starts_with("refusing"), "{method:?} {path:?} {headers:?}: {error}");
         }
         let bad_host = Endpoint::Tcp("a\r\nb:1".into());
-        assert!(send(&bad_host, "GET", "/", &[], None, t).unwrap_err().starts_with("refusing"));
+        assert!(send(&bad_host, "GET", "/", &[], None, t, MAX_ANSWER).unwrap_err().starts_with("refusing"));
     }
 
     #[test]
@@ -278,10 +266,10 @@ mod tests {
             let _ = big.write_all(&vec![b'x'; 4_000_000]);
         });
         let started = std::time::Instant::now();
-        let error = send(&endpoint, "GET", "/ready", &[], None, Duration::from_millis(700)).unwrap_err();
+        let error = send(&endpoint, "GET", "/ready", &[], None, Duration::from_millis(700), MAX_ANSWER).unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
         assert!(error.contains("no whole answer within"), "{error}");
-        let error = send_capped(&endpoint, "GET", "/ready", &[], None, Duration::from_secs(5), 1 << 20).unwrap_err();
+        let error = send(&endpoint, "GET", "/ready", &[], None, Duration::from_secs(5), 1 << 20).unwrap_err();
         assert!(error.contains("larger than 1048576 bytes"), "{error}");
     }
 
