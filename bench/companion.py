@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.companion_process import COMPANION, Companion, launch_companion, uvicorn_command  # noqa: E402
 from tests.conftest import Caddy, free_port, launch_caddy, wait_until  # noqa: E402
+from tests.hostile import process_stats  # noqa: E402
 from tests.load import Load  # noqa: E402
 from tests.test_companion_run import SITE  # noqa: E402
 
@@ -154,9 +155,9 @@ def footprint(tmp: Path, program: Path, idle_seconds: float) -> tuple[float, flo
         before, started = cpu_seconds(), time.monotonic()
         time.sleep(idle_seconds)
         cpu = (cpu_seconds() - before) / (time.monotonic() - started) * 100
-        rss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+        rss_bytes, _ = process_stats(pid)
         stop(companion)
-        return rss_kib / 1024, cpu
+        return rss_bytes / 2**20, cpu
     finally:
         caddy.stop()
 

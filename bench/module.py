@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import bench.companion as companion_bench  # noqa: E402
 from tests.companion_process import Companion, launch_companion, uvicorn_command  # noqa: E402
 from tests.conftest import MODULE_CADDY, Caddy, _start_caddy, free_port, launch_caddy, wait_until  # noqa: E402
+from tests.hostile import process_stats  # noqa: E402
 from tests.load import Load  # noqa: E402
 from tests.test_companion_run import SITE  # noqa: E402
 from tests.test_module import POOL_SITE  # noqa: E402
@@ -58,8 +59,7 @@ def replica(tmp: Path, caddy: Caddy, mode: Mode, *, port: int | None = None, env
 
 
 def rss_mib(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+    return process_stats(pid)[0] / 2**20
 
 
 def wrk(url: str, seconds: float) -> float:

@@ -61,14 +61,19 @@ func (Admin) handlePools(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(view)
 }
 
-// actions maps the last path segment to the registry's command.
-var actions = map[string]string{"register": "register", "renew": "renew", "drain": "drain", "remove": "remove"}
+// isAction is true for the path segments that name a registry command.
+func isAction(segment string) bool {
+	switch segment {
+	case "register", "renew", "drain", "remove":
+		return true
+	}
+	return false
+}
 
 func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	rest := strings.TrimPrefix(r.URL.Path, "/beacon/pools/")
-	poolName, action, found := strings.Cut(rest, "/")
-	op, known := actions[action]
-	if !found || !known || poolName == "" {
+	poolName, op, found := strings.Cut(rest, "/")
+	if !found || !isAction(op) || poolName == "" {
 		return apiError(http.StatusNotFound, "expected POST /beacon/pools/<pool>/{register,renew,drain,remove}")
 	}
 	if r.Method != http.MethodPost {

@@ -15,14 +15,12 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::backoff::Backoff;
-use crate::registration::{note_transition, LeaveReport};
+use crate::registration::{note_transition, LeaveReport, UNREACHABLE_AT_LEAVE};
 use crate::state::{lock, CaddyState, Control, Phase};
 use crate::{log, AdminClient, AgentError};
 
 /// How often the pool is read while serving (verdict, in flight, still registered).
 const READ_INTERVAL: Duration = Duration::from_secs(1);
-/// A Caddy that cannot be reached while leaving gets this long, not the whole drain timeout.
-const UNREACHABLE_AT_LEAVE: Duration = Duration::from_secs(3);
 
 /// What the module says about this companion's upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,9 +98,7 @@ impl PoolMember {
     }
 
     fn count_error(&self, message: &str) {
-        let mut state = lock(&self.state);
-        state.admin_errors += 1;
-        state.last_error = Some(message.to_owned());
+        lock(&self.state).note_error(message);
     }
 
     fn observe(&self, membership: &Membership) {

@@ -30,7 +30,7 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the whole config (log sink, reaping) and Caddy's metrics are read.
 const FULL_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 /// How long leaving keeps trying a Caddy that cannot be reached at all.
-const UNREACHABLE_AT_LEAVE: Duration = Duration::from_secs(3);
+pub(crate) const UNREACHABLE_AT_LEAVE: Duration = Duration::from_secs(3);
 /// Attempts at one change before backing off (each 412 means another writer got in first).
 const CHANGE_ATTEMPTS: usize = 30;
 
@@ -139,9 +139,7 @@ impl Reconciler {
     }
 
     fn count_error(&self, message: &str) {
-        let mut state = lock(&self.state);
-        state.admin_errors += 1;
-        state.last_error = Some(message.to_owned());
+        lock(&self.state).note_error(message);
     }
 
     /// The events sink this companion wants in Caddy's logging config, if any.

@@ -103,6 +103,14 @@ pub struct CaddyState {
     pub board: HealthBoard,
 }
 
+impl CaddyState {
+    /// Counts a failed Admin API request and keeps its message for `/status`.
+    pub fn note_error(&mut self, message: &str) {
+        self.admin_errors += 1;
+        self.last_error = Some(message.to_owned());
+    }
+}
+
 /// Locks, ignoring poisoning: a panicked thread must not take `/status` down with it.
 pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
