@@ -6,7 +6,6 @@ client here talks to 127.0.0.1 only, and stops by itself: at `close()`, or when 
 
 from __future__ import annotations
 
-import os
 import socket
 import statistics
 import threading
@@ -40,7 +39,6 @@ class Tricklers:
         self.port, self.interval = port, interval
         self.deadline = time.monotonic() + max_seconds
         self.stop_event = threading.Event()
-        self.reconnects = 0
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
         for thread in self.threads:
             thread.start()
@@ -55,7 +53,6 @@ class Tricklers:
                         sock.sendall(bytes([byte]))
             except OSError:
                 pass
-            self.reconnects += 1
             self.stop_event.wait(0.05)
 
     def close(self) -> None:
@@ -152,7 +149,3 @@ def process_stats(pid: int) -> tuple[int, int]:
             elif line.startswith("Threads:"):
                 threads = int(line.split()[1])
     return rss, threads
-
-
-def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))

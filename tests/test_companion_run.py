@@ -78,34 +78,6 @@ def replica(launch: Launch, caddy: Caddy | list[Caddy], tmp_path: Path, *, env: 
     return launch(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), env=env, args=("--drain-timeout", "15s", *args))
 
 
-def test_replicas_get_traffic_only_once_ready(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
-    fast = replica(companions, caddy, tmp_path)
-    fast.wait_registered()
-    state = tmp_path / "slow-state"
-    state.mkdir()
-    started = time.time()
-    slow = replica(companions, caddy, tmp_path, env={"TEST_CHECKS": "warmup", "TEST_READY_AFTER": "5", "TEST_STATE_DIR": str(state)})
-    served: list[tuple[int, float]] = []
-    deadline = time.monotonic() + 40
-    slow_pid = None
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{caddy.base_url}/whoami", timeout=10)
-        assert response.status_code == 200, response.text
-        served.append((response.json()["pid"], response.json()["handled_at"]))
-        slow_pid = slow_pid or slow.app_pid()
-        if slow_pid and sum(1 for pid, _ in served if pid == slow_pid) >= 20:
-            break
-        time.sleep(0.02)
-    assert slow_pid, slow.log()
-    ready_at = float((state / "ready-at").read_text())
-    assert ready_at - started >= 4.5, "the warmup check passed early"
-    to_slow = [at for pid, at in served if pid == slow_pid]
-    assert len(to_slow) >= 20, f"the ready replica got no traffic:\n{slow.log()}"
-    assert min(to_slow) >= ready_at, f"Caddy routed to the replica {ready_at - min(to_slow):.3f}s before it was ready"
-    assert any(pid != slow_pid for pid, _ in served), "the first replica got no traffic"
-    print(f"\nFIGURE ready->first routed request: {min(to_slow) - ready_at:.3f}s")
-
-
 def test_rolling_restart_under_load_fails_no_request(caddies: Caddies, companions: Launch, tmp_path: Path) -> None:
     # grace_period as a production Caddyfile would set it.
     caddy = caddies(SITE, tls=True, global_options="\tgrace_period 3s\n")

@@ -313,3 +313,34 @@ def test_deregister_drains_and_removes_a_pool_member(caddy: Caddy) -> None:
     assert pool(caddy) == []
     again = companion_cli("deregister", "--upstream", "127.0.0.1:9", "--admin", caddy.admin)
     assert again.returncode == 0 and "nothing to do" in again.stdout, again.stdout + again.stderr
+
+
+def test_replicas_get_traffic_only_once_ready(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+    # Run against the module (no reload when the slow replica joins): with stock Caddy a request
+    # on a fresh connection can race the reload's server swap and be cut, which is not what this
+    # test is about (see test_rolling_restarts_fail_no_request_for_either_http1_client).
+    fast = member(companions, caddy)
+    fast.wait_registered()
+    state = tmp_path / "slow-state"
+    state.mkdir()
+    started = time.time()
+    slow = member(companions, caddy, env={"TEST_CHECKS": "warmup", "TEST_READY_AFTER": "5", "TEST_STATE_DIR": str(state)})
+    served: list[tuple[int, float]] = []
+    deadline = time.monotonic() + 40
+    slow_pid = None
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{caddy.base_url}/whoami", timeout=10)
+        assert response.status_code == 200, response.text
+        served.append((response.json()["pid"], response.json()["handled_at"]))
+        slow_pid = slow_pid or slow.app_pid()
+        if slow_pid and sum(1 for pid, _ in served if pid == slow_pid) >= 20:
+            break
+        time.sleep(0.02)
+    assert slow_pid, slow.log()
+    ready_at = float((state / "ready-at").read_text())
+    assert ready_at - started >= 4.5, "the warmup check passed early"
+    to_slow = [at for pid, at in served if pid == slow_pid]
+    assert len(to_slow) >= 20, f"the ready replica got no traffic:\n{slow.log()}"
+    assert min(to_slow) >= ready_at, f"Caddy routed to the replica {ready_at - min(to_slow):.3f}s before it was ready"
+    assert any(pid != slow_pid for pid, _ in served), "the first replica got no traffic"
+    print(f"\nFIGURE ready->first routed request: {min(to_slow) - ready_at:.3f}s")
