@@ -3,6 +3,7 @@ export back-pressure, forked workers and the OpenTelemetry Python API."""
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from typing import Callable
@@ -159,26 +160,39 @@ def test_an_unreachable_collector_only_logs_once(start: Callable[..., Server]) -
     assert server.log().count("caddy-beacon: could not export") == 1
 
 
+def assert_requests_never_wait_for(server: Server) -> None:
+    """60 requests against a collector that holds every export: none waits for it, and spans
+    beyond the small queue are dropped and counted."""
+    latencies = []
+    for _ in range(60):
+        started = time.monotonic()
+        assert server.get("/items/1").status_code == 200
+        latencies.append(time.monotonic() - started)
+    assert max(latencies) < 1.0, max(latencies)
+    assert (server.value("beacon_spans_dropped_total") or 0) > 0
+
+
+SMALL_QUEUE = {"OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_BSP_MAX_QUEUE_SIZE": "5", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5"}
+
+
 def test_a_slow_collector_drops_spans_instead_of_slowing_requests(start: Callable[..., Server]) -> None:
     slow = OtlpReceiver(delay=2.0).start()
     try:
-        server = start(
-            env={
-                "OTEL_EXPORTER_OTLP_ENDPOINT": slow.endpoint,
-                "OTEL_BSP_SCHEDULE_DELAY": "50",
-                "OTEL_BSP_MAX_QUEUE_SIZE": "5",
-                "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "5",
-            }
-        )
-        latencies = []
-        for _ in range(60):
-            started = time.monotonic()
-            assert server.get("/items/1").status_code == 200
-            latencies.append(time.monotonic() - started)
-        assert max(latencies) < 1.0, max(latencies)
-        assert (server.value("beacon_spans_dropped_total") or 0) > 0
+        assert_requests_never_wait_for(start(env={"OTEL_EXPORTER_OTLP_ENDPOINT": slow.endpoint, **SMALL_QUEUE}))
     finally:
         slow.stop()
+
+
+def test_a_hanging_collector_never_holds_up_requests(start: Callable[..., Server]) -> None:
+    # Accepts connections (the kernel does, from the backlog) and never answers a byte.
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen(64)
+    try:
+        endpoint = f"http://127.0.0.1:{hanging.getsockname()[1]}"
+        assert_requests_never_wait_for(start(env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **SMALL_QUEUE}))
+    finally:
+        hanging.close()
 
 
 def test_preloaded_gunicorn_workers_each_export(start: Callable[..., Server], receiver: OtlpReceiver) -> None:

@@ -2,8 +2,15 @@
 
 Spans are exported only when an OTLP endpoint is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` or
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) or tracing is switched on explicitly (``tracing=True`` /
-``BEACON_TRACING=1``, which defaults the endpoint to ``http://localhost:4318``).
-``OTEL_SDK_DISABLED=true`` switches it off unless ``tracing=True`` is given.
+``BEACON_TRACING=1``, which defaults the endpoint to ``http://localhost:4318``, or
+``http://localhost:4317`` for gRPC). ``OTEL_SDK_DISABLED=true`` switches it off unless
+``tracing=True`` is given.
+
+Every ``OTEL_EXPORTER_OTLP_*`` variable of the specification is read, the ``_TRACES_`` one
+first: ``ENDPOINT``, ``PROTOCOL`` (``http/protobuf``, ``http/json``, ``grpc``), ``HEADERS``,
+``TIMEOUT``, ``COMPRESSION`` (``gzip``, ``none``), ``CERTIFICATE``, ``CLIENT_CERTIFICATE``,
+``CLIENT_KEY`` and, for a gRPC endpoint given without a scheme, ``INSECURE``. A value that
+cannot work is a ConfigError naming the variable, at start.
 """
 
 from __future__ import annotations
@@ -23,7 +30,12 @@ class TracingConfig:
     """What the native tracer is built with."""
 
     endpoint: str
+    protocol: str
     headers: list[tuple[str, str]]
+    gzip: bool
+    certificate: str | None
+    client_certificate: str | None
+    client_key: str | None
     sampler: str | None
     sampler_arg: str | None
     resource: list[tuple[str, str]]
@@ -46,6 +58,40 @@ def _key_values(variable: str) -> list[tuple[str, str]]:
             raise ConfigError(f"{variable}={raw!r}: expected comma-separated key=value pairs")
         pairs.append((key.strip(), unquote(value.strip())))
     return pairs
+
+
+def _traces_or_general(name: str) -> tuple[str, str | None]:
+    """The ``OTEL_EXPORTER_OTLP_TRACES_<name>`` variable if set, else the general one: (the
+    variable used, its value)."""
+    for variable in (f"OTEL_EXPORTER_OTLP_TRACES_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return variable, value
+    return f"OTEL_EXPORTER_OTLP_{name}", None
+
+
+def _headers() -> list[tuple[str, str]]:
+    """The general headers, overridden key by key by the traces-specific ones; refused when a
+    name or (percent-decoded) value could not travel in a header."""
+    merged: dict[str, tuple[str, str]] = {}
+    for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"):
+        for key, value in _key_values(variable):
+            if not all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^_`|~") for c in key):
+                raise ConfigError(f"{variable}: {key!r} is not a valid header name")
+            if any(not (c == "\t" or " " <= c <= "~") for c in value):
+                raise ConfigError(
+                    f"{variable}: the value of {key!r} holds characters a header cannot carry "
+                    "(CR, LF, other control characters or non-ASCII, after percent-decoding)"
+                )
+            merged[key.lower()] = (key, value)
+    return list(merged.values())
+
+
+def _file(name: str) -> str | None:
+    variable, path = _traces_or_general(name)
+    if path is not None and not os.path.isfile(path):
+        raise ConfigError(f"{variable}={path!r}: no such file")
+    return path
 
 
 def _number(variable: str, default: float, minimum: float) -> float:
@@ -75,12 +121,26 @@ def _switch(explicit: bool | None) -> bool | None:
     raise ConfigError(f"BEACON_TRACING={raw!r}: expected true or false")
 
 
-def _traces_endpoint() -> str | None:
+def _traces_endpoint(protocol: str) -> str | None:
     specific = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
     if specific:
         return specific  # used as is, per the specification
     base = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
-    return base.rstrip("/") + "/v1/traces" if base else None
+    if not base:
+        return None
+    # OTLP/HTTP appends the signal's path to the general endpoint; gRPC uses it as is.
+    return base if protocol == "grpc" else base.rstrip("/") + "/v1/traces"
+
+
+def _with_scheme(endpoint: str, protocol: str) -> str:
+    """gRPC endpoints are often written host:port; the scheme then follows ``INSECURE``."""
+    if "://" in endpoint or protocol != "grpc":
+        return endpoint
+    variable, insecure = _traces_or_general("INSECURE")
+    word = (insecure or "false").lower()
+    if word not in _TRUE | _FALSE:
+        raise ConfigError(f"{variable}={insecure!r}: expected true or false")
+    return ("http://" if word in _TRUE else "https://") + endpoint
 
 
 def resolve_tracing(explicit: bool | None) -> TracingConfig | None:
@@ -90,30 +150,35 @@ def resolve_tracing(explicit: bool | None) -> TracingConfig | None:
         return None
     if switch is None and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return None
-    endpoint = _traces_endpoint()
+    protocol_variable, protocol = _traces_or_general("PROTOCOL")
+    protocol = protocol or "http/protobuf"
+    if protocol not in ("http/protobuf", "http/json", "grpc"):
+        raise ConfigError(f"{protocol_variable}={protocol!r}: expected http/protobuf, http/json or grpc")
+    endpoint = _traces_endpoint(protocol)
     if endpoint is None:
         if switch is None:
             return None
-        endpoint = "http://localhost:4318/v1/traces"
-    protocol = (
-        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
-    ).strip()
-    if protocol and protocol != "http/protobuf":
-        raise ConfigError(
-            f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: caddy-beacon exports over http/protobuf only "
-            "(unset it, or set it to http/protobuf and point the endpoint at port 4318)"
-        )
-    if not endpoint.startswith("http://"):
-        raise ConfigError(
-            f"OTLP endpoint {endpoint!r}: only http:// endpoints are supported; run the collector beside the app"
-        )
+        endpoint = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318/v1/traces"
+    endpoint = _with_scheme(endpoint, protocol)
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"OTLP endpoint {endpoint!r}: expected an http:// or https:// URL")
+    compression_variable, compression = _traces_or_general("COMPRESSION")
+    compression = (compression or "none").lower()
+    if compression not in ("gzip", "none"):
+        raise ConfigError(f"{compression_variable}={compression!r}: expected gzip or none")
+    timeout_variable, _ = _traces_or_general("TIMEOUT")
     return TracingConfig(
         endpoint=endpoint,
-        headers=_key_values("OTEL_EXPORTER_OTLP_HEADERS") + _key_values("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+        protocol=protocol,
+        headers=_headers(),
+        gzip=compression == "gzip",
+        certificate=_file("CERTIFICATE"),
+        client_certificate=_file("CLIENT_CERTIFICATE"),
+        client_key=_file("CLIENT_KEY"),
         sampler=os.environ.get("OTEL_TRACES_SAMPLER") or None,
         sampler_arg=os.environ.get("OTEL_TRACES_SAMPLER_ARG") or None,
         resource=_key_values("OTEL_RESOURCE_ATTRIBUTES"),
-        timeout=_number("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000, 1) / 1000,
+        timeout=_number(timeout_variable, 10_000, 1) / 1000,
         queue_size=int(_number("OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1)),
         batch_size=int(_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1)),
         interval=_number("OTEL_BSP_SCHEDULE_DELAY", 5000, 1) / 1000,

@@ -11,7 +11,8 @@
 //! - [`Readiness`]: cached check results, draining, and the health+json body for `/ready`.
 //! - [`request_id`]: validation of incoming request ids and fast generation of new ones.
 //! - [`exposition`]: Prometheus text and OpenMetrics rendering, with exemplars.
-//! - [`trace`] and [`otlp`]: W3C trace context, sampling, server spans and their export.
+//! - [`trace`] and [`otlp`]: W3C trace context, sampling, server spans and their export
+//!   through `opentelemetry-otlp`; [`tls_files`]: the CA and client certificates of TLS clients.
 //! - [`http_server`] and [`side_port`]: hyper (via axum) for probes and scrapes, hardened
 //!   against slow, idle and malformed clients.
 
@@ -28,6 +29,7 @@ mod readiness;
 pub mod shared_region;
 pub mod side_port;
 pub mod time_format;
+pub mod tls_files;
 pub mod request_id;
 pub mod trace;
 

@@ -9,8 +9,8 @@ use beacon_core::http_server::{Response, StatusCode};
 use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
 use beacon_core::{process_metrics, shared_region};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
-use beacon_core::otlp::exporter::ExporterConfig;
-use beacon_core::otlp::http_post::Endpoint;
+use beacon_core::otlp::exporter::{ExporterConfig, Protocol};
+use beacon_core::tls_files::TlsFiles;
 use beacon_core::trace::sampler::Sampler;
 use beacon_core::trace::span::AttributeValue;
 use beacon_core::trace::tracer::Tracer;
@@ -104,7 +104,9 @@ impl Beacon {
     #[new]
     #[pyo3(signature = (
         *, service_name, route_template, own_paths=Vec::new(), buckets=None, max_series=2000,
-        request_id_header="x-request-id", trace_endpoint=None, trace_headers=Vec::new(), sampler=None,
+        request_id_header="x-request-id", trace_endpoint=None, trace_headers=Vec::new(),
+        trace_protocol="http/protobuf", trace_gzip=false, trace_ca=None, trace_client_cert=None,
+        trace_client_key=None, sampler=None,
         sampler_arg=None, resource=Vec::new(), trace_timeout=10.0, trace_queue_size=2048,
         trace_batch_size=512, trace_interval=5.0, shared_key=None, stall_seconds=5.0,
     ))]
@@ -119,6 +121,11 @@ impl Beacon {
         request_id_header: &str,
         trace_endpoint: Option<String>,
         trace_headers: Vec<(String, String)>,
+        trace_protocol: &str,
+        trace_gzip: bool,
+        trace_ca: Option<std::path::PathBuf>,
+        trace_client_cert: Option<std::path::PathBuf>,
+        trace_client_key: Option<std::path::PathBuf>,
         sampler: Option<String>,
         sampler_arg: Option<String>,
         resource: Vec<(String, String)>,
@@ -158,25 +165,32 @@ impl Beacon {
             None => None,
             Some(url) => {
                 let sampler = Sampler::from_name(sampler.as_deref(), sampler_arg.as_deref()).map_err(to_py_err)?;
-                let endpoint = Endpoint::parse(&url).map_err(ConfigError::new_err)?;
+                let tls = TlsFiles::load(
+                    "OTEL_EXPORTER_OTLP_CERTIFICATE / _CLIENT_CERTIFICATE / _CLIENT_KEY",
+                    trace_ca.as_ref(),
+                    trace_client_cert.as_ref(),
+                    trace_client_key.as_ref(),
+                )
+                .map_err(to_py_err)?;
                 let seconds = |name: &str, value: f64| {
                     Duration::try_from_secs_f64(value)
                         .ok()
                         .filter(|d| !d.is_zero())
                         .ok_or_else(|| ConfigError::new_err(format!("{name} must be a positive number of seconds, got {value}")))
                 };
-                if trace_queue_size == 0 || trace_batch_size == 0 {
-                    return Err(ConfigError::new_err("span queue and batch sizes must be at least 1"));
-                }
                 let config = ExporterConfig {
-                    endpoint,
+                    endpoint: url,
+                    protocol: Protocol::parse(trace_protocol).map_err(to_py_err)?,
                     headers: trace_headers,
+                    gzip: trace_gzip,
+                    tls,
                     timeout: seconds("trace_timeout", trace_timeout)?,
                     queue_size: trace_queue_size,
                     batch_size: trace_batch_size.min(trace_queue_size),
                     interval: seconds("trace_interval", trace_interval)?,
                     resource: resource.into_iter().map(|(k, v)| (k.into(), AttributeValue::Str(v))).collect(),
                 };
+                config.validate().map_err(to_py_err)?;
                 let tracer = Tracer::new(sampler, config);
                 tracer.set_service_name(&service_name);
                 Some(tracer)

@@ -1,5 +1,5 @@
 //! The background span exporter: a bounded queue drained by one thread per process, which
-//! batches spans and posts them over OTLP/HTTP protobuf.
+//! batches spans and hands them to the OTLP exporter of that thread ([`Transport`]).
 //!
 //! The request path only appends under a short lock: when the queue is full (collector slow or
 //! down) the span is dropped and counted. The thread starts on the first span, in the process that exports
@@ -10,30 +10,11 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::otlp::encode::export_request;
-use crate::otlp::http_post::{post, Endpoint};
+pub use crate::otlp::settings::{ExporterConfig, Protocol};
+use crate::otlp::transport::Transport;
 use crate::random::fork_generation;
 use crate::request_id::generate_request_id;
 use crate::trace::span::{Attribute, AttributeValue, SpanRecord};
-
-/// How the exporter sends.
-#[derive(Clone, Debug)]
-pub struct ExporterConfig {
-    /// The traces URL (`…/v1/traces`).
-    pub endpoint: Endpoint,
-    /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`).
-    pub headers: Vec<(String, String)>,
-    /// Per-request timeout.
-    pub timeout: Duration,
-    /// Spans waiting to be sent before new ones are dropped.
-    pub queue_size: usize,
-    /// Spans per request at most.
-    pub batch_size: usize,
-    /// Longest time a span waits in a partial batch.
-    pub interval: Duration,
-    /// Resource attributes (`service.name`, `service.instance.id`, …).
-    pub resource: Vec<Attribute>,
-}
 
 /// Counters, exported as metrics.
 #[derive(Debug, Default)]
@@ -190,37 +171,35 @@ impl FailureLog {
         self.last = Some(now);
         eprintln!(
             "caddy-beacon: could not export {spans} span(s) to {}: {reason} (spans are dropped; further failures in the next minute are not logged)",
-            config.endpoint.url
+            config.endpoint
         );
     }
 }
 
 fn send_batch(
     config: &ExporterConfig,
-    resource: &[Attribute],
+    transport: &Result<Transport, String>,
     stats: &ExportStats,
-    batch: &mut Vec<SpanRecord>,
+    batch: Vec<SpanRecord>,
     failures: &mut FailureLog,
 ) {
     if batch.is_empty() {
         return;
     }
-    let body = export_request(resource, "caddy-beacon", env!("CARGO_PKG_VERSION"), batch);
-    let count = batch.len() as u64;
-    match post(&config.endpoint, &config.headers, &body, config.timeout) {
-        Ok(status) if (200..300).contains(&status) => {
-            stats.exported.fetch_add(count, Ordering::Relaxed);
+    let count = batch.len();
+    let result = match transport {
+        Ok(transport) => transport.send(batch),
+        Err(error) => Err(error.clone()),
+    };
+    match result {
+        Ok(()) => {
+            stats.exported.fetch_add(count as u64, Ordering::Relaxed);
         }
-        Ok(status) => {
-            stats.failed.fetch_add(count, Ordering::Relaxed);
-            failures.report(config, batch.len(), &format!("the collector answered {status}"));
-        }
-        Err(error) => {
-            stats.failed.fetch_add(count, Ordering::Relaxed);
-            failures.report(config, batch.len(), &error.to_string());
+        Err(reason) => {
+            stats.failed.fetch_add(count as u64, Ordering::Relaxed);
+            failures.report(config, count, &reason);
         }
     }
-    batch.clear();
 }
 
 fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats, pipeline: &Pipeline) {
@@ -233,6 +212,9 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
         resource.push(("service.instance.id".into(), AttributeValue::Str(id)));
     }
     let mut failures = FailureLog { last: None };
+    // Built here, in the thread (and so the process) that exports; a failure to build it is
+    // reported like a failed export, once a minute, and every span counted as failed.
+    let transport = Transport::start(config, &resource);
     let mut flushes_done = 0u64;
     let mut next_send = Instant::now() + config.interval;
     loop {
@@ -251,7 +233,7 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
         next_send = Instant::now() + config.interval;
         while !spans.is_empty() {
             let rest = spans.split_off(spans.len().min(config.batch_size));
-            send_batch(config, &resource, stats, &mut spans, &mut failures);
+            send_batch(config, &transport, stats, spans, &mut failures);
             spans = rest;
         }
         if flush_requested > flushes_done {
@@ -292,13 +274,9 @@ mod tests {
 
     fn config(port: u16, queue_size: usize, interval: Duration) -> ExporterConfig {
         ExporterConfig {
-            endpoint: Endpoint::parse(&format!("http://127.0.0.1:{port}/v1/traces")).unwrap(),
-            headers: vec![("authorization".into(), "Bearer t".into())],
-            timeout: Duration::from_secs(2),
             queue_size,
-            batch_size: 2,
             interval,
-            resource: vec![],
+            ..crate::otlp::settings::tests::config(&format!("http://127.0.0.1:{port}/v1/traces"))
         }
     }
 
@@ -313,7 +291,7 @@ mod tests {
                 let mut buf = vec![0u8; 65536];
                 let n = stream.read(&mut buf).unwrap();
                 requests.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
             }
             requests
         });

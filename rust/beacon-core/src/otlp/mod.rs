@@ -1,6 +1,7 @@
-//! OTLP/HTTP protobuf export of spans: encoding, a minimal HTTP client, the background exporter.
+//! OTLP export of spans: the settings, the conversion to the SDK's span type, the transport
+//! (`opentelemetry-otlp`), and the bounded background exporter in front of it.
 
-pub mod encode;
 pub mod exporter;
-pub mod http_post;
-mod protobuf;
+pub mod settings;
+pub mod span_data;
+pub mod transport;

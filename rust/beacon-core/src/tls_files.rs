@@ -1,0 +1,124 @@
+//! The TLS files a client is configured with — a CA to trust besides the system's roots, and a
+//! client certificate with its key — read and checked once, at configuration time, so that a
+//! wrong path or a file that is not PEM is one clear error at start, not a failed handshake
+//! later. Shared by the span exporter (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE`,
+//! `_CLIENT_KEY`) and the companion (`--admin-ca`, `--admin-cert`, `--admin-key`).
+
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::BeaconError;
+
+/// PEM files for one TLS client, as read from disk.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificates (PEM) trusted in addition to the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate chain and its key (PEM), for mutual TLS.
+    pub client_pem: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, both PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// The certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// The private key.
+    pub key_pem: Vec<u8>,
+}
+
+fn read(what: &str, path: &Path) -> Result<Vec<u8>, BeaconError> {
+    std::fs::read(path).map_err(|e| BeaconError::Tls(format!("{what} {}: {e}", path.display())))
+}
+
+impl TlsFiles {
+    /// Reads and checks the files. `what` names the settings in messages (e.g. the variable
+    /// or flag prefix). A certificate without its key (or the reverse) is an error.
+    pub fn load(
+        what: &str,
+        ca: Option<&PathBuf>,
+        client_cert: Option<&PathBuf>,
+        client_key: Option<&PathBuf>,
+    ) -> Result<TlsFiles, BeaconError> {
+        let ca_pem = match ca {
+            None => None,
+            Some(path) => {
+                let pem = read(&format!("{what}: the CA file"), path)?;
+                let count = CertificateDer::pem_slice_iter(&pem).filter(Result::is_ok).count();
+                if count == 0 {
+                    return Err(BeaconError::Tls(format!("{what}: the CA file {} holds no PEM certificate", path.display())));
+                }
+                Some(pem)
+            }
+        };
+        let client_pem = match (client_cert, client_key) {
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(BeaconError::Tls(format!("{what}: a client certificate needs its key, and a key its certificate")))
+            }
+            (Some(cert), Some(key)) => {
+                let cert_pem = read(&format!("{what}: the client certificate"), cert)?;
+                if CertificateDer::pem_slice_iter(&cert_pem).filter(Result::is_ok).count() == 0 {
+                    return Err(BeaconError::Tls(format!("{what}: {} holds no PEM certificate", cert.display())));
+                }
+                let key_pem = read(&format!("{what}: the client key"), key)?;
+                if PrivateKeyDer::from_pem_slice(&key_pem).is_err() {
+                    return Err(BeaconError::Tls(format!("{what}: {} holds no PEM private key", key.display())));
+                }
+                Some(ClientIdentity { cert_pem, key_pem })
+            }
+        };
+        Ok(TlsFiles { ca_pem, client_pem })
+    }
+
+    /// The CA certificates as reqwest takes them.
+    pub fn reqwest_roots(&self) -> Result<Vec<reqwest::Certificate>, BeaconError> {
+        match &self.ca_pem {
+            None => Ok(Vec::new()),
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BeaconError::Tls(format!("the CA file: {e}"))),
+        }
+    }
+
+    /// The client identity as reqwest takes it.
+    pub fn reqwest_identity(&self) -> Result<Option<reqwest::Identity>, BeaconError> {
+        let Some(client) = &self.client_pem else { return Ok(None) };
+        let mut pem = client.cert_pem.clone();
+        pem.push(b'\n');
+        pem.extend_from_slice(&client.key_pem);
+        reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| BeaconError::Tls(format!("the client certificate: {e}")))
+    }
+}
+
+/// Makes ring the process's rustls provider, unless one is installed already (by us, or by
+/// another library in the same process: either serves). reqwest is built without a provider of
+/// its own, so this runs before any client is built.
+pub fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race with another installer is fine: some provider is installed either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clear_errors_for_missing_and_wrong_files() {
+        let dir = std::env::temp_dir().join(format!("beacon-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, b"hello").unwrap();
+        let missing = dir.join("missing.pem");
+        let error = TlsFiles::load("OTEL_EXPORTER_OTLP_CERTIFICATE", Some(&missing), None, None).unwrap_err().to_string();
+        assert!(error.contains("missing.pem") && error.contains("CA file"), "{error}");
+        let error = TlsFiles::load("X", Some(&not_pem), None, None).unwrap_err().to_string();
+        assert!(error.contains("no PEM certificate"), "{error}");
+        let error = TlsFiles::load("X", None, Some(&not_pem), None).unwrap_err().to_string();
+        assert!(error.contains("needs its key"), "{error}");
+        assert_eq!(TlsFiles::load("X", None, None, None).unwrap(), TlsFiles::default());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
