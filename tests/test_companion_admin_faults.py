@@ -188,7 +188,8 @@ def test_a_missing_handler_is_reported_once_and_joined_when_it_appears(
         (["run", "--upstream", "h:1", "--site", ":80", "--listen", "everywhere"], "--listen"),
         (["run", "--upstream", "h:1", "--site", ":80", "--events", "maybe"], "--events"),
         (["run", "--upstream", "h:1", "--site", ":80", "--reap-after", "later"], "--reap-after"),
-        (["run", "--upstream", "h:1", "--site", ":80", "--admin", "https://h:2019"], "plain HTTP"),
+        (["run", "--upstream", "h:1", "--site", ":80", "--admin", "https://h:2019", "--admin-ca", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+        (["run", "--upstream", "h:1", "--site", ":80", "--admin", "https://h:2019", "--admin-cert", "/etc/hostname"], "--admin-key"),
         (["run", "--upstream", "h:1", "--site", ":80", "--ready-url", "ready"], "--ready-url"),
     ],
 )

@@ -1,11 +1,15 @@
 //! A small blocking client for Caddy's Admin API: one request per connection (the admin server
 //! is replaced on every config change and answers `Connection: close` anyway), the `Host` the
-//! admin expects, and Caddy's JSON errors turned into one-line messages.
+//! admin expects, Caddy's JSON errors turned into one-line messages, and HTTPS with a private
+//! CA and a client certificate for Caddy's remote admin endpoint (`admin.remote`, mutual TLS).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::http_client::{send, Endpoint, MAX_ANSWER};
+use beacon_core::tls_files::TlsFiles;
+
+use crate::http_client::{Endpoint, HttpClient, MAX_ANSWER};
 use crate::AgentError;
 
 /// Where an Admin API listens.
@@ -15,29 +19,35 @@ pub struct AdminAddress {
     pub endpoint: Endpoint,
     /// The address as given, for messages and labels.
     pub display: String,
+    /// For an `https://` address: the CA and client certificate to use.
+    pub tls: Option<Arc<TlsFiles>>,
 }
 
 impl AdminAddress {
-    /// Parses `http://host:port`, `host:port`, `:port` (this host) or `unix//path/admin.sock`.
-    pub fn parse(text: &str) -> Result<AdminAddress, AgentError> {
+    /// Parses `http://host:port`, `host:port`, `:port` (this host), `unix//path/admin.sock`, or
+    /// `https://host:port` (Caddy's remote admin), which uses `tls` (the system's roots alone
+    /// when None).
+    pub fn parse(text: &str, tls: Option<&Arc<TlsFiles>>) -> Result<AdminAddress, AgentError> {
         let usage = |why: &str| AgentError::Usage(format!("--admin {text:?}: {why} (e.g. --admin http://localhost:2019)"));
         if let Some(path) = text.strip_prefix("unix/") {
             if !path.starts_with('/') || path.len() < 2 {
                 return Err(usage("a Unix socket is written unix//absolute/path.sock"));
             }
-            return Ok(AdminAddress { endpoint: Endpoint::Unix(PathBuf::from(path)), display: text.to_owned() });
+            return Ok(AdminAddress { endpoint: Endpoint::Unix(PathBuf::from(path)), display: text.to_owned(), tls: None });
         }
-        if text.starts_with("https://") {
-            return Err(usage("the Admin API is plain HTTP; use http://"));
-        }
-        let rest = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+        let (scheme, rest) = match text.strip_prefix("https://") {
+            Some(rest) => ("https", rest),
+            None => ("http", text.strip_prefix("http://").unwrap_or(text)),
+        };
+        let rest = rest.trim_end_matches('/');
         if rest.contains('/') {
             return Err(usage("give the address only, without a path"));
         }
         let authority = if let Some(port) = rest.strip_prefix(':') { format!("localhost:{port}") } else { rest.to_owned() };
         match authority.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
-                Ok(AdminAddress { display: format!("http://{authority}"), endpoint: Endpoint::Tcp(authority) })
+                let tls = (scheme == "https").then(|| tls.cloned().unwrap_or_default());
+                Ok(AdminAddress { display: format!("{scheme}://{authority}"), endpoint: Endpoint::Tcp(authority), tls })
             }
             _ => Err(usage("expected host:port")),
         }
@@ -69,12 +79,16 @@ pub type AdminResponse = crate::http_client::HttpResponse;
 pub struct AdminClient {
     address: AdminAddress,
     timeout: Duration,
+    http: HttpClient,
 }
 
 impl AdminClient {
-    /// A client with a 5 s timeout per request.
-    pub fn new(address: AdminAddress) -> Self {
-        AdminClient { address, timeout: Duration::from_secs(5) }
+    /// A client with a 5 s timeout per request. Fails (as bad usage) when its TLS settings
+    /// cannot make a client.
+    pub fn new(address: AdminAddress) -> Result<Self, AgentError> {
+        let http = HttpClient::new(&address.endpoint, address.tls.as_deref())
+            .map_err(|e| AgentError::Usage(format!("--admin {}: {e}", address.display)))?;
+        Ok(AdminClient { address, timeout: Duration::from_secs(5), http })
     }
 
     /// The address this client talks to.
@@ -83,7 +97,14 @@ impl AdminClient {
     }
 
     fn unreachable(&self, reason: impl std::fmt::Display) -> AgentError {
-        AgentError::Unreachable { admin: self.address.url(), reason: reason.to_string() }
+        let mut reason = reason.to_string();
+        // TLS failures, said in the terms of the flags that fix them.
+        if reason.contains("invalid peer certificate") {
+            reason.push_str(" (Caddy's certificate is not trusted: give the CA that issued it with --admin-ca)");
+        } else if ["UnknownCA", "BadCertificate", "CertificateRequired", "AccessDenied"].iter().any(|alert| reason.contains(&format!("alert: {alert}"))) {
+            reason.push_str(" (Caddy refused our client certificate: --admin-cert must be one its admin.remote access_control lists)");
+        }
+        AgentError::Unreachable { admin: self.address.url(), reason }
     }
 
     /// Sends one request and reads the whole response.
@@ -92,7 +113,7 @@ impl AdminClient {
         if let Some(tag) = if_match {
             headers.push(("If-Match", tag));
         }
-        send(&self.address.endpoint, method, path, &headers, body, self.timeout, MAX_ANSWER).map_err(|e| self.unreachable(e))
+        self.http.send(method, path, &headers, body, self.timeout, MAX_ANSWER).map_err(|e| self.unreachable(e))
     }
 
     /// GET that must answer 200; the body parsed as JSON.
@@ -132,16 +153,19 @@ mod tests {
 
     #[test]
     fn parses_admin_addresses() {
-        let tcp = |text: &str| AdminAddress::parse(text).unwrap().endpoint;
+        let tcp = |text: &str| AdminAddress::parse(text, None).unwrap().endpoint;
         assert_eq!(tcp("http://localhost:2019"), Endpoint::Tcp("localhost:2019".into()));
         assert_eq!(tcp("127.0.0.1:2019/"), Endpoint::Tcp("127.0.0.1:2019".into()));
         assert_eq!(tcp(":2019"), Endpoint::Tcp("localhost:2019".into()));
         assert_eq!(tcp("unix//run/caddy/admin.sock"), Endpoint::Unix("/run/caddy/admin.sock".into()));
-        assert!(AdminAddress::parse("unix//run/a.sock").unwrap().is_local());
-        assert!(AdminAddress::parse("http://[::1]:2019").unwrap().is_local());
-        assert!(!AdminAddress::parse("http://caddy:2019").unwrap().is_local());
-        for bad in ["localhost", "http://h:port", "https://h:2019", "http://h:2019/config", "unix/relative.sock", ""] {
-            let error = AdminAddress::parse(bad).unwrap_err();
+        assert!(AdminAddress::parse("unix//run/a.sock", None).unwrap().is_local());
+        assert!(AdminAddress::parse("http://[::1]:2019", None).unwrap().is_local());
+        assert!(!AdminAddress::parse("http://caddy:2019", None).unwrap().is_local());
+        let remote = AdminAddress::parse("https://caddy:2021", None).unwrap();
+        assert_eq!((remote.display.as_str(), remote.tls.is_some()), ("https://caddy:2021", true));
+        assert_eq!(AdminAddress::parse("http://caddy:2019", Some(&Arc::default())).unwrap().tls, None);
+        for bad in ["localhost", "http://h:port", "https://h", "http://h:2019/config", "unix/relative.sock", ""] {
+            let error = AdminAddress::parse(bad, None).unwrap_err();
             assert_eq!(error.exit_code(), 64, "{bad}: {error}");
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::http_client::{send, Endpoint};
+use crate::http_client::{Endpoint, HttpClient};
 use crate::upstream::Upstream;
 use crate::AgentError;
 
@@ -45,10 +45,16 @@ impl ReadyProbe {
         Ok(ReadyProbe { endpoint: Endpoint::Tcp(authority.to_owned()), path: path.to_owned(), display: text.to_owned() })
     }
 
+    /// The client probes go out through (built once per probing thread).
+    pub fn client(&self) -> Result<HttpClient, String> {
+        HttpClient::new(&self.endpoint, None).map_err(|e| format!("{}: {e}", self.display))
+    }
+
     /// One probe: Ok on 200, Err with what was seen otherwise. The whole probe takes 2 s at most,
     /// and an answer past 1 MiB fails it (a readiness body is a few hundred bytes).
-    pub fn check(&self) -> Result<(), String> {
-        let response = send(&self.endpoint, "GET", &self.path, &[("Accept", "application/json")], None, PROBE_TIMEOUT, PROBE_MAX_ANSWER)
+    pub fn check(&self, client: &HttpClient) -> Result<(), String> {
+        let response = client
+            .send("GET", &self.path, &[("Accept", "application/json")], None, PROBE_TIMEOUT, PROBE_MAX_ANSWER)
             .map_err(|e| format!("{}: {e}", self.display))?;
         if response.status == 200 {
             Ok(())

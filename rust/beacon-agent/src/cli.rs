@@ -7,7 +7,11 @@ use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use beacon_core::tls_files::TlsFiles;
 
 use crate::app_probe::ReadyProbe;
 use crate::deregister::{deregister, parse_duration};
@@ -60,11 +64,15 @@ enum Command {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["site", "handler_id", "pool"])))]
 struct RunArgs {
-    /// Caddy's Admin API: http://host:port or unix//path/admin.sock. Repeat the flag (or separate
+    /// Caddy's Admin API: http://host:port, unix//path/admin.sock, or https://host:port (Caddy's
+    /// remote admin, with --admin-ca/--admin-cert/--admin-key). Repeat the flag (or separate
     /// with commas in CADDY_ADMIN) to register with several Caddy instances.
     /// Example: --admin http://127.0.0.1:2019 --admin unix//run/caddy/admin.sock
     #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
     admin: Vec<String>,
+
+    #[command(flatten)]
+    admin_tls: AdminTlsArgs,
 
     /// What Caddy dials to reach the app: HOST:PORT, :PORT (this host's first non-loopback
     /// address), or unix//path/app.sock (app and Caddy on one host).
@@ -133,10 +141,13 @@ struct DeregisterArgs {
     #[arg(long, value_name = "HOST:PORT")]
     upstream: String,
 
-    /// Caddy's Admin API: http://host:port or unix//path/admin.sock (repeat the flag for several
+    /// Caddy's Admin API: http://host:port, unix//path/admin.sock or https://host:port (repeat the flag for several
     /// Caddy instances). Example: --admin http://127.0.0.1:2019
     #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
     admin: Vec<String>,
+
+    #[command(flatten)]
+    admin_tls: AdminTlsArgs,
 
     /// How long to wait for requests in flight to the upstream to finish, e.g. 30s, 500ms, 2m.
     /// Example: --drain-timeout 10s
@@ -146,15 +157,64 @@ struct DeregisterArgs {
 
 #[derive(Debug, Args)]
 struct StatusArgs {
-    /// Caddy's Admin API: http://host:port or unix//path/admin.sock (repeat the flag for several
+    /// Caddy's Admin API: http://host:port, unix//path/admin.sock or https://host:port (repeat the flag for several
     /// Caddy instances). Example: --admin http://127.0.0.1:2019
     #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
     admin: Vec<String>,
+
+    #[command(flatten)]
+    admin_tls: AdminTlsArgs,
 
     /// Print a JSON list of objects (admin, address, healthy, in_flight, fails, owned) instead of
     /// a table. `healthy` is null when Caddy reports no active health result for the upstream.
     #[arg(long)]
     json: bool,
+}
+
+/// TLS for `https://` admin addresses: Caddy's remote admin endpoint (`admin.remote`) is served
+/// over mutual TLS only.
+#[derive(Debug, Args)]
+struct AdminTlsArgs {
+    /// A PEM CA certificate to trust for https:// admin addresses, besides the system's roots
+    /// (for Caddy's remote admin: the root of the CA that issued its identity certificate,
+    /// e.g. Caddy's local CA root.crt). Example: --admin-ca /etc/caddy-beacon/caddy-ca.pem
+    #[arg(long, env = "BEACON_ADMIN_CA", value_name = "FILE")]
+    admin_ca: Option<PathBuf>,
+
+    /// A PEM client certificate to present to https:// admin addresses (one whose public key
+    /// Caddy's remote admin lists in access_control). Needs --admin-key.
+    /// Example: --admin-cert /etc/caddy-beacon/client.pem
+    #[arg(long, env = "BEACON_ADMIN_CERT", value_name = "FILE", requires = "admin_key")]
+    admin_cert: Option<PathBuf>,
+
+    /// The PEM private key of --admin-cert. Example: --admin-key /etc/caddy-beacon/client.key
+    #[arg(long, env = "BEACON_ADMIN_KEY", value_name = "FILE", requires = "admin_cert")]
+    admin_key: Option<PathBuf>,
+}
+
+impl AdminTlsArgs {
+    /// The admin addresses, TLS files read and checked (bad ones are bad usage).
+    fn addresses(&self, admins: &[String]) -> Result<Vec<AdminAddress>, AgentError> {
+        let given = self.admin_ca.is_some() || self.admin_cert.is_some();
+        let tls = if given {
+            let files = TlsFiles::load("--admin-ca/--admin-cert/--admin-key", self.admin_ca.as_ref(), self.admin_cert.as_ref(), self.admin_key.as_ref())
+                .map_err(|e| AgentError::Usage(e.to_string()))?;
+            Some(Arc::new(files))
+        } else {
+            None
+        };
+        let addresses = admins.iter().map(|a| AdminAddress::parse(a, tls.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        if given && addresses.iter().all(|a| a.tls.is_none()) {
+            return Err(AgentError::Usage(
+                "--admin-ca/--admin-cert apply to https:// admin addresses, and no --admin is one (e.g. --admin https://caddy:2021)".into(),
+            ));
+        }
+        Ok(addresses)
+    }
+
+    fn clients(&self, admins: &[String]) -> Result<Vec<AdminClient>, AgentError> {
+        self.addresses(admins)?.into_iter().map(AdminClient::new).collect()
+    }
 }
 
 /// A parsed command, ready to run.
@@ -191,8 +251,8 @@ impl ParsedCommand {
             }
             Command::Status(args) => {
                 let mut statuses = Vec::new();
-                for admin in &args.admin {
-                    statuses.extend(collect(&AdminClient::new(AdminAddress::parse(admin)?))?);
+                for client in args.admin_tls.clients(&args.admin)? {
+                    statuses.extend(collect(&client)?);
                 }
                 Ok(if args.json { to_json(&statuses) } else { to_table(&statuses) })
             }
@@ -200,11 +260,7 @@ impl ParsedCommand {
                 if args.upstream.trim().is_empty() || args.upstream.contains(char::is_whitespace) {
                     return Err(AgentError::Usage(format!("--upstream {:?} is not a dial address", args.upstream)));
                 }
-                let clients = args
-                    .admin
-                    .iter()
-                    .map(|admin| AdminAddress::parse(admin).map(AdminClient::new))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let clients = args.admin_tls.clients(&args.admin)?;
                 let mut lines = Vec::new();
                 for client in &clients {
                     lines.push(deregister(client, &args.upstream, args.drain_timeout)?);
@@ -216,7 +272,7 @@ impl ParsedCommand {
 }
 
 fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
-    let admins = args.admin.iter().map(|a| AdminAddress::parse(a)).collect::<Result<Vec<_>, _>>()?;
+    let admins = args.admin_tls.addresses(&args.admin)?;
     let upstream = Upstream::parse(&args.upstream)?;
     let pool = match args.pool {
         Some(name) if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) => Some(name),

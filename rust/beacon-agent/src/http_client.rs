@@ -1,18 +1,24 @@
-//! A minimal blocking HTTP/1.1 client over TCP or a Unix socket: one request per connection,
-//! `Connection: close`, the whole answer read before returning. Enough for Caddy's Admin API and
-//! for an app's readiness endpoint, without pulling an async stack into a small companion.
+//! The companion's HTTP client, for Caddy's Admin API (over TCP, a Unix socket, or HTTPS with a
+//! private CA and a client certificate, as Caddy's remote admin endpoint requires) and the app's
+//! readiness URL: reqwest, one request per connection (the admin server is replaced on every
+//! config change), no proxies, no redirects.
 //!
 //! Its limits are what keep the companion honest against a peer that misbehaves: one deadline
 //! for the whole exchange (a server sending a byte a second cannot stretch a 2 s probe), a cap
 //! on what is read (a 64 MiB `/ready` body costs nothing), and no CR or LF in anything that goes
 //! into the request line or a header.
+//!
+//! reqwest's async client on a current-thread runtime owned by the client, rather than its
+//! blocking client: the blocking client applies its timeout to each read (a trickling peer
+//! stretches it without end) and runs one more thread per client; here one `tokio::time::timeout`
+//! covers connect, TLS, head and body, and the calling thread drives the exchange.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use beacon_core::otlp::transport::error_chain;
+use beacon_core::tls_files::{install_crypto_provider, TlsFiles};
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -20,17 +26,6 @@ pub enum Endpoint {
     Tcp(String),
     /// A Unix socket path.
     Unix(PathBuf),
-}
-
-impl Endpoint {
-    /// The `Host` header to send: the authority for TCP; `localhost` for a Unix socket (Caddy's
-    /// admin does not check the host of requests arriving on a socket).
-    pub fn host_header(&self) -> &str {
-        match self {
-            Endpoint::Tcp(authority) => authority,
-            Endpoint::Unix(_) => "localhost",
-        }
-    }
 }
 
 /// One HTTP answer.
@@ -48,50 +43,95 @@ pub struct HttpResponse {
 /// for a large site list stays well under it.
 pub const MAX_ANSWER: usize = 32 * 1024 * 1024;
 
-trait Connection: Read + Write {
-    fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()>;
+/// A client for one endpoint. Cheap to clone (the connection settings and runtime are shared).
+/// Not for use inside an async task: it blocks the calling thread.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    runtime: Arc<tokio::runtime::Runtime>,
+    base: String,
 }
 
-// The two stream types share these methods by name only, not through a trait.
-macro_rules! connection {
-    ($stream:ty) => {
-        impl Connection for $stream {
-            fn set_timeouts(&self, timeout: Duration) -> std::io::Result<()> {
-                self.set_read_timeout(Some(timeout))?;
-                self.set_write_timeout(Some(timeout))
+impl HttpClient {
+    /// A client for `endpoint`: plain HTTP, or HTTPS when `tls` is given (its CA trusted besides
+    /// the system's roots, its client certificate presented).
+    pub fn new(endpoint: &Endpoint, tls: Option<&TlsFiles>) -> Result<HttpClient, String> {
+        // reqwest is built with rustls but no provider of its own, even for plain HTTP.
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            // One request per connection: Caddy replaces its admin server on every config change.
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            // HTTP_PROXY and friends are for the app's outbound traffic, not for reaching Caddy.
+            .no_proxy()
+            .tcp_nodelay(true)
+            .user_agent(concat!("caddy-beacon/", env!("CARGO_PKG_VERSION")));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = match endpoint {
+            Endpoint::Tcp(authority) => format!("{scheme}://{authority}"),
+            Endpoint::Unix(path) => {
+                builder = builder.unix_socket(path.clone());
+                // Caddy's admin does not check the host of requests arriving on a socket.
+                format!("{scheme}://localhost")
+            }
+        };
+        if let Some(tls) = tls {
+            builder = builder.tls_certs_merge(tls.reqwest_roots().map_err(|e| e.to_string())?);
+            if let Some(identity) = tls.reqwest_identity().map_err(|e| e.to_string())? {
+                builder = builder.identity(identity);
             }
         }
-    };
-}
-connection!(TcpStream);
-connection!(UnixStream);
+        let client = builder.build().map_err(|e| error_chain(&e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the HTTP client's runtime: {e}"))?;
+        Ok(HttpClient { client, runtime: Arc::new(runtime), base })
+    }
 
-fn connect(endpoint: &Endpoint, deadline: Instant) -> std::io::Result<Box<dyn Connection>> {
-    match endpoint {
-        Endpoint::Tcp(authority) => {
-            let mut last_error = std::io::Error::new(std::io::ErrorKind::NotFound, "the host has no address");
-            // Every address the name resolves to (localhost may give ::1 before 127.0.0.1).
-            for address in authority.to_socket_addrs()? {
-                match TcpStream::connect_timeout(&address, remaining(deadline)?) {
-                    Ok(stream) => {
-                        stream.set_nodelay(true)?;
-                        return Ok(Box::new(stream));
-                    }
-                    Err(error) => last_error = error,
+    /// Sends one request and reads the whole answer, all within `timeout` and at most
+    /// `max_answer` bytes of body (a larger answer is an error, and nothing past the cap is
+    /// kept). Errors are transport errors (or a refused request), as text.
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        extra_headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+        max_answer: usize,
+    ) -> Result<HttpResponse, String> {
+        check_request(method, path, extra_headers, &self.base)?;
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        // Said, not only done: the peer frees the connection at once, and a proxy in between
+        // knows the answer ends with it.
+        let mut request = self.client.request(method, format!("{}{path}", self.base)).header("Connection", "close");
+        for (name, value) in extra_headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.header("Content-Type", "application/json").body(body.to_vec());
+        }
+        let exchange = async move {
+            let mut response = request.send().await.map_err(|e| error_chain(&e))?;
+            if response.content_length().is_some_and(|length| length > max_answer as u64) {
+                return Err(format!("the answer is larger than {max_answer} bytes"));
+            }
+            let status = response.status().as_u16();
+            let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let mut collected = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+                if collected.len() + chunk.len() > max_answer {
+                    return Err(format!("the answer is larger than {max_answer} bytes"));
                 }
+                collected.extend_from_slice(&chunk);
             }
-            Err(last_error)
-        }
-        Endpoint::Unix(path) => Ok(Box::new(UnixStream::connect(path)?)),
+            Ok(HttpResponse { status, etag, body: collected })
+        };
+        self.runtime
+            .block_on(async { tokio::time::timeout(timeout, exchange).await })
+            .unwrap_or_else(|_| Err(format!("no whole answer within {timeout:?}")))
     }
-}
-
-fn remaining(deadline: Instant) -> std::io::Result<Duration> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"));
-    }
-    Ok(left)
 }
 
 /// Refuses text that would end the request line or a header early (CR, LF) or is otherwise not
@@ -103,23 +143,12 @@ fn check_header_text(what: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends one request and reads the whole answer, all within `timeout` and at most `max_answer`
-/// bytes (head included: a larger answer is an error, and nothing past the cap is kept).
-/// Errors are transport errors (or a refused request), as text.
-pub fn send(
-    endpoint: &Endpoint,
-    method: &str,
-    path: &str,
-    extra_headers: &[(&str, &str)],
-    body: Option<&[u8]>,
-    timeout: Duration,
-    max_answer: usize,
-) -> Result<HttpResponse, String> {
+fn check_request(method: &str, path: &str, extra_headers: &[(&str, &str)], base: &str) -> Result<(), String> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!("refusing to send the method {method:?}"));
     }
-    if path.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(format!("refusing to send the target {:?}: only visible ASCII", path.chars().take(80).collect::<String>()));
+    if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!("refusing to send the target {:?}: only visible ASCII, from /", path.chars().take(80).collect::<String>()));
     }
     for (name, value) in extra_headers {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -127,103 +156,13 @@ pub fn send(
         }
         check_header_text("header value", value)?;
     }
-    check_header_text("Host", endpoint.host_header())?;
-    let deadline = Instant::now() + timeout;
-    let timed_out = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!("no whole answer within {timeout:?}"),
-        _ => e.to_string(),
-    };
-    let mut stream = connect(endpoint, deadline).map_err(timed_out)?;
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", endpoint.host_header());
-    for (name, value) in extra_headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if let Some(body) = body {
-        head.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    head.push_str("\r\n");
-    let mut request = head.into_bytes();
-    request.extend_from_slice(body.unwrap_or_default());
-    stream.set_timeouts(remaining(deadline).map_err(timed_out)?).map_err(|e| e.to_string())?;
-    stream.write_all(&request).map_err(timed_out)?;
-    let mut raw = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        // Each read may wait only for what is left of the deadline, so a trickling peer cannot
-        // stretch the whole exchange.
-        stream.set_timeouts(remaining(deadline).map_err(timed_out)?).map_err(|e| e.to_string())?;
-        let read = stream.read(&mut chunk).map_err(timed_out)?;
-        if read == 0 {
-            break;
-        }
-        if raw.len() + read > max_answer {
-            return Err(format!("the answer is larger than {max_answer} bytes"));
-        }
-        raw.extend_from_slice(&chunk[..read]);
-    }
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
-    if raw.is_empty() {
-        return Err("the connection was closed without an answer".to_owned());
-    }
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("the answer is not HTTP")?;
-    let head = String::from_utf8_lossy(&raw[..split]);
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .filter(|line| line.starts_with("HTTP/"))
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or("the answer is not HTTP")?;
-    let mut etag = None;
-    let mut chunked = false;
-    let mut length = None;
-    for line in lines {
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("etag") {
-                etag = Some(value.to_owned());
-            } else if name.eq_ignore_ascii_case("transfer-encoding") && value.eq_ignore_ascii_case("chunked") {
-                chunked = true;
-            } else if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse::<usize>().ok();
-            }
-        }
-    }
-    let body = &raw[split + 4..];
-    let body = if chunked {
-        dechunk(body).ok_or("the answer was cut short (malformed chunked body)")?
-    } else {
-        match length {
-            // A connection closed mid-answer must not pass for a short, valid body.
-            Some(length) if body.len() < length => return Err("the answer was cut short".to_owned()),
-            Some(length) => body[..length].to_vec(),
-            None => body.to_vec(),
-        }
-    };
-    Ok(HttpResponse { status, etag, body })
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
+    check_header_text("Host", base)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
 
     #[test]
     fn refuses_cr_lf_and_controls_before_connecting() {
@@ -237,11 +176,12 @@ mod tests {
             ("GET", "/", vec![("If-Match", "\"a\"\r\nX-Injected: 1")]),
             ("GET", "/", vec![("X\nY", "1")]),
         ] {
-            let error = send(&nowhere, method, path, &headers, None, t, MAX_ANSWER).unwrap_err();
+            let error = HttpClient::new(&nowhere, None).unwrap().send(method, path, &headers, None, t, MAX_ANSWER).unwrap_err();
             assert!(error.starts_with("refusing"), "{method:?} {path:?} {headers:?}: {error}");
         }
         let bad_host = Endpoint::Tcp("a\r\nb:1".into());
-        assert!(send(&bad_host, "GET", "/", &[], None, t, MAX_ANSWER).unwrap_err().starts_with("refusing"));
+        let client = HttpClient::new(&bad_host, None).unwrap();
+        assert!(client.send("GET", "/", &[], None, t, MAX_ANSWER).unwrap_err().starts_with("refusing"));
     }
 
     #[test]
@@ -252,6 +192,7 @@ mod tests {
         std::thread::spawn(move || {
             // First connection: one byte every 200 ms, forever (bounded by the test's end).
             let (mut slow, _) = listener.accept().unwrap();
+            let _ = slow.read(&mut [0u8; 4096]);
             std::thread::spawn(move || {
                 for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".iter().cycle().take(100) {
                     if slow.write_all(&[*byte]).is_err() {
@@ -262,29 +203,35 @@ mod tests {
             });
             // Second: a large answer.
             let (mut big, _) = listener.accept().unwrap();
+            let _ = big.read(&mut [0u8; 4096]);
             let _ = big.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n");
             let _ = big.write_all(&vec![b'x'; 4_000_000]);
         });
+        let client = HttpClient::new(&endpoint, None).unwrap();
         let started = std::time::Instant::now();
-        let error = send(&endpoint, "GET", "/ready", &[], None, Duration::from_millis(700), MAX_ANSWER).unwrap_err();
+        let error = client.send("GET", "/ready", &[], None, Duration::from_millis(700), MAX_ANSWER).unwrap_err();
         assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
         assert!(error.contains("no whole answer within"), "{error}");
-        let error = send(&endpoint, "GET", "/ready", &[], None, Duration::from_secs(5), 1 << 20).unwrap_err();
+        let error = client.send("GET", "/ready", &[], None, Duration::from_secs(5), 1 << 20).unwrap_err();
         assert!(error.contains("larger than 1048576 bytes"), "{error}");
     }
 
     #[test]
-    fn dechunks() {
-        assert_eq!(dechunk(b"4\r\nWiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n").unwrap(), b"Wikipedia");
-        assert_eq!(dechunk(b"zz\r\n"), None);
-    }
-
-    #[test]
-    fn parses_answers_and_refuses_truncated_ones() {
-        let ok = parse_response(b"HTTP/1.1 200 OK\r\nEtag: \"/config/ ab\"\r\nContent-Length: 2\r\n\r\n{}").unwrap();
-        assert_eq!((ok.status, ok.etag.as_deref(), ok.body.as_slice()), (200, Some("\"/config/ ab\""), &b"{}"[..]));
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n{}").is_err());
-        assert!(parse_response(b"").is_err());
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+    fn speaks_over_a_unix_socket_and_reads_the_etag() {
+        let dir = std::env::temp_dir().join(format!("beacon-http-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("admin.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut head = vec![0u8; 4096];
+            let n = stream.read(&mut head).unwrap();
+            assert!(String::from_utf8_lossy(&head[..n]).starts_with("GET /config/ HTTP/1.1\r\n"));
+            stream.write_all(b"HTTP/1.1 200 OK\r\nEtag: \"/config/ ab\"\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n").unwrap();
+        });
+        let client = HttpClient::new(&Endpoint::Unix(path), None).unwrap();
+        let answer = client.send("GET", "/config/", &[], None, Duration::from_secs(5), MAX_ANSWER).unwrap();
+        assert_eq!((answer.status, answer.etag.as_deref(), answer.body.as_slice()), (200, Some("\"/config/ ab\""), &b"{}"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

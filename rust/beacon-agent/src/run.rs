@@ -68,6 +68,8 @@ const PASSED_ON: [i32; 7] = [SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGTTIN, SIGTTOU
 
 /// Runs until the companion stops; returns the exit code.
 pub fn run(options: RunOptions) -> Result<i32, AgentError> {
+    // Before anything starts: a client that cannot be built is bad usage, exit 64.
+    let clients = options.admins.iter().map(|admin| AdminClient::new(admin.clone())).collect::<Result<Vec<_>, _>>()?;
     let (sender, events) = channel();
     listen_for_signals(sender.clone())?;
     let control = Arc::new(Control::default());
@@ -101,14 +103,13 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
     let stop_probing = Arc::new(AtomicBool::new(false));
     wait_for_readiness(options.ready.clone(), sender.clone(), stop_probing.clone());
 
-    let loops: Vec<thread::JoinHandle<LeaveReport>> = options
-        .admins
-        .iter()
+    let loops: Vec<thread::JoinHandle<LeaveReport>> = clients
+        .into_iter()
         .zip(&caddies)
-        .map(|(admin, state)| {
+        .map(|(client, state)| {
             let events_address = lock(state).events_address.clone();
             let reconciler = options.target.clone().map(|target| Reconciler {
-                client: AdminClient::new(admin.clone()),
+                client: client.clone(),
                 upstream: options.upstream.clone(),
                 target,
                 events_address,
@@ -117,7 +118,7 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
                 control: control.clone(),
             });
             let member = options.pool.clone().map(|pool| PoolMember {
-                client: AdminClient::new(admin.clone()),
+                client: client.clone(),
                 pool,
                 address: options.upstream.dial.clone(),
                 lease: options.lease,
@@ -241,7 +242,11 @@ fn join_caddy(member: Option<PoolMember>, reconciler: Option<Reconciler>, contro
                     "Caddy at {admin} has no beacon module (GET /beacon/pools answered 404) and no --site or --handler-id was given to join through its config"
                 ),
             },
-            Err(error) => error.to_string(),
+            Err(error) => {
+                let message = error.to_string();
+                lock(&member.state).note_error(&message);
+                message
+            }
         };
         lock(&member.state).last_error = Some(message.clone());
         if said.as_deref() != Some(message.as_str()) {
@@ -285,8 +290,15 @@ fn wait_for_readiness(probe: ReadyProbe, sender: Sender<Happening>, stop: Arc<At
     let _ = thread::Builder::new().name("ready-probe".into()).spawn(move || {
         let started = Instant::now();
         let mut last_said = None::<Instant>;
+        let client = match probe.client() {
+            Ok(client) => client,
+            Err(why) => {
+                log::info(format!("cannot probe the app's readiness: {why}"));
+                return;
+            }
+        };
         while !stop.load(Ordering::Relaxed) {
-            match probe.check() {
+            match probe.check(&client) {
                 Ok(()) => {
                     let _ = sender.send(Happening::AppReady);
                     return;

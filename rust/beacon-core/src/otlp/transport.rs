@@ -23,20 +23,21 @@ use crate::otlp::span_data::{key_value, span_data};
 use crate::tls_files::install_crypto_provider;
 use crate::trace::span::{Attribute, SpanRecord};
 
-/// An error and its causes on one line ("error sending request: …: invalid peer certificate:
-/// UnknownIssuer"): the top-level message alone rarely says what to fix.
+/// An error and its root cause on one line ("error sending request for url (…): invalid peer
+/// certificate: UnknownIssuer"): the top-level message alone rarely says what to fix, and the
+/// layers between (hyper's "client error (Canceled)") vary with timing, not with the cause.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+    let mut root = None;
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
+        root = Some(cause);
         source = cause.source();
     }
-    text
+    let text = error.to_string();
+    match root.map(ToString::to_string) {
+        Some(cause) if !text.contains(&cause) => format!("{text}: {cause}"),
+        _ => text,
+    }
 }
 
 // reqwest's client, keeping the cause of the last failed request: the exporter reports a

@@ -1,0 +1,155 @@
+"""The companion against Caddy's remote admin endpoint (`admin.remote`): HTTPS with mutual TLS,
+the way Caddy is managed from another host. Caddy's identity certificate comes from its own
+local CA; the companion trusts that CA (`--admin-ca`) and presents a client certificate whose
+key Caddy's access control lists."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.companion_process import Companion, companion_cli, uvicorn_command
+from tests.conftest import MODULE_CADDY, Caddy, _run_caddy, _wait_for_admin, free_port, wait_until
+from tests.test_module import POOL_SITE, pool
+
+Launch = Callable[..., Companion]
+
+
+@dataclass
+class ClientCertificate:
+    cert: Path
+    key: Path
+    der_base64: str
+
+
+def client_certificate(tmp_path: Path, name: str) -> ClientCertificate:
+    issued = trustme.CA().issue_cert(f"{name}.internal")
+    cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    der = x509.load_pem_x509_certificate(issued.cert_chain_pems[0].bytes()).public_bytes(Encoding.DER)
+    return ClientCertificate(cert, key, base64.b64encode(der).decode())
+
+
+@dataclass
+class RemoteAdminCaddy:
+    caddy: Caddy
+    remote: str  # what --admin takes
+    ca: Path  # Caddy's local CA, which issued the remote endpoint's certificate
+    allowed: ClientCertificate  # the one client certificate Caddy's access control lists
+
+
+@pytest.fixture
+def remote_caddy(tmp_path: Path) -> Iterator[RemoteAdminCaddy]:
+    """A Caddy with the beacon module whose admin API is also served remotely over mutual TLS,
+    to holders of the `allowed` client certificate only."""
+    if not MODULE_CADDY.exists():
+        pytest.fail(f"no Caddy with the beacon module at {MODULE_CADDY}: `make caddy` (make test does)")
+    allowed = client_certificate(tmp_path, "allowed")
+    port, admin_port, remote_port = free_port(), free_port(), free_port()
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text(
+        f"{{\n\tadmin 127.0.0.1:{admin_port}\n\tauto_https off\n\tpersist_config off\n}}\n"
+        f"http://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n{POOL_SITE}\n}}\n"
+    )
+    adapted = subprocess.run(
+        [str(MODULE_CADDY), "adapt", "--config", str(caddyfile), "--adapter", "caddyfile"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    config = json.loads(adapted.stdout)
+    # Neither the identity nor the remote endpoint can be written in a Caddyfile.
+    config["admin"]["identity"] = {"identifiers": ["127.0.0.1"], "issuers": [{"module": "internal"}]}
+    config["admin"]["remote"] = {
+        "listen": f"127.0.0.1:{remote_port}",
+        "access_control": [{"public_keys": [allowed.der_base64]}],
+    }
+    config.setdefault("apps", {})["pki"] = {"certificate_authorities": {"local": {"install_trust": False}}}
+    config_path = tmp_path / "caddy.json"
+    config_path.write_text(json.dumps(config))
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"), "XDG_DATA_HOME": str(tmp_path / "caddy-data")}
+    command = [str(MODULE_CADDY), "run", "--config", str(config_path)]
+    log_path = tmp_path / "caddy.log"
+    caddy = Caddy(_run_caddy(command, env, log_path), f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log_path, command, env)
+    _wait_for_admin(caddy)
+
+    def remote_listening() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", remote_port)) == 0
+
+    assert wait_until(remote_listening, timeout=20), caddy.log()
+    ca = tmp_path / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+    assert ca.exists(), caddy.log()
+    yield RemoteAdminCaddy(caddy, f"https://127.0.0.1:{remote_port}", ca, allowed)
+    caddy.stop()
+
+
+def tls_args(remote: RemoteAdminCaddy, client: ClientCertificate | None = None) -> tuple[str, ...]:
+    client = client or remote.allowed
+    return ("--admin-ca", str(remote.ca), "--admin-cert", str(client.cert), "--admin-key", str(client.key))
+
+
+def test_joins_drains_and_leaves_through_the_remote_admin_over_mutual_tls(remote_caddy: RemoteAdminCaddy, companions: Launch) -> None:
+    app_port = free_port()
+    companion = companions(
+        remote_caddy.caddy, f"127.0.0.1:{app_port}", site="", admins=[remote_caddy.remote],
+        command=uvicorn_command(app_port),
+        args=("--pool", "api", "--drain-timeout", "15s", *tls_args(remote_caddy)),
+    )  # fmt: skip
+    companion.wait_registered()
+    assert [m["address"] for m in pool(remote_caddy.caddy)] == [f"127.0.0.1:{app_port}"]
+    assert wait_until(lambda: httpx.get(f"{remote_caddy.caddy.base_url}/items/1", timeout=5).status_code == 200, timeout=10)
+    assert companion.caddy()["admin"] == remote_caddy.remote
+
+    status = companion_cli("status", "--admin", remote_caddy.remote, "--json", *tls_args(remote_caddy))
+    assert status.returncode == 0, status.stderr
+    assert f"127.0.0.1:{app_port}" in [row["address"] for row in json.loads(status.stdout)]
+
+    companion.signal(signal.SIGTERM)
+    assert companion.wait(timeout=30) == 0, companion.log()
+    assert "drained and removed from pool api" in companion.log()
+    assert pool(remote_caddy.caddy) == []
+
+
+def test_a_wrong_client_certificate_is_one_clear_line_and_retried_with_backoff(
+    remote_caddy: RemoteAdminCaddy, companions: Launch, tmp_path: Path
+) -> None:
+    app_port = free_port()
+    companion = companions(
+        remote_caddy.caddy, f"127.0.0.1:{app_port}", site="", admins=[remote_caddy.remote],
+        command=uvicorn_command(app_port),
+        args=("--pool", "api", *tls_args(remote_caddy, client_certificate(tmp_path, "stranger"))),
+    )  # fmt: skip
+    assert wait_until(lambda: companion.caddy()["admin_errors"] >= 3, timeout=20), companion.log()
+    errors_then = companion.caddy()["admin_errors"]
+    lines = [line for line in companion.log().splitlines() if remote_caddy.remote in line and "retrying" in line]
+    assert len(lines) == 1, lines
+    assert "certificate" in lines[0].lower(), lines[0]
+    # Backing off: a handful of attempts in three seconds, not a tight loop.
+    wait_until(lambda: False, timeout=3)
+    assert 1 <= companion.caddy()["admin_errors"] - errors_then <= 6
+    assert companion.process.poll() is None
+    assert pool(remote_caddy.caddy) == []
+
+
+def test_admin_tls_flags_without_an_https_admin_are_bad_usage(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    result = companion_cli("status", "--admin", "http://127.0.0.1:2019", "--admin-ca", str(tmp_path / "ca.pem"))
+    assert result.returncode == 64 and "https://" in result.stderr, result.stderr
+    result = companion_cli("status", "--admin", "https://127.0.0.1:9", "--admin-ca", str(tmp_path / "missing.pem"))
+    assert result.returncode == 64 and "missing.pem" in result.stderr, result.stderr
+    result = companion_cli("status", "--admin", "https://127.0.0.1:9", "--admin-cert", str(tmp_path / "ca.pem"))
+    assert result.returncode == 64 and "--admin-key" in result.stderr, result.stderr
