@@ -52,7 +52,9 @@ def start_variant(
     env = {
         **os.environ,
         "BENCH_VARIANT": name,
-        "PYTHONPATH": str(ROOT),
+        # BENCH_EXTRA_PATH puts another build of caddy_beacon first (e.g. a `pip install
+        # --target DIR` of the previous commit's wheel), for before/after runs.
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("BENCH_EXTRA_PATH"), str(ROOT)])),
         "BEACON_DRAIN_SECONDS": "0",
         "PYTHONHASHSEED": "0",
     }

@@ -7,8 +7,11 @@ Everything the server process executes for those requests is counted (uvicorn, t
 the instrumentation, its native code); the client is another process and is not.
 
 The ratio bare / variant estimates the throughput ratio at saturation for a CPU-bound server.
+Threads are counted apart too: "event loop" is the main thread, where requests are served (the
+request path); the rest is background work such as the span exporter's thread.
 
     python bench/instructions.py [--requests 1000] [--variants caddy-beacon,passthrough]
+    BENCH_EXTRA_PATH=/tmp/oldpkg python bench/instructions.py   # another build of caddy_beacon
 """
 
 from __future__ import annotations
@@ -40,13 +43,14 @@ def send_requests(port: int, path: str, count: int) -> None:
     connection.close()
 
 
-def measure(name: str, args: argparse.Namespace, workdir: Path) -> float:
+def measure(name: str, args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
+    """(all threads, the event loop's thread) instructions per request."""
     port = free_port()
     out = workdir / f"{name}.callgrind"
     process = start_variant(
         name,
         port,
-        ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"],
+        ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}.%p"],
         startup_seconds=300,
         otlp_endpoint=args.otlp_endpoint,
     )
@@ -56,13 +60,20 @@ def measure(name: str, args: argparse.Namespace, workdir: Path) -> float:
         send_requests(port, args.path, args.requests)
         subprocess.run(["callgrind_control", "-d", str(process.pid)], check=True, capture_output=True)
         deadline = time.monotonic() + 60
-        dump = Path(f"{out}.{process.pid}.1")
-        while not dump.exists() and time.monotonic() < deadline:
+        # One dump per thread: <out>.<pid>.1-01 is the main thread.
+        main = Path(f"{out}.{process.pid}.1-01")
+        while not main.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        summary = re.search(r"^summary:\s+(\d+)", dump.read_text(), re.MULTILINE)
-        if summary is None:
-            raise SystemExit(f"no summary in {dump}")
-        return int(summary.group(1)) / args.requests
+        time.sleep(0.5)  # the other threads' dumps follow the main one
+        totals = {}
+        for dump in Path(workdir).glob(f"{out.name}.{process.pid}.1-*"):
+            summary = re.search(r"^summary:\s+(\d+)", dump.read_text(), re.MULTILINE)
+            if summary is None:
+                raise SystemExit(f"no summary in {dump}")
+            totals[dump.name] = int(summary.group(1))
+        if main.name not in totals:
+            raise SystemExit(f"no dump of the main thread at {main}")
+        return sum(totals.values()) / args.requests, totals[main.name] / args.requests
     finally:
         stop_all([process])
 
@@ -80,18 +91,21 @@ def main() -> None:
 
     args.otlp_endpoint, _ = start_otlp_sink()
     counts: dict[str, float] = {}
+    loop_counts: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as workdir:
         for name in select_variants(args.variants):
-            counts[name] = measure(name, args, Path(workdir))
-            print(f"{name}: {counts[name]:,.0f} instructions/request", file=sys.stderr)
+            counts[name], loop_counts[name] = measure(name, args, Path(workdir))
+            print(f"{name}: {counts[name]:,.0f} instructions/request ({loop_counts[name]:,.0f} on the event loop)", file=sys.stderr)
 
-    bare = counts["bare"]
+    bare, bare_loop = counts["bare"], loop_counts["bare"]
     print(f"\n{args.requests} sequential keep-alive requests GET {args.path}, counted by callgrind")
-    print(f"{'variant':<22}{'instr/request':>15}{'extra vs bare':>15}{'ratio':>8}")
+    print(f"{'variant':<22}{'instr/request':>15}{'extra vs bare':>15}{'ratio':>8}{'event loop':>13}{'loop ratio':>12}")
     for name, count in counts.items():
-        print(f"{name:<22}{count:>15,.0f}{count - bare:>15,.0f}{bare / count:>8.3f}")
+        loop = loop_counts[name]
+        print(f"{name:<22}{count:>15,.0f}{count - bare:>15,.0f}{bare / count:>8.3f}{loop:>13,.0f}{bare_loop / loop:>12.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"requests": args.requests, "path": args.path, "instructions": counts}, indent=2))
+        results = {"requests": args.requests, "path": args.path, "instructions": counts, "event_loop": loop_counts}
+        args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -53,9 +53,18 @@ def caddy(caddies: Caddies) -> Caddy:
 
 
 def upstreams(caddy: Caddy) -> list[dict[str, str]]:
-    """The entries of the joined proxy, as Caddy has them."""
-    with caddy.admin_client() as client:
-        return client.get(PROXY + "/upstreams").json() or []
+    """The entries of the joined proxy, as Caddy has them. Read again when the connection is cut:
+    every config change replaces Caddy's admin server, and a read that meets the swap (a
+    companion registering at that moment) can be reset (caddy-notes)."""
+    for attempt in range(3):
+        try:
+            with caddy.admin_client() as client:
+                return client.get(PROXY + "/upstreams").json() or []
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
 
 
 def in_flight(caddy: Caddy, address: str) -> int | None:

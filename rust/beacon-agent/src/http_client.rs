@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use beacon_core::otlp::transport::error_chain;
-use beacon_core::tls_files::{install_crypto_provider, TlsFiles};
+use beacon_core::error_chain::error_chain;
+use beacon_core::tls_files::{install_crypto_provider, no_tls, TlsFiles};
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -75,11 +75,14 @@ impl HttpClient {
                 format!("{scheme}://localhost")
             }
         };
-        if let Some(tls) = tls {
-            builder = builder.tls_certs_merge(tls.reqwest_roots().map_err(|e| e.to_string())?);
-            if let Some(identity) = tls.reqwest_identity().map_err(|e| e.to_string())? {
-                builder = builder.identity(identity);
+        match tls {
+            Some(tls) => {
+                builder = builder.tls_certs_merge(tls.reqwest_roots().map_err(|e| e.to_string())?);
+                if let Some(identity) = tls.reqwest_identity().map_err(|e| e.to_string())? {
+                    builder = builder.identity(identity);
+                }
             }
+            None => builder = builder.tls_backend_preconfigured(no_tls()),
         }
         let client = builder.build().map_err(|e| error_chain(&e))?;
         let runtime = tokio::runtime::Builder::new_current_thread()

@@ -18,6 +18,7 @@
 
 mod buckets;
 mod error;
+pub mod error_chain;
 pub mod exposition;
 mod http_method;
 pub mod http_server;

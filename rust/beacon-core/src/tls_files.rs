@@ -101,6 +101,15 @@ pub fn install_crypto_provider() {
     }
 }
 
+/// The TLS settings for a client that only ever dials `http://` URLs: no roots. reqwest builds
+/// its TLS settings when the client is built, even if no URL will use them, and its default
+/// loads and parses every system root certificate — about 2 MiB resident in every worker and
+/// companion for nothing.
+pub fn no_tls() -> rustls::ClientConfig {
+    install_crypto_provider();
+    rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,21 +13,20 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
 use crate::trace::span::{Attribute, AttributeValue, SpanRecord};
 
-/// The key/value the SDK takes for one of our attributes.
-pub fn key_value((key, value): &Attribute) -> KeyValue {
+/// The key/value the SDK takes for one of our attributes (moved, not copied: this runs for
+/// every attribute of every span).
+pub fn key_value((key, value): Attribute) -> KeyValue {
     let value = match value {
-        AttributeValue::Str(text) => Value::String(text.clone().into()),
-        AttributeValue::Int(number) => Value::I64(*number),
-        AttributeValue::StrArray(items) => {
-            Value::Array(Array::String(items.iter().map(|item| StringValue::from(item.clone())).collect()))
-        }
+        AttributeValue::Str(text) => Value::String(text.into()),
+        AttributeValue::Int(number) => Value::I64(number),
+        AttributeValue::StrArray(items) => Value::Array(Array::String(items.into_iter().map(StringValue::from).collect())),
     };
-    KeyValue::new(key.clone(), value)
+    KeyValue::new(key, value)
 }
 
 /// Converts one finished server span.
 pub fn span_data(record: SpanRecord, scope: &InstrumentationScope) -> SpanData {
-    let trace = &record.trace;
+    let trace = record.trace;
     // The tracestate was validated when the request came in; a value the SDK reads differently
     // is dropped rather than sent half-parsed.
     let trace_state = if trace.trace_state.is_empty() {
@@ -50,7 +49,7 @@ pub fn span_data(record: SpanRecord, scope: &InstrumentationScope) -> SpanData {
         name: Cow::Owned(record.name),
         start_time: UNIX_EPOCH + Duration::from_nanos(trace.start_unix_nanos),
         end_time: UNIX_EPOCH + Duration::from_nanos(record.end_unix_nanos),
-        attributes: record.attributes.iter().map(key_value).collect(),
+        attributes: record.attributes.into_iter().map(key_value).collect(),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links: SpanLinks::default(),

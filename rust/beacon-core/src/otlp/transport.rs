@@ -20,25 +20,9 @@ use opentelemetry_sdk::Resource;
 
 use crate::otlp::settings::{ExporterConfig, Protocol};
 use crate::otlp::span_data::{key_value, span_data};
-use crate::tls_files::install_crypto_provider;
+use crate::error_chain::error_chain;
+use crate::tls_files::{install_crypto_provider, no_tls};
 use crate::trace::span::{Attribute, SpanRecord};
-
-/// An error and its root cause on one line ("error sending request for url (…): invalid peer
-/// certificate: UnknownIssuer"): the top-level message alone rarely says what to fix, and the
-/// layers between (hyper's "client error (Canceled)") vary with timing, not with the cause.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut root = None;
-    let mut source = error.source();
-    while let Some(cause) = source {
-        root = Some(cause);
-        source = cause.source();
-    }
-    let text = error.to_string();
-    match root.map(ToString::to_string) {
-        Some(cause) if !text.contains(&cause) => format!("{text}: {cause}"),
-        _ => text,
-    }
-}
 
 // reqwest's client, keeping the cause of the last failed request: the exporter reports a
 // failed connection only as "network error", which does not tell a wrong CA from a closed port.
@@ -79,11 +63,14 @@ fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, String> {
 
 fn http_exporter(config: &ExporterConfig, last_error: &Arc<Mutex<Option<String>>>) -> Result<opentelemetry_otlp::SpanExporter, String> {
     install_crypto_provider();
-    let mut client = reqwest::Client::builder()
-        .timeout(config.timeout)
-        .tls_certs_merge(config.tls.reqwest_roots().map_err(|e| e.to_string())?);
-    if let Some(identity) = config.tls.reqwest_identity().map_err(|e| e.to_string())? {
-        client = client.identity(identity);
+    let mut client = reqwest::Client::builder().timeout(config.timeout);
+    if config.endpoint.starts_with("https://") {
+        client = client.tls_certs_merge(config.tls.reqwest_roots().map_err(|e| e.to_string())?);
+        if let Some(identity) = config.tls.reqwest_identity().map_err(|e| e.to_string())? {
+            client = client.identity(identity);
+        }
+    } else {
+        client = client.tls_backend_preconfigured(no_tls());
     }
     let client = client.build().map_err(|e| error_chain(&e))?;
     let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
@@ -142,7 +129,7 @@ impl Transport {
                 Protocol::HttpProtobuf | Protocol::HttpJson => http_exporter(config, &last_error)?,
             }
         };
-        exporter.set_resource(&Resource::builder_empty().with_attributes(resource.iter().map(key_value)).build());
+        exporter.set_resource(&Resource::builder_empty().with_attributes(resource.iter().cloned().map(key_value)).build());
         let scope = InstrumentationScope::builder("caddy-beacon").with_version(env!("CARGO_PKG_VERSION")).build();
         Ok(Transport { runtime, exporter, last_error, scope })
     }
