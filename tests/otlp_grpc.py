@@ -17,9 +17,11 @@ from examples.otlp_receiver import ReceivedSpan, spans_of
 
 @dataclass
 class GrpcReceiver:
-    """Collects spans exported to 127.0.0.1:<port> over plain gRPC."""
+    """Collects spans exported to 127.0.0.1:<port> over gRPC: plain, or over TLS with
+    `tls` = (PEM key, PEM certificate chain) for the name localhost."""
 
     port: int = 0
+    tls: tuple[bytes, bytes] | None = None
     spans: list[ReceivedSpan] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -37,13 +39,17 @@ class GrpcReceiver:
 
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if self.tls is None:
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{self.port}")
+        else:
+            credentials = grpc.ssl_server_credentials([self.tls])
+            self.port = self.server.add_secure_port(f"127.0.0.1:{self.port}", credentials)
         self.server.start()
         return self
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.server.stop(grace=None)

@@ -117,6 +117,26 @@ def test_grpc_export_with_headers_and_gzip(start: Callable[..., Server]) -> None
         receiver.stop()
 
 
+def test_grpc_over_tls_with_a_private_ca(start: Callable[..., Server], ca: trustme.CA, tmp_path: Path) -> None:
+    issued = ca.issue_cert("localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    receiver = GrpcReceiver(tls=(issued.private_key_pem.bytes(), issued.cert_chain_pems[0].bytes())).start()
+    try:
+        server = start(
+            env={
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_EXPORTER_OTLP_CERTIFICATE": str(tmp_path / "ca.pem"),
+                "OTEL_BSP_SCHEDULE_DELAY": "50",
+            }
+        )
+        sent = ids_sent(server, "rid-grpc-tls", 10)
+        assert wait_until(lambda: ids_received(receiver.spans) >= set(sent), timeout=15), server.log()
+        assert len(receiver.spans) == len(sent)
+    finally:
+        receiver.stop()
+
+
 def test_a_wrong_ca_fails_the_export_in_one_clear_line(start: Callable[..., Server], tmp_path: Path) -> None:
     collector_ca, other_ca = trustme.CA(), trustme.CA()
     other_ca.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
