@@ -36,7 +36,7 @@ venv: $(PY)
 # The package is built from source by maturin, exactly as `pip install .` does for users, and
 # again only when its sources or dependencies changed (stamp files in the virtualenv).
 PACKAGE_SOURCES := pyproject.toml Cargo.toml Cargo.lock \
-	$(shell find rust python -type f -not -path '*/__pycache__/*' -not -path 'rust/beacon-registry/*' -not -name '*.so' 2>/dev/null)
+	$(shell find rust python build_backend -type f -not -path '*/__pycache__/*' -not -path 'rust/beacon-registry/*' -not -name '*.so' 2>/dev/null)
 
 install: $(VENV)/.installed-demo
 install-test: $(VENV)/.installed-test

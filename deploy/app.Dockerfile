@@ -1,7 +1,8 @@
 # The example app with caddy-beacon, as a replica under `caddy-beacon run`.
 # Build context: the repository root (compose.yml does this).
 
-# Build stage: Rust + maturin turn the repository into a wheel.
+# Build stage: Rust + maturin turn the repository into a wheel (through the repository's build
+# backend, which also puts the companion's native binary into it).
 FROM rust:1.95-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
     && rm -rf /var/lib/apt/lists/*
@@ -10,7 +11,8 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
 COPY rust rust
 COPY python python
-RUN /venv/bin/maturin build --release --locked --out /wheels
+COPY build_backend build_backend
+RUN /venv/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 
 # Run stage: Python, the wheel, the app. No compiler, no Rust.
 FROM python:3.11-slim-bookworm

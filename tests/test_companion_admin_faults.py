@@ -216,10 +216,14 @@ def test_the_pip_installed_command_supervises_and_drains(caddies: Caddies, compa
 
     command = Path(sys.executable).parent / "caddy-beacon"
     assert command.exists(), "pip install did not put caddy-beacon on PATH"
+    # The native companion, not a Python process hosting it: every replica pays its memory.
+    assert command.read_bytes()[:4] == b"\x7fELF", "the installed caddy-beacon is not the native binary"
     caddy = caddies(SITE)
     port = free_port()
     companion = companions(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), program=str(command))
     companion.wait_registered()
+    resident_kib = int(next(l for l in Path(f"/proc/{companion.process.pid}/status").read_text().splitlines() if l.startswith("VmRSS:")).split()[1])
+    assert resident_kib < 12 * 1024, f"{resident_kib} KiB resident"
     assert httpx.get(f"{caddy.base_url}/items/5", timeout=10).json()["id"] == 5
     companion.signal(signal.SIGINT)
     assert companion.wait(timeout=30) == 0, companion.log()

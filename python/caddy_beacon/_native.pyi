@@ -15,7 +15,6 @@ __all__ = [
     "__version__",
     "after_fork_in_child",
     "process_start_ticks",
-    "run_companion",
 ]
 
 __version__: str
@@ -36,10 +35,6 @@ def after_fork_in_child() -> None:
 def process_start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (from /proc), or None when there
     is no such process. Pid and start time together name a process for good."""
-
-def run_companion(argv: list[str]) -> int:
-    """Runs the ``caddy-beacon`` companion with ``argv`` (program name first), detached from
-    the interpreter, and returns its exit code. Used by the ``caddy-beacon`` console script."""
 
 @final
 class RequestRecord:

@@ -22,7 +22,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_BUCKETS", beacon_core::DEFAULT_BUCKETS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
-    m.add_function(wrap_pyfunction!(run_companion, m)?)?;
     m.add_function(wrap_pyfunction!(process_start_ticks, m)?)?;
     Ok(())
 }
@@ -33,14 +32,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn process_start_ticks(pid: u32) -> Option<u64> {
     beacon_core::process_metrics::start_ticks(pid)
-}
-
-/// The `caddy-beacon` command installed by pip: runs the companion (beacon-agent) with `argv`
-/// and returns its exit code. Runs detached from the interpreter for its whole life; the Python
-/// entry point exits with the code right after, without running any more Python.
-#[pyfunction]
-fn run_companion(py: Python<'_>, argv: Vec<String>) -> i32 {
-    py.detach(|| beacon_agent::run_cli(argv.into_iter().map(std::ffi::OsString::from)))
 }
 
 /// Called in a forked child (registered with `os.register_at_fork`) so that request-id
