@@ -21,10 +21,20 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = "tests.apps.main:app"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on, never one this test run has handed out before: two calls in a
+    row may otherwise get the same port from the kernel, and Caddy (which listens with
+    SO_REUSEPORT) would then serve its admin API and a site on one port, sharing connections."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
