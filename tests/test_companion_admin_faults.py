@@ -213,6 +213,7 @@ def test_a_status_port_in_use_is_a_usage_error() -> None:
 
 def test_the_pip_installed_command_supervises_and_drains(caddies: Caddies, companions: Launch, tmp_path: Path) -> None:
     from tests.companion_process import uvicorn_command
+    from tests.hostile import process_stats
 
     command = Path(sys.executable).parent / "caddy-beacon"
     assert command.exists(), "pip install did not put caddy-beacon on PATH"
@@ -222,8 +223,8 @@ def test_the_pip_installed_command_supervises_and_drains(caddies: Caddies, compa
     port = free_port()
     companion = companions(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), program=str(command))
     companion.wait_registered()
-    resident_kib = int(next(l for l in Path(f"/proc/{companion.process.pid}/status").read_text().splitlines() if l.startswith("VmRSS:")).split()[1])
-    assert resident_kib < 12 * 1024, f"{resident_kib} KiB resident"
+    resident, _ = process_stats(companion.process.pid)
+    assert resident < 12 * 2**20, f"{resident / 2**20:.1f} MiB resident"
     assert httpx.get(f"{caddy.base_url}/items/5", timeout=10).json()["id"] == 5
     companion.signal(signal.SIGINT)
     assert companion.wait(timeout=30) == 0, companion.log()

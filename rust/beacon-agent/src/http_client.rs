@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beacon_core::error_chain::error_chain;
-use beacon_core::tls_files::{install_crypto_provider, no_tls, TlsFiles};
+use beacon_core::tls_files::{configure_reqwest, TlsFiles};
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
@@ -56,8 +56,6 @@ impl HttpClient {
     /// A client for `endpoint`: plain HTTP, or HTTPS when `tls` is given (its CA trusted besides
     /// the system's roots, its client certificate presented).
     pub fn new(endpoint: &Endpoint, tls: Option<&TlsFiles>) -> Result<HttpClient, String> {
-        // reqwest is built with rustls but no provider of its own, even for plain HTTP.
-        install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             // One request per connection: Caddy replaces its admin server on every config change.
             .pool_max_idle_per_host(0)
@@ -75,16 +73,7 @@ impl HttpClient {
                 format!("{scheme}://localhost")
             }
         };
-        match tls {
-            Some(tls) => {
-                builder = builder.tls_certs_merge(tls.reqwest_roots().map_err(|e| e.to_string())?);
-                if let Some(identity) = tls.reqwest_identity().map_err(|e| e.to_string())? {
-                    builder = builder.identity(identity);
-                }
-            }
-            None => builder = builder.tls_backend_preconfigured(no_tls()),
-        }
-        let client = builder.build().map_err(|e| error_chain(&e))?;
+        let client = configure_reqwest(builder, tls).map_err(|e| e.to_string())?.build().map_err(|e| error_chain(&e))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

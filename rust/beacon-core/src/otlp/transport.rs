@@ -21,7 +21,7 @@ use opentelemetry_sdk::Resource;
 use crate::otlp::settings::{ExporterConfig, Protocol};
 use crate::otlp::span_data::{key_value, span_data};
 use crate::error_chain::error_chain;
-use crate::tls_files::{install_crypto_provider, no_tls};
+use crate::tls_files::configure_reqwest;
 use crate::trace::span::{Attribute, SpanRecord};
 
 // reqwest's client, keeping the cause of the last failed request: the exporter reports a
@@ -62,17 +62,11 @@ fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, String> {
 }
 
 fn http_exporter(config: &ExporterConfig, last_error: &Arc<Mutex<Option<String>>>) -> Result<opentelemetry_otlp::SpanExporter, String> {
-    install_crypto_provider();
-    let mut client = reqwest::Client::builder().timeout(config.timeout);
-    if config.endpoint.starts_with("https://") {
-        client = client.tls_certs_merge(config.tls.reqwest_roots().map_err(|e| e.to_string())?);
-        if let Some(identity) = config.tls.reqwest_identity().map_err(|e| e.to_string())? {
-            client = client.identity(identity);
-        }
-    } else {
-        client = client.tls_backend_preconfigured(no_tls());
-    }
-    let client = client.build().map_err(|e| error_chain(&e))?;
+    let https = config.endpoint.starts_with("https://");
+    let client = configure_reqwest(reqwest::Client::builder().timeout(config.timeout), https.then_some(&config.tls))
+        .map_err(|e| e.to_string())?
+        .build()
+        .map_err(|e| error_chain(&e))?;
     let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
