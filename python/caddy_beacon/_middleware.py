@@ -13,7 +13,7 @@ from caddy_beacon._checks import Check, CheckFunction, CheckRunner, normalize_ch
 from caddy_beacon._context import current_request
 from caddy_beacon._draining import DrainController
 from caddy_beacon._endpoints import Message, Receive, Scope, Send, build_endpoints
-from caddy_beacon._native import Beacon
+from caddy_beacon._native import Beacon, MiddlewareCore
 from caddy_beacon._workers import Watchdog, instance_key, start_side_port
 from caddy_beacon._otel_bridge import Attach, Detach, otel_bridge
 from caddy_beacon._routes import route_template
@@ -24,9 +24,13 @@ logger = logging.getLogger("caddy_beacon")
 ASGIApp = Any
 
 
-class BeaconMiddleware:
+class BeaconMiddleware(MiddlewareCore):
     """Serves ``/health``, ``/ready`` and ``/metrics``, times every HTTP request in Rust, and
     carries the request id.
+
+    Calling it is native (:class:`caddy_beacon._native.MiddlewareCore`): once the worker has
+    started, an HTTP request runs through no Python frame of the middleware's own; lifespan,
+    WebSockets and the probe endpoints go through :meth:`_call_in_python`.
 
     Usage::
 
@@ -125,6 +129,7 @@ class BeaconMiddleware:
         if self.config.side_port is not None:
             start_side_port(self._native, self.config.side_host, self.config.side_port)
         self._native.mark_started()
+        self._arm(beacon=self._native, app=self.app, current_request=current_request, otel=self._otel)
 
     async def _stop(self) -> None:
         await self._watchdog.stop()
@@ -151,38 +156,25 @@ class BeaconMiddleware:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await self._lifespan(scope, receive, send)
-            else:
-                # WebSockets pass through untouched and are not counted as HTTP requests.
-                await self.app(scope, receive, send)
+    async def _call_in_python(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Everything the native ``__call__`` hands back: lifespan, WebSockets, the probe
+        endpoints, and HTTP requests that arrive before the worker has started."""
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
             return
-
+        if kind != "http":
+            # WebSockets pass through untouched and are not counted as HTTP requests.
+            await self.app(scope, receive, send)
+            return
+        if not isinstance(scope, dict):
+            raise TypeError(f"the ASGI scope must be a dict, not {type(scope).__name__}")
         if not self._started:
             # The server ran no lifespan (e.g. `--lifespan off`): start on the first request.
             self._start(scope)
-        # The record is also the `send` the app gets: the request-id header and the recording
-        # at the last body message happen in Rust, without a Python frame per message.
-        record = self._native.begin(scope, send)
-        if record is None:
-            await self._endpoints[self._native.own_path(scope) or ""](scope, receive, send)
+        own_path = self._native.own_path(scope)
+        if own_path is not None:
+            await self._endpoints[own_path](scope, receive, send)
             return
-        token = current_request.set(record)
-        otel = self._otel
-        otel_token = otel[0](record) if otel is not None else None
-        try:
-            await self.app(scope, receive, record)
-        except BaseException:
-            # Recorded as 500 (unless the response had already completed) and re-raised as is.
-            record.close(500)
-            raise
-        finally:
-            if otel is not None:
-                otel[1](otel_token)
-            current_request.reset(token)
-        # Records the request if the last body message did not (the app returned without
-        # completing a response: client gone, or none at all, which the server answers with
-        # 500), and releases the scope and `send`.
-        record.close()
+        # Started and armed now: the native path times the request and carries its id.
+        await self(scope, receive, send)

@@ -2,7 +2,7 @@
 re-exports. Documented here so type checkers and readers know what each call does."""
 
 import os
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any, final
 
 __all__ = [
@@ -10,6 +10,8 @@ __all__ = [
     "BeaconError",
     "ConfigError",
     "DEFAULT_BUCKETS",
+    "MiddlewareCore",
+    "RequestCall",
     "RequestRecord",
     "UNMATCHED_ROUTE",
     "__version__",
@@ -35,6 +37,52 @@ def after_fork_in_child() -> None:
 def process_start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (from /proc), or None when there
     is no such process. Pid and start time together name a process for good."""
+
+class MiddlewareCore:
+    """Base class of ``BeaconMiddleware``: its ``__call__``. Once :meth:`_arm` has run (when the
+    worker has started), an HTTP request to an app path is begun natively and returned as a
+    :class:`RequestCall`; anything else is handed to the subclass's ``_call_in_python``."""
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> MiddlewareCore: ...
+    def _arm(
+        self,
+        *,
+        beacon: Beacon,
+        app: Any,
+        current_request: Any,
+        otel: tuple[Callable[[RequestRecord], Any], Callable[[Any], None]] | None = None,
+    ) -> bool:
+        """Turns the native request path on: requests are begun on ``beacon``, run ``app`` with
+        the record as their ``send``, and set the context variable ``current_request`` (and the
+        OpenTelemetry context through ``otel``'s ``(attach, detach)``) while they run. Once:
+        a later call changes nothing and returns False."""
+    @property
+    def _armed(self) -> bool:
+        """Whether HTTP requests take the native path."""
+    def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> Awaitable[None]:
+        """The ASGI entry point: an awaitable that handles the request."""
+
+@final
+class RequestCall:
+    """One HTTP request through the middleware: a coroutine (``send``/``throw``/``close``)
+    driving the app's own. Sets the current request while the app runs; when the app returns
+    it records the request if its response did not complete, when it raises it records 500
+    (unless the response had completed) and re-raises the error unchanged."""
+
+    def __await__(self) -> Generator[Any, None, None]: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> Any:
+        """Resumes the app with ``value``; raises StopIteration when it has returned."""
+    def throw(self, *args: Any) -> Any:
+        """Raises the exception inside the app where it waits (cancellation arrives here)."""
+    def close(self) -> None:
+        """Closes the app's coroutine; a request cut short so is recorded as 500 unless its
+        response had completed."""
 
 @final
 class RequestRecord:

@@ -218,7 +218,7 @@ impl Beacon {
     /// The returned record is also the `send` to hand to the app: it adds the request-id header
     /// and records the request when the last body message goes out.
     /// Returns None, and starts nothing, for a request to one of the middleware's own paths.
-    fn begin(&self, scope: &Bound<'_, PyDict>, send: Py<PyAny>) -> PyResult<Option<RequestRecord>> {
+    pub(crate) fn begin(&self, scope: &Bound<'_, PyDict>, send: Py<PyAny>) -> PyResult<Option<RequestRecord>> {
         let py = scope.py();
         let root_path = scope.get_item(intern!(py, "root_path"))?;
         if self.own_path_of(scope, root_path.as_ref())?.is_some() {

@@ -5,6 +5,8 @@
 
 mod beacon;
 mod errors;
+mod middleware_core;
+mod request_call;
 mod request_record;
 mod route_label;
 
@@ -16,6 +18,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<beacon::Beacon>()?;
     m.add_class::<request_record::RequestRecord>()?;
+    m.add_class::<middleware_core::MiddlewareCore>()?;
+    m.add_class::<request_call::RequestCall>()?;
     m.add("BeaconError", py.get_type::<errors::BeaconError>())?;
     m.add("ConfigError", py.get_type::<errors::ConfigError>())?;
     m.add("UNMATCHED_ROUTE", beacon_core::UNMATCHED_ROUTE)?;

@@ -181,12 +181,14 @@ impl RequestRecord {
         }
         // A copy, never an in-place edit: an app may reuse its message dicts and header lists.
         let copy = message.copy()?;
-        let headers = PyList::empty(py);
-        if let Some(existing) = message.get_item(intern!(py, "headers"))? {
-            for header in existing.try_iter()? {
-                headers.append(header?)?;
-            }
-        }
+        let headers = match message.get_item(intern!(py, "headers"))? {
+            // A list (what servers and frameworks send) is copied in one C call.
+            Some(existing) => match existing.cast::<PyList>() {
+                Ok(list) => list.get_slice(0, list.len()),
+                Err(_) => PyList::new(py, existing.try_iter()?.collect::<PyResult<Vec<_>>>()?)?,
+            },
+            None => PyList::empty(py),
+        };
         let pair = PyTuple::new(py, [context.header_name.bind(py).as_any(), self.request_id.bind(py).as_any()])?;
         headers.append(pair)?;
         if self.shared.readiness.is_draining() && is_http1(context.scope.bind(py))? {
@@ -286,7 +288,7 @@ impl RequestRecord {
     /// Ends the request: records it like `finish` if that has not happened yet, then lets go of
     /// the scope and `send`. The request id stays readable.
     #[pyo3(signature = (status=None))]
-    fn close(&self, py: Python<'_>, status: Option<u16>) -> PyResult<bool> {
+    pub(crate) fn close(&self, py: Python<'_>, status: Option<u16>) -> PyResult<bool> {
         let recorded = self.finish(py, status);
         let released = self.context.lock().unwrap_or_else(PoisonError::into_inner).take();
         drop(released);
