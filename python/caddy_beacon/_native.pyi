@@ -5,6 +5,8 @@ import os
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any, final
 
+from typing_extensions import disjoint_base
+
 __all__ = [
     "Beacon",
     "BeaconError",
@@ -38,6 +40,7 @@ def process_start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (from /proc), or None when there
     is no such process. Pid and start time together name a process for good."""
 
+@disjoint_base
 class MiddlewareCore:
     """Base class of ``BeaconMiddleware``: its ``__call__``. Once :meth:`_arm` has run (when the
     worker has started), an HTTP request to an app path is begun natively and returned as a
