@@ -86,7 +86,7 @@ impl RequestRecord {
                 self.shared.metrics.request_finished_traced(self.method, label, status, nanos, (trace.trace_id, trace.span_id));
                 let attributes = self.span_attributes(py, status, route, context);
                 let name = match route {
-                    Some(route) => format!("{} {route}", self.method.as_label()),
+                    Some(route) => [self.method.as_label(), " ", route].concat(),
                     None => self.method.as_label().to_owned(),
                 };
                 tracer.finish(trace, name, elapsed, attributes, status >= 500);
@@ -98,7 +98,11 @@ impl RequestRecord {
 
     /// Attributes of the server span, per the OpenTelemetry HTTP semantic conventions.
     fn span_attributes(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> Vec<Attribute> {
-        let text = |bytes: &Py<PyBytes>| String::from_utf8_lossy(bytes.as_bytes(py)).into_owned();
+        // Header values are almost always ASCII: a plain copy, the lossy pass only when not.
+        let text = |bytes: &Py<PyBytes>| {
+            let bytes = bytes.as_bytes(py);
+            std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes).into_owned(), str::to_owned)
+        };
         let mut attributes: Vec<Attribute> = Vec::with_capacity(12);
         attributes.extend([
             ("http.request.method".into(), AttributeValue::Str(self.method.as_label().into())),
@@ -123,7 +127,7 @@ impl RequestRecord {
             attributes.push(("network.protocol.version".into(), AttributeValue::Str(version)));
         }
         if let Ok(Some(client)) = scope.get_item(intern!(py, "client")) {
-            if let Some(Some(address)) = client.get_item(0).ok().map(|a| a.cast::<PyString>().ok().map(|s| s.to_string())) {
+            if let Some(Some(address)) = client.get_item(0).ok().map(|a| a.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(str::to_owned))) {
                 attributes.push(("client.address".into(), AttributeValue::Str(address)));
             }
         }
