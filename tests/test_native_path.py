@@ -9,13 +9,14 @@ import asyncio
 import collections.abc
 import re
 import types
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
 import caddy_beacon
 from caddy_beacon import BeaconMiddleware, request_id
 from caddy_beacon._native import RequestCall
+from tests.conftest import Server
 
 Message = dict[str, Any]
 
@@ -261,3 +262,35 @@ def test_the_core_alone_says_what_it_is_for() -> None:
     core = caddy_beacon._native.MiddlewareCore()
     with pytest.raises(RuntimeError, match="BeaconMiddleware"):
         core({"type": "http"}, receive, receive)
+
+
+def test_servers_see_an_asgi3_app_when_it_is_wrapped_directly() -> None:
+    """`app = BeaconMiddleware(app)` handed to uvicorn: its interface detection must pick ASGI 3
+    (an ASGI 2 guess calls the app with the scope alone)."""
+    import inspect
+
+    from uvicorn.config import Config
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await respond(send)
+
+    middleware = BeaconMiddleware(app, drain_seconds=0)
+    assert inspect.iscoroutinefunction(middleware.__call__)
+    config = Config(middleware)
+    config.load()
+    assert config.interface == "asgi3"
+
+    async def main() -> list[Message]:
+        sent: list[Message] = []
+        await middleware.__call__(http_scope(), receive, server_send(sent))
+        return sent
+
+    assert run_in_loop(main)[0]["status"] == 200
+
+
+def test_a_directly_wrapped_app_serves_under_uvicorn(start: Callable[..., Server]) -> None:
+    server = start(app="tests.apps.wrapped:app")
+    response = server.get("/hello/ada", headers={"x-request-id": "wrapped-1"})
+    assert response.status_code == 200 and response.text == "hello ada (wrapped-1)"
+    assert response.headers["x-request-id"] == "wrapped-1"
+    assert 'http_route="/hello/{name}",http_response_status_code="200"' in server.get("/metrics").text

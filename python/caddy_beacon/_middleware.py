@@ -109,6 +109,10 @@ class BeaconMiddleware(MiddlewareCore):
         self._endpoints = build_endpoints(self._native, config.health_path, config.ready_path, config.metrics_path)
         self._watchdog = Watchdog(self._native)
         self._started = False
+        # Servers tell ASGI 3 from ASGI 2 apps by asking whether `app.__call__` is a coroutine
+        # function (uvicorn, hypercorn); the native `__call__` is not one. Calls never use this
+        # attribute (Python looks `__call__` up on the type), only such questions do.
+        self.__call__ = self._call_awaited  # type: ignore[method-assign]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -155,6 +159,10 @@ class BeaconMiddleware(MiddlewareCore):
         await self.app(scope, receive_and_watch, send_and_watch)
 
     # -- requests --------------------------------------------------------------------------
+
+    async def _call_awaited(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`__call__` as a coroutine function, for servers that inspect it."""
+        await self(scope, receive, send)
 
     async def _call_in_python(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Everything the native ``__call__`` hands back: lifespan, WebSockets, the probe
