@@ -294,3 +294,25 @@ def test_a_directly_wrapped_app_serves_under_uvicorn(start: Callable[..., Server
     assert response.status_code == 200 and response.text == "hello ada (wrapped-1)"
     assert response.headers["x-request-id"] == "wrapped-1"
     assert 'http_route="/hello/{name}",http_response_status_code="200"' in server.get("/metrics").text
+
+
+def test_a_request_collected_mid_flight_is_closed_and_recorded() -> None:
+    closed: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except GeneratorExit:
+            closed.append(True)
+            raise
+
+    async def main() -> BeaconMiddleware:
+        middleware, sent = await started(app)
+        call = middleware(http_scope(), receive, server_send(sent))
+        assert isinstance(call, RequestCall)
+        call.send(None)
+        del call  # dropped while the app waits, never closed
+        return middleware
+
+    assert counts(run_in_loop(main)) == {"500": 1, "active": 0}
+    assert closed == [True]

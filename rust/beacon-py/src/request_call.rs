@@ -216,6 +216,20 @@ impl RequestCall {
     }
 }
 
+impl Drop for RequestCall {
+    // A request whose coroutine is collected mid-flight (its task dropped without being closed)
+    // is closed as a Python coroutine would be on collection: GeneratorExit in the app, 500.
+    fn drop(&mut self) {
+        if matches!(self.stage, Stage::Running { .. }) {
+            Python::attach(|py| {
+                if let Err(error) = self.close(py) {
+                    error.write_unraisable(py, None);
+                }
+            });
+        }
+    }
+}
+
 /// The iterator `await awaitable` drives: a coroutine itself, else what its `__await__` gives.
 fn awaitable_iterator(awaitable: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>> {
     static COROUTINE_TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
