@@ -158,8 +158,9 @@ def test_an_app_that_handles_the_cancellation_completes_normally() -> None:
     assert counts(run_in_loop(main)) == {"503": 1, "active": 0}
 
 
-def test_closing_the_coroutine_closes_the_app_and_records_it() -> None:
-    closed: list[bool] = []
+async def suspended_in_the_app(closed: list[bool]) -> tuple[BeaconMiddleware, RequestCall]:
+    """A request stepped by hand to where its app waits (for an hour); `closed` learns when the
+    app sees GeneratorExit."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -168,11 +169,18 @@ def test_closing_the_coroutine_closes_the_app_and_records_it() -> None:
             closed.append(True)
             raise
 
+    middleware, sent = await started(app)
+    call = middleware(http_scope(), receive, server_send(sent))
+    assert isinstance(call, RequestCall)
+    call.send(None)  # runs to the app's first suspension
+    return middleware, call
+
+
+def test_closing_the_coroutine_closes_the_app_and_records_it() -> None:
+    closed: list[bool] = []
+
     async def main() -> BeaconMiddleware:
-        middleware, sent = await started(app)
-        call = middleware(http_scope(), receive, server_send(sent))
-        assert isinstance(call, RequestCall)
-        call.send(None)  # runs to the app's first suspension
+        middleware, call = await suspended_in_the_app(closed)
         call.close()
         call.close()  # twice is harmless
         with pytest.raises(RuntimeError):
@@ -299,18 +307,8 @@ def test_a_directly_wrapped_app_serves_under_uvicorn(start: Callable[..., Server
 def test_a_request_collected_mid_flight_is_closed_and_recorded() -> None:
     closed: list[bool] = []
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        try:
-            await asyncio.sleep(3600)
-        except GeneratorExit:
-            closed.append(True)
-            raise
-
     async def main() -> BeaconMiddleware:
-        middleware, sent = await started(app)
-        call = middleware(http_scope(), receive, server_send(sent))
-        assert isinstance(call, RequestCall)
-        call.send(None)
+        middleware, call = await suspended_in_the_app(closed)
         del call  # dropped while the app waits, never closed
         return middleware
 
