@@ -55,18 +55,18 @@ impl RequestCall {
         };
         let record = self.record.bind(py);
         let context_token = self.armed.context_set.call1(py, (record,))?;
-        let otel_token = match &self.armed.otel {
-            Some(otel) => match otel.attach.call1(py, (record,)) {
-                Ok(token) => Some(token),
-                Err(error) => {
-                    let _ = self.armed.context_reset.call1(py, (context_token,));
-                    return Err(self.failed(py, error));
-                }
-            },
-            None => None,
-        };
         // From here on the context is set: every way out goes through `finish` or `fail`.
-        self.stage = Stage::Running { inner: py.None(), context_token, otel_token };
+        self.stage = Stage::Running { inner: py.None(), context_token, otel_token: None };
+        if let Some(otel) = &self.armed.otel {
+            match otel.attach.call1(py, (record,)) {
+                Ok(token) => {
+                    if let Stage::Running { otel_token, .. } = &mut self.stage {
+                        *otel_token = Some(token);
+                    }
+                }
+                Err(error) => return Err(self.fail(py, error)),
+            }
+        }
         let awaitable = match self.armed.app.call1(py, (scope, receive, record)) {
             Ok(awaitable) => awaitable,
             Err(error) => return Err(self.fail(py, error)),
@@ -141,12 +141,6 @@ impl RequestCall {
         }
     }
 
-    /// `fail` before anything ran (the context is not set yet).
-    fn failed(&mut self, py: Python<'_>, error: PyErr) -> PyErr {
-        self.stage = Stage::Done;
-        let _ = self.record.get().close(py, Some(500));
-        error
-    }
 }
 
 #[pymethods]
