@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = [
     "bare",
     "passthrough",
+    "passthrough+id",
     "caddy-beacon",
     "caddy-beacon+tracing",
     "instrumentator",
