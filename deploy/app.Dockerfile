@@ -2,7 +2,9 @@
 # Build context: the repository root (compose.yml does this).
 
 # Build stage: Rust + maturin turn the repository into a wheel (through the repository's build
-# backend, which also puts the companion's native binary into it).
+# backend, which also puts the companion's native binary into it). The native module is built for
+# the Python that builds it (bookworm's python3, 3.11: the full C API, not abi3), so the run stage
+# below must use the same minor version.
 FROM rust:1.95-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
     && rm -rf /var/lib/apt/lists/*

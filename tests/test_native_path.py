@@ -272,6 +272,13 @@ def test_the_core_alone_says_what_it_is_for() -> None:
         core({"type": "http"}, receive, receive)
 
 
+def test_arming_with_something_other_than_a_context_variable_is_refused() -> None:
+    middleware = BeaconMiddleware(lambda *a: None, drain_seconds=0)
+    with pytest.raises(TypeError, match="ContextVar"):
+        middleware._arm(beacon=middleware._native, app=middleware.app, current_request=object())
+    assert not middleware._armed
+
+
 def test_servers_see_an_asgi3_app_when_it_is_wrapped_directly() -> None:
     """`app = BeaconMiddleware(app)` handed to uvicorn: its interface detection must pick ASGI 3
     (an ASGI 2 guess calls the app with the scope alone)."""

@@ -2,6 +2,7 @@
 re-exports. Documented here so type checkers and readers know what each call does."""
 
 import os
+from contextvars import ContextVar
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any, final
 
@@ -52,13 +53,14 @@ class MiddlewareCore:
         *,
         beacon: Beacon,
         app: Any,
-        current_request: Any,
+        current_request: ContextVar[Any],
         otel: tuple[Callable[[RequestRecord], Any], Callable[[Any], None]] | None = None,
     ) -> bool:
         """Turns the native request path on: requests are begun on ``beacon``, run ``app`` with
         the record as their ``send``, and set the context variable ``current_request`` (and the
         OpenTelemetry context through ``otel``'s ``(attach, detach)``) while they run. Once:
-        a later call changes nothing and returns False."""
+        a later call changes nothing and returns False. TypeError when ``current_request`` is
+        not a ``contextvars.ContextVar`` (it is set and reset through the C API)."""
     @property
     def _armed(self) -> bool:
         """Whether HTTP requests take the native path."""

@@ -249,6 +249,22 @@ async def plain(request: Request) -> PlainTextResponse:
 
 app.mount("/plain", Starlette(routes=[Route("/hello/{name}", plain)]))
 
+# One router included under two prefixes, one app mounted under two prefixes: the same route
+# objects serve both, so each request must still get its own prefix's label.
+shared_router = APIRouter()
+
+
+@shared_router.get("/shared/{n}")
+async def shared(n: int) -> dict[str, int]:
+    return {"n": n}
+
+
+app.include_router(shared_router, prefix="/one")
+app.include_router(shared_router, prefix="/two")
+twice = Starlette(routes=[Route("/t/{name}", plain)])
+app.mount("/m1", twice)
+app.mount("/m2", twice)
+
 async def legacy(request: Request) -> PlainTextResponse:
     return PlainTextResponse(f"legacy {request.path_params['code']}")
 

@@ -9,7 +9,7 @@
 //! a series. Active-request gauges and event-loop heartbeats live in per-worker slots, so a
 //! worker that dies mid-request does not leave the gauge raised. Exemplars stay per process.
 
-use std::collections::HashMap;
+use fnv::FnvHashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -150,7 +150,8 @@ impl std::fmt::Debug for RequestMetrics {
 struct LocalIndex {
     // Looked up by the borrowed route first, so a hit allocates nothing; the few
     // (method, status) pairs of a route are scanned linearly.
-    by_route: HashMap<Arc<str>, Vec<(HttpMethod, u16, usize)>>,
+    // Not DoS-resistant hashing: the keys are route templates, which the series cap bounds.
+    by_route: FnvHashMap<Arc<str>, Vec<(HttpMethod, u16, usize)>>,
     // Labels of the shared series table, decoded once per process.
     labels: Vec<SeriesLabels>,
 }

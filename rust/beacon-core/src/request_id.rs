@@ -17,22 +17,30 @@ pub const GENERATED_ID_LEN: usize = 36;
 /// A random UUID version 4 in its canonical text form, the same shape Caddy's
 /// `{http.request.uuid}` produces.
 pub fn generate_request_id() -> [u8; GENERATED_ID_LEN] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Where each byte's two hex digits go (the dashes sit at 8, 13, 18 and 23). A table of digit
+    // pairs and fixed positions: this runs on every request that arrives without an id.
+    const POSITIONS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
     let mut raw = ((u128::from(next_u64())) << 64 | u128::from(next_u64())).to_be_bytes();
     raw[6] = (raw[6] & 0x0f) | 0x40;
     raw[8] = (raw[8] & 0x3f) | 0x80;
     let mut out = [b'-'; GENERATED_ID_LEN];
-    let mut pos = 0;
-    for (i, byte) in raw.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            pos += 1;
-        }
-        out[pos] = HEX[usize::from(byte >> 4)];
-        out[pos + 1] = HEX[usize::from(byte & 0x0f)];
-        pos += 2;
+    for (byte, position) in raw.iter().zip(POSITIONS) {
+        out[position..position + 2].copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
     }
     out
 }
+
+/// The two lowercase hex digits of every byte value.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut value = 0;
+    while value < 256 {
+        pairs[value] = [HEX[value >> 4], HEX[value & 0x0f]];
+        value += 1;
+    }
+    pairs
+};
 
 #[cfg(test)]
 mod tests {

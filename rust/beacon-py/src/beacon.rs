@@ -17,10 +17,11 @@ use beacon_core::trace::tracer::Tracer;
 use beacon_core::{Buckets, CheckOutcome, HttpMethod, Readiness, RequestMetrics};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::errors::{to_py_err, ConfigError};
 use crate::request_record::{RequestContext, RequestRecord};
+use crate::route_label::RouteLabels;
 
 /// State shared by a `Beacon` and the requests it has started.
 pub struct Shared {
@@ -88,8 +89,7 @@ pub struct Beacon {
     request_id_header: Vec<u8>,
     // The same name as a Python bytes object, reused for every response header.
     request_id_header_bytes: Py<PyBytes>,
-    // `route_template(scope, outer_root_path) -> str | None`, for scopes without a route.
-    route_template: Py<PyAny>,
+    route_labels: Arc<RouteLabels>,
     // The paths the middleware answers itself (/health, /ready, /metrics when enabled).
     own_paths: Vec<String>,
     // Why the metrics could not be shared between workers, if they could not.
@@ -208,7 +208,7 @@ impl Beacon {
             side_port_pid: Mutex::new(None),
             request_id_header: request_id_header.to_ascii_lowercase().into_bytes(),
             request_id_header_bytes: PyBytes::new(py, request_id_header.to_ascii_lowercase().as_bytes()).unbind(),
-            route_template,
+            route_labels: Arc::new(RouteLabels::new(route_template)),
             own_paths,
         })
     }
@@ -259,7 +259,7 @@ impl Beacon {
                 send,
                 outer_root_path,
                 header_name: self.request_id_header_bytes.clone_ref(py),
-                route_template: self.route_template.clone_ref(py),
+                route_labels: Arc::clone(&self.route_labels),
             },
         )))
     }
@@ -429,46 +429,55 @@ impl Beacon {
     /// an invalid value is dropped, never echoed) and, when tracing, `traceparent`,
     /// `tracestate`, `host` and `user-agent`. Malformed entries are skipped.
     fn scan_headers(&self, headers: &Bound<'_, PyAny>, scan: &mut HeaderScan) {
-        let tracing = self.shared.tracer.is_some();
+        // Servers hand a list: walked by index (no iterator object); anything else iterated.
+        if let Ok(list) = headers.cast::<PyList>() {
+            for item in list.iter() {
+                self.scan_header(&item, scan);
+            }
+            return;
+        }
         let Ok(items) = headers.try_iter() else { return };
-        for item in items {
-            let Ok(item) = item else { continue };
-            let (name, value) = match item.cast::<PyTuple>() {
-                Ok(pair) if pair.len() == 2 => match (pair.get_item(0), pair.get_item(1)) {
-                    (Ok(name), Ok(value)) => (name, value),
-                    _ => continue,
-                },
-                _ => match (item.get_item(0), item.get_item(1)) {
-                    (Ok(name), Ok(value)) => (name, value),
-                    _ => continue,
-                },
-            };
-            let Ok(name) = name.cast::<PyBytes>() else { continue };
-            let Ok(value) = value.cast_into::<PyBytes>() else { continue };
-            let name = name.as_bytes();
-            if name.eq_ignore_ascii_case(&self.request_id_header) {
-                if scan.request_id.is_none() && !scan.request_id_seen {
-                    scan.request_id_seen = true;
-                    if is_valid_request_id(value.as_bytes()) {
-                        scan.request_id = Some(value.unbind());
-                    }
+        for item in items.flatten() {
+            self.scan_header(&item, scan);
+        }
+    }
+
+    fn scan_header(&self, item: &Bound<'_, PyAny>, scan: &mut HeaderScan) {
+        let (name, value) = match item.cast::<PyTuple>() {
+            Ok(pair) if pair.len() == 2 => match (pair.get_item(0), pair.get_item(1)) {
+                (Ok(name), Ok(value)) => (name, value),
+                _ => return,
+            },
+            _ => match (item.get_item(0), item.get_item(1)) {
+                (Ok(name), Ok(value)) => (name, value),
+                _ => return,
+            },
+        };
+        let Ok(name) = name.cast::<PyBytes>() else { return };
+        let Ok(value) = value.cast_into::<PyBytes>() else { return };
+        let name = name.as_bytes();
+        if name.eq_ignore_ascii_case(&self.request_id_header) {
+            if scan.request_id.is_none() && !scan.request_id_seen {
+                scan.request_id_seen = true;
+                if is_valid_request_id(value.as_bytes()) {
+                    scan.request_id = Some(value.unbind());
                 }
-                continue;
             }
-            if !tracing {
-                continue;
+            return;
+        }
+        if self.shared.tracer.is_none() {
+            return;
+        }
+        if name.eq_ignore_ascii_case(b"traceparent") {
+            scan.traceparents.push(value.unbind());
+        } else if name.eq_ignore_ascii_case(b"tracestate") {
+            if let Ok(text) = std::str::from_utf8(value.as_bytes()) {
+                scan.tracestate.push(text.to_owned());
             }
-            if name.eq_ignore_ascii_case(b"traceparent") {
-                scan.traceparents.push(value.unbind());
-            } else if name.eq_ignore_ascii_case(b"tracestate") {
-                if let Ok(text) = std::str::from_utf8(value.as_bytes()) {
-                    scan.tracestate.push(text.to_owned());
-                }
-            } else if name.eq_ignore_ascii_case(b"host") {
-                scan.host.get_or_insert(value.unbind());
-            } else if name.eq_ignore_ascii_case(b"user-agent") {
-                scan.user_agent.get_or_insert(value.unbind());
-            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            scan.host.get_or_insert(value.unbind());
+        } else if name.eq_ignore_ascii_case(b"user-agent") {
+            scan.user_agent.get_or_insert(value.unbind());
         }
     }
 }

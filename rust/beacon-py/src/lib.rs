@@ -4,6 +4,7 @@
 //! beacon-core. The Python package re-exports what users need; this module is private.
 
 mod beacon;
+mod context_var;
 mod errors;
 mod middleware_core;
 mod request_call;

@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::beacon::Beacon;
+use crate::context_var::ContextVar;
 use crate::request_call::RequestCall;
 
 /// The OpenTelemetry bridge: `attach(record) -> token`, `detach(token)`.
@@ -25,9 +26,8 @@ pub struct OtelBridge {
 pub struct Armed {
     pub beacon: Py<Beacon>,
     pub app: Py<PyAny>,
-    /// `current_request.set` and `.reset` of the context variable behind `request_id()`.
-    pub context_set: Py<PyAny>,
-    pub context_reset: Py<PyAny>,
+    /// `current_request`, the context variable behind `request_id()`.
+    pub current_request: ContextVar,
     pub otel: Option<OtelBridge>,
 }
 
@@ -47,15 +47,14 @@ impl MiddlewareCore {
 
     /// Turns the native request path on (once; later calls change nothing and return False).
     #[pyo3(signature = (*, beacon, app, current_request, otel=None))]
-    fn _arm(&self, py: Python<'_>, beacon: Py<Beacon>, app: Py<PyAny>, current_request: &Bound<'_, PyAny>, otel: Option<(Py<PyAny>, Py<PyAny>)>) -> PyResult<bool> {
+    fn _arm(&self, beacon: Py<Beacon>, app: Py<PyAny>, current_request: &Bound<'_, PyAny>, otel: Option<(Py<PyAny>, Py<PyAny>)>) -> PyResult<bool> {
         if self.armed.get().is_some() {
             return Ok(false);
         }
         let armed = Armed {
             beacon,
             app,
-            context_set: current_request.getattr(intern!(py, "set"))?.unbind(),
-            context_reset: current_request.getattr(intern!(py, "reset"))?.unbind(),
+            current_request: ContextVar::new(current_request)?,
             otel: otel.map(|(attach, detach)| OtelBridge { attach, detach }),
         };
         Ok(self.armed.set(Arc::new(armed)).is_ok())

@@ -54,7 +54,7 @@ impl RequestCall {
             return Ok(());
         };
         let record = self.record.bind(py);
-        let context_token = self.armed.context_set.call1(py, (record,))?;
+        let context_token = self.armed.current_request.set(record)?.unbind();
         // From here on the context is set: every way out goes through `finish` or `fail`.
         self.stage = Stage::Running { inner: py.None(), context_token, otel_token: None };
         if let Some(otel) = &self.armed.otel {
@@ -116,7 +116,7 @@ impl RequestCall {
             _ => Ok(()),
         };
         // A coroutine closed from another context (its task collected) cannot reset there.
-        let reset = self.armed.context_reset.call1(py, (context_token,)).map(drop);
+        let reset = self.armed.current_request.reset(context_token.bind(py));
         detached.and(reset)
     }
 

@@ -4,12 +4,13 @@
 //! here instead of in a Python coroutine saves a Python frame per response message, which is most
 //! of what a pass-through middleware costs.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use beacon_core::trace::context::to_hex;
-use beacon_core::trace::span::{Attribute, AttributeValue};
+use beacon_core::trace::span::{HttpServerFacts, SpanText};
 use beacon_core::trace::tracer::RequestTrace;
 use beacon_core::{HttpMethod, UNMATCHED_ROUTE};
 use pyo3::exceptions::PyRuntimeError;
@@ -18,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::beacon::Shared;
-use crate::route_label::{route_label, RouteLabel};
+use crate::route_label::RouteLabels;
 
 /// The Python objects a request needs when its response goes out.
 pub struct RequestContext {
@@ -34,8 +35,8 @@ pub struct RequestContext {
     pub outer_root_path: Py<PyAny>,
     /// The response header name for the request id.
     pub header_name: Py<PyBytes>,
-    /// `route_template(scope, outer_root_path)`.
-    pub route_template: Py<PyAny>,
+    /// Finds the route label in the scope.
+    pub route_labels: Arc<RouteLabels>,
 }
 
 /// One in-flight request. `finish` records it exactly once, however often it is called.
@@ -84,70 +85,51 @@ impl RequestRecord {
         match (&self.trace, &self.shared.tracer) {
             (Some(trace), Some(tracer)) if trace.sampled => {
                 self.shared.metrics.request_finished_traced(self.method, label, status, nanos, (trace.trace_id, trace.span_id));
-                let attributes = self.span_attributes(py, status, route, context);
-                let name = match route {
-                    Some(route) => [self.method.as_label(), " ", route].concat(),
-                    None => self.method.as_label().to_owned(),
-                };
-                tracer.finish(trace, name, elapsed, attributes, status >= 500);
+                let facts = self.span_facts(py, status, route, context);
+                tracer.finish(trace, facts, elapsed, status >= 500);
             }
             _ => self.shared.metrics.request_finished(self.method, label, status, nanos),
         }
         true
     }
 
-    /// Attributes of the server span, per the OpenTelemetry HTTP semantic conventions.
-    fn span_attributes(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> Vec<Attribute> {
-        // Header values are almost always ASCII: a plain copy, the lossy pass only when not.
-        let text = |bytes: &Py<PyBytes>| {
-            let bytes = bytes.as_bytes(py);
-            std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes).into_owned(), str::to_owned)
-        };
-        let mut attributes: Vec<Attribute> = Vec::with_capacity(12);
-        attributes.extend([
-            ("http.request.method".into(), AttributeValue::Str(self.method.as_label().into())),
-            ("http.response.status_code".into(), AttributeValue::Int(i64::from(status))),
-            ("http.request.header.x-request-id".into(), AttributeValue::StrArray(vec![text(&self.request_id)])),
-        ]);
+    /// What the server span is made from (on the export thread): the texts are copied out of
+    /// the Python objects into one buffer.
+    fn span_facts(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> HttpServerFacts {
+        // Enough for the texts of a usual request; a longer one grows the buffer once or twice.
+        let mut facts = HttpServerFacts::new(self.method, status, 256);
+        facts.set(SpanText::RequestId, &header_text(self.request_id.as_bytes(py)));
         if let Some(route) = route {
-            attributes.push(("http.route".into(), AttributeValue::Str(route.into())));
+            facts.set(SpanText::Route, route);
         }
-        let Some(context) = context else { return attributes };
+        let Some(context) = context else { return facts };
         let scope = context.scope.bind(py);
-        let scope_text = |key: &Bound<'_, PyString>| -> Option<String> {
-            scope.get_item(key).ok().flatten()?.cast::<PyString>().ok()?.to_str().ok().map(str::to_owned)
-        };
-        if let Some(path) = scope_text(intern!(py, "path")) {
-            attributes.push(("url.path".into(), AttributeValue::Str(path)));
-        }
-        if let Some(scheme) = scope_text(intern!(py, "scheme")) {
-            attributes.push(("url.scheme".into(), AttributeValue::Str(scheme)));
-        }
-        if let Some(version) = scope_text(intern!(py, "http_version")) {
-            attributes.push(("network.protocol.version".into(), AttributeValue::Str(version)));
+        let scope_texts = [
+            (SpanText::Path, intern!(py, "path")),
+            (SpanText::Scheme, intern!(py, "scheme")),
+            (SpanText::ProtocolVersion, intern!(py, "http_version")),
+        ];
+        for (which, key) in scope_texts {
+            if let Ok(Some(value)) = scope.get_item(key) {
+                if let Ok(Ok(text)) = value.cast::<PyString>().map(|v| v.to_str()) {
+                    facts.set(which, text);
+                }
+            }
         }
         if let Ok(Some(client)) = scope.get_item(intern!(py, "client")) {
-            if let Some(Some(address)) = client.get_item(0).ok().map(|a| a.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(str::to_owned))) {
-                attributes.push(("client.address".into(), AttributeValue::Str(address)));
+            if let Ok(address) = client.get_item(0) {
+                if let Ok(Ok(text)) = address.cast::<PyString>().map(|a| a.to_str()) {
+                    facts.set(SpanText::ClientAddress, text);
+                }
             }
         }
         if let Some(host) = &context.host {
-            let host = text(host);
-            let (address, port) = match host.rsplit_once(':') {
-                Some((address, port)) if !address.is_empty() && port.parse::<u16>().is_ok() && !host.ends_with(']') => {
-                    (address.to_owned(), port.parse::<i64>().ok())
-                }
-                _ => (host, None),
-            };
-            attributes.push(("server.address".into(), AttributeValue::Str(address)));
-            if let Some(port) = port {
-                attributes.push(("server.port".into(), AttributeValue::Int(port)));
-            }
+            facts.set(SpanText::Host, &header_text(host.as_bytes(py)));
         }
         if let Some(agent) = &context.user_agent {
-            attributes.push(("user_agent.original".into(), AttributeValue::Str(text(agent))));
+            facts.set(SpanText::UserAgent, &header_text(agent.as_bytes(py)));
         }
-        attributes
+        facts
     }
 
     fn context(&self) -> Option<Arc<RequestContext>> {
@@ -159,19 +141,8 @@ impl RequestRecord {
         let Some(context) = self.context() else {
             return Ok(self.record(py, status, None, None));
         };
-        let scope = context.scope.bind(py);
-        let outer_root_path = context.outer_root_path.bind(py);
-        match route_label(scope, outer_root_path)? {
-            RouteLabel::Resolved(route) => Ok(self.record(py, status, route.as_deref(), Some(&context))),
-            RouteLabel::NeedsFallback => {
-                let route = context.route_template.call1(py, (scope, outer_root_path))?;
-                let route = route.bind(py);
-                if route.is_none() {
-                    return Ok(self.record(py, status, None, Some(&context)));
-                }
-                Ok(self.record(py, status, Some(route.cast::<PyString>()?.to_str()?), Some(&context)))
-            }
-        }
+        let route = context.route_labels.label_of(context.scope.bind(py), context.outer_root_path.bind(py))?;
+        Ok(self.record(py, status, route.as_deref(), Some(&context)))
     }
 
     fn response_start_with_id<'py>(
@@ -223,16 +194,12 @@ impl RequestRecord {
             Err(error) => return context.send.call1(py, (error.into_inner(),)),
         };
         let kind = message.get_item(intern!(py, "type"))?;
-        let kind = match &kind {
-            Some(kind) => kind.cast::<PyString>().ok().map(|k| k.to_str()).transpose()?,
-            None => None,
-        };
-        match kind {
-            Some("http.response.start") => {
+        match kind.as_ref().map(message_kind).transpose()?.flatten() {
+            Some(MessageKind::Start) => {
                 let with_id = self.response_start_with_id(&message, &context)?;
                 return context.send.call1(py, (with_id,));
             }
-            Some("http.response.body") => {
+            Some(MessageKind::Body) => {
                 let more_body = match message.get_item(intern!(py, "more_body"))? {
                     Some(flag) => flag.is_truthy()?,
                     None => false,
@@ -241,8 +208,8 @@ impl RequestRecord {
                     self.finish_response(py)?;
                 }
             }
-            Some("http.response.pathsend") => self.finish_response(py)?,
-            _ => {}
+            Some(MessageKind::PathSend) => self.finish_response(py)?,
+            None => {}
         }
         context.send.call1(py, (message,))
     }
@@ -334,6 +301,40 @@ impl Drop for RequestRecord {
             self.shared.metrics.request_abandoned(self.method);
         }
     }
+}
+
+/// A header value as text: almost always ASCII, so checked and borrowed; the lossy pass (a
+/// replacement character for each invalid sequence) only when not.
+fn header_text(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// The response messages the wrapped `send` acts on.
+enum MessageKind {
+    Start,
+    Body,
+    PathSend,
+}
+
+fn message_kind(kind: &Bound<'_, PyAny>) -> PyResult<Option<MessageKind>> {
+    let py = kind.py();
+    // Frameworks write these as literals, which are interned: most often a pointer compare.
+    if kind.is(intern!(py, "http.response.body")) {
+        return Ok(Some(MessageKind::Body));
+    }
+    if kind.is(intern!(py, "http.response.start")) {
+        return Ok(Some(MessageKind::Start));
+    }
+    let Ok(kind) = kind.cast::<PyString>() else { return Ok(None) };
+    Ok(match kind.to_str()? {
+        "http.response.start" => Some(MessageKind::Start),
+        "http.response.body" => Some(MessageKind::Body),
+        "http.response.pathsend" => Some(MessageKind::PathSend),
+        _ => None,
+    })
 }
 
 /// HTTP/1.x, where `Connection` is a valid response header (HTTP/2 and 3 forbid it).

@@ -228,7 +228,14 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
                 let wait = next_send.saturating_duration_since(Instant::now());
                 queue = pipeline.wake.wait_timeout(queue, wait).unwrap_or_else(PoisonError::into_inner).0;
             }
-            (std::mem::take(&mut queue.spans), queue.flush_requested, queue.closed)
+            // The queue is left with room for a batch, so the request path's push does not grow
+            // it (growing moved the queued spans, ~200 instructions per span under callgrind);
+            // the allocation happens here, on the export thread.
+            let spans = match queue.spans.is_empty() {
+                true => Vec::new(),
+                false => std::mem::replace(&mut queue.spans, Vec::with_capacity(config.batch_size.min(config.queue_size))),
+            };
+            (spans, queue.flush_requested, queue.closed)
         };
         next_send = Instant::now() + config.interval;
         while !spans.is_empty() {
@@ -250,7 +257,7 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::span::SpanRecord;
+    use crate::trace::span::{HttpServerFacts, SpanRecord, SpanText};
     use crate::trace::tracer::RequestTrace;
     use std::io::{Read, Write};
     use std::net::TcpListener;
@@ -265,9 +272,12 @@ mod tests {
                 sampled: true,
                 start_unix_nanos: 1,
             },
-            name: format!("GET /{n}"),
             end_unix_nanos: 2,
-            attributes: vec![],
+            http: {
+                let mut http = HttpServerFacts::new(crate::HttpMethod::Get, 200, 0);
+                http.set(SpanText::Route, &format!("/{n}"));
+                http
+            },
             error: false,
         }
     }

@@ -1,7 +1,8 @@
 //! Our finished span, as the OpenTelemetry SDK's `SpanData` that the OTLP exporter takes.
 //!
-//! The request path records a small `SpanRecord` (ids, times, attributes); this conversion runs
-//! on the export thread, so the SDK's types cost the request nothing.
+//! The request path records a small `SpanRecord` (ids, times, the request's facts); this
+//! conversion, with the span's name and attributes, runs on the export thread, so the SDK's
+//! types cost the request nothing.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -46,10 +47,10 @@ pub fn span_data(record: SpanRecord, scope: &InstrumentationScope) -> SpanData {
         // A parent always comes from another process (Caddy, or whoever called the app).
         parent_span_is_remote: trace.parent_span_id.is_some(),
         span_kind: SpanKind::Server,
-        name: Cow::Owned(record.name),
+        name: Cow::Owned(record.http.span_name()),
         start_time: UNIX_EPOCH + Duration::from_nanos(trace.start_unix_nanos),
         end_time: UNIX_EPOCH + Duration::from_nanos(record.end_unix_nanos),
-        attributes: record.attributes.into_iter().map(key_value).collect(),
+        attributes: record.http.attributes().into_iter().map(key_value).collect(),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links: SpanLinks::default(),
@@ -61,7 +62,9 @@ pub fn span_data(record: SpanRecord, scope: &InstrumentationScope) -> SpanData {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trace::span::{HttpServerFacts, SpanText};
     use crate::trace::tracer::RequestTrace;
+    use crate::HttpMethod;
 
     #[test]
     fn converts_ids_parent_times_and_attributes() {
@@ -74,12 +77,13 @@ mod tests {
                 sampled: true,
                 start_unix_nanos: 1_000,
             },
-            name: "GET /items/{id}".into(),
             end_unix_nanos: 3_000,
-            attributes: vec![
-                ("http.response.status_code".into(), AttributeValue::Int(500)),
-                ("http.request.header.x-request-id".into(), AttributeValue::StrArray(vec!["rid".into()])),
-            ],
+            http: {
+                let mut http = HttpServerFacts::new(HttpMethod::Get, 500, 0);
+                http.set(SpanText::RequestId, "rid");
+                http.set(SpanText::Route, "/items/{id}");
+                http
+            },
             error: true,
         };
         let scope = InstrumentationScope::builder("caddy-beacon").build();
@@ -90,7 +94,9 @@ mod tests {
         assert_eq!(data.parent_span_id, SpanId::from_bytes([3; 8]));
         assert!(data.parent_span_is_remote);
         assert_eq!(data.end_time.duration_since(data.start_time).unwrap(), Duration::from_nanos(2_000));
-        assert_eq!(data.attributes[0], KeyValue::new("http.response.status_code", 500i64));
+        assert_eq!(data.name, "GET /items/{id}");
+        assert_eq!(data.attributes[1], KeyValue::new("http.response.status_code", 500i64));
+        assert_eq!(data.attributes[2], KeyValue::new("http.request.header.x-request-id", Value::Array(Array::String(vec!["rid".into()]))));
         assert!(matches!(data.status, Status::Error { .. }));
     }
 }

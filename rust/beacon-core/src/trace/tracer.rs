@@ -7,7 +7,7 @@ use crate::otlp::exporter::{ExportStats, ExporterConfig, SpanExporter};
 use crate::random::nonzero_bytes;
 use crate::trace::context::{validate_tracestate, TraceParent};
 use crate::trace::sampler::Sampler;
-use crate::trace::span::{Attribute, SpanRecord};
+use crate::trace::span::{HttpServerFacts, SpanRecord};
 
 /// The trace context of one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,15 +71,14 @@ impl Tracer {
     }
 
     /// Exports the finished server span of a sampled request (unsampled ones are not sent).
-    pub fn finish(&self, trace: &RequestTrace, name: String, elapsed: Duration, attributes: Vec<Attribute>, error: bool) {
+    pub fn finish(&self, trace: &RequestTrace, http: HttpServerFacts, elapsed: Duration, error: bool) {
         if !trace.sampled {
             return;
         }
         self.exporter.submit(SpanRecord {
             trace: trace.clone(),
-            name,
             end_unix_nanos: trace.start_unix_nanos + elapsed.as_nanos() as u64,
-            attributes,
+            http,
             error,
         });
     }
