@@ -43,7 +43,12 @@ def select_variants(spec: str) -> list[str]:
 
 
 def start_variant(
-    name: str, port: int, prefix: list[str], startup_seconds: float = 30, otlp_endpoint: str | None = None
+    name: str,
+    port: int,
+    prefix: list[str],
+    startup_seconds: float = 30,
+    otlp_endpoint: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Starts one uvicorn worker (uvloop, httptools, no access log) serving `name`, behind
     `prefix` (e.g. taskset or valgrind), and waits until it answers. `caddy-beacon+tracing`
@@ -59,6 +64,7 @@ def start_variant(
         "BEACON_DRAIN_SECONDS": "0",
         "PYTHONHASHSEED": "0",
     }
+    env |= extra_env or {}
     if name == "caddy-beacon+tracing":
         if otlp_endpoint is None:
             raise SystemExit("caddy-beacon+tracing needs an OTLP endpoint")

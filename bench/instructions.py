@@ -7,10 +7,16 @@ Everything the server process executes for those requests is counted (uvicorn, t
 the instrumentation, its native code); the client is another process and is not.
 
 The ratio bare / variant estimates the throughput ratio at saturation for a CPU-bound server.
+Counts do move between builds and environments of the same code, by up to ~0.7 %: CPython
+3.11's method cache is indexed by the address of the attribute name, so where objects land in
+memory decides which hot lookups collide and miss (callgrind shows them as find_name_in_mro).
+Under valgrind the layout is fixed, so a plain re-run repeats the same figure; `--repeat N`
+runs every variant N times, interleaved, each time with another memory layout (a different
+BENCH_LAYOUT_PAD, see bench/app.py), and reports the median of each.
 Threads are counted apart too: "event loop" is the main thread, where requests are served (the
 request path); the rest is background work such as the span exporter's thread.
 
-    python bench/instructions.py [--requests 1000] [--variants caddy-beacon,passthrough]
+    python bench/instructions.py [--requests 1000] [--repeat 3] [--variants caddy-beacon,passthrough]
     BENCH_EXTRA_PATH=/tmp/oldpkg python bench/instructions.py   # another build of caddy_beacon
 """
 
@@ -21,6 +27,7 @@ import http.client
 import json
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,16 +50,17 @@ def send_requests(port: int, path: str, count: int) -> None:
     connection.close()
 
 
-def measure(name: str, args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
+def measure(name: str, args: argparse.Namespace, workdir: Path, layout: int = 0) -> tuple[float, float]:
     """(all threads, the event loop's thread) instructions per request."""
     port = free_port()
-    out = workdir / f"{name}.callgrind"
+    out = workdir / f"{name}.{layout}.callgrind"
     process = start_variant(
         name,
         port,
         ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}.%p"],
         startup_seconds=300,
         otlp_endpoint=args.otlp_endpoint,
+        extra_env={"BENCH_LAYOUT_PAD": str(layout)},
     )
     try:
         send_requests(port, args.path, args.warmup)
@@ -82,6 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant, interleaved; the median is reported")
     parser.add_argument("--path", default="/items/7")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset (bare is always run)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
@@ -90,21 +99,26 @@ def main() -> None:
         raise SystemExit("valgrind is not installed (Debian/Ubuntu: apt-get install valgrind)")
 
     args.otlp_endpoint, _ = start_otlp_sink()
-    counts: dict[str, float] = {}
-    loop_counts: dict[str, float] = {}
+    names = select_variants(args.variants)
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as workdir:
-        for name in select_variants(args.variants):
-            counts[name], loop_counts[name] = measure(name, args, Path(workdir))
-            print(f"{name}: {counts[name]:,.0f} instructions/request ({loop_counts[name]:,.0f} on the event loop)", file=sys.stderr)
+        for run in range(max(1, args.repeat)):
+            for name in names:
+                total, loop = measure(name, args, Path(workdir), layout=run * 97)
+                runs[name].append((total, loop))
+                print(f"{name}: {total:,.0f} instructions/request ({loop:,.0f} on the event loop)", file=sys.stderr)
+    counts = {name: statistics.median(total for total, _ in results) for name, results in runs.items()}
+    loop_counts = {name: statistics.median(loop for _, loop in results) for name, results in runs.items()}
 
     bare, bare_loop = counts["bare"], loop_counts["bare"]
-    print(f"\n{args.requests} sequential keep-alive requests GET {args.path}, counted by callgrind")
+    repeats = f", median of {args.repeat} runs" if args.repeat > 1 else ""
+    print(f"\n{args.requests} sequential keep-alive requests GET {args.path}, counted by callgrind{repeats}")
     print(f"{'variant':<22}{'instr/request':>15}{'extra vs bare':>15}{'ratio':>8}{'event loop':>13}{'loop ratio':>12}")
     for name, count in counts.items():
         loop = loop_counts[name]
         print(f"{name:<22}{count:>15,.0f}{count - bare:>15,.0f}{bare / count:>8.3f}{loop:>13,.0f}{bare_loop / loop:>12.3f}")
     if args.json:
-        results = {"requests": args.requests, "path": args.path, "instructions": counts, "event_loop": loop_counts}
+        results = {"requests": args.requests, "path": args.path, "instructions": counts, "event_loop": loop_counts, "runs": runs}
         args.json.write_text(json.dumps(results, indent=2))
 
 
