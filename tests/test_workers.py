@@ -102,13 +102,17 @@ def test_recycled_workers_keep_totals_exact_and_nothing_piles_up(start: Callable
     assert shared_files() - before == mine
     assert os.path.getsize(next(iter(mine))) == size
 
+    last: list[str] = []
+
     def settled() -> bool:
         # Once the last replacement has finished: one series per live worker, nothing in flight.
         text = server.fresh_get("/metrics").text
         workers = [line for line in text.splitlines() if line.startswith("process_cpu_seconds_total{pid=")]
+        active = [line for line in text.splitlines() if line.startswith("http_server_active_requests{")]
+        last[:] = workers + active
         return len(workers) == 2 and 'http_server_active_requests{http_request_method="GET"} 0' in text
 
-    assert wait_until(settled, timeout=10)
+    assert wait_until(settled, timeout=10), f"not settled after 10 s: {last}"
 
 
 def test_preloaded_workers_share_too(start: Callable[..., Server]) -> None:
