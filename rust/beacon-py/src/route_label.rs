@@ -50,17 +50,7 @@ impl RouteLabels {
         let context = effective_route_context(scope)?;
         let root_path = scope.get_item(intern!(py, "root_path"))?;
         let Some(prefix) = mount_prefix(root_path.as_ref(), outer_root_path)? else {
-            let key = (route.as_ptr() as usize, context.as_ref().map_or(0, |c| c.as_ptr() as usize));
-            if let Some(resolved) = self.resolved.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
-                return Ok(resolved.label.clone());
-            }
-            let label = template_of(&route, context.as_ref())?.map(Arc::<str>::from);
-            let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
-            if resolved.len() < MAX_RESOLVED {
-                let entry = Resolved { _route: route.unbind(), _context: context.map(Bound::unbind), label: label.clone() };
-                resolved.insert(key, entry);
-            }
-            return Ok(label);
+            return self.unmounted_label(route, context);
         };
         let Some(template) = template_of(&route, context.as_ref())? else {
             return Ok(None);
@@ -71,6 +61,20 @@ impl RouteLabels {
             return Ok(Some(format!("{prefix}/{{path}}").into()));
         }
         Ok(Some(format!("{prefix}{template}").into()))
+    }
+
+    /// Outside mounts: the template of (route, context), resolved on their first request.
+    fn unmounted_label(&self, route: Bound<'_, PyAny>, context: Option<Bound<'_, PyAny>>) -> PyResult<Option<Arc<str>>> {
+        let key = (route.as_ptr() as usize, context.as_ref().map_or(0, |c| c.as_ptr() as usize));
+        if let Some(resolved) = self.resolved.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return Ok(resolved.label.clone());
+        }
+        let label = template_of(&route, context.as_ref())?.map(Arc::<str>::from);
+        let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        if resolved.len() < MAX_RESOLVED {
+            resolved.insert(key, Resolved { _route: route.unbind(), _context: context.map(Bound::unbind), label: label.clone() });
+        }
+        Ok(label)
     }
 
     fn from_fallback(&self, scope: &Bound<'_, PyDict>, outer_root_path: &Bound<'_, PyAny>) -> PyResult<Option<Arc<str>>> {
