@@ -57,7 +57,7 @@ pub struct HttpServerFacts {
     pub status: u16,
     texts: String,
     // Byte ranges of each `SpanText` in `texts`; None when the request had none.
-    ranges: [Option<(u32, u32)>; TEXTS],
+    ranges: [Option<(usize, usize)>; TEXTS],
 }
 
 impl HttpServerFacts {
@@ -70,13 +70,12 @@ impl HttpServerFacts {
     pub fn set(&mut self, which: SpanText, value: &str) {
         let start = self.texts.len();
         self.texts.push_str(value);
-        // Texts come from one request's headers and scope: far below 4 GiB.
-        self.ranges[which as usize] = Some((start as u32, self.texts.len() as u32));
+        self.ranges[which as usize] = Some((start, self.texts.len()));
     }
 
     /// One text, when the request had it.
     pub fn get(&self, which: SpanText) -> Option<&str> {
-        self.ranges[which as usize].map(|(start, end)| &self.texts[start as usize..end as usize])
+        self.ranges[which as usize].map(|(start, end)| &self.texts[start..end])
     }
 
     /// `"{method} {route}"`, or the method alone when no route matched.
