@@ -27,14 +27,22 @@ STAGED = ROOT / "wheel-data" / "scripts"
 
 
 def stage_companion() -> Path:
-    """Builds the companion in release mode and copies it to wheel-data/scripts/caddy-beacon."""
+    """Builds the companion in release mode for this machine and stages it for the wheel."""
     cargo = shutil.which("cargo")
     if cargo is None:
         raise SystemExit("caddy-beacon: building it needs Rust's cargo on PATH (https://rustup.rs)")
-    command = [cargo, "build", "--release", "--locked", "-p", "beacon-agent", "--message-format=json-render-diagnostics"]
+    return stage(build_companion([cargo, "build"]))
+
+
+def build_companion(build: list[str], *, target: str | None = None, target_dir: Path | None = None) -> Path:
+    """Runs `build` (`cargo build`, or `cargo-zigbuild zigbuild` for `make dist`) for the
+    companion's release binary and returns where the executable is."""
+    command = [*build, "--release", "--locked", "-p", "beacon-agent", "--message-format=json-render-diagnostics"]
+    command += ["--target", target] if target else []
+    command += ["--target-dir", str(target_dir)] if target_dir else []
     result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)
     if result.returncode != 0:
-        raise SystemExit(f"caddy-beacon: `{' '.join(command[:6])}` failed (exit {result.returncode}); see the errors above")
+        raise SystemExit(f"caddy-beacon: `{' '.join(command)}` failed (exit {result.returncode}); see the errors above")
     executable = None
     for line in result.stdout.splitlines():
         message = json.loads(line) if line.startswith("{") else {}
@@ -43,10 +51,21 @@ def stage_companion() -> Path:
                 executable = Path(message["executable"])
     if executable is None or not executable.exists():
         raise SystemExit("caddy-beacon: cargo built no caddy-beacon executable")
+    return executable
+
+
+def stage(executable: Path) -> Path:
+    """Copies the companion to wheel-data/scripts/caddy-beacon, where maturin packs it from."""
     target = staging_directory() / "caddy-beacon"
     shutil.copy2(executable, target)
     os.chmod(target, 0o755)
     return target
+
+
+def unstage() -> None:
+    """Empties the staging directory, so a source distribution never carries a binary."""
+    shutil.rmtree(STAGED, ignore_errors=True)
+    staging_directory()
 
 
 def staging_directory() -> Path:

@@ -8,9 +8,10 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 import pytest
@@ -161,3 +162,20 @@ def status_port_from_log(companion: Companion, timeout: float = 15) -> int:
 
     assert wait_until(said, timeout=timeout), companion.log()
     return found[0]
+
+
+def sigterm_with_a_request_in_flight(
+    companion: Companion, caddy_url: str, members: Callable[[], list[dict[str, Any]]], path: str = "/sleep/2"
+) -> httpx.Response:
+    """Sends a slow request through Caddy and SIGTERMs the companion once the pool (`members`
+    lists it) counts the request in flight; checks the member stops taking new requests
+    (draining) at once and the companion exits 0. Returns the slow request's response."""
+    result: dict[str, httpx.Response] = {}
+    thread = threading.Thread(target=lambda: result.update(slow=httpx.get(f"{caddy_url}{path}", timeout=20)))
+    thread.start()
+    assert wait_until(lambda: any(u["in_flight"] == 1 for u in members()), timeout=10), members()
+    companion.signal(signal.SIGTERM)
+    assert wait_until(lambda: all(u["draining"] for u in members()), timeout=2), members()
+    assert companion.wait(timeout=30) == 0, companion.log()
+    thread.join(timeout=20)
+    return result["slow"]

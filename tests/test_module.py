@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.companion_process import Companion, companion_cli, uvicorn_command
+from tests.companion_process import Companion, companion_cli, sigterm_with_a_request_in_flight, uvicorn_command
 from tests.conftest import MODULE_CADDY, Caddies, Caddy, free_port, wait_until
 from tests.load import Load
 from tests.test_companion_run import SITE, upstreams
@@ -232,19 +231,7 @@ def test_the_modules_checks_take_a_failing_replica_out_and_bring_it_back(caddy: 
 def test_sigterm_drains_in_the_pool_before_the_app_stops(caddy: Caddy, companions: Launch) -> None:
     companion = member(companions, caddy)
     companion.wait_registered()
-    result: dict[str, Any] = {}
-
-    def slow_request() -> None:
-        result["response"] = httpx.get(f"{caddy.base_url}/sleep/2", timeout=20)
-
-    thread = threading.Thread(target=slow_request)
-    thread.start()
-    assert wait_until(lambda: any(u["in_flight"] == 1 for u in pool(caddy)), timeout=10), pool(caddy)
-    companion.signal(signal.SIGTERM)
-    assert wait_until(lambda: all(u["draining"] for u in pool(caddy)), timeout=2), pool(caddy)
-    assert companion.wait(timeout=30) == 0, companion.log()
-    thread.join(timeout=20)
-    assert result["response"].status_code == 200
+    assert sigterm_with_a_request_in_flight(companion, caddy.base_url, lambda: pool(caddy)).status_code == 200
     assert pool(caddy) == []
     assert "drained and removed from pool api" in companion.log()
 
