@@ -1,26 +1,39 @@
 # The example app with caddy-beacon, as a replica under `caddy-beacon run`.
 # Build context: the repository root (compose.yml does this).
+#   docker build -f deploy/app.Dockerfile --build-arg PYTHON_VERSION=3.13 .
+# PYTHON_VERSION: any CPython caddy-beacon ships a wheel for (3.10-3.13); both stages use it.
+ARG PYTHON_VERSION=3.12
+ARG RUST_VERSION=1.95
 
-# Build stage: Rust + maturin turn the repository into a wheel (through the repository's build
-# backend, which also puts the companion's native binary into it). The native module is built for
-# the Python that builds it (bookworm's python3, 3.11: the full C API, not abi3), so the run stage
-# below must use the same minor version.
-FROM rust:1.95-slim-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
+FROM rust:${RUST_VERSION}-slim-bookworm AS rust
+
+# Build stage: the wheel `make dist` builds for this Python and this machine's architecture,
+# made by the same command (release/dist.py: maturin and cargo-zigbuild with zig, tagged
+# manylinux_2_17, the companion binary inside). Rust comes from the official image; gcc only
+# links the build scripts cargo runs here, zig links what ships.
+FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+ARG PYTHON_VERSION
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /venv && /venv/bin/pip install --no-cache-dir "maturin>=1.7,<2"
+COPY --from=rust /usr/local/cargo /usr/local/cargo
+COPY --from=rust /usr/local/rustup /usr/local/rustup
+ENV CARGO_HOME=/usr/local/cargo RUSTUP_HOME=/usr/local/rustup PATH=/usr/local/cargo/bin:$PATH
 WORKDIR /src
+COPY release/requirements.txt release/requirements.txt
+RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir -r release/requirements.txt
 COPY Cargo.toml Cargo.lock pyproject.toml README.md ./
 COPY rust rust
 COPY python python
 COPY build_backend build_backend
-RUN /venv/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
+COPY release release
+RUN /venv/bin/python -m release.dist --python "${PYTHON_VERSION}" --arch native --no-sdist --out /wheels
 
-# Run stage: Python, the wheel, the app. No compiler, no Rust.
-FROM python:3.11-slim-bookworm
+# Run stage: the same Python, the wheel, the app. No compiler, no Rust.
+FROM python:${PYTHON_VERSION}-slim-bookworm
 RUN useradd --create-home --uid 10001 app
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl "fastapi>=0.110" "uvicorn[standard]>=0.29" && rm -rf /wheels
+RUN pip install --no-cache-dir --only-binary=:all: /wheels/*.whl "fastapi>=0.110" "uvicorn[standard]>=0.29" \
+    && rm -rf /wheels
 WORKDIR /srv
 COPY examples examples
 USER app
