@@ -34,6 +34,10 @@ class InstalledWheel:
     install_seconds: float
 
     @property
+    def tag(self) -> str:
+        return "cp" + self.version.replace(".", "")
+
+    @property
     def python(self) -> Path:
         return self.venv / "bin" / "python"
 
@@ -63,7 +67,7 @@ def x86_64_wheel(version: str) -> Path:
     return wheel
 
 
-@pytest.fixture(scope="session", params=supported_versions(), ids=lambda version: "cp" + version.replace(".", ""))
+@pytest.fixture(scope="session", params=supported_versions(), ids=lambda version: "cp" + str(version).replace(".", ""))
 def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[InstalledWheel]:
     version: str = request.param
     try:

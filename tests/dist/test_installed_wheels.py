@@ -99,7 +99,7 @@ def test_the_wheel_serves_probes_metrics_and_ids_on_the_native_path(installed: I
     finally:
         app.send_signal(signal.SIGTERM)
         app.wait(timeout=20)
-    print(f"\nFIGURE cp{installed.version}: {installed.wheel.name} ({installed.wheel.stat().st_size:,} bytes) installed in {installed.install_seconds:.1f} s")
+    print(f"\nFIGURE {installed.tag}: {installed.wheel.name} ({installed.wheel.stat().st_size:,} bytes) installed in {installed.install_seconds:.1f} s")
 
 
 def pool(caddy: Any) -> list[dict[str, Any]]:
@@ -134,5 +134,5 @@ def test_the_installed_companion_joins_the_module_caddy_and_leaves_drained(
     assert pool(caddy) == []
     assert f"drained and removed from pool {POOL}" in companion.log()
     size = installed.companion.stat().st_size
-    print(f"\nFIGURE cp{installed.version}: installed companion {size:,} bytes, idle RSS {resident / 2**20:.1f} MiB")
+    print(f"\nFIGURE {installed.tag}: installed companion {size:,} bytes, idle RSS {resident / 2**20:.1f} MiB")
     assert resident < 12 * 2**20, f"{resident / 2**20:.1f} MiB resident"
