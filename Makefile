@@ -35,6 +35,13 @@ $(PY):
 
 venv: $(PY)
 
+# Releases: dist/ holds what a release publishes (release/dist.py says how it is built and
+# checked). The toolchain (maturin, zig, cargo-zigbuild, auditwheel) is pinned in
+# release/requirements.txt and lives in the virtualenv; Rust targets are added with rustup.
+DIST_TOOLS := $(VENV)/.installed-dist
+DIST_SUMS := dist/SHA256SUMS
+RELEASE_SOURCES := $(shell find release -name '*.py' 2>/dev/null) release/requirements.txt
+
 # The package is built from source by maturin, exactly as `pip install .` does for users, and
 # again only when its sources or dependencies changed (stamp files in the virtualenv).
 PACKAGE_SOURCES := pyproject.toml Cargo.toml Cargo.lock \
@@ -110,7 +117,8 @@ test-rust:
 test-go: $(WASM_EMBEDDED)
 	cd caddy && go vet ./... && go test ./...
 
-lint: install-test
+# mypy checks release/ too, whose ELF reader (pyelftools) comes with the release toolchain.
+lint: install-test $(DIST_TOOLS)
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest caddy_beacon._native
 
@@ -125,13 +133,6 @@ demo: install $(if $(shell command -v go 2>/dev/null),$(CADDY_BIN))
 bench: install
 	$(PIP) install --quiet -r bench/requirements.txt
 	$(PY) bench/throughput.py $(BENCH_ARGS)
-
-# Releases: dist/ holds what a release publishes (release/dist.py says how it is built and
-# checked). The toolchain (maturin, zig, cargo-zigbuild, auditwheel) is pinned in
-# release/requirements.txt and lives in the virtualenv; Rust targets are added with rustup.
-DIST_TOOLS := $(VENV)/.installed-dist
-DIST_SUMS := dist/SHA256SUMS
-RELEASE_SOURCES := $(shell find release -name '*.py' 2>/dev/null) release/requirements.txt
 
 $(DIST_TOOLS): release/requirements.txt | $(PY)
 	$(PIP) install --quiet -r release/requirements.txt
