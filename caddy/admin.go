@@ -64,7 +64,7 @@ func (Admin) handlePools(w http.ResponseWriter, r *http.Request) error {
 // isAction is true for the path segments that name a registry command.
 func isAction(segment string) bool {
 	switch segment {
-	case "register", "renew", "drain", "remove":
+	case opRegister, opRenew, opDrain, opRemove:
 		return true
 	}
 	return false
@@ -98,12 +98,14 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	if body.LeaseMs != nil && *body.LeaseMs <= 0 {
 		return apiError(http.StatusBadRequest, "lease_ms must be positive")
 	}
-	cmd := map[string]any{"op": op, "pool": poolName, "address": body.Address}
-	if op == "register" || op == "renew" {
-		cmd["now_ms"] = nowMillis()
-	}
-	if op == "register" && body.LeaseMs != nil {
-		cmd["lease_ms"] = *body.LeaseMs
+	var cmd any
+	switch op {
+	case opRegister:
+		cmd = registerCommand{Op: op, Pool: poolName, Address: body.Address, LeaseMs: body.LeaseMs, NowMs: nowMillis()}
+	case opRenew:
+		cmd = renewCommand{Op: op, Pool: poolName, Address: body.Address, NowMs: nowMillis()}
+	default: // drain, remove
+		cmd = memberCommand{Op: op, Pool: poolName, Address: body.Address}
 	}
 	out, err := apply(cmd)
 	if err != nil {

@@ -15,7 +15,7 @@ import (
 
 func declare(t *testing.T, name string) {
 	t.Helper()
-	out, err := apply(map[string]any{"op": "configure", "pool": name})
+	out, err := apply(configureCommand{Op: opConfigure, Pool: name})
 	if err != nil || out.Status != 200 {
 		t.Fatalf("configure %s: %v %+v", name, err, out)
 	}

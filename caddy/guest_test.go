@@ -12,15 +12,15 @@ func TestGuestABIRoundTripsCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	configured, err := g.command(map[string]any{"op": "configure", "pool": "abi"})
+	configured, err := g.command(configureCommand{Op: opConfigure, Pool: "abi"})
 	if err != nil || configured.Status != 200 {
 		t.Fatalf("configure: %v %+v", err, configured)
 	}
-	registered, err := g.command(map[string]any{"op": "register", "pool": "abi", "address": "127.0.0.1:8001", "now_ms": 1})
+	registered, err := g.command(registerCommand{Op: opRegister, Pool: "abi", Address: "127.0.0.1:8001", NowMs: 1})
 	if err != nil || registered.Status != 200 || len(registered.Changed) != 1 || registered.Events[0].Name != "registered" {
 		t.Fatalf("register: %v %+v", err, registered)
 	}
-	offer, _ := g.command(map[string]any{"op": "offer", "pool": "abi"})
+	offer, _ := g.command(offerCommand{Op: opOffer, Pool: "abi"})
 	var addresses []string
 	if err := json.Unmarshal(offer.Data, &addresses); err != nil || len(addresses) != 1 || addresses[0] != "127.0.0.1:8001" {
 		t.Fatalf("offer: %s %v", offer.Data, err)

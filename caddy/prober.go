@@ -70,7 +70,7 @@ func probeAll(ctx context.Context, p *poolState, settings checks) {
 			if ctx.Err() != nil {
 				return
 			}
-			_, _ = apply(map[string]any{"op": "probed", "pool": p.name, "address": address, "now_ms": nowMillis(), "result": result})
+			_, _ = apply(probedCommand{Op: opProbed, Pool: p.name, Address: address, NowMs: nowMillis(), Result: result})
 		}(upstream.Address)
 	}
 	wg.Wait()

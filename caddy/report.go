@@ -122,7 +122,7 @@ type upstreamStatus struct {
 }
 
 func describePools() (*described, error) {
-	out, err := apply(map[string]any{"op": "pools", "now_ms": nowMillis()})
+	out, err := apply(clockCommand{Op: opPools, NowMs: nowMillis()})
 	if err != nil {
 		return nil, err
 	}

@@ -88,7 +88,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 		u.events = app.(*caddyevents.App)
 	}
 	registerMetrics(ctx.GetMetricsRegistry())
-	out, err := apply(map[string]any{"op": "configure", "pool": u.Pool, "passes": u.HealthPasses, "fails": u.HealthFails})
+	out, err := apply(configureCommand{Op: opConfigure, Pool: u.Pool, Passes: &u.HealthPasses, Fails: &u.HealthFails})
 	if err != nil {
 		return err
 	}
