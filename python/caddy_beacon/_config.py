@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from caddy_beacon._native import ConfigError
+from caddy_beacon._tracing_config import TracingConfig
 
 
 class _Unset:
@@ -38,6 +39,36 @@ class BeaconConfig:
     side_host: str
     side_port: int | None
     stall_seconds: float
+
+
+@dataclass(frozen=True)
+class NativeSettings:
+    """What ``_native.Beacon`` is built from: one object, read attribute by attribute on the
+    Rust side (rust/beacon-py/src/settings.rs). Every value here is already resolved and
+    defaulted: the defaults live in :func:`resolve` and :func:`resolve_tracing`, nowhere else."""
+
+    service_name: str
+    own_paths: tuple[str, ...]
+    buckets: tuple[float, ...] | None
+    max_series: int
+    request_id_header: str
+    stall_seconds: float
+    shared_key: str | None
+    tracing: TracingConfig | None
+
+
+def native_settings(config: BeaconConfig, tracing: TracingConfig | None, shared_key: str | None) -> NativeSettings:
+    """The native core's settings for a resolved configuration."""
+    return NativeSettings(
+        service_name=config.service_name or "unknown_service",
+        own_paths=tuple(p for p in (config.health_path, config.ready_path, config.metrics_path) if p is not None),
+        buckets=config.buckets,
+        max_series=config.max_series,
+        request_id_header=config.request_id_header,
+        stall_seconds=config.stall_seconds,
+        shared_key=shared_key,
+        tracing=tracing,
+    )
 
 
 @dataclass(frozen=True)

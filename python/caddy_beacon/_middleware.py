@@ -74,28 +74,7 @@ class BeaconMiddleware(MiddlewareCore):
         self.tracing = resolve_tracing(tracing)
         trace = self.tracing
         self._native = Beacon(
-            service_name=config.service_name or "unknown_service",
-            route_template=route_template,
-            own_paths=[p for p in (config.health_path, config.ready_path, config.metrics_path) if p is not None],
-            buckets=list(config.buckets) if config.buckets is not None else None,
-            max_series=config.max_series,
-            request_id_header=config.request_id_header,
-            trace_endpoint=trace.endpoint if trace else None,
-            trace_headers=trace.headers if trace else [],
-            trace_protocol=trace.protocol if trace else "http/protobuf",
-            trace_gzip=trace.gzip if trace else False,
-            trace_ca=trace.certificate if trace else None,
-            trace_client_cert=trace.client_certificate if trace else None,
-            trace_client_key=trace.client_key if trace else None,
-            sampler=trace.sampler if trace else None,
-            sampler_arg=trace.sampler_arg if trace else None,
-            resource=trace.resource if trace else [],
-            trace_timeout=trace.timeout if trace else 10.0,
-            trace_queue_size=trace.queue_size if trace else 2048,
-            trace_batch_size=trace.batch_size if trace else 512,
-            trace_interval=trace.interval if trace else 5.0,
-            shared_key=instance_key(),
-            stall_seconds=config.stall_seconds,
+            _config.native_settings(config, self.tracing, shared_key=instance_key()), route_template=route_template
         )
         if self._native.shared_error:
             logger.warning("caddy_beacon: each worker keeps its own metrics: %s", self._native.shared_error)

@@ -1,12 +1,13 @@
 """The native half of caddy_beacon (Rust, via pyo3). Private: use the names `caddy_beacon`
 re-exports. Documented here so type checkers and readers know what each call does."""
 
-import os
 from contextvars import ContextVar
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from typing import Any, final
 
 from typing_extensions import disjoint_base
+
+from caddy_beacon._config import NativeSettings
 
 __all__ = [
     "Beacon",
@@ -130,47 +131,32 @@ class Beacon:
 
     def __new__(
         cls,
+        settings: NativeSettings,
         *,
-        service_name: str,
         route_template: Callable[[MutableMapping[str, Any], str], str | None],
-        own_paths: list[str] = ...,
-        buckets: list[float] | None = None,
-        max_series: int = 2000,
-        request_id_header: str = "x-request-id",
-        trace_endpoint: str | None = None,
-        trace_headers: list[tuple[str, str]] = ...,
-        trace_protocol: str = "http/protobuf",
-        trace_gzip: bool = False,
-        trace_ca: str | os.PathLike[str] | None = None,
-        trace_client_cert: str | os.PathLike[str] | None = None,
-        trace_client_key: str | os.PathLike[str] | None = None,
-        sampler: str | None = None,
-        sampler_arg: str | None = None,
-        resource: list[tuple[str, str]] = ...,
-        trace_timeout: float = 10.0,
-        trace_queue_size: int = 2048,
-        trace_batch_size: int = 512,
-        trace_interval: float = 5.0,
-        shared_key: str | None = None,
-        stall_seconds: float = 5.0,
     ) -> Beacon:
-        """``route_template(scope, outer_root_path)`` labels requests whose scope holds no
-        ``route`` (the rest are labelled natively); ``own_paths`` are answered by the middleware
-        and not recorded. Raises ConfigError for invalid buckets, a
-        zero series cap or a bad header name. With ``trace_endpoint`` (an ``http://`` or
-        ``https://`` OTLP/HTTP traces URL, or a gRPC collector's address when ``trace_protocol``
-        is ``"grpc"``; ``http/json`` also works) every request gets a server span, sampled by ``sampler`` (an
-        ``OTEL_TRACES_SAMPLER`` name) and exported in the background in batches of
-        ``trace_batch_size`` at least every ``trace_interval`` seconds; a full queue of
-        ``trace_queue_size`` drops spans instead of waiting. With ``shared_key`` the metrics
-        live in a file in /dev/shm that every worker of the instance maps (if that fails, in
-        private memory, see ``shared_error``). A worker whose event loop has not reported for
-        ``stall_seconds`` makes the side port's /health answer 503. ``trace_gzip`` compresses the
-        export requests; ``trace_ca`` is a PEM CA trusted besides the system's roots and
-        ``trace_client_cert``/``trace_client_key`` a client certificate (mutual TLS), read and
-        checked here (ConfigError when missing or not PEM). Failed exports are retried on
-        429/502/503/504 and lost connections, honouring ``Retry-After``, within
-        ``trace_timeout``."""
+        """Built from ``settings`` (``caddy_beacon._config.NativeSettings``, every option already
+        resolved and defaulted, read attribute by attribute). ``route_template(scope,
+        outer_root_path)`` labels requests whose scope holds no ``route`` (the rest are labelled
+        natively); ``settings.own_paths`` are answered by the middleware and not recorded.
+        Raises ConfigError for invalid buckets, a zero series cap, a bad header name or a
+        stall threshold that is not a positive number of seconds.
+
+        With ``settings.tracing`` (a ``TracingConfig``: an ``http://`` or ``https://`` OTLP/HTTP
+        traces URL, or a gRPC collector's address when the protocol is ``"grpc"``;
+        ``http/json`` also works) every request gets a server span, sampled by its ``sampler``
+        (an ``OTEL_TRACES_SAMPLER`` name) and exported in the background in batches of
+        ``batch_size`` at least every ``interval`` seconds; a full queue of ``queue_size`` drops
+        spans instead of waiting. ``gzip`` compresses the export requests; ``certificate`` is a
+        PEM CA trusted besides the system's roots and ``client_certificate``/``client_key`` a
+        client certificate (mutual TLS), read and checked here (ConfigError when missing or not
+        PEM). Failed exports are retried on 429/502/503/504 and lost connections, honouring
+        ``Retry-After``, within ``timeout`` seconds.
+
+        With ``settings.shared_key`` the metrics live in a file in /dev/shm that every worker of
+        the instance maps (if that fails, in private memory, see ``shared_error``). A worker
+        whose event loop has not reported for ``stall_seconds`` makes the side port's /health
+        answer 503."""
     @property
     def shared_path(self) -> str | None:
         """The file the workers of this instance share their metrics in, or None."""

@@ -23,7 +23,7 @@ impl Backoff {
         let ceiling = FIRST.saturating_mul(1 << self.attempt.min(16)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         // Full jitter, but never less than a tenth of the ceiling: no busy loop.
-        let fraction = 0.1 + 0.9 * (beacon_core::random::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let fraction = 0.1 + 0.9 * (beacon_base::random::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         ceiling.mul_f64(fraction)
     }
 
@@ -40,7 +40,7 @@ impl Backoff {
 
 /// A short random pause (for retrying after a 412: another writer just changed the config).
 pub fn jitter(max: Duration) -> Duration {
-    max.mul_f64((beacon_core::random::next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+    max.mul_f64((beacon_base::random::next_u64() >> 11) as f64 / (1u64 << 53) as f64)
 }
 
 #[cfg(test)]

@@ -11,16 +11,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use beacon_core::tls_files::TlsFiles;
+use beacon_base::tls_files::TlsFiles;
 
-use crate::app_probe::ReadyProbe;
-use crate::deregister::{deregister, parse_duration};
-use crate::run::{run, EventsSetting, RunOptions};
-use crate::site::Target;
-use crate::status_server::Listen;
-use crate::upstream::Upstream;
+use crate::admin::{AdminAddress, AdminClient};
+use crate::deregister::deregister;
+use crate::join::config_edit::site::Target;
+use crate::join::config_edit::{ConfigEditSettings, EventsSetting};
+use crate::join::pool::PoolSettings;
+use crate::join::JoinMode;
+use crate::run::readiness::ReadyProbe;
+use crate::run::{run, RunOptions};
+use crate::state::status_server::Listen;
 use crate::status::{collect, to_json, to_table};
-use crate::{AdminAddress, AdminClient, AgentError};
+use crate::upstream::Upstream;
+use crate::AgentError;
 
 /// caddy-beacon joins FastAPI/ASGI app instances to a running Caddy through its Admin API.
 #[derive(Debug, Parser)]
@@ -286,8 +290,8 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         (Some(site), None) if !site.trim().is_empty() => Some(Target::Site(site)),
         (None, Some(id)) if !id.is_empty() && !id.contains('/') => Some(Target::HandlerId(id)),
         (Some(_), Some(_)) => return Err(AgentError::Usage("give --site or --handler-id, not both".into())),
-        (None, None) if pool.is_some() => None,
-        _ => return Err(AgentError::Usage("--site, --handler-id or --pool needs a value, e.g. --site :8080 or --pool api".into())),
+        (None, None) => None,
+        _ => return Err(no_target()),
     };
     let ready = ReadyProbe::parse(args.ready_url.as_deref(), &upstream)?;
     let listen = match args.listen.as_deref() {
@@ -307,5 +311,48 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         "off" => None,
         text => Some(parse_duration(text).map_err(|e| AgentError::Usage(format!("--reap-after: {e}")))?),
     };
-    Ok(RunOptions { admins, upstream, target, pool, lease: args.lease, ready, drain_timeout: args.drain_timeout, listen, events, reap_after, command: args.command })
+    let config_edit = target.map(|target| ConfigEditSettings { target, events, reap_after });
+    let mode = match (pool, config_edit) {
+        (Some(name), fallback) => JoinMode::Pool { pool: PoolSettings { name, lease: args.lease }, fallback },
+        (None, Some(settings)) => JoinMode::ConfigEdit(settings),
+        (None, None) => return Err(no_target()),
+    };
+    Ok(RunOptions { admins, upstream, mode, ready, drain_timeout: args.drain_timeout, listen, command: args.command })
+}
+
+fn no_target() -> AgentError {
+    AgentError::Usage("--site, --handler-id or --pool needs a value, e.g. --site :8080 or --pool api".into())
+}
+
+/// Parses `30s`, `500ms`, `2m` or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(split) => text.split_at(split),
+        None => (text, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is not a duration >= 0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
 }

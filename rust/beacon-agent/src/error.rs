@@ -12,6 +12,10 @@ pub enum AgentError {
     /// A bad flag or value (exit 64).
     #[error("{0}")]
     Usage(String),
+    /// The companion could not set itself up: a thread, the signal handlers (exit 71, sysexits'
+    /// EX_OSERR: the system, not the user, is short of something).
+    #[error("{0}")]
+    Setup(String),
     /// The Admin API could not be reached (exit 69).
     #[error("cannot reach Caddy's Admin API at {admin}: {reason}")]
     Unreachable {
@@ -45,14 +49,29 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// The process exit code: 64 bad usage, 69 Caddy unreachable, 1 anything else.
+    /// The process exit code (sysexits): 64 bad usage, 69 Caddy unreachable, 71 the companion's
+    /// own set-up failed, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
             AgentError::Help(_) => 0,
             AgentError::Exit(code) => *code,
             AgentError::Usage(_) => 64,
             AgentError::Unreachable { .. } => 69,
+            AgentError::Setup(_) => 71,
             AgentError::Api { .. } | AgentError::DrainTimeout { .. } => 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_sysexits() {
+        assert_eq!(AgentError::Usage("bad flag".into()).exit_code(), 64);
+        assert_eq!(AgentError::Unreachable { admin: "http://localhost:2019".into(), reason: "refused".into() }.exit_code(), 69);
+        assert_eq!(AgentError::Setup("cannot start a thread".into()).exit_code(), 71);
+        assert_eq!(AgentError::Exit(3).exit_code(), 3);
     }
 }

@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use beacon_core::error_chain::error_chain;
-use beacon_core::tls_files::{configure_reqwest, TlsFiles};
+use beacon_base::error_chain::error_chain;
+use beacon_base::tls_files::{configure_reqwest, TlsFiles};
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {

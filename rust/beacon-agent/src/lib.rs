@@ -2,31 +2,27 @@
 //! through its Admin API: as a member of a beacon module pool (`--pool`, no config change), or
 //! by editing the config of a stock Caddy.
 //!
-//! `caddy-beacon run` (registration, health watching, draining, supervision),
-//! `caddy-beacon status` and `caddy-beacon deregister`.
+//! - `admin/`: Caddy's Admin API from the companion's side (addresses, client, the beacon
+//!   module's routes typed, Caddy's upstream list, its JSON config).
+//! - `join/`: the two ways of joining one Caddy and leaving it drained, chosen once.
+//! - `run/`: the `run` command: supervise the app, wait for readiness, leave on a signal.
+//! - `state/`: what the companion wants and knows, and the `--listen` server reporting it.
+//! - `status.rs`, `deregister.rs`: the one-shot commands; `cli.rs` parses all three.
 
-mod admin_client;
-mod app_probe;
+mod admin;
 mod backoff;
 mod cli;
-mod config_tree;
 mod deregister;
 mod error;
-mod events_sink;
-mod health;
 mod http_client;
+mod join;
 mod log;
-mod pool_member;
-mod registration;
 mod run;
-mod site;
 mod state;
 mod status;
-mod status_server;
-mod supervisor;
 mod upstream;
 
-pub use admin_client::{AdminAddress, AdminClient, AdminResponse};
+pub use admin::{AdminAddress, AdminClient, AdminResponse};
 pub use error::AgentError;
 
 use std::ffi::OsString;

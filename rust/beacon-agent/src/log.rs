@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::SystemTime;
 
-use beacon_core::time_format::rfc3339_utc;
+use beacon_base::time_format::rfc3339_utc;
 
 /// How serious a line is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

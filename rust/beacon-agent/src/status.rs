@@ -4,10 +4,13 @@
 
 use serde_json::{json, Value};
 
-use crate::config_tree::{objects, text};
-use crate::health::parse_gauges;
+use crate::admin::beacon_api::BeaconApi;
+use crate::admin::config_tree::{objects, text};
+use crate::admin::proxy_upstreams::proxy_upstreams;
+use crate::admin::AdminClient;
+use crate::state::health::parse_gauges;
 use crate::upstream::OWNED_ID_PREFIX;
-use crate::{AdminClient, AgentError};
+use crate::AgentError;
 
 /// One upstream as seen by one Caddy.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,57 +44,44 @@ fn owned_dials(config: &Value) -> Vec<&str> {
 
 /// Reads the upstreams of one Caddy.
 pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> {
-    let (upstreams, _) = client.get_json("/reverse_proxy/upstreams")?;
+    let upstreams = proxy_upstreams(client)?;
     let metrics = client.get_ok("/metrics")?;
     let gauges = parse_gauges(&String::from_utf8_lossy(&metrics.body));
     let (config, _) = client.get_json("/config/")?;
     let owned = owned_dials(&config);
     let admin = client.address().url();
-    Ok(upstreams
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|u| {
-            let address = u.get("address")?.as_str()?.to_owned();
-            Some(UpstreamStatus {
-                admin: admin.clone(),
-                healthy: gauges.iter().find(|(a, _)| *a == address).map(|(_, h)| *h),
-                in_flight: u.get("num_requests").and_then(Value::as_u64).unwrap_or(0),
-                fails: u.get("fails").and_then(Value::as_u64).unwrap_or(0),
-                owned: owned.contains(&address.as_str()),
-                pool: None,
-                draining: false,
-                address,
-            })
+    let mut statuses: Vec<UpstreamStatus> = upstreams
+        .into_iter()
+        .map(|u| UpstreamStatus {
+            admin: admin.clone(),
+            healthy: gauges.iter().find(|(a, _)| *a == u.address).map(|(_, h)| *h),
+            in_flight: u.num_requests,
+            fails: u.fails,
+            owned: owned.contains(&u.address.as_str()),
+            pool: None,
+            draining: false,
+            address: u.address,
         })
-        .collect::<Vec<_>>())
-    .map(|mut statuses| {
-        add_pool_members(client, &mut statuses);
-        statuses
-    })
+        .collect();
+    add_pool_members(client, &mut statuses)?;
+    Ok(statuses)
 }
 
 /// Adds the members of the beacon module's pools, when this Caddy has the module: their health
 /// is the module's verdict, and a pool member counts as registered by a companion.
-fn add_pool_members(client: &AdminClient, statuses: &mut Vec<UpstreamStatus>) {
-    let Ok(response) = client.request("GET", "/beacon/pools", None, None) else { return };
-    if response.status != 200 {
-        return;
-    }
-    let Ok(pools) = serde_json::from_slice::<Value>(&response.body) else { return };
+fn add_pool_members(client: &AdminClient, statuses: &mut Vec<UpstreamStatus>) -> Result<(), AgentError> {
+    let Some(listing) = BeaconApi(client).pools()? else { return Ok(()) };
     let admin = client.address().url();
-    for (name, pool) in pools["pools"].as_object().into_iter().flatten() {
-        for member in pool["upstreams"].as_array().into_iter().flatten() {
-            let Some(address) = member["address"].as_str() else { continue };
-            let index = match statuses.iter().position(|s| s.address == address && s.pool.is_none()) {
+    for (name, pool) in listing.pools {
+        for member in pool.upstreams {
+            let index = match statuses.iter().position(|s| s.address == member.address && s.pool.is_none()) {
                 Some(index) => index,
                 None => {
                     statuses.push(UpstreamStatus {
                         admin: admin.clone(),
-                        address: address.to_owned(),
+                        address: member.address.clone(),
                         healthy: None,
-                        in_flight: member["in_flight"].as_u64().unwrap_or(0),
+                        in_flight: member.in_flight,
                         fails: 0,
                         owned: true,
                         pool: None,
@@ -101,12 +91,13 @@ fn add_pool_members(client: &AdminClient, statuses: &mut Vec<UpstreamStatus>) {
                 }
             };
             let status = &mut statuses[index];
-            status.healthy = member["healthy"].as_bool();
-            status.draining = member["draining"].as_bool().unwrap_or(false);
+            status.healthy = Some(member.healthy);
+            status.draining = member.draining;
             status.pool = Some(name.clone());
             status.owned = true;
         }
     }
+    Ok(())
 }
 
 /// The `--json` output: a list of objects.

@@ -21,9 +21,6 @@ pub enum BeaconError {
     /// The memory worker processes share could not be set up.
     #[error("cannot set up the metrics memory shared by the workers: {0}")]
     SharedMemory(String),
-    /// TLS files (a CA, a client certificate or key) that are missing or not PEM.
-    #[error("{0}")]
-    Tls(String),
     /// Span export settings that cannot work (a bad endpoint URL, header, protocol).
     #[error("{0}")]
     InvalidExport(String),

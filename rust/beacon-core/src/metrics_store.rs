@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::process_metrics::start_ticks;
-use crate::random::fork_generation;
+use beacon_base::random::fork_generation;
 use crate::shared_region::{Region, FIRST_FREE_WORD};
 use crate::{BeaconError, Buckets, HttpMethod};
 
@@ -605,7 +605,7 @@ mod tests {
 
     #[test]
     fn workers_sharing_a_region_see_each_others_series_and_counts() {
-        let key = format!("test-{}-{}", std::process::id(), crate::random::next_u64());
+        let key = format!("test-{}-{}", std::process::id(), beacon_base::random::next_u64());
         let buckets = || Buckets::new(&[0.01, 0.1]).unwrap();
         let first = RequestMetrics::shared(buckets(), 10, &key).unwrap();
         let second = RequestMetrics::shared(buckets(), 10, &key).unwrap();

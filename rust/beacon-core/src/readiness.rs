@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use crate::time_format::rfc3339_utc;
+use beacon_base::time_format::rfc3339_utc;
 use crate::BeaconError;
 
 /// Longest check output kept; a check that returns a huge message must not bloat every probe.

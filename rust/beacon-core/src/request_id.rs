@@ -1,6 +1,6 @@
 //! Request ids: validating the one a proxy sent, and generating one when it is missing or bad.
 
-use crate::random::next_u64;
+use beacon_base::random::next_u64;
 
 /// Longest accepted incoming id, in bytes.
 pub const MAX_REQUEST_ID_LEN: usize = 128;

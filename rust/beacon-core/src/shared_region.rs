@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn two_mappings_of_one_key_see_each_other() {
-        let key = format!("test-{}-{}", std::process::id(), crate::random::next_u64());
+        let key = format!("test-{}-{}", std::process::id(), beacon_base::random::next_u64());
         let a = Region::shared(&key, 32, 7).unwrap();
         let b = Region::shared(&key, 32, 7).unwrap();
         a.words()[10].fetch_add(3, Ordering::Relaxed);

@@ -17,7 +17,7 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::Router;
 
-use crate::http_server::{off_thread, serve, with_fallback, Limits, Response};
+use beacon_base::http_server::{off_thread, serve, with_fallback, Limits, Response};
 
 /// What the side port answers; implemented by the app's native state. `/health` and `/ready`
 /// are answered on the server's own thread (they read a few atomics); `/metrics` is rendered on

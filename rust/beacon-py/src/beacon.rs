@@ -5,16 +5,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
-use beacon_core::http_server::{Response, StatusCode};
+use beacon_base::http_server::{Response, StatusCode};
 use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
 use beacon_core::{process_metrics, shared_region};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
-use beacon_core::otlp::exporter::{ExporterConfig, Protocol};
-use beacon_core::tls_files::TlsFiles;
-use beacon_core::trace::sampler::Sampler;
-use beacon_core::trace::span::AttributeValue;
-use beacon_core::trace::tracer::Tracer;
-use beacon_core::{Buckets, CheckOutcome, HttpMethod, Readiness, RequestMetrics};
+use beacon_core::tracer::Tracer;
+use beacon_core::{CheckOutcome, HttpMethod, Readiness, RequestMetrics};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -22,6 +18,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use crate::errors::{to_py_err, ConfigError};
 use crate::request_record::{RequestContext, RequestRecord};
 use crate::route_label::RouteLabels;
+use crate::settings::Settings;
 
 /// State shared by a `Beacon` and the requests it has started.
 pub struct Shared {
@@ -101,101 +98,36 @@ pub struct Beacon {
 
 #[pymethods]
 impl Beacon {
+    /// Built from the one settings object the Python side resolved (`NativeSettings`).
     #[new]
-    #[pyo3(signature = (
-        *, service_name, route_template, own_paths=Vec::new(), buckets=None, max_series=2000,
-        request_id_header="x-request-id", trace_endpoint=None, trace_headers=Vec::new(),
-        trace_protocol="http/protobuf", trace_gzip=false, trace_ca=None, trace_client_cert=None,
-        trace_client_key=None, sampler=None,
-        sampler_arg=None, resource=Vec::new(), trace_timeout=10.0, trace_queue_size=2048,
-        trace_batch_size=512, trace_interval=5.0, shared_key=None, stall_seconds=5.0,
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        py: Python<'_>,
-        service_name: String,
-        route_template: Py<PyAny>,
-        own_paths: Vec<String>,
-        buckets: Option<Vec<f64>>,
-        max_series: usize,
-        request_id_header: &str,
-        trace_endpoint: Option<String>,
-        trace_headers: Vec<(String, String)>,
-        trace_protocol: &str,
-        trace_gzip: bool,
-        trace_ca: Option<std::path::PathBuf>,
-        trace_client_cert: Option<std::path::PathBuf>,
-        trace_client_key: Option<std::path::PathBuf>,
-        sampler: Option<String>,
-        sampler_arg: Option<String>,
-        resource: Vec<(String, String)>,
-        trace_timeout: f64,
-        trace_queue_size: usize,
-        trace_batch_size: usize,
-        trace_interval: f64,
-        shared_key: Option<String>,
-        stall_seconds: f64,
-    ) -> PyResult<Self> {
-        let buckets = match buckets {
-            Some(bounds) => Buckets::new(&bounds).map_err(to_py_err)?,
-            None => Buckets::default(),
-        };
-        if request_id_header.is_empty() || !request_id_header.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(ConfigError::new_err(format!(
-                "request_id_header {request_id_header:?} is not a valid HTTP header name"
-            )));
-        }
-        let stall = Duration::try_from_secs_f64(stall_seconds)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| ConfigError::new_err(format!("the stall threshold must be a positive number of seconds, got {stall_seconds}")))?;
-        let (metrics, shared_error) = match shared_key {
+    #[pyo3(signature = (settings, *, route_template))]
+    fn new(py: Python<'_>, settings: Settings, route_template: Py<PyAny>) -> PyResult<Self> {
+        let buckets = settings.buckets()?;
+        let request_id_header = settings.request_id_header()?;
+        let stall = settings.stall()?;
+        let max_series = settings.max_series;
+        let (metrics, shared_error) = match &settings.shared_key {
             None => (RequestMetrics::new(buckets, max_series).map_err(to_py_err)?, None),
             Some(key) => {
                 // Regions of instances that are gone must not pile up in /dev/shm.
                 shared_region::remove_stale(|pid, start| process_metrics::start_ticks(pid) == Some(start));
-                match RequestMetrics::shared(buckets.clone(), max_series, &key) {
+                match RequestMetrics::shared(buckets.clone(), max_series, key) {
                     Ok(metrics) => (metrics, None),
                     // Per-worker metrics are worse than shared ones, but better than no app.
                     Err(error) => (RequestMetrics::new(buckets, max_series).map_err(to_py_err)?, Some(error.to_string())),
                 }
             }
         };
-        let tracer = match trace_endpoint {
+        let tracer = match &settings.tracing {
             None => None,
-            Some(url) => {
-                let sampler = Sampler::from_name(sampler.as_deref(), sampler_arg.as_deref()).map_err(to_py_err)?;
-                let tls = TlsFiles::load(
-                    "OTEL_EXPORTER_OTLP_CERTIFICATE / _CLIENT_CERTIFICATE / _CLIENT_KEY",
-                    trace_ca.as_ref(),
-                    trace_client_cert.as_ref(),
-                    trace_client_key.as_ref(),
-                )
-                .map_err(to_py_err)?;
-                let seconds = |name: &str, value: f64| {
-                    Duration::try_from_secs_f64(value)
-                        .ok()
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| ConfigError::new_err(format!("{name} must be a positive number of seconds, got {value}")))
-                };
-                let config = ExporterConfig {
-                    endpoint: url,
-                    protocol: Protocol::parse(trace_protocol).map_err(to_py_err)?,
-                    headers: trace_headers,
-                    gzip: trace_gzip,
-                    tls,
-                    timeout: seconds("trace_timeout", trace_timeout)?,
-                    queue_size: trace_queue_size,
-                    batch_size: trace_batch_size.min(trace_queue_size),
-                    interval: seconds("trace_interval", trace_interval)?,
-                    resource: resource.into_iter().map(|(k, v)| (k.into(), AttributeValue::Str(v))).collect(),
-                };
-                config.validate().map_err(to_py_err)?;
+            Some(tracing) => {
+                let (sampler, config) = tracing.exporter()?;
                 let tracer = Tracer::new(sampler, config);
-                tracer.set_service_name(&service_name);
+                tracer.set_service_name(&settings.service_name);
                 Some(tracer)
             }
         };
+        let (service_name, own_paths) = (settings.service_name, settings.own_paths);
         Ok(Beacon {
             shared: Arc::new(Shared {
                 metrics,
@@ -206,8 +138,8 @@ impl Beacon {
             }),
             shared_error,
             side_port_pid: Mutex::new(None),
-            request_id_header: request_id_header.to_ascii_lowercase().into_bytes(),
-            request_id_header_bytes: PyBytes::new(py, request_id_header.to_ascii_lowercase().as_bytes()).unbind(),
+            request_id_header_bytes: PyBytes::new(py, request_id_header.as_bytes()).unbind(),
+            request_id_header: request_id_header.into_bytes(),
             route_labels: Arc::new(RouteLabels::new(route_template)),
             own_paths,
         })

@@ -12,7 +12,8 @@ create_exception!(
     "An option or check definition that caddy_beacon cannot use; the message says which and why."
 );
 
-/// Every core error is a usage or configuration problem the caller can fix.
-pub fn to_py_err(error: beacon_core::BeaconError) -> PyErr {
+/// Every error of the core crates (`BeaconError`, beacon-base's `TlsError`) is a usage or
+/// configuration problem the caller can fix.
+pub fn to_py_err(error: impl std::fmt::Display) -> PyErr {
     ConfigError::new_err(error.to_string())
 }

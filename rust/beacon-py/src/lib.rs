@@ -10,6 +10,7 @@ mod middleware_core;
 mod request_call;
 mod request_record;
 mod route_label;
+mod settings;
 
 use pyo3::prelude::*;
 
@@ -43,5 +44,5 @@ fn process_start_ticks(pid: u32) -> Option<u64> {
 /// generation never repeats the parent's random sequence.
 #[pyfunction]
 fn after_fork_in_child() {
-    beacon_core::random::note_fork();
+    beacon_base::random::note_fork();
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use beacon_core::trace::context::to_hex;
 use beacon_core::trace::span::{HttpServerFacts, SpanText};
-use beacon_core::trace::tracer::RequestTrace;
+use beacon_core::trace::context::RequestTrace;
 use beacon_core::{HttpMethod, UNMATCHED_ROUTE};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 pub use crate::otlp::settings::{ExporterConfig, Protocol};
 use crate::otlp::transport::Transport;
-use crate::random::fork_generation;
+use beacon_base::random::fork_generation;
 use crate::request_id::generate_request_id;
 use crate::trace::span::{Attribute, AttributeValue, SpanRecord};
 
@@ -258,7 +258,7 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
 mod tests {
     use super::*;
     use crate::trace::span::{HttpServerFacts, SpanRecord, SpanText};
-    use crate::trace::tracer::RequestTrace;
+    use crate::trace::context::RequestTrace;
     use std::io::{Read, Write};
     use std::net::TcpListener;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::tls_files::TlsFiles;
+use beacon_base::tls_files::TlsFiles;
 use crate::trace::span::Attribute;
 use crate::BeaconError;
 

@@ -63,7 +63,7 @@ pub fn span_data(record: SpanRecord, scope: &InstrumentationScope) -> SpanData {
 mod tests {
     use super::*;
     use crate::trace::span::{HttpServerFacts, SpanText};
-    use crate::trace::tracer::RequestTrace;
+    use crate::trace::context::RequestTrace;
     use crate::HttpMethod;
 
     #[test]

@@ -20,8 +20,8 @@ use opentelemetry_sdk::Resource;
 
 use crate::otlp::settings::{ExporterConfig, Protocol};
 use crate::otlp::span_data::{key_value, span_data};
-use crate::error_chain::error_chain;
-use crate::tls_files::configure_reqwest;
+use beacon_base::error_chain::error_chain;
+use beacon_base::tls_files::configure_reqwest;
 use crate::trace::span::{Attribute, SpanRecord};
 
 // reqwest's client, keeping the cause of the last failed request: the exporter reports a

@@ -96,6 +96,30 @@ pub fn validate_tracestate(value: &str) -> Option<String> {
     (joined.len() <= MAX_TRACESTATE_LEN).then_some(joined)
 }
 
+/// The trace context of one request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestTrace {
+    /// The trace (the caller's, or a new one).
+    pub trace_id: [u8; 16],
+    /// This request's server span.
+    pub span_id: [u8; 8],
+    /// The caller's span, when a valid `traceparent` came in.
+    pub parent_span_id: Option<[u8; 8]>,
+    /// The `tracestate` carried from the caller.
+    pub trace_state: String,
+    /// Whether the span is recorded and exported.
+    pub sampled: bool,
+    /// When the request started, in nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+}
+
+impl RequestTrace {
+    /// W3C trace flags of this span.
+    pub fn flags(&self) -> u8 {
+        u8::from(self.sampled)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

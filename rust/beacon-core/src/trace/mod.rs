@@ -3,4 +3,3 @@
 pub mod context;
 pub mod sampler;
 pub mod span;
-pub mod tracer;

@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 
-use crate::trace::tracer::RequestTrace;
+use crate::trace::context::RequestTrace;
 use crate::HttpMethod;
 
 /// An attribute value (the subset of OTLP's AnyValue that HTTP server spans use).

@@ -4,34 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::otlp::exporter::{ExportStats, ExporterConfig, SpanExporter};
-use crate::random::nonzero_bytes;
-use crate::trace::context::{validate_tracestate, TraceParent};
+use beacon_base::random::nonzero_bytes;
+use crate::trace::context::{validate_tracestate, RequestTrace, TraceParent};
 use crate::trace::sampler::Sampler;
 use crate::trace::span::{HttpServerFacts, SpanRecord};
-
-/// The trace context of one request.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RequestTrace {
-    /// The trace (the caller's, or a new one).
-    pub trace_id: [u8; 16],
-    /// This request's server span.
-    pub span_id: [u8; 8],
-    /// The caller's span, when a valid `traceparent` came in.
-    pub parent_span_id: Option<[u8; 8]>,
-    /// The `tracestate` carried from the caller.
-    pub trace_state: String,
-    /// Whether the span is recorded and exported.
-    pub sampled: bool,
-    /// When the request started, in nanoseconds since the Unix epoch.
-    pub start_unix_nanos: u64,
-}
-
-impl RequestTrace {
-    /// W3C trace flags of this span.
-    pub fn flags(&self) -> u8 {
-        u8::from(self.sampled)
-    }
-}
 
 /// Starts traces and exports sampled server spans.
 pub struct Tracer {

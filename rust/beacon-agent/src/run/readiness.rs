@@ -1,9 +1,15 @@
 //! Waiting for the app's readiness before registering it: GET the readiness URL until it
-//! answers 200.
+//! answers 200, on a thread of its own that reports to `run`'s loop.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::http_client::{Endpoint, HttpClient};
+use crate::log;
+use crate::run::supervisor::Happening;
 use crate::upstream::Upstream;
 use crate::AgentError;
 
@@ -62,6 +68,41 @@ impl ReadyProbe {
             Err(format!("{} answered {}", self.display, response.status))
         }
     }
+}
+
+/// Probes every 100 ms until the app is ready (then sends [`Happening::AppReady`]) or `stop`
+/// is set; says what it sees every 10 s meanwhile.
+pub fn wait_for_readiness(probe: ReadyProbe, sender: Sender<Happening>, stop: Arc<AtomicBool>) -> Result<(), AgentError> {
+    let started = Instant::now();
+    thread::Builder::new()
+        .name("ready-probe".into())
+        .spawn(move || {
+            let mut last_said = None::<Instant>;
+            let client = match probe.client() {
+                Ok(client) => client,
+                Err(why) => {
+                    log::info(format!("cannot probe the app's readiness: {why}"));
+                    return;
+                }
+            };
+            while !stop.load(Ordering::Relaxed) {
+                match probe.check(&client) {
+                    Ok(()) => {
+                        let _ = sender.send(Happening::AppReady);
+                        return;
+                    }
+                    Err(why) => {
+                        if last_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
+                            log::info(format!("waiting for the app to be ready ({why}; {:.0}s so far)", started.elapsed().as_secs_f64()));
+                            last_said = Some(Instant::now());
+                        }
+                    }
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .map(drop)
+        .map_err(|e| AgentError::Setup(format!("cannot start the readiness thread: {e}")))
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use axum::routing::get;
 use axum::Router;
-use beacon_core::http_server::{serve, with_fallback, Limits, Response, StatusCode};
+use beacon_base::http_server::{serve, with_fallback, Limits, Response, StatusCode};
 
 use serde_json::{json, Value};
 

@@ -8,7 +8,7 @@
 //! bounded, so nobody can grow the companion by connecting or by sending.
 
 use std::collections::VecDeque;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,20 +16,64 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::Notify;
 
-use crate::health::{parse_event, Event};
+use crate::admin::AdminAddress;
+use crate::http_client::Endpoint;
+use crate::join::config_edit::EventsSetting;
 use crate::log;
-use crate::registration::note_transition;
+use crate::state::health::{parse_event, Event};
 use crate::state::{lock, CaddyState, Control};
+use crate::upstream::Upstream;
 
 /// Longest line accepted; Caddy's event lines are a few hundred bytes.
 const MAX_LINE: u64 = 64 * 1024;
 /// Connections kept at once; the oldest goes when another arrives.
 const MAX_CONNECTIONS: usize = 8;
 
+/// Starts the sink `setting` asks for, for the Caddy at `admin`; returns the address Caddy
+/// should stream to (`tcp/host:port`), or None when events are off (said once, with why).
+pub fn start_for(
+    setting: &EventsSetting,
+    admin: &AdminAddress,
+    upstream: &Upstream,
+    state: &Arc<Mutex<CaddyState>>,
+    control: &Arc<Control>,
+) -> Option<String> {
+    let upstream_host = match &upstream.endpoint {
+        Endpoint::Tcp(authority) => authority.rsplit_once(':').map(|(host, _)| host.to_owned()),
+        Endpoint::Unix(_) => None,
+    };
+    let bind = match setting {
+        EventsSetting::Off => {
+            explain_off("--events off");
+            return None;
+        }
+        EventsSetting::Listen(address) => *address,
+        EventsSetting::Auto => match default_bind(admin.is_local(), upstream_host.as_deref()) {
+            Some(address) => address,
+            None => {
+                explain_off("Caddy is remote and the upstream is not an IP address; see --events");
+                return None;
+            }
+        },
+    };
+    // Only Caddy may write events: its admin host's addresses (loopback for a local Caddy).
+    let allowed: Vec<IpAddr> = match &admin.endpoint {
+        Endpoint::Unix(_) => vec![IpAddr::from([127, 0, 0, 1])],
+        Endpoint::Tcp(authority) => authority.to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default(),
+    };
+    match start(bind, allowed, upstream.dial.clone(), state.clone(), control.clone()) {
+        Ok(bound) => Some(format!("tcp/{bound}")),
+        Err(error) => {
+            explain_off(&format!("cannot listen on {bind}: {error}"));
+            None
+        }
+    }
+}
+
 /// Listens on `bind` and feeds what arrives into `state`. Only connections from `allowed` peers
 /// are read (the events change what `/status` says and what gets reaped: not for anyone to
 /// write). Returns the address actually bound.
-pub fn start(
+fn start(
     bind: SocketAddr,
     allowed: Vec<IpAddr>,
     mine: String,
@@ -102,7 +146,7 @@ async fn read_events(stream: tokio::net::TcpStream, mine: &str, state: &Mutex<Ca
                 let reload = event == Event::Started;
                 let mut guard = lock(state);
                 if let Some(transition) = guard.board.apply_event(event, Instant::now()) {
-                    note_transition(&mut guard, mine, &transition.host, transition.healthy, transition.was, "event stream");
+                    guard.note_transition(mine, &transition, "event stream");
                 }
                 drop(guard);
                 if reload {
@@ -115,7 +159,7 @@ async fn read_events(stream: tokio::net::TcpStream, mine: &str, state: &Mutex<Ca
 
 /// The address to bind for the events sink and the one Caddy should dial, for an upstream on
 /// `upstream_host` and a Caddy that is local or not.
-pub fn default_bind(caddy_is_local: bool, upstream_host: Option<&str>) -> Option<SocketAddr> {
+fn default_bind(caddy_is_local: bool, upstream_host: Option<&str>) -> Option<SocketAddr> {
     if caddy_is_local {
         return Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
@@ -125,7 +169,7 @@ pub fn default_bind(caddy_is_local: bool, upstream_host: Option<&str>) -> Option
 }
 
 /// Logs once that events are off and why.
-pub fn explain_off(reason: &str) {
+fn explain_off(reason: &str) {
     log::info(format!("health events from Caddy are off ({reason}); using Caddy's health gauge, refreshed every 10s"));
 }
 

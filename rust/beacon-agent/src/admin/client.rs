@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use beacon_core::tls_files::TlsFiles;
+use beacon_base::tls_files::TlsFiles;
 
 use crate::http_client::{Endpoint, HttpClient, MAX_ANSWER};
 use crate::AgentError;

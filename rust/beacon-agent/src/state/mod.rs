@@ -1,10 +1,16 @@
-//! State shared between the companion's threads: what the companion wants (the phase), and what
-//! it knows about each Caddy (registration, health, errors), read by `/status` and `/metrics`.
+//! What the companion wants and knows, shared between its threads: the phase every membership
+//! follows ([`Control`]), each Caddy's registration and errors ([`CaddyState`]), the health
+//! verdicts Caddy gives ([`health`]), and the `--listen` server that reports all of it
+//! ([`status_server`]).
+
+pub mod health;
+pub mod status_server;
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::health::HealthBoard;
+use crate::log;
+use health::{HealthBoard, Transition};
 
 /// What the companion is doing; every Caddy's reconcile loop follows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +114,26 @@ impl CaddyState {
     pub fn note_error(&mut self, message: &str) {
         self.admin_errors += 1;
         self.last_error = Some(message.to_owned());
+    }
+
+    /// Counts and logs a health transition of the companion's own upstream (`mine`); others'
+    /// transitions only update the board.
+    pub fn note_transition(&mut self, mine: &str, transition: &Transition, source: &str) {
+        let Transition { host, healthy, was } = transition;
+        if host != mine {
+            return;
+        }
+        if *healthy {
+            self.became_healthy += 1;
+        } else {
+            self.became_unhealthy += 1;
+        }
+        let word = if *healthy { "healthy" } else { "UNHEALTHY" };
+        let message = format!("Caddy at {} reports {host} {word} (active health check, via its {source})", self.admin);
+        match (healthy, was) {
+            (true, Some(false)) | (true, None) => log::info(message),
+            _ => log::warn(message),
+        }
     }
 }
 

@@ -22,7 +22,7 @@ pub enum Happening {
     /// The app passed its readiness check.
     AppReady,
     /// Every reconcile loop has removed the upstream and drained (or given up).
-    Drained(Vec<crate::registration::LeaveReport>),
+    Drained(Vec<crate::join::leave::LeaveReport>),
 }
 
 /// The running app.
@@ -42,7 +42,7 @@ pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, Agent
     builder.args(args).process_group(0);
     die_with_parent(&mut builder);
     let mut child = builder.spawn().map_err(|e| AgentError::Usage(format!("cannot start {program:?}: {e}")))?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| AgentError::Usage("child pid out of range".into()))?);
+    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| AgentError::Setup("the app's pid is out of range".into()))?);
     thread::Builder::new()
         .name("app-wait".into())
         .spawn(move || {
@@ -50,7 +50,7 @@ pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, Agent
                 let _ = events.send(Happening::AppExited(status));
             }
         })
-        .map_err(|e| AgentError::Usage(format!("cannot start a thread: {e}")))?;
+        .map_err(|e| AgentError::Setup(format!("cannot start the thread that waits for the app: {e}")))?;
     Ok(App { pid })
 }
 

@@ -9,7 +9,11 @@ use std::path::{Path, PathBuf};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::BeaconError;
+/// TLS files that are missing or not PEM, or a client that cannot take them; the message says
+/// which file and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(pub String);
 
 /// PEM files for one TLS client, as read from disk.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,8 +33,8 @@ pub struct ClientIdentity {
     pub key_pem: Vec<u8>,
 }
 
-fn read(what: &str, path: &Path) -> Result<Vec<u8>, BeaconError> {
-    std::fs::read(path).map_err(|e| BeaconError::Tls(format!("{what} {}: {e}", path.display())))
+fn read(what: &str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError(format!("{what} {}: {e}", path.display())))
 }
 
 impl TlsFiles {
@@ -41,14 +45,14 @@ impl TlsFiles {
         ca: Option<&PathBuf>,
         client_cert: Option<&PathBuf>,
         client_key: Option<&PathBuf>,
-    ) -> Result<TlsFiles, BeaconError> {
+    ) -> Result<TlsFiles, TlsError> {
         let ca_pem = match ca {
             None => None,
             Some(path) => {
                 let pem = read(&format!("{what}: the CA file"), path)?;
                 let count = CertificateDer::pem_slice_iter(&pem).filter(Result::is_ok).count();
                 if count == 0 {
-                    return Err(BeaconError::Tls(format!("{what}: the CA file {} holds no PEM certificate", path.display())));
+                    return Err(TlsError(format!("{what}: the CA file {} holds no PEM certificate", path.display())));
                 }
                 Some(pem)
             }
@@ -56,16 +60,16 @@ impl TlsFiles {
         let client_pem = match (client_cert, client_key) {
             (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
-                return Err(BeaconError::Tls(format!("{what}: a client certificate needs its key, and a key its certificate")))
+                return Err(TlsError(format!("{what}: a client certificate needs its key, and a key its certificate")))
             }
             (Some(cert), Some(key)) => {
                 let cert_pem = read(&format!("{what}: the client certificate"), cert)?;
                 if CertificateDer::pem_slice_iter(&cert_pem).filter(Result::is_ok).count() == 0 {
-                    return Err(BeaconError::Tls(format!("{what}: {} holds no PEM certificate", cert.display())));
+                    return Err(TlsError(format!("{what}: {} holds no PEM certificate", cert.display())));
                 }
                 let key_pem = read(&format!("{what}: the client key"), key)?;
                 if PrivateKeyDer::from_pem_slice(&key_pem).is_err() {
-                    return Err(BeaconError::Tls(format!("{what}: {} holds no PEM private key", key.display())));
+                    return Err(TlsError(format!("{what}: {} holds no PEM private key", key.display())));
                 }
                 Some(ClientIdentity { cert_pem, key_pem })
             }
@@ -73,19 +77,19 @@ impl TlsFiles {
         Ok(TlsFiles { ca_pem, client_pem })
     }
 
-    fn reqwest_roots(&self) -> Result<Vec<reqwest::Certificate>, BeaconError> {
+    fn reqwest_roots(&self) -> Result<Vec<reqwest::Certificate>, TlsError> {
         match &self.ca_pem {
             None => Ok(Vec::new()),
-            Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BeaconError::Tls(format!("the CA file: {e}"))),
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| TlsError(format!("the CA file: {e}"))),
         }
     }
 
-    fn reqwest_identity(&self) -> Result<Option<reqwest::Identity>, BeaconError> {
+    fn reqwest_identity(&self) -> Result<Option<reqwest::Identity>, TlsError> {
         let Some(client) = &self.client_pem else { return Ok(None) };
         let mut pem = client.cert_pem.clone();
         pem.push(b'\n');
         pem.extend_from_slice(&client.key_pem);
-        reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| BeaconError::Tls(format!("the client certificate: {e}")))
+        reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| TlsError(format!("the client certificate: {e}")))
     }
 }
 
@@ -93,7 +97,7 @@ impl TlsFiles {
 /// companion's): with `tls` (the URL is https://), the system's roots plus its CA and its client
 /// certificate; without, a configuration with no roots at all (see [`no_tls`]). Installs the
 /// crypto provider first: reqwest is built without one.
-pub fn configure_reqwest(builder: reqwest::ClientBuilder, tls: Option<&TlsFiles>) -> Result<reqwest::ClientBuilder, BeaconError> {
+pub fn configure_reqwest(builder: reqwest::ClientBuilder, tls: Option<&TlsFiles>) -> Result<reqwest::ClientBuilder, TlsError> {
     install_crypto_provider();
     let Some(tls) = tls else { return Ok(builder.tls_backend_preconfigured(no_tls())) };
     let builder = builder.tls_certs_merge(tls.reqwest_roots()?);
