@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -20,18 +21,24 @@ func init() {
 //
 //	GET  /beacon/pools                  every pool and upstream: address, healthy, draining,
 //	                                    in_flight, lease_expires_in_ms, passes, fails, last_error
-//	POST /beacon/pools/<pool>/register  {"address": "10.0.0.5:8000", "lease_ms": 15000}
-//	                                    joins (or renews, or un-drains); 200 {"created": bool, "lease_ms": n}
+//	POST /beacon/pools/<pool>/register  {"address": "10.0.0.5:8000", "lease_ms": 15000, "weight": 100}
+//	                                    joins (or renews, or un-drains); 200 {"created": bool, "lease_ms": n, "weight": n}
 //	POST /beacon/pools/<pool>/renew     {"address": ...}  extends the lease; 404 once it ended
+//	POST /beacon/pools/<pool>/weight    {"address": ..., "weight": 10}  0 (standby) to 10000
 //	POST /beacon/pools/<pool>/drain     {"address": ...}  no new requests; stays listed
 //	POST /beacon/pools/<pool>/remove    {"address": ...}  forgets it
 //
 // Errors are Caddy's admin JSON, `{"error": "..."}`: 400 (malformed JSON, an address that is not
-// one), 404 (unknown pool or upstream), 409 (pool full), 413 (body over 64 KiB), 415 (not JSON).
+// one, a weight out of range, a name that does not resolve), 403 (the pool's admission policy
+// refuses the address), 404 (unknown pool or upstream), 409 (pool full), 413 (body over
+// 64 KiB), 415 (not JSON).
 type Admin struct{}
 
 // maxAdminBody bounds what a registration may send.
 const maxAdminBody = 64 * 1024
+
+// maxWeight is the registry's MAX_WEIGHT.
+const maxWeight = 10000
 
 // CaddyModule returns the Caddy module information.
 func (Admin) CaddyModule() caddy.ModuleInfo {
@@ -64,7 +71,7 @@ func (Admin) handlePools(w http.ResponseWriter, r *http.Request) error {
 // isAction is true for the path segments that name a registry command.
 func isAction(segment string) bool {
 	switch segment {
-	case opRegister, opRenew, opDrain, opRemove:
+	case opRegister, opRenew, opWeight, opDrain, opRemove:
 		return true
 	}
 	return false
@@ -74,7 +81,7 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	rest := strings.TrimPrefix(r.URL.Path, "/beacon/pools/")
 	poolName, op, found := strings.Cut(rest, "/")
 	if !found || !isAction(op) || poolName == "" {
-		return apiError(http.StatusNotFound, "expected POST /beacon/pools/<pool>/{register,renew,drain,remove}")
+		return apiError(http.StatusNotFound, "expected POST /beacon/pools/<pool>/{register,renew,weight,drain,remove}")
 	}
 	if r.Method != http.MethodPost {
 		return apiError(http.StatusMethodNotAllowed, "use POST")
@@ -85,6 +92,7 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	var body struct {
 		Address string `json:"address"`
 		LeaseMs *int64 `json:"lease_ms,omitempty"`
+		Weight  *int64 `json:"weight,omitempty"`
 	}
 	decoder := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
 	decoder.DisallowUnknownFields()
@@ -98,10 +106,25 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	if body.LeaseMs != nil && *body.LeaseMs <= 0 {
 		return apiError(http.StatusBadRequest, "lease_ms must be positive")
 	}
+	if body.Weight != nil && (*body.Weight < 0 || *body.Weight > maxWeight) {
+		return apiError(http.StatusBadRequest, fmt.Sprintf("weight must be 0 (standby) to %d, got %d", maxWeight, *body.Weight))
+	}
 	var cmd any
 	switch op {
 	case opRegister:
-		cmd = registerCommand{Op: op, Pool: poolName, Address: body.Address, LeaseMs: body.LeaseMs, NowMs: nowMillis()}
+		resolved, err := resolve(r.Context(), body.Address)
+		if err != nil {
+			return apiError(http.StatusBadRequest, err.Error())
+		}
+		cmd = registerCommand{
+			Op: op, Pool: poolName, Address: body.Address, LeaseMs: body.LeaseMs, Weight: body.Weight,
+			Resolved: resolved, Listeners: adminListeners(r), NowMs: nowMillis(),
+		}
+	case opWeight:
+		if body.Weight == nil {
+			return apiError(http.StatusBadRequest, `a weight is required: {"address": ..., "weight": 0 to 10000}`)
+		}
+		cmd = weightCommand{Op: op, Pool: poolName, Address: body.Address, Weight: *body.Weight, NowMs: nowMillis()}
 	case opRenew:
 		cmd = renewCommand{Op: op, Pool: poolName, Address: body.Address, NowMs: nowMillis()}
 	default: // drain, remove
@@ -110,6 +133,10 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	out, err := apply(cmd)
 	if err != nil {
 		return apiError(http.StatusInternalServerError, err.Error())
+	}
+	if out.Status == http.StatusForbidden {
+		refusals.WithLabelValues(poolName).Inc()
+		caddy.Log().Named("beacon").Warn("registration refused", zap.String("pool", poolName), zap.String("reason", out.Error))
 	}
 	if out.Status != http.StatusOK {
 		return apiError(out.Status, out.Error)

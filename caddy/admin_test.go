@@ -91,7 +91,7 @@ func TestConcurrentRegistrationsMakeNoDuplicates(t *testing.T) {
 	if got := members(t, "crowd"); len(got) != 10 {
 		t.Fatalf("want 10 upstreams, got %d: %+v", len(got), got)
 	}
-	if got := len(*pool("crowd").snapshot.Load()); got != 10 {
+	if got := len(pool("crowd").snapshot.Load().upstreams); got != 10 {
 		t.Fatalf("the snapshot offers %d upstreams, want 10", got)
 	}
 }
@@ -106,7 +106,7 @@ func TestDrainAndRemoveChangeTheSnapshotNotTheListing(t *testing.T) {
 	if status, _ := post("/beacon/pools/life/drain", "application/json", `{"address":"127.0.0.1:9201"}`); status != 200 {
 		t.Fatalf("drain: %d", status)
 	}
-	snapshot := *pool("life").snapshot.Load()
+	snapshot := pool("life").snapshot.Load().upstreams
 	if len(snapshot) != 1 || snapshot[0].Dial != "127.0.0.1:9202" {
 		t.Fatalf("a draining upstream is not offered: %+v", snapshot)
 	}

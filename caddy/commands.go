@@ -12,26 +12,44 @@ const (
 	opRenew     = "renew"
 	opDrain     = "drain"
 	opRemove    = "remove"
+	opWeight    = "weight"
 	opProbed    = "probed"
 	opTick      = "tick"
 	opOffer     = "offer"
 	opPools     = "pools"
 )
 
-// configureCommand declares a pool (a config load), with its health thresholds.
+// configureCommand declares a pool (a config load), with its health thresholds, slow-start
+// window and admission list.
 type configureCommand struct {
-	Op     string `json:"op"`
-	Pool   string `json:"pool"`
-	Passes *int   `json:"passes,omitempty"`
-	Fails  *int   `json:"fails,omitempty"`
+	Op          string   `json:"op"`
+	Pool        string   `json:"pool"`
+	Passes      *int     `json:"passes,omitempty"`
+	Fails       *int     `json:"fails,omitempty"`
+	SlowStartMs int64    `json:"slow_start_ms,omitempty"`
+	Allow       []string `json:"allow,omitempty"`
 }
 
-// registerCommand joins (or re-joins) an address; LeaseMs nil asks for the registry's default.
+// registerCommand joins (or re-joins) an address; LeaseMs nil asks for the registry's default,
+// Weight nil keeps (or defaults) the weight. Resolved is what a DNS name resolved to and
+// Listeners where Caddy's admin API listens, for the pool's admission policy.
 type registerCommand struct {
+	Op        string   `json:"op"`
+	Pool      string   `json:"pool"`
+	Address   string   `json:"address"`
+	LeaseMs   *int64   `json:"lease_ms,omitempty"`
+	Weight    *int64   `json:"weight,omitempty"`
+	Resolved  []string `json:"resolved,omitempty"`
+	Listeners []string `json:"listeners,omitempty"`
+	NowMs     int64    `json:"now_ms"`
+}
+
+// weightCommand sets an address's weight (0: standby).
+type weightCommand struct {
 	Op      string `json:"op"`
 	Pool    string `json:"pool"`
 	Address string `json:"address"`
-	LeaseMs *int64 `json:"lease_ms,omitempty"`
+	Weight  int64  `json:"weight"`
 	NowMs   int64  `json:"now_ms"`
 }
 
@@ -65,10 +83,11 @@ type clockCommand struct {
 	NowMs int64  `json:"now_ms"`
 }
 
-// offerCommand asks for the addresses to offer for a pool, in order.
+// offerCommand asks for the members to offer for a pool now, in order, with their weights.
 type offerCommand struct {
-	Op   string `json:"op"`
-	Pool string `json:"pool"`
+	Op    string `json:"op"`
+	Pool  string `json:"pool"`
+	NowMs int64  `json:"now_ms"`
 }
 
 // commandFor is the typed command for an op, empty, for decoding (nil for an unknown op).
@@ -80,6 +99,8 @@ func commandFor(op string) any {
 		return &registerCommand{}
 	case opRenew:
 		return &renewCommand{}
+	case opWeight:
+		return &weightCommand{}
 	case opDrain, opRemove:
 		return &memberCommand{}
 	case opProbed:

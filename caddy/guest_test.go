@@ -20,10 +20,10 @@ func TestGuestABIRoundTripsCommands(t *testing.T) {
 	if err != nil || registered.Status != 200 || len(registered.Changed) != 1 || registered.Events[0].Name != "registered" {
 		t.Fatalf("register: %v %+v", err, registered)
 	}
-	offer, _ := g.command(offerCommand{Op: opOffer, Pool: "abi"})
-	var addresses []string
-	if err := json.Unmarshal(offer.Data, &addresses); err != nil || len(addresses) != 1 || addresses[0] != "127.0.0.1:8001" {
-		t.Fatalf("offer: %s %v", offer.Data, err)
+	out, _ := g.command(offerCommand{Op: opOffer, Pool: "abi", NowMs: 2})
+	var current offered
+	if err := json.Unmarshal(out.Data, &current); err != nil || len(current.Upstreams) != 1 || current.Upstreams[0].Address != "127.0.0.1:8001" {
+		t.Fatalf("offer: %s %v", out.Data, err)
 	}
 	// Malformed input is a refused command, not a broken guest.
 	raw, err := g.raw([]byte("{not json"))

@@ -12,11 +12,12 @@ import (
 )
 
 // poolState is what the host keeps for one pool, at package level so that `caddy reload` keeps
-// it: the snapshot GetUpstreams returns (rebuilt only when the registry says the offer
-// changed), and the modules of the loaded config(s) that declare the pool.
+// it: the offer GetUpstreams picks from (rebuilt when the registry says the offer changed, and
+// every RAMP_REFRESH_MS while a member's slow start ramps), and the modules of the loaded
+// config(s) that declare the pool.
 type poolState struct {
 	name     string
-	snapshot atomic.Pointer[[]*reverseproxy.Upstream]
+	snapshot atomic.Pointer[offer]
 
 	mu sync.Mutex
 	// Upstream objects by address, reused across snapshots: Caddy keeps per-request state on
@@ -26,6 +27,8 @@ type poolState struct {
 	// before cleaning up the old one).
 	attached []*Upstreams
 	prober   *prober
+	// Asks the registry again while a member ramps.
+	ramp *time.Timer
 }
 
 var pools = struct {
@@ -42,8 +45,7 @@ func pool(name string) *poolState {
 	state, ok := pools.byName[name]
 	if !ok {
 		state = &poolState{name: name, known: map[string]*reverseproxy.Upstream{}}
-		empty := []*reverseproxy.Upstream{}
-		state.snapshot.Store(&empty)
+		state.snapshot.Store(newOffer(nil, nil))
 		pools.byName[name] = state
 	}
 	return state
@@ -78,30 +80,55 @@ func apply(cmd any) (*reply, error) {
 	return out, nil
 }
 
-// refresh rebuilds the pool's snapshot from the registry's offer.
+// offered is the registry's offer (rust/beacon-registry/src/pool.rs, Offer).
+type offered struct {
+	Upstreams []struct {
+		Address string `json:"address"`
+		Weight  uint64 `json:"weight"`
+	} `json:"upstreams"`
+	RefreshInMs *int64 `json:"refresh_in_ms"`
+}
+
+// refresh rebuilds the pool's offer from the registry's, and asks again later while a member
+// ramps.
 func (p *poolState) refresh(g *guest) error {
-	out, err := g.command(offerCommand{Op: opOffer, Pool: p.name})
+	out, err := g.command(offerCommand{Op: opOffer, Pool: p.name, NowMs: nowMillis()})
 	if err != nil {
 		return err
 	}
 	if out.Status != 200 {
 		return fmt.Errorf("beacon: offer for pool %s: %s", p.name, out.Error)
 	}
-	var addresses []string
-	if err := json.Unmarshal(out.Data, &addresses); err != nil {
+	var current offered
+	if err := json.Unmarshal(out.Data, &current); err != nil {
 		return fmt.Errorf("beacon: offer for pool %s: %v", p.name, err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	upstreams := make([]*reverseproxy.Upstream, 0, len(addresses))
-	keep := make(map[string]*reverseproxy.Upstream, len(addresses))
-	for _, address := range addresses {
-		upstream, ok := p.known[address]
+	upstreams := make([]*reverseproxy.Upstream, 0, len(current.Upstreams))
+	weights := make([]uint64, 0, len(current.Upstreams))
+	keep := make(map[string]*reverseproxy.Upstream, len(current.Upstreams))
+	for _, member := range current.Upstreams {
+		upstream, ok := p.known[member.Address]
 		if !ok {
-			upstream = &reverseproxy.Upstream{Dial: address}
+			upstream = &reverseproxy.Upstream{Dial: member.Address}
 		}
-		keep[address] = upstream
+		keep[member.Address] = upstream
 		upstreams = append(upstreams, upstream)
+		weights = append(weights, member.Weight)
+	}
+	if p.ramp != nil {
+		p.ramp.Stop()
+		p.ramp = nil
+	}
+	if current.RefreshInMs != nil {
+		p.ramp = time.AfterFunc(time.Duration(*current.RefreshInMs)*time.Millisecond, func() {
+			if g, err := registry(); err == nil {
+				if err := p.refresh(g); err != nil {
+					caddy.Log().Named("beacon").Error("slow start: " + err.Error())
+				}
+			}
+		})
 	}
 	// Draining and unhealthy upstreams keep their object (and its in-flight count) while the
 	// registry still knows them.
@@ -111,7 +138,7 @@ func (p *poolState) refresh(g *guest) error {
 		}
 	}
 	p.known = keep
-	p.snapshot.Store(&upstreams)
+	p.snapshot.Store(newOffer(upstreams, weights))
 	return nil
 }
 

@@ -20,6 +20,12 @@ var (
 		Namespace: "caddy", Subsystem: "beacon", Name: "upstream_events_total",
 		Help: "Registrations, drains, removals and lease expiries, per pool.",
 	}, []string{"pool", "event"})
+	refusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "caddy", Subsystem: "beacon", Name: "registrations_refused_total",
+		Help: "Registrations the pool's admission policy refused (an address outside allow, link-local or metadata, a Unix socket, Caddy's admin API).",
+	}, []string{"pool"})
+	weightDesc    = prometheus.NewDesc("caddy_beacon_upstream_weight", "The weight each pool member was given (0: standby).", []string{"pool", "upstream"}, nil)
+	effectiveDesc = prometheus.NewDesc("caddy_beacon_upstream_effective_weight", "The weight each pool member gets now: its weight, less while slow start ramps it up, 0 when not offered.", []string{"pool", "upstream"}, nil)
 	upstreamsDesc = prometheus.NewDesc("caddy_beacon_upstreams", "Upstreams in each pool, by state (healthy, unhealthy, draining).", []string{"pool", "state"}, nil)
 	healthyDesc   = prometheus.NewDesc("caddy_beacon_upstream_healthy", "1 while the module's active checks find the pool member healthy, else 0 (like caddy_reverse_proxy_upstreams_healthy).", []string{"pool", "upstream"}, nil)
 )
@@ -30,6 +36,8 @@ type poolCollector struct{}
 func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- upstreamsDesc
 	ch <- healthyDesc
+	ch <- weightDesc
+	ch <- effectiveDesc
 }
 
 func (poolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -45,6 +53,8 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 				healthy = 1
 			}
 			ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, healthy, name, u.Address)
+			ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, float64(u.Weight), name, u.Address)
+			ch <- prometheus.MustNewConstMetric(effectiveDesc, prometheus.GaugeValue, float64(u.EffectiveWeight), name, u.Address)
 			switch {
 			case u.Draining:
 				counts["draining"]++
@@ -65,7 +75,7 @@ func registerMetrics(registry *prometheus.Registry) {
 	if registry == nil {
 		return
 	}
-	for _, collector := range []prometheus.Collector{transitions, lifecycle, poolCollector{}} {
+	for _, collector := range []prometheus.Collector{transitions, lifecycle, refusals, poolCollector{}} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(collector); err != nil && !errors.As(err, &already) {
 			caddy.Log().Named("beacon").Warn("registering metrics", zap.Error(err))
@@ -98,11 +108,16 @@ func report(e event) {
 
 // described is the registry's view of every pool (the `pools` command).
 type described struct {
-	Pools map[string]struct {
-		HealthPasses int              `json:"health_passes"`
-		HealthFails  int              `json:"health_fails"`
-		Upstreams    []upstreamStatus `json:"upstreams"`
-	} `json:"pools"`
+	Pools map[string]*describedPool `json:"pools"`
+}
+
+// describedPool is one pool in `GET /beacon/pools`.
+type describedPool struct {
+	HealthPasses int              `json:"health_passes"`
+	HealthFails  int              `json:"health_fails"`
+	SlowStartMs  int64            `json:"slow_start_ms"`
+	Allow        []string         `json:"allow"`
+	Upstreams    []upstreamStatus `json:"upstreams"`
 }
 
 // upstreamStatus is one upstream as `GET /beacon/pools` shows it.
@@ -119,6 +134,9 @@ type upstreamStatus struct {
 	Fails            int     `json:"fails"`
 	LastError        *string `json:"last_error"`
 	LastProbeMs      *int64  `json:"last_probe_ms"`
+	Weight           int     `json:"weight"`
+	EffectiveWeight  int     `json:"effective_weight"`
+	SlowStartUntilMs *int64  `json:"slow_start_until_ms"`
 }
 
 func describePools() (*described, error) {

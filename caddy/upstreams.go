@@ -22,8 +22,8 @@ func init() {
 }
 
 // Upstreams is `dynamic beacon <pool>`: a reverse proxy's upstreams are the healthy, not
-// draining members of the pool, as companions registered them. GetUpstreams returns a cached
-// snapshot; no WebAssembly runs on the request path.
+// draining members of the pool (weight above 0), as companions registered them. GetUpstreams
+// picks from a cached offer; no WebAssembly runs on the request path.
 //
 // Caddyfile:
 //
@@ -34,8 +34,22 @@ func init() {
 //			health_timeout  1s       # default 1s
 //			health_passes   1        # default 1
 //			health_fails    2        # default 2
+//			choices         2        # default: the whole pool (one member by weight when weights differ)
+//			slow_start      30s      # default off
+//			allow           10.0.0.0/8 fd00::/8 unix//run/app/   # default: see admission.rs
 //		}
 //	}
+//
+// choices N: each request's lb_policy chooses among N members drawn by weight (with
+// least_conn, the power of N choices), so a request costs the same whatever the pool's size.
+// Hash and cookie policies need the whole list to be sticky: do not combine them with choices.
+//
+// slow_start: a member that becomes healthy while settled members serve ramps from a
+// twentieth of its weight to all of it over this window; a fresh deployment is not throttled.
+//
+// allow: the only addresses that may register (CIDRs, addresses, unix//path-prefixes);
+// registrations outside get 403. Without it, link-local and metadata addresses, Unix sockets
+// and Caddy's own admin API are refused. Caddy's admin API is refused even with it.
 type Upstreams struct {
 	// The pool companions register into (`caddy-beacon run --pool <name>`).
 	Pool string `json:"pool"`
@@ -49,6 +63,13 @@ type Upstreams struct {
 	HealthPasses int `json:"health_passes,omitempty"`
 	// Consecutive failing probes that take a healthy upstream out. Default: 2.
 	HealthFails int `json:"health_fails,omitempty"`
+	// Members drawn by weight for each request's lb_policy. Default 0: the whole pool while
+	// every weight is equal, one member drawn by weight when they differ.
+	Choices int `json:"choices,omitempty"`
+	// The slow-start window. Default 0: off.
+	SlowStart caddy.Duration `json:"slow_start,omitempty"`
+	// The addresses that may register: CIDRs, addresses, unix//path-prefixes.
+	Allow []string `json:"allow,omitempty"`
 
 	ctx    caddy.Context
 	events *caddyevents.App
@@ -88,7 +109,10 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 		u.events = app.(*caddyevents.App)
 	}
 	registerMetrics(ctx.GetMetricsRegistry())
-	out, err := apply(configureCommand{Op: opConfigure, Pool: u.Pool, Passes: &u.HealthPasses, Fails: &u.HealthFails})
+	out, err := apply(configureCommand{
+		Op: opConfigure, Pool: u.Pool, Passes: &u.HealthPasses, Fails: &u.HealthFails,
+		SlowStartMs: time.Duration(u.SlowStart).Milliseconds(), Allow: u.Allow,
+	})
 	if err != nil {
 		return err
 	}
@@ -119,6 +143,12 @@ func (u *Upstreams) Validate() error {
 	if u.HealthInterval < caddy.Duration(100*time.Millisecond) || u.HealthTimeout <= 0 || u.HealthPasses < 1 || u.HealthFails < 1 {
 		return fmt.Errorf("beacon: health_interval must be at least 100ms, health_timeout positive, health_passes and health_fails at least 1")
 	}
+	if u.Choices < 0 || u.Choices > maxChoices {
+		return fmt.Errorf("beacon: choices must be 1 to %d, got %d", maxChoices, u.Choices)
+	}
+	if u.SlowStart < 0 || u.SlowStart > caddy.Duration(time.Hour) {
+		return fmt.Errorf("beacon: slow_start must be between 0 and 1h, got %s", time.Duration(u.SlowStart))
+	}
 	return nil
 }
 
@@ -130,9 +160,12 @@ func (u *Upstreams) Cleanup() error {
 	return nil
 }
 
-// GetUpstreams returns the pool's current snapshot.
+// maxChoices bounds choices: past it, listing the whole pool costs little more.
+const maxChoices = 64
+
+// GetUpstreams returns what this request's lb_policy chooses from (see offer.pick).
 func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
-	return *u.state.snapshot.Load(), nil
+	return u.state.snapshot.Load().pick(u.Choices), nil
 }
 
 func (u *Upstreams) checks() checks {
@@ -153,6 +186,14 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		option := d.Val()
+		if option == "allow" {
+			values := d.RemainingArgs()
+			if len(values) == 0 {
+				return d.ArgErr()
+			}
+			u.Allow = append(u.Allow, values...)
+			continue
+		}
 		if !d.NextArg() {
 			return d.ArgErr()
 		}
@@ -172,8 +213,15 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			u.HealthPasses, err = strconv.Atoi(value)
 		case "health_fails":
 			u.HealthFails, err = strconv.Atoi(value)
+		case "choices":
+			u.Choices, err = strconv.Atoi(value)
+			if err == nil && u.Choices < 1 {
+				err = fmt.Errorf("use 1 or more")
+			}
+		case "slow_start":
+			err = parseDuration(value, &u.SlowStart)
 		default:
-			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails)", option)
+			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails, choices, slow_start, allow)", option)
 		}
 		if err != nil {
 			return d.Errf("%s %s: %v", option, value, err)

@@ -56,6 +56,14 @@ class RemoteAdminCaddy:
 def remote_caddy(tmp_path: Path) -> Iterator[RemoteAdminCaddy]:
     """A Caddy with the beacon module whose admin API is also served remotely over mutual TLS,
     to holders of the `allowed` client certificate only."""
+    remote = launch_remote_caddy(tmp_path)
+    yield remote
+    remote.caddy.stop()
+
+
+def launch_remote_caddy(tmp_path: Path, permissions: list[dict[str, list[str]]] | None = None) -> RemoteAdminCaddy:
+    """See `remote_caddy`; `permissions` limits what the `allowed` certificate may do (Caddy's
+    access_control permissions: paths and methods)."""
     if not MODULE_CADDY.exists():
         pytest.fail(f"no Caddy with the beacon module at {MODULE_CADDY}: `make caddy` (make test does)")
     allowed = client_certificate(tmp_path, "allowed")
@@ -72,10 +80,10 @@ def remote_caddy(tmp_path: Path) -> Iterator[RemoteAdminCaddy]:
     config = json.loads(adapted.stdout)
     # Neither the identity nor the remote endpoint can be written in a Caddyfile.
     config["admin"]["identity"] = {"identifiers": ["127.0.0.1"], "issuers": [{"module": "internal"}]}
-    config["admin"]["remote"] = {
-        "listen": f"127.0.0.1:{remote_port}",
-        "access_control": [{"public_keys": [allowed.der_base64]}],
-    }
+    access: dict[str, object] = {"public_keys": [allowed.der_base64]}
+    if permissions is not None:
+        access["permissions"] = permissions
+    config["admin"]["remote"] = {"listen": f"127.0.0.1:{remote_port}", "access_control": [access]}
     config.setdefault("apps", {})["pki"] = {"certificate_authorities": {"local": {"install_trust": False}}}
     config_path = tmp_path / "caddy.json"
     config_path.write_text(json.dumps(config))
@@ -95,13 +103,13 @@ def remote_caddy(tmp_path: Path) -> Iterator[RemoteAdminCaddy]:
         try:
             context = ssl.create_default_context(cafile=str(ca))
             context.load_cert_chain(str(allowed.cert), str(allowed.key))
-            return httpx.get(f"https://127.0.0.1:{remote_port}/config/", verify=context, timeout=2).status_code == 200
+            # Any answer over mutual TLS will do (403 when the permissions leave /config/ out).
+            return httpx.get(f"https://127.0.0.1:{remote_port}/beacon/pools", verify=context, timeout=2).status_code == 200
         except (httpx.TransportError, ssl.SSLError):
             return False
 
     assert wait_until(remote_serving, timeout=20, interval=0.1), caddy.log()
-    yield RemoteAdminCaddy(caddy, f"https://127.0.0.1:{remote_port}", ca, allowed)
-    caddy.stop()
+    return RemoteAdminCaddy(caddy, f"https://127.0.0.1:{remote_port}", ca, allowed)
 
 
 def tls_args(remote: RemoteAdminCaddy, client: ClientCertificate | None = None) -> tuple[str, ...]:
@@ -129,6 +137,35 @@ def test_joins_drains_and_leaves_through_the_remote_admin_over_mutual_tls(remote
     assert companion.wait(timeout=30) == 0, companion.log()
     assert "drained and removed from pool api" in companion.log()
     assert pool(remote_caddy.caddy) == []
+
+
+def test_a_certificate_allowed_only_the_beacon_routes_joins_drains_and_leaves(companions: Launch, tmp_path: Path) -> None:
+    """Least privilege: a companion whose certificate Caddy lets use /beacon/ and nothing else
+    (not /config/, not /load) does all a pool member does; the rest of the admin API stays shut."""
+    remote = launch_remote_caddy(tmp_path, permissions=[{"paths": ["/beacon/"], "methods": ["GET", "POST"]}])
+    try:
+        context = ssl.create_default_context(cafile=str(remote.ca))
+        context.load_cert_chain(str(remote.allowed.cert), str(remote.allowed.key))
+        assert httpx.get(f"{remote.remote}/config/", verify=context, timeout=5).status_code == 403
+        assert httpx.post(f"{remote.remote}/load", verify=context, json={}, timeout=5).status_code == 403
+        app_port = free_port()
+        companion = companions(
+            remote.caddy, f"127.0.0.1:{app_port}", site="", admins=[remote.remote], command=uvicorn_command(app_port),
+            args=("--pool", "api", "--drain-timeout", "15s", "--weight", "40", *tls_args(remote)),
+        )  # fmt: skip
+        companion.wait_registered()
+        (member,) = pool(remote.caddy)
+        assert (member["address"], member["weight"]) == (f"127.0.0.1:{app_port}", 40)
+        assert wait_until(lambda: httpx.get(f"{remote.caddy.base_url}/items/1", timeout=5).status_code == 200, timeout=10)
+        weight = companion_cli("weight", "--upstream", f"127.0.0.1:{app_port}", "--pool", "api", "--weight", "70", "--admin", remote.remote, *tls_args(remote))
+        assert weight.returncode == 0 and "weight 70" in weight.stdout, weight.stderr
+        assert pool(remote.caddy)[0]["weight"] == 70
+        companion.signal(signal.SIGTERM)
+        assert companion.wait(timeout=30) == 0, companion.log()
+        assert "drained and removed from pool api" in companion.log()
+        assert pool(remote.caddy) == []
+    finally:
+        remote.caddy.stop()
 
 
 def test_a_wrong_client_certificate_is_one_clear_line_and_retried_with_backoff(

@@ -15,6 +15,7 @@ use beacon_base::tls_files::TlsFiles;
 
 use crate::admin::{AdminAddress, AdminClient};
 use crate::deregister::deregister;
+use crate::weight::set_weight;
 use crate::join::config_edit::site::Target;
 use crate::join::config_edit::{ConfigEditSettings, EventsSetting};
 use crate::join::pool::PoolSettings;
@@ -63,6 +64,36 @@ enum Command {
     ///
     /// Example: caddy-beacon deregister --upstream 10.0.0.5:8000 --admin http://localhost:2019
     Deregister(DeregisterArgs),
+
+    /// Give a pool member a new weight without registering it again (Caddy's config does not
+    /// change): 0 sends it no new requests (standby), 100 is the default share; a canary at 10
+    /// beside members at 100 gets about 10/210 of the requests. Takes effect within a second.
+    ///
+    /// Example: caddy-beacon weight --upstream 10.0.0.5:8000 --pool api --weight 10
+    Weight(WeightArgs),
+}
+
+#[derive(Debug, Args)]
+struct WeightArgs {
+    /// The member's dial address, exactly as registered. Example: --upstream 10.0.0.5:8000
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+
+    /// The pool; without it, every pool of each Caddy that holds the address.
+    #[arg(long, env = "BEACON_POOL", value_name = "NAME")]
+    pool: Option<String>,
+
+    /// The new weight, 0 (standby) to 10000. Example: --weight 50
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10_000), value_name = "0-10000")]
+    weight: u32,
+
+    /// Caddy's Admin API: http://host:port, unix//path/admin.sock or https://host:port (repeat the flag for several
+    /// Caddy instances). Example: --admin http://127.0.0.1:2019
+    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
+    admin: Vec<String>,
+
+    #[command(flatten)]
+    admin_tls: AdminTlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +130,12 @@ struct RunArgs {
     /// --site needed); with a stock Caddy it falls back to --site/--handler-id. Example: --pool api
     #[arg(long, env = "BEACON_POOL", value_name = "NAME")]
     pool: Option<String>,
+
+    /// With --pool: this replica's share of the pool's traffic relative to the others' (0 keeps it
+    /// registered and checked but sends it nothing: standby). Change it later without
+    /// re-registering with `caddy-beacon weight`. Example: --weight 10 (a canary beside 100s)
+    #[arg(long, env = "BEACON_WEIGHT", default_value_t = 100, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=10_000), value_name = "0-10000")]
+    weight: u32,
 
     /// With --pool: how long a registration lasts unless renewed (renewed every third of it); a
     /// companion that dies leaves the pool when it runs out. Example: --lease 10s
@@ -232,7 +269,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<ParsedCommand,
             Err(AgentError::Help(error.to_string()))
         }
         Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(AgentError::Usage(
-            "a command is required: run, status or deregister (see caddy-beacon --help)".to_owned(),
+            "a command is required: run, status, deregister or weight (see caddy-beacon --help)".to_owned(),
         )),
         Err(error) => {
             // clap's first paragraph, on one line (a missing argument is named on the next line).
@@ -271,6 +308,14 @@ impl ParsedCommand {
                 }
                 Ok(lines.join("\n"))
             }
+            Command::Weight(args) => {
+                let pool = args.pool.as_deref().map(check_pool_name).transpose()?;
+                let mut lines = Vec::new();
+                for client in args.admin_tls.clients(&args.admin)? {
+                    lines.extend(set_weight(&client, &args.upstream, pool, args.weight)?);
+                }
+                Ok(lines.join("\n"))
+            }
         }
     }
 }
@@ -278,11 +323,7 @@ impl ParsedCommand {
 fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
     let admins = args.admin_tls.addresses(&args.admin)?;
     let upstream = Upstream::parse(&args.upstream)?;
-    let pool = match args.pool {
-        Some(name) if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) => Some(name),
-        Some(name) => return Err(AgentError::Usage(format!("--pool {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'"))),
-        None => None,
-    };
+    let pool = args.pool.as_deref().map(check_pool_name).transpose()?.map(str::to_owned);
     if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&args.lease) {
         return Err(AgentError::Usage(format!("--lease {:?}: between 1s and 5m", args.lease)));
     }
@@ -313,11 +354,20 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
     };
     let config_edit = target.map(|target| ConfigEditSettings { target, events, reap_after });
     let mode = match (pool, config_edit) {
-        (Some(name), fallback) => JoinMode::Pool { pool: PoolSettings { name, lease: args.lease }, fallback },
+        (Some(name), fallback) => JoinMode::Pool { pool: PoolSettings { name, lease: args.lease, weight: args.weight }, fallback },
         (None, Some(settings)) => JoinMode::ConfigEdit(settings),
         (None, None) => return Err(no_target()),
     };
     Ok(RunOptions { admins, upstream, mode, ready, drain_timeout: args.drain_timeout, listen, command: args.command })
+}
+
+/// A pool name as the module accepts it.
+fn check_pool_name(name: &str) -> Result<&str, AgentError> {
+    if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        Ok(name)
+    } else {
+        Err(AgentError::Usage(format!("--pool {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'")))
+    }
 }
 
 fn no_target() -> AgentError {

@@ -7,7 +7,7 @@
 //! - `join/`: the two ways of joining one Caddy and leaving it drained, chosen once.
 //! - `run/`: the `run` command: supervise the app, wait for readiness, leave on a signal.
 //! - `state/`: what the companion wants and knows, and the `--listen` server reporting it.
-//! - `status.rs`, `deregister.rs`: the one-shot commands; `cli.rs` parses all three.
+//! - `status.rs`, `deregister.rs`, `weight.rs`: the one-shot commands; `cli.rs` parses them all.
 
 mod admin;
 mod backoff;
@@ -21,6 +21,7 @@ mod run;
 mod state;
 mod status;
 mod upstream;
+mod weight;
 
 pub use admin::{AdminAddress, AdminClient, AdminResponse};
 pub use error::AgentError;

@@ -32,6 +32,8 @@ pub struct UpstreamStatus {
     pub pool: Option<String>,
     /// Draining in its pool (no new requests).
     pub draining: bool,
+    /// A pool member's weight and the weight it gets now (less while slow start ramps it up).
+    pub weight: Option<(u32, u32)>,
 }
 
 fn owned_dials(config: &Value) -> Vec<&str> {
@@ -60,6 +62,7 @@ pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> 
             owned: owned.contains(&u.address.as_str()),
             pool: None,
             draining: false,
+            weight: None,
             address: u.address,
         })
         .collect();
@@ -86,6 +89,7 @@ fn add_pool_members(client: &AdminClient, statuses: &mut Vec<UpstreamStatus>) ->
                         owned: true,
                         pool: None,
                         draining: false,
+                        weight: None,
                     });
                     statuses.len() - 1
                 }
@@ -95,6 +99,7 @@ fn add_pool_members(client: &AdminClient, statuses: &mut Vec<UpstreamStatus>) ->
             status.draining = member.draining;
             status.pool = Some(name.clone());
             status.owned = true;
+            status.weight = Some((member.weight, member.effective_weight));
         }
     }
     Ok(())
@@ -107,7 +112,8 @@ pub fn to_json(statuses: &[UpstreamStatus]) -> String {
         .map(|s| {
             json!({"admin": s.admin, "address": s.address, "healthy": s.healthy,
                    "in_flight": s.in_flight, "fails": s.fails, "owned": s.owned,
-                   "pool": s.pool, "draining": s.draining})
+                   "pool": s.pool, "draining": s.draining,
+                   "weight": s.weight.map(|w| w.0), "effective_weight": s.weight.map(|w| w.1)})
         })
         .collect();
     Value::Array(list).to_string()
@@ -115,7 +121,7 @@ pub fn to_json(statuses: &[UpstreamStatus]) -> String {
 
 /// The table output.
 pub fn to_table(statuses: &[UpstreamStatus]) -> String {
-    let rows: Vec<[String; 7]> = statuses
+    let rows: Vec<[String; 8]> = statuses
         .iter()
         .map(|s| {
             [
@@ -131,10 +137,16 @@ pub fn to_table(statuses: &[UpstreamStatus]) -> String {
                 s.in_flight.to_string(),
                 s.fails.to_string(),
                 if s.owned { "yes".into() } else { "no".into() },
+                match s.weight {
+                    None => "-".into(),
+                    Some((weight, now)) if now == weight || s.draining => weight.to_string(),
+                    // Ramping (slow start), or not offered (unhealthy): what it gets now.
+                    Some((weight, now)) => format!("{now}/{weight}"),
+                },
             ]
         })
         .collect();
-    let header = ["ADMIN", "UPSTREAM", "POOL", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED"].map(String::from);
+    let header = ["ADMIN", "UPSTREAM", "POOL", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED", "WEIGHT"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -172,6 +184,7 @@ mod tests {
             owned: true,
             pool: None,
             draining: false,
+            weight: None,
         }];
         let table = to_table(&statuses);
         assert!(table.starts_with("ADMIN"));

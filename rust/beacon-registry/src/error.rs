@@ -18,6 +18,9 @@ pub enum RegistryError {
     /// The pool holds as many upstreams as it may.
     #[error("the pool already holds {0} upstreams")]
     Full(usize),
+    /// The pool's admission policy refuses the address (see admission.rs).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl RegistryError {
@@ -27,6 +30,7 @@ impl RegistryError {
             RegistryError::BadCommand(_) | RegistryError::BadRequest(_) => 400,
             RegistryError::UnknownPool(_) | RegistryError::UnknownUpstream(_) => 404,
             RegistryError::Full(_) => 409,
+            RegistryError::Refused(_) => 403,
         }
     }
 }

@@ -11,9 +11,12 @@
 //! - [`pool`]: leases, draining, verdicts and the ordered list of upstreams to offer.
 //! - [`health`]: what one probe says, and the passes/fails thresholds.
 //! - [`address`]: what a valid pool name and dial address are.
+//! - [`admission`]: which addresses a pool accepts (its `allow` list, and what is refused
+//!   without one).
 
 pub mod abi;
 pub mod address;
+pub mod admission;
 mod error;
 pub mod health;
 pub mod pool;

@@ -1,8 +1,12 @@
-//! One pool: its upstreams in registration order, each with a lease, a health verdict and a
-//! draining flag.
+//! One pool: its upstreams in registration order, each with a lease, a health verdict, a
+//! draining flag and a weight; the pool's admission policy; and slow start, which ramps a member
+//! that becomes eligible while settled members already serve from a twentieth of its weight to
+//! all of it over the pool's window (a fresh deployment, where no member is settled yet, is not
+//! throttled).
 
 use serde::Serialize;
 
+use crate::admission::Admission;
 use crate::health::{judge, HealthCount, HealthPolicy, ProbeResult};
 use crate::{Change, RegistryError};
 
@@ -12,6 +16,14 @@ pub const MAX_UPSTREAMS: usize = 1024;
 pub const LEASE_RANGE_MS: (u64, u64) = (1_000, 300_000);
 /// The lease when none is asked for.
 pub const DEFAULT_LEASE_MS: u64 = 15_000;
+/// The weight when none is given; 0 keeps a member on standby (registered, checked, not offered).
+pub const DEFAULT_WEIGHT: u32 = 100;
+/// The largest weight.
+pub const MAX_WEIGHT: u32 = 10_000;
+/// Where slow start begins: this fraction of the member's weight.
+const SLOW_START_FLOOR: u64 = 20;
+/// How often the host asks for the offer again while a member ramps.
+pub const RAMP_REFRESH_MS: u64 = 100;
 
 /// One registered upstream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -36,6 +48,21 @@ pub struct Upstream {
     pub last_error: Option<String>,
     /// When it was last probed (host clock, ms).
     pub last_probe_ms: Option<u64>,
+    /// Its share relative to the others' (0 = standby).
+    pub weight: u32,
+    /// Since when it has been offered (healthy, not draining, weight above 0).
+    #[serde(skip)]
+    pub eligible_since_ms: Option<u64>,
+    /// When its slow start began, while it lasts.
+    #[serde(skip)]
+    pub ramp_from_ms: Option<u64>,
+}
+
+impl Upstream {
+    /// Offered to Caddy: healthy, not draining, not on standby.
+    pub fn eligible(&self) -> bool {
+        self.healthy && !self.draining && self.weight > 0
+    }
 }
 
 /// A pool of upstreams, as one or more `dynamic beacon <pool>` blocks declare it.
@@ -43,8 +70,31 @@ pub struct Upstream {
 pub struct Pool {
     /// Health thresholds.
     pub policy: HealthPolicy,
+    /// Slow start's window (0: off).
+    pub slow_start_ms: u64,
+    /// Which addresses may register.
+    #[serde(skip)]
+    pub admission: Admission,
     /// Upstreams, in registration order.
     pub upstreams: Vec<Upstream>,
+}
+
+/// One member as offered, with the weight it gets now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Offered {
+    /// What Caddy dials.
+    pub address: String,
+    /// Its weight now: the configured one, or less while it ramps.
+    pub weight: u32,
+}
+
+/// What the host offers Caddy for a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Offer {
+    /// Eligible members in registration order.
+    pub upstreams: Vec<Offered>,
+    /// Ask again after this long: a member is ramping (None: only on the next change).
+    pub refresh_in_ms: Option<u64>,
 }
 
 impl Pool {
@@ -52,15 +102,22 @@ impl Pool {
         self.upstreams.iter_mut().find(|u| u.address == address)
     }
 
-    /// Registers `address`, or renews it (a new registration of a draining upstream means its
-    /// companion started again: it is served again).
-    pub fn register(&mut self, address: &str, lease_ms: u64, now_ms: u64) -> Result<Change, RegistryError> {
+    /// Registers `address` (with `weight`, or the default), or renews it (a new registration of
+    /// a draining upstream means its companion started again: it is served again; a weight
+    /// given replaces the one it had).
+    pub fn register(&mut self, address: &str, lease_ms: u64, weight: Option<u32>, now_ms: u64) -> Result<Change, RegistryError> {
         let lease_ms = lease_ms.clamp(LEASE_RANGE_MS.0, LEASE_RANGE_MS.1);
-        if let Some(upstream) = self.find(address) {
+        let weight = weight.map(check_weight).transpose()?;
+        if let Some(index) = self.index(address) {
+            let upstream = &mut self.upstreams[index];
+            let before = (upstream.eligible(), upstream.weight);
             upstream.lease_ms = lease_ms;
             upstream.lease_expires_ms = now_ms.saturating_add(lease_ms);
-            let was_draining = std::mem::take(&mut upstream.draining);
-            return Ok(if was_draining { Change::Offer } else { Change::None });
+            upstream.draining = false;
+            upstream.weight = weight.unwrap_or(upstream.weight);
+            self.eligibility_changed(index, before.0, now_ms);
+            let upstream = &self.upstreams[index];
+            return Ok(if (upstream.eligible(), upstream.weight) == before { Change::None } else { Change::Offer });
         }
         if self.upstreams.len() >= MAX_UPSTREAMS {
             return Err(RegistryError::Full(MAX_UPSTREAMS));
@@ -75,8 +132,72 @@ impl Pool {
             count: HealthCount::default(),
             last_error: None,
             last_probe_ms: None,
+            weight: weight.unwrap_or(DEFAULT_WEIGHT),
+            eligible_since_ms: None,
+            ramp_from_ms: None,
         });
+        self.eligibility_changed(self.upstreams.len() - 1, false, now_ms);
         Ok(Change::Offer)
+    }
+
+    /// Sets the weight of a known upstream (0: standby).
+    pub fn set_weight(&mut self, address: &str, weight: u32, now_ms: u64) -> Result<Change, RegistryError> {
+        let weight = check_weight(weight)?;
+        let index = self.index(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+        let upstream = &mut self.upstreams[index];
+        if upstream.weight == weight {
+            return Ok(Change::None);
+        }
+        let was = upstream.eligible();
+        upstream.weight = weight;
+        self.eligibility_changed(index, was, now_ms);
+        Ok(Change::Offer)
+    }
+
+    fn index(&self, address: &str) -> Option<usize> {
+        self.upstreams.iter().position(|u| u.address == address)
+    }
+
+    /// Settled: offered for longer than the slow-start window, and not ramping any more.
+    fn settled(&self, upstream: &Upstream, now_ms: u64) -> bool {
+        let window = self.slow_start_ms;
+        upstream.eligible()
+            && upstream.eligible_since_ms.is_some_and(|since| now_ms.saturating_sub(since) >= window)
+            && upstream.ramp_from_ms.is_none_or(|from| now_ms.saturating_sub(from) >= window)
+    }
+
+    /// Keeps the slow-start bookkeeping of upstream `index` true after a change: one that just
+    /// became eligible ramps when a settled member already serves; one that stopped forgets.
+    fn eligibility_changed(&mut self, index: usize, was: bool, now_ms: u64) {
+        let is = self.upstreams[index].eligible();
+        if was == is {
+            return;
+        }
+        let ramps = is
+            && self.slow_start_ms > 0
+            && self.upstreams.iter().enumerate().any(|(other, u)| other != index && self.settled(u, now_ms));
+        let upstream = &mut self.upstreams[index];
+        upstream.eligible_since_ms = is.then_some(now_ms);
+        upstream.ramp_from_ms = ramps.then_some(now_ms);
+    }
+
+    /// The weight `upstream` gets at `now_ms`: its own, or, while it ramps, a share growing
+    /// linearly from a twentieth of it (never below 1 for a member that is offered at all).
+    pub fn effective_weight(&self, upstream: &Upstream, now_ms: u64) -> u32 {
+        let (Some(from), window) = (upstream.ramp_from_ms, self.slow_start_ms) else { return upstream.weight };
+        let elapsed = now_ms.saturating_sub(from);
+        if window == 0 || elapsed >= window {
+            return upstream.weight;
+        }
+        let share = elapsed.max(window / SLOW_START_FLOOR);
+        let weight = (u64::from(upstream.weight) * share).div_ceil(window);
+        u32::try_from(weight).unwrap_or(upstream.weight).clamp(1, upstream.weight.max(1))
+    }
+
+    /// When `upstream`'s slow start ends, while it ramps.
+    pub fn ramp_until(&self, upstream: &Upstream, now_ms: u64) -> Option<u64> {
+        let until = upstream.ramp_from_ms?.saturating_add(self.slow_start_ms);
+        (until > now_ms).then_some(until)
     }
 
     /// Extends the lease of a known upstream.
@@ -88,8 +209,14 @@ impl Pool {
 
     /// Stops offering `address` to new requests.
     pub fn drain(&mut self, address: &str) -> Result<Change, RegistryError> {
-        let upstream = self.find(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
-        Ok(if std::mem::replace(&mut upstream.draining, true) { Change::None } else { Change::Offer })
+        let index = self.index(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+        let upstream = &mut self.upstreams[index];
+        let was = upstream.eligible();
+        if std::mem::replace(&mut upstream.draining, true) {
+            return Ok(Change::None);
+        }
+        self.eligibility_changed(index, was, 0);
+        Ok(Change::Offer)
     }
 
     /// Forgets `address`.
@@ -105,13 +232,16 @@ impl Pool {
     /// Counts one probe of `address`; Some(new verdict) when it changed.
     pub fn probed(&mut self, address: &str, probe: &ProbeResult, now_ms: u64) -> Result<Option<bool>, RegistryError> {
         let policy = self.policy;
-        let upstream = self.find(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+        let index = self.index(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+        let upstream = &mut self.upstreams[index];
         let verdict = judge(probe);
         upstream.last_probe_ms = Some(now_ms);
         upstream.last_error = verdict.clone().err();
         let changed = upstream.count.count(verdict.is_ok(), upstream.healthy, policy);
         if let Some(healthy) = changed {
+            let was = upstream.eligible();
             upstream.healthy = healthy;
+            self.eligibility_changed(index, was, now_ms);
         }
         Ok(changed)
     }
@@ -129,10 +259,26 @@ impl Pool {
         gone
     }
 
-    /// The addresses to offer Caddy, in registration order: healthy and not draining.
-    pub fn offer(&self) -> Vec<String> {
-        self.upstreams.iter().filter(|u| u.healthy && !u.draining).map(|u| u.address.clone()).collect()
+    /// What to offer Caddy at `now_ms`, in registration order: the eligible members, each with
+    /// the weight it gets now.
+    pub fn offer(&self, now_ms: u64) -> Offer {
+        let eligible = self.upstreams.iter().filter(|u| u.eligible());
+        let upstreams = eligible.clone().map(|u| Offered { address: u.address.clone(), weight: self.effective_weight(u, now_ms) }).collect();
+        let ramping = eligible.clone().any(|u| self.ramp_until(u, now_ms).is_some());
+        Offer { upstreams, refresh_in_ms: ramping.then_some(RAMP_REFRESH_MS) }
     }
+
+    /// The addresses offered at `now_ms`, in order (for tests and logs).
+    pub fn offered_addresses(&self, now_ms: u64) -> Vec<String> {
+        self.offer(now_ms).upstreams.into_iter().map(|o| o.address).collect()
+    }
+}
+
+fn check_weight(weight: u32) -> Result<u32, RegistryError> {
+    if weight > MAX_WEIGHT {
+        return Err(RegistryError::BadRequest(format!("weight {weight}: use 0 (standby) to {MAX_WEIGHT}")));
+    }
+    Ok(weight)
 }
 
 #[cfg(test)]
@@ -140,7 +286,15 @@ mod tests {
     use super::*;
 
     fn pool() -> Pool {
-        Pool { policy: HealthPolicy { passes: 2, fails: 2 }, upstreams: Vec::new() }
+        Pool { policy: HealthPolicy { passes: 2, fails: 2 }, ..Pool::default() }
+    }
+
+    fn slow(window_ms: u64) -> Pool {
+        Pool { slow_start_ms: window_ms, ..Pool::default() }
+    }
+
+    fn weights(pool: &Pool, now_ms: u64) -> Vec<(String, u32)> {
+        pool.offer(now_ms).upstreams.into_iter().map(|o| (o.address, o.weight)).collect()
     }
 
     fn refused() -> ProbeResult {
@@ -154,40 +308,40 @@ mod tests {
     #[test]
     fn registration_is_idempotent_and_ordered() {
         let mut pool = pool();
-        assert_eq!(pool.register("b:1", 10_000, 0).unwrap(), Change::Offer);
-        assert_eq!(pool.register("a:1", 10_000, 0).unwrap(), Change::Offer);
-        assert_eq!(pool.register("b:1", 10_000, 5).unwrap(), Change::None, "a second registration renews");
-        assert_eq!(pool.offer(), ["b:1", "a:1"]);
+        assert_eq!(pool.register("b:1", 10_000, None, 0).unwrap(), Change::Offer);
+        assert_eq!(pool.register("a:1", 10_000, None, 0).unwrap(), Change::Offer);
+        assert_eq!(pool.register("b:1", 10_000, None, 5).unwrap(), Change::None, "a second registration renews");
+        assert_eq!(pool.offered_addresses(0), ["b:1", "a:1"]);
         assert_eq!(pool.upstreams[0].lease_expires_ms, 10_005);
     }
 
     #[test]
     fn leases_end_unless_renewed() {
         let mut pool = pool();
-        pool.register("a:1", 2_000, 0).unwrap();
-        pool.register("b:1", 2_000, 0).unwrap();
+        pool.register("a:1", 2_000, None, 0).unwrap();
+        pool.register("b:1", 2_000, None, 0).unwrap();
         pool.renew("a:1", 1_500).unwrap();
         assert_eq!(pool.expire(2_000), ["b:1"]);
-        assert_eq!(pool.offer(), ["a:1"]);
+        assert_eq!(pool.offered_addresses(0), ["a:1"]);
         assert_eq!(pool.expire(3_500), ["a:1"]);
         assert!(matches!(pool.renew("a:1", 3_600), Err(RegistryError::UnknownUpstream(_))));
         // Leases are clamped to a sane range.
-        pool.register("c:1", 5, 0).unwrap();
+        pool.register("c:1", 5, None, 0).unwrap();
         assert_eq!(pool.upstreams[0].lease_ms, LEASE_RANGE_MS.0);
     }
 
     #[test]
     fn draining_stops_offers_but_keeps_the_upstream() {
         let mut pool = pool();
-        pool.register("a:1", 10_000, 0).unwrap();
-        pool.register("b:1", 10_000, 0).unwrap();
+        pool.register("a:1", 10_000, None, 0).unwrap();
+        pool.register("b:1", 10_000, None, 0).unwrap();
         assert_eq!(pool.drain("a:1").unwrap(), Change::Offer);
         assert_eq!(pool.drain("a:1").unwrap(), Change::None);
-        assert_eq!(pool.offer(), ["b:1"]);
+        assert_eq!(pool.offered_addresses(0), ["b:1"]);
         assert_eq!(pool.upstreams.len(), 2);
         // Its companion started again: served again.
-        assert_eq!(pool.register("a:1", 10_000, 1).unwrap(), Change::Offer);
-        assert_eq!(pool.offer(), ["a:1", "b:1"]);
+        assert_eq!(pool.register("a:1", 10_000, None, 1).unwrap(), Change::Offer);
+        assert_eq!(pool.offered_addresses(0), ["a:1", "b:1"]);
         assert_eq!(pool.remove("a:1").unwrap(), Change::Offer);
         assert!(pool.remove("a:1").is_err());
     }
@@ -195,22 +349,81 @@ mod tests {
     #[test]
     fn probes_move_upstreams_out_and_back_in() {
         let mut pool = pool();
-        pool.register("a:1", 10_000, 0).unwrap();
+        pool.register("a:1", 10_000, None, 0).unwrap();
         assert_eq!(pool.probed("a:1", &refused(), 1).unwrap(), None);
         assert_eq!(pool.probed("a:1", &refused(), 2).unwrap(), Some(false));
-        assert_eq!(pool.offer(), Vec::<String>::new());
+        assert_eq!(pool.offered_addresses(0), Vec::<String>::new());
         assert_eq!(pool.upstreams[0].last_error.as_deref(), Some("connection refused"));
         assert_eq!(pool.probed("a:1", &ok(), 3).unwrap(), None);
         assert_eq!(pool.probed("a:1", &ok(), 4).unwrap(), Some(true));
-        assert_eq!(pool.offer(), ["a:1"]);
+        assert_eq!(pool.offered_addresses(0), ["a:1"]);
     }
 
     #[test]
     fn a_pool_has_a_cap() {
         let mut pool = pool();
         for i in 0..MAX_UPSTREAMS {
-            pool.register(&format!("10.0.{}.{}:80", i / 256, i % 256), 10_000, 0).unwrap();
+            pool.register(&format!("10.0.{}.{}:80", i / 256, i % 256), 10_000, None, 0).unwrap();
         }
-        assert!(matches!(pool.register("10.9.9.9:80", 10_000, 0), Err(RegistryError::Full(_))));
+        assert!(matches!(pool.register("10.9.9.9:80", 10_000, None, 0), Err(RegistryError::Full(_))));
+    }
+
+    #[test]
+    fn weights_set_shares_and_zero_is_standby() {
+        let mut pool = pool();
+        pool.register("a:1", 10_000, Some(10), 0).unwrap();
+        pool.register("b:1", 10_000, None, 0).unwrap();
+        assert_eq!(weights(&pool, 0), [("a:1".into(), 10), ("b:1".into(), 100)]);
+        assert_eq!(pool.set_weight("a:1", 0, 1).unwrap(), Change::Offer);
+        assert_eq!(pool.offered_addresses(1), ["b:1"], "standby: known, not offered");
+        assert_eq!(pool.set_weight("a:1", 0, 2).unwrap(), Change::None);
+        assert_eq!(pool.register("a:1", 10_000, Some(50), 3).unwrap(), Change::Offer);
+        assert_eq!(pool.register("a:1", 10_000, None, 4).unwrap(), Change::None, "no weight given keeps the one it has");
+        assert_eq!(weights(&pool, 4)[0].1, 50);
+        assert!(matches!(pool.set_weight("a:1", MAX_WEIGHT + 1, 5), Err(RegistryError::BadRequest(_))));
+        assert!(matches!(pool.set_weight("z:1", 1, 5), Err(RegistryError::UnknownUpstream(_))));
+    }
+
+    #[test]
+    fn a_member_joining_a_settled_pool_ramps_over_the_window() {
+        let mut pool = slow(10_000);
+        pool.register("old:1", 60_000, None, 0).unwrap();
+        // The first member of a fresh pool is not throttled; after the window it is settled.
+        assert_eq!(weights(&pool, 0), [("old:1".into(), 100)]);
+        pool.register("new:1", 60_000, None, 20_000).unwrap();
+        assert_eq!(weights(&pool, 20_000)[1], ("new:1".into(), 5), "starts at a twentieth");
+        assert_eq!(weights(&pool, 25_000)[1], ("new:1".into(), 50));
+        assert_eq!(pool.offer(25_000).refresh_in_ms, Some(RAMP_REFRESH_MS));
+        assert_eq!(weights(&pool, 30_000)[1], ("new:1".into(), 100));
+        assert_eq!(pool.offer(30_000).refresh_in_ms, None);
+        assert_eq!(pool.ramp_until(&pool.upstreams[1], 25_000), Some(30_000));
+    }
+
+    #[test]
+    fn a_fresh_deployment_is_not_throttled() {
+        let mut pool = slow(10_000);
+        for (i, address) in ["a:1", "b:1", "c:1"].iter().enumerate() {
+            pool.register(address, 10_000, None, i as u64 * 1_000).unwrap();
+        }
+        assert!(weights(&pool, 2_000).iter().all(|(_, w)| *w == 100), "{:?}", weights(&pool, 2_000));
+    }
+
+    #[test]
+    fn coming_back_healthy_or_from_standby_ramps_again() {
+        let mut pool = Pool { policy: HealthPolicy { passes: 1, fails: 1 }, ..slow(10_000) };
+        pool.register("a:1", 60_000, None, 0).unwrap();
+        pool.register("b:1", 60_000, None, 0).unwrap();
+        pool.probed("b:1", &refused(), 20_000).unwrap();
+        assert_eq!(pool.offered_addresses(20_000), ["a:1"]);
+        pool.probed("b:1", &ok(), 30_000).unwrap();
+        assert_eq!(weights(&pool, 30_000)[1].1, 5);
+        pool.set_weight("b:1", 0, 45_000).unwrap();
+        pool.set_weight("b:1", 200, 50_000).unwrap();
+        assert_eq!(weights(&pool, 50_000)[1].1, 10, "a twentieth of its new weight");
+        // Slow start off: at once.
+        pool.slow_start_ms = 0;
+        pool.set_weight("b:1", 0, 60_000).unwrap();
+        pool.set_weight("b:1", 100, 60_001).unwrap();
+        assert_eq!(weights(&pool, 60_001)[1].1, 100);
     }
 }

@@ -7,23 +7,49 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use std::net::IpAddr;
+
 use crate::address::{check_dial_address, check_pool_name};
+use crate::admission::{Admission, Listeners};
 use crate::health::{HealthPolicy, ProbeResult};
 use crate::pool::{Pool, DEFAULT_LEASE_MS};
 use crate::{Change, RegistryError};
 
 /// A command from the host. Fields are the JSON keys: `pool`, `address` (a dial address),
-/// `lease_ms`, `now_ms` (the host's clock), `passes`/`fails` (thresholds), `result` (a probe).
+/// `lease_ms`, `now_ms` (the host's clock), `passes`/`fails` (thresholds), `result` (a probe),
+/// `weight`, `slow_start_ms`, `allow` (the admission list), `listeners` (where Caddy's admin API
+/// listens, `ip:port` or `unix//path`), `resolved` (what a DNS name resolved to).
 #[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    /// A config load declares `pool` with these thresholds (creates it, or updates them).
-    Configure { pool: String, passes: Option<u32>, fails: Option<u32> },
+    /// A config load declares `pool` with these settings (creates it, or updates them; members
+    /// the new admission policy refuses are removed).
+    Configure {
+        pool: String,
+        passes: Option<u32>,
+        fails: Option<u32>,
+        #[serde(default)]
+        slow_start_ms: u64,
+        #[serde(default)]
+        allow: Vec<String>,
+    },
     /// A companion registers (or re-registers) `address`.
-    Register { pool: String, address: String, lease_ms: Option<u64>, now_ms: u64 },
+    Register {
+        pool: String,
+        address: String,
+        lease_ms: Option<u64>,
+        weight: Option<u32>,
+        #[serde(default)]
+        resolved: Vec<IpAddr>,
+        #[serde(default)]
+        listeners: Vec<String>,
+        now_ms: u64,
+    },
     /// A companion renews its lease.
     Renew { pool: String, address: String, now_ms: u64 },
+    /// Someone changes the weight of `address` (0: standby).
+    Weight { pool: String, address: String, weight: u32, now_ms: u64 },
     /// A companion is stopping: no new requests for `address`.
     Drain { pool: String, address: String },
     /// A companion is gone: forget `address`.
@@ -32,8 +58,8 @@ pub enum Command {
     Probed { pool: String, address: String, now_ms: u64, result: ProbeResult },
     /// Time passed: end expired leases.
     Tick { now_ms: u64 },
-    /// The addresses to offer for `pool`, in order.
-    Offer { pool: String },
+    /// The members to offer for `pool` now, in order, with their weights.
+    Offer { pool: String, now_ms: u64 },
     /// Everything, for `GET /beacon/pools` and for probing.
     Pools { now_ms: u64 },
 }
@@ -100,25 +126,52 @@ impl Registry {
     fn apply(&mut self, command: Command, reply: &mut Reply) -> Result<(), RegistryError> {
         let event = |name: &'static str, pool: &str, address: &str| Event { name, pool: pool.to_owned(), address: address.to_owned(), reason: None };
         match command {
-            Command::Configure { pool, passes, fails } => {
+            Command::Configure { pool, passes, fails, slow_start_ms, allow } => {
                 check_pool_name(&pool)?;
+                let admission = Admission::new(&allow)?;
                 let defaults = HealthPolicy::default();
                 let entry = self.pools.entry(pool.clone()).or_default();
                 entry.policy = HealthPolicy { passes: passes.unwrap_or(defaults.passes).max(1), fails: fails.unwrap_or(defaults.fails).max(1) };
+                entry.slow_start_ms = slow_start_ms;
+                entry.admission = admission;
+                // A stricter policy takes effect on the members it refuses (a DNS name was judged
+                // by what it resolved to when it registered, and is kept).
+                let refused: Vec<String> = entry
+                    .upstreams
+                    .iter()
+                    .filter(|u| entry.admission.admit(&u.address, &[], &Listeners::default()).is_err_and(|e| e.status() == 403))
+                    .map(|u| u.address.clone())
+                    .collect();
+                for address in refused {
+                    entry.remove(&address)?;
+                    reply.changed.push(pool.clone());
+                    reply.events.push(event("removed", &pool, &address));
+                }
                 reply.data = json!({ "pool": pool, "upstreams": entry.upstreams.len() });
             }
-            Command::Register { pool, address, lease_ms, now_ms } => {
+            Command::Register { pool, address, lease_ms, weight, resolved, listeners, now_ms } => {
                 check_dial_address(&address)?;
+                let listeners = Listeners::parse(&listeners)?;
                 let target = self.pool(&pool)?;
                 let known = target.upstreams.iter().any(|u| u.address == address);
-                if target.register(&address, lease_ms.unwrap_or(DEFAULT_LEASE_MS), now_ms)? == Change::Offer {
+                if !known {
+                    target.admission.admit(&address, &resolved, &listeners)?;
+                }
+                if target.register(&address, lease_ms.unwrap_or(DEFAULT_LEASE_MS), weight, now_ms)? == Change::Offer {
                     reply.changed.push(pool.clone());
                 }
                 if !known {
                     reply.events.push(event("registered", &pool, &address));
                 }
-                let upstream = target.upstreams.iter().find(|u| u.address == address).map(|u| json!({"lease_ms": u.lease_ms, "created": !known}));
-                reply.data = upstream.unwrap_or(Value::Null);
+                let upstream = target.upstreams.iter().find(|u| u.address == address);
+                reply.data = upstream.map_or(Value::Null, |u| json!({"lease_ms": u.lease_ms, "weight": u.weight, "created": !known}));
+            }
+            Command::Weight { pool, address, weight, now_ms } => {
+                let target = self.pool(&pool)?;
+                if target.set_weight(&address, weight, now_ms)? == Change::Offer {
+                    reply.changed.push(pool.clone());
+                }
+                reply.data = json!({ "weight": weight });
             }
             Command::Renew { pool, address, now_ms } => self.pool(&pool)?.renew(&address, now_ms)?,
             Command::Drain { pool, address } => {
@@ -149,7 +202,7 @@ impl Registry {
                     reply.events.extend(gone.iter().map(|address| event("expired", name, address)));
                 }
             }
-            Command::Offer { pool } => reply.data = json!(self.pool(&pool)?.offer()),
+            Command::Offer { pool, now_ms } => reply.data = json!(self.pool(&pool)?.offer(now_ms)),
             Command::Pools { now_ms } => reply.data = self.describe(now_ms),
         }
         Ok(())
@@ -166,10 +219,19 @@ impl Registry {
                     .map(|u| {
                         let mut value = serde_json::to_value(u).unwrap_or(Value::Null);
                         value["lease_expires_in_ms"] = json!(u.lease_expires_ms.saturating_sub(now_ms));
+                        value["effective_weight"] = json!(if u.eligible() { pool.effective_weight(u, now_ms) } else { 0 });
+                        value["slow_start_until_ms"] = json!(pool.ramp_until(u, now_ms));
                         value
                     })
                     .collect();
-                (name.clone(), json!({ "health_passes": pool.policy.passes, "health_fails": pool.policy.fails, "upstreams": upstreams }))
+                let pool_view = json!({
+                    "health_passes": pool.policy.passes,
+                    "health_fails": pool.policy.fails,
+                    "slow_start_ms": pool.slow_start_ms,
+                    "allow": pool.admission.allow_list(),
+                    "upstreams": upstreams,
+                });
+                (name.clone(), pool_view)
             })
             .collect();
         json!({ "pools": pools })
@@ -188,6 +250,11 @@ mod tests {
         registry.handle_json(command.to_string().as_bytes())
     }
 
+    fn offered(registry: &mut Registry) -> Value {
+        let offer = run(registry, json!({"op": "offer", "pool": "api", "now_ms": 0})).data;
+        json!(offer["upstreams"].as_array().unwrap().iter().map(|u| u["address"].clone()).collect::<Vec<_>>())
+    }
+
     #[test]
     fn a_companion_lifecycle_through_json() {
         let mut registry = Registry::default();
@@ -196,7 +263,7 @@ mod tests {
         let registered = run(&mut registry, json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "lease_ms": 5000, "now_ms": 0}));
         assert_eq!((registered.status, registered.changed.clone()), (200, vec!["api".to_owned()]));
         assert_eq!(registered.events[0].name, "registered");
-        assert_eq!(run(&mut registry, json!({"op": "offer", "pool": "api"})).data, json!(["127.0.0.1:8001"]));
+        assert_eq!(offered(&mut registry), json!(["127.0.0.1:8001"]));
         let again = run(&mut registry, json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 10}));
         assert!(again.changed.is_empty() && again.events.is_empty(), "re-registering is a renewal: {again:?}");
 
@@ -205,7 +272,7 @@ mod tests {
         assert!(run(&mut registry, probe(false)).events.is_empty(), "fails: 2");
         let down = run(&mut registry, probe(false));
         assert_eq!((down.events[0].name, down.events[0].reason.as_deref()), ("unhealthy", Some("answered 503")));
-        assert_eq!(run(&mut registry, json!({"op": "offer", "pool": "api"})).data, json!([]));
+        assert_eq!(offered(&mut registry), json!([]));
         assert_eq!(run(&mut registry, probe(true)).events[0].name, "healthy");
 
         let pools = run(&mut registry, json!({"op": "pools", "now_ms": 1000})).data;
@@ -215,7 +282,7 @@ mod tests {
         assert_eq!(upstream["lease_expires_in_ms"], json!(14010));
 
         assert_eq!(run(&mut registry, json!({"op": "drain", "pool": "api", "address": "127.0.0.1:8001"})).events[0].name, "draining");
-        assert_eq!(run(&mut registry, json!({"op": "offer", "pool": "api"})).data, json!([]));
+        assert_eq!(offered(&mut registry), json!([]));
         assert_eq!(run(&mut registry, json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})).changed, ["api"]);
         assert_eq!(run(&mut registry, json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})).status, 404);
     }

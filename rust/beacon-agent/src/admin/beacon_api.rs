@@ -1,6 +1,6 @@
 //! The beacon module's admin routes as the companion uses them, typed: `GET /beacon/pools`
 //! (pool mode's verdicts and in-flight counts, `status`, `deregister`) and
-//! `POST /beacon/pools/<pool>/{register,renew,drain,remove}`.
+//! `POST /beacon/pools/<pool>/{register,renew,weight,drain,remove}`.
 //!
 //! The shapes are the module's (caddy/admin.go and the registry's `pools` answer); the shared
 //! test vectors under rust/beacon-registry/vectors/ hold real answers, and this crate's tests
@@ -42,6 +42,10 @@ pub struct Member {
     pub in_flight: u64,
     /// Time left on its lease.
     pub lease_expires_in_ms: u64,
+    /// Its weight (0: standby).
+    pub weight: u32,
+    /// The weight it gets now: less while slow start ramps it up, 0 when not offered.
+    pub effective_weight: u32,
 }
 
 /// The answer to a registration.
@@ -51,6 +55,8 @@ pub struct Registered {
     pub created: bool,
     /// The lease granted.
     pub lease_ms: u64,
+    /// Its weight now.
+    pub weight: u32,
 }
 
 /// The body of every pool action.
@@ -61,6 +67,9 @@ pub struct MemberRequest<'a> {
     /// Registration only: the lease asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
+    /// Registration and weight changes: the weight (0 = standby).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
 }
 
 /// What a companion asks of a pool.
@@ -70,6 +79,8 @@ pub enum PoolAction {
     Register,
     /// Extend the lease.
     Renew,
+    /// Change the weight.
+    Weight,
     /// Take no new requests.
     Drain,
     /// Leave.
@@ -82,6 +93,7 @@ impl PoolAction {
         match self {
             PoolAction::Register => "register",
             PoolAction::Renew => "renew",
+            PoolAction::Weight => "weight",
             PoolAction::Drain => "drain",
             PoolAction::Remove => "remove",
         }
@@ -127,17 +139,22 @@ impl BeaconApi<'_> {
         }
     }
 
-    /// Registers (or re-registers) `address` in `pool` for `lease`.
-    pub fn register(&self, pool: &str, address: &str, lease: Duration) -> Result<Registered, ActionError> {
+    /// Registers (or re-registers) `address` in `pool` for `lease`, with `weight`.
+    pub fn register(&self, pool: &str, address: &str, lease: Duration, weight: u32) -> Result<Registered, ActionError> {
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        let body = self.post(pool, PoolAction::Register, &MemberRequest { address, lease_ms: Some(lease_ms) })?;
+        let body = self.post(pool, PoolAction::Register, &MemberRequest { address, lease_ms: Some(lease_ms), weight: Some(weight) })?;
         let path = route(pool, PoolAction::Register);
         serde_json::from_slice(&body).map_err(|e| ActionError::Failed(self.not_the_module("POST", &path, 200, &e)))
     }
 
     /// Renews, drains or removes `address` in `pool`.
     pub fn act(&self, pool: &str, action: PoolAction, address: &str) -> Result<(), ActionError> {
-        self.post(pool, action, &MemberRequest { address, lease_ms: None }).map(drop)
+        self.post(pool, action, &MemberRequest { address, lease_ms: None, weight: None }).map(drop)
+    }
+
+    /// Gives `address` in `pool` a new weight (0: standby), without registering it again.
+    pub fn set_weight(&self, pool: &str, address: &str, weight: u32) -> Result<(), ActionError> {
+        self.post(pool, PoolAction::Weight, &MemberRequest { address, lease_ms: None, weight: Some(weight) }).map(drop)
     }
 
     fn post(&self, pool: &str, action: PoolAction, request: &MemberRequest<'_>) -> Result<Vec<u8>, ActionError> {
@@ -196,12 +213,15 @@ mod tests {
                 let written = &body["pools"]["vectors"]["upstreams"][0];
                 assert_eq!((member.healthy, member.draining, member.in_flight), (written["healthy"] == true, written["draining"] == true, 0));
                 assert_eq!(member.lease_expires_in_ms, written["lease_expires_in_ms"].as_u64().unwrap());
+                assert_eq!((member.weight, member.effective_weight), (10, if member.draining { 0 } else { 10 }), "the weight set before listing");
                 assert_eq!(listing.pools_holding("10.0.0.5:8000"), ["vectors"]);
                 listings += 1;
                 continue;
             }
-            // The request the companion itself would send for this route.
-            let action = [PoolAction::Register, PoolAction::Renew, PoolAction::Drain, PoolAction::Remove]
+            // The request the companion itself would send for this route (it never sends a
+            // weight out of range, or a weight change without one: those steps pin the
+            // module's refusals, which the companion only has to pass on).
+            let action = [PoolAction::Register, PoolAction::Renew, PoolAction::Weight, PoolAction::Drain, PoolAction::Remove]
                 .into_iter()
                 .find(|action| path.ends_with(&format!("/{}", action.segment())))
                 .expect("a pool action");
@@ -209,14 +229,19 @@ mod tests {
             assert_eq!(path, route(pool, action));
             let address = request["body"]["address"].as_str().unwrap();
             let lease_ms = request["body"]["lease_ms"].as_u64();
-            assert_eq!(action == PoolAction::Register, lease_ms.is_some(), "a lease is asked for on registration only");
-            assert_eq!(serde_json::to_value(MemberRequest { address, lease_ms }).unwrap(), request["body"]);
+            let weight = request["body"]["weight"].as_u64().and_then(|w| u32::try_from(w).ok()).filter(|w| *w <= 10_000);
+            let sendable = request["body"].get("weight").is_none_or(|_| weight.is_some()) && (action != PoolAction::Weight || weight.is_some());
+            if sendable {
+                assert_eq!(action == PoolAction::Register, lease_ms.is_some(), "a lease is asked for on registration only");
+                assert_eq!(serde_json::to_value(MemberRequest { address, lease_ms, weight }).unwrap(), request["body"]);
+            }
             match (status, action) {
                 (200, PoolAction::Register) => {
                     let registered: Registered = serde_json::from_value(body.clone()).expect("the companion reads the registration");
                     assert_eq!(registered.lease_ms, lease_ms.unwrap());
                     registrations += 1;
                 }
+                (200, PoolAction::Weight) => assert_eq!(body, &json!({"weight": weight.unwrap()})),
                 (200, _) => assert_eq!(body, &json!({})),
                 // Refusals: Caddy's admin error, whose text the companion passes on.
                 _ => {
@@ -231,7 +256,7 @@ mod tests {
 
     #[test]
     fn a_listing_without_a_field_the_companion_reads_is_an_error() {
-        let listing = json!({"pools": {"api": {"upstreams": [{"address": "10.0.0.5:8000", "healthy": true, "draining": false, "in_flight": 0}]}}});
+        let listing = json!({"pools": {"api": {"upstreams": [{"address": "10.0.0.5:8000", "healthy": true, "draining": false, "in_flight": 0, "weight": 100, "effective_weight": 100}]}}});
         let error = serde_json::from_value::<PoolsListing>(listing).unwrap_err();
         assert!(error.to_string().contains("lease_expires_in_ms"), "{error}");
     }

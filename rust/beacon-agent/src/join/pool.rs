@@ -25,6 +25,8 @@ pub struct PoolSettings {
     pub name: String,
     /// The lease asked for; renewed every third of it.
     pub lease: Duration,
+    /// The weight registered with (`--weight`; 0 = standby).
+    pub weight: u32,
 }
 
 /// One companion's membership of one pool of one Caddy.
@@ -69,7 +71,7 @@ impl PoolMember {
     }
 
     fn register(&self) -> Result<(), ActionError> {
-        let registered = self.api().register(&self.pool.name, &self.address, self.pool.lease)?;
+        let registered = self.api().register(&self.pool.name, &self.address, self.pool.lease, self.pool.weight)?;
         let mut state = lock(&self.caddy.state);
         state.registered = true;
         state.last_error = None;
@@ -78,10 +80,11 @@ impl PoolMember {
         }
         drop(state);
         log::info(format!(
-            "registered {} in pool {} of Caddy at {} (lease {:.0}s, no config change)",
+            "registered {} in pool {} of Caddy at {} (weight {}, lease {:.0}s, no config change)",
             self.address,
             self.pool.name,
             self.caddy.admin(),
+            registered.weight,
             self.pool.lease.as_secs_f64()
         ));
         Ok(())
