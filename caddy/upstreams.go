@@ -126,6 +126,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	for _, name := range []string{"registered", "draining", "removed", "expired"} {
 		lifecycle.WithLabelValues(u.Pool, name)
 	}
+	refusals.WithLabelValues(u.Pool)
 	u.state = pool(u.Pool)
 	u.state.attach(u)
 	startLeaseTicker()
