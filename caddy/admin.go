@@ -86,22 +86,12 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodPost {
 		return apiError(http.StatusMethodNotAllowed, "use POST")
 	}
-	if mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mediaType != "application/json" {
+	if mediaType, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mediaType != "application/json" {
 		return apiError(http.StatusUnsupportedMediaType, "the body must be application/json")
 	}
-	var body struct {
-		Address string `json:"address"`
-		LeaseMs *int64 `json:"lease_ms,omitempty"`
-		Weight  *int64 `json:"weight,omitempty"`
-	}
-	decoder := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxAdminBody))
-	decoder.DisallowUnknownFields()
-	if err := decoder.Decode(&body); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return apiError(http.StatusRequestEntityTooLarge, fmt.Sprintf("the body is larger than %d bytes", maxAdminBody))
-		}
-		return apiError(http.StatusBadRequest, "malformed JSON: "+err.Error())
+	body, err := readMemberBody(w, r, op)
+	if err != nil {
+		return err
 	}
 	if body.LeaseMs != nil && *body.LeaseMs <= 0 {
 		return apiError(http.StatusBadRequest, "lease_ms must be positive")

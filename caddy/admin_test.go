@@ -62,6 +62,17 @@ func TestAdminRefusesBadInputClearly(t *testing.T) {
 		{"unknown upstream", "/beacon/pools/bad-input/drain", "application/json", `{"address":"10.0.0.9:80"}`, 404},
 		{"not JSON", "/beacon/pools/bad-input/register", "text/plain", `{"address":"10.0.0.1:80"}`, 415},
 		{"huge body", "/beacon/pools/bad-input/register", "application/json", `{"address":"` + strings.Repeat("a", 1<<20) + `"}`, 413},
+		// What Go's decoder alone would let through (found by fuzzing the route).
+		{"data after the object", "/beacon/pools/bad-input/register", "application/json", `{"address":"10.0.0.1:80"}{"address":"10.0.0.2:80"}`, 400},
+		{"a key in another case", "/beacon/pools/bad-input/register", "application/json", `{"ADDRESS":"10.0.0.1:80"}`, 400},
+		{"a key twice", "/beacon/pools/bad-input/register", "application/json", `{"address":"10.0.0.9:80","address":"10.0.0.1:80"}`, 400},
+		{"a broken Content-Type", "/beacon/pools/bad-input/register", "application/json;;;", `{"address":"10.0.0.1:80"}`, 415},
+		{"a lease on renew", "/beacon/pools/bad-input/renew", "application/json", `{"address":"10.0.0.1:80","lease_ms":5000}`, 400},
+		{"a weight on drain", "/beacon/pools/bad-input/drain", "application/json", `{"address":"10.0.0.1:80","weight":5}`, 400},
+		{"a path that climbs", "/beacon/pools/bad-input/register", "application/json", `{"address":"unix//run/app/../../etc/passwd"}`, 400},
+		{"a fractional lease", "/beacon/pools/bad-input/register", "application/json", `{"address":"10.0.0.1:80","lease_ms":1.5}`, 400},
+		{"an array", "/beacon/pools/bad-input/register", "application/json", `[{"address":"10.0.0.1:80"}]`, 400},
+		{"no address", "/beacon/pools/bad-input/register", "application/json", `{"lease_ms":5000}`, 400},
 	} {
 		status, body := post(c.path, c.contentType, c.body)
 		if status != c.status || body == "" {

@@ -31,6 +31,11 @@ pub fn check_dial_address(address: &str) -> Result<(), RegistryError> {
         if !path.starts_with('/') || path.len() < 2 || path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
             return bad("a Unix socket is written unix//absolute/path.sock");
         }
+        // One spelling per socket: an allow prefix (unix//run/app/) must not be escaped with
+        // `..`, nor matched differently through `.` or `//`.
+        if path[1..].split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return bad("a socket path without '.', '..' or '//' parts");
+        }
         return Ok(());
     }
     let Some((host, port)) = address.rsplit_once(':') else { return bad("expected host:port") };
@@ -83,6 +88,7 @@ mod tests {
         for bad in [
             "", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:80x", "999.1.1.1:80", "[::1:80", "[zz]:80",
             "a b:80", "-a:80", "a..b:80", ":80", "http://a:80", "unix/relative", "unix//a\nb", "a:80\r\nX: y",
+            "unix//run/app/../../etc/passwd", "unix//run/./app.sock", "unix//run//app.sock", "unix//run/app/",
         ] {
             assert!(check_dial_address(bad).is_err(), "{bad:?}");
         }
