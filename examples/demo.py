@@ -263,6 +263,7 @@ def prometheus_config(args: argparse.Namespace) -> str:
     for job in config["scrape_configs"]:
         job.pop("dns_sd_configs", None)
         job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+    config["rule_files"] = [str(ROOT / "deploy" / "prometheus" / "rules" / "*.yml")]
     return str(yaml.safe_dump(config, sort_keys=False))
 
 

@@ -525,3 +525,64 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
     except OSError:
         return "?"
+
+
+# --- deploy/prometheus/rules, live ------------------------------------------------------
+
+# Metrics the rules read that only a Caddy without the beacon module exposes (its own active
+# health checks of static upstreams); the demo runs the module, so a stock Caddy vouches for them.
+STOCK_CADDY_ONLY = {"caddy_reverse_proxy_upstreams_healthy"}
+
+
+def rule_metric_names() -> set[str]:
+    """Every metric the rules' expressions select (recording rules' own names, with colons,
+    and PromQL's functions and keywords aside)."""
+    names: set[str] = set()
+    for path in (ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                names |= set(re.findall(r"(?<![:\w])((?:http_server|caddy|beacon|process)_[a-z_]+)\b(?=\s*[{\[),]|\s*$|\s)", rule["expr"]))
+    return {name for name in names if ":" not in name}
+
+
+def test_every_rule_evaluates_on_a_real_prometheus_over_metrics_that_exist(demo: Demo) -> None:
+    """The demo's Prometheus loads the rules (as compose's does) and evaluates every one without
+    error, and each metric name they select is one the stack really exposes: a typo would make
+    an alert that can never fire, which promtool's own tests cannot see."""
+    expected = {str(rule.get("record") or rule.get("alert")) for path in (ROOT / "deploy" / "prometheus" / "rules").glob("*.yml")
+                for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]}  # fmt: skip
+
+    def evaluated() -> list[dict[str, Any]]:
+        groups = httpx.get(f"{demo.prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        return [rule for group in groups for rule in group["rules"]]
+
+    assert wait_until(lambda: all(r["health"] == "ok" for r in evaluated()) and len(evaluated()) == len(expected), timeout=60), [
+        (r["name"], r["health"], r.get("lastError")) for r in evaluated() if r["health"] != "ok"
+    ]
+    assert {r["name"] for r in evaluated()} == expected
+    names = rule_metric_names()
+    assert {"http_server_request_duration_seconds_count", "caddy_beacon_upstreams", "beacon_companion_admin_errors_total"} <= names
+
+    def missing() -> set[str]:
+        present = set(httpx.get(f"{demo.prometheus}/api/v1/label/__name__/values", timeout=10).json()["data"])
+        return names - present - STOCK_CADDY_ONLY
+
+    # Scrapes come in over the first seconds of the demo: wait for them, not for a typo.
+    wait_until(lambda: not missing(), timeout=90, interval=2)
+    assert not missing(), f"the rules select metrics the stack does not expose: {sorted(missing())}"
+    # The recording rules have data: the budget the dashboard shows is computed.
+    def budget() -> list[Any]:
+        query = {"query": "job:beacon_slo_budget_remaining:availability_3d"}
+        return list(httpx.get(f"{demo.prometheus}/api/v1/query", params=query, timeout=10).json()["data"]["result"])
+
+    assert wait_until(lambda: bool(budget()), timeout=30, interval=1), budget()
+
+
+def test_the_stock_only_metrics_the_rules_read_are_stock_caddy_s(caddies: Caddies) -> None:
+    caddy = caddies("\treverse_proxy 127.0.0.1:9 {\n\t\thealth_uri /\n\t\thealth_interval 200ms\n\t}", global_options="\tmetrics\n")
+
+    def exposed() -> set[str]:
+        with caddy.admin_client() as client:
+            return {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines() if not line.startswith("#")}
+
+    assert wait_until(lambda: STOCK_CADDY_ONLY <= exposed(), timeout=10), sorted(exposed())
