@@ -18,7 +18,7 @@ COMPOSE_SCHEMA := $(VENV)/share/compose_spec.json
 # The maturin build backend runs the `maturin` executable, which lives in the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv install install-test test test-rust test-python test-go lint demo bench clean prometheus caddy wasm dist dist-test
+.PHONY: help venv install install-test test test-rust test-python test-go lint demo bench clean prometheus caddy wasm dist dist-test fuzz go-fuzz
 
 help:
 	@echo "make demo   - Caddy + two example replicas under caddy-beacon (+ Prometheus if present); Ctrl-C stops all"
@@ -113,9 +113,28 @@ test-rust:
 	cargo build --locked -p beacon-agent
 	cargo test --workspace --locked
 
-# The module's host, against the real embedded .wasm.
+# The module's host, against the real embedded .wasm; `go test` replays the fuzzers' committed
+# corpora (caddy/testdata/fuzz), then each fuzzer runs for FUZZ_SHORT. `make fuzz` runs them
+# for FUZZ_LONG instead.
+FUZZ_SHORT ?= 10s
+FUZZ_LONG ?= 5m
+GO_FUZZERS := FuzzAdminPoolAction FuzzGuestRawInput
+
 test-go: $(WASM_EMBEDDED)
 	cd caddy && go vet ./... && go test ./...
+	@$(MAKE) --no-print-directory go-fuzz FUZZ_TIME=$(FUZZ_SHORT)
+
+fuzz: $(WASM_EMBEDDED)
+	@$(MAKE) --no-print-directory go-fuzz FUZZ_TIME=$(FUZZ_LONG)
+
+# Each Go fuzzer for FUZZ_TIME; its log (Caddy's JSON lines aside) ends with the executions.
+go-fuzz:
+	@mkdir -p target/fuzz
+	@for fuzzer in $(GO_FUZZERS); do \
+	  (cd caddy && go test -run XXX -fuzz "^$$fuzzer\$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime 5s . > ../target/fuzz/$$fuzzer.log 2>&1); \
+	  status=$$?; grep -v '^{"level"' target/fuzz/$$fuzzer.log | grep -E 'execs|FAIL|ok|panic' | tail -2; \
+	  [ $$status -eq 0 ] || { echo "$$fuzzer failed: target/fuzz/$$fuzzer.log" >&2; exit 1; }; \
+	done
 
 # mypy checks release/ too, whose ELF reader (pyelftools) comes with the release toolchain.
 lint: install-test $(DIST_TOOLS)

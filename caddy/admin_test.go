@@ -13,7 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-func declare(t *testing.T, name string) {
+func declare(t testing.TB, name string) {
 	t.Helper()
 	out, err := apply(configureCommand{Op: opConfigure, Pool: name})
 	if err != nil || out.Status != 200 {
@@ -37,7 +37,7 @@ func post(path, contentType, body string) (int, string) {
 	return recorder.Code, recorder.Body.String()
 }
 
-func members(t *testing.T, name string) []upstreamStatus {
+func members(t testing.TB, name string) []upstreamStatus {
 	t.Helper()
 	view, err := describePools()
 	if err != nil {
