@@ -18,7 +18,7 @@ COMPOSE_SCHEMA := $(VENV)/share/compose_spec.json
 # The maturin build backend runs the `maturin` executable, which lives in the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv install install-test test test-rust test-python test-go lint demo bench clean prometheus caddy wasm dist dist-test fuzz go-fuzz
+.PHONY: help venv install install-test test test-rust test-python test-go test-fuzz lint demo bench clean prometheus caddy wasm dist dist-test fuzz go-fuzz rust-fuzz
 
 help:
 	@echo "make demo   - Caddy + two example replicas under caddy-beacon (+ Prometheus if present); Ctrl-C stops all"
@@ -27,6 +27,7 @@ help:
 	@echo "make caddy  - Caddy $(CADDY_VERSION) with the beacon module: $(CADDY_BIN) (needs Go)"
 	@echo "make dist   - dist/: manylinux wheels for every supported CPython (x86_64, aarch64), the sdist, SHA256SUMS"
 	@echo "make dist-test - each x86_64 wheel installed into its own CPython (no Rust) and run for real"
+	@echo "make fuzz   - every fuzz target (cargo fuzz, go test -fuzz) for longer than make test does"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -106,12 +107,42 @@ $(COMPOSE_SCHEMA): | $(PY)
 	$(PY) -c "import zipfile,sys; open(sys.argv[2],'wb').write(zipfile.ZipFile(sys.argv[1]).read('compose/config/compose_spec.json'))" \
 	  $(VENV)/debs/docker_compose-1.29.2-py2.py3-none-any.whl $@
 
-test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) $(CADDY_BIN) test-rust test-go lint test-python dist-test
+test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) $(CADDY_BIN) test-rust test-go test-fuzz lint test-python dist-test
+
+# Every fuzz target, briefly (make fuzz runs them for longer).
+test-fuzz: $(CARGO_FUZZ)
+	@$(MAKE) --no-print-directory rust-fuzz FUZZ_SECONDS=$(FUZZ_SHORT_SECONDS)
 
 # The end-to-end tests run the companion binary from the shared target directory.
 test-rust:
 	cargo build --locked -p beacon-agent
 	cargo test --workspace --locked
+
+# cargo fuzz (fuzz/): libFuzzer targets for every Rust parser that takes bytes from the network
+# or the admin API. It needs nightly Rust (the sanitizers; rustup adds it) and cargo-fuzz
+# (installed into the virtualenv). Each target reads its committed corpus (fuzz/corpus/) and
+# writes what it finds new under target/, so a run leaves the checkout as it was; a crash is
+# saved in fuzz/artifacts/ and fails the run.
+CARGO_FUZZ := $(VENV)/bin/cargo-fuzz
+RUST_FUZZERS := request_id_and_traceparent first_request_head registry_commands registry_addresses \
+	companion_events_sink companion_admin_answers
+FUZZ_SHORT_SECONDS ?= 10
+FUZZ_LONG_SECONDS ?= 300
+
+$(CARGO_FUZZ): | $(PY)
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	cargo install --locked --root $(VENV) cargo-fuzz
+
+rust-fuzz: $(CARGO_FUZZ)
+	@for target in $(RUST_FUZZERS); do \
+	  mkdir -p $(CARGO_TARGET_DIR)/fuzz-corpus/$$target; \
+	  (cd fuzz && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/fuzz cargo +nightly fuzz run $$target \
+	    $(CARGO_TARGET_DIR)/fuzz-corpus/$$target corpus/$$target -- \
+	    -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=1024 -timeout=10 -print_final_stats=1 \
+	    > $(CARGO_TARGET_DIR)/fuzz-$$target.log 2>&1); status=$$?; \
+	  echo "$$target: $$(grep -m1 -o 'stat::number_of_executed_units: *[0-9]*' $(CARGO_TARGET_DIR)/fuzz-$$target.log | grep -o '[0-9]*$$') runs"; \
+	  [ $$status -eq 0 ] || { tail -30 $(CARGO_TARGET_DIR)/fuzz-$$target.log >&2; exit 1; }; \
+	done
 
 # The module's host, against the real embedded .wasm; `go test` replays the fuzzers' committed
 # corpora (caddy/testdata/fuzz), then each fuzzer runs for FUZZ_SHORT. `make fuzz` runs them
@@ -124,8 +155,9 @@ test-go: $(WASM_EMBEDDED)
 	cd caddy && go vet ./... && go test ./...
 	@$(MAKE) --no-print-directory go-fuzz FUZZ_TIME=$(FUZZ_SHORT)
 
-fuzz: $(WASM_EMBEDDED)
+fuzz: $(WASM_EMBEDDED) $(CARGO_FUZZ)
 	@$(MAKE) --no-print-directory go-fuzz FUZZ_TIME=$(FUZZ_LONG)
+	@$(MAKE) --no-print-directory rust-fuzz FUZZ_SECONDS=$(FUZZ_LONG_SECONDS)
 
 # Each Go fuzzer for FUZZ_TIME; its log (Caddy's JSON lines aside) ends with the executions.
 go-fuzz:

@@ -14,6 +14,8 @@ mod backoff;
 mod cli;
 mod deregister;
 mod error;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod http_client;
 mod join;
 mod log;

@@ -18,6 +18,9 @@ pub enum RegistryError {
     /// The pool holds as many upstreams as it may.
     #[error("the pool already holds {0} upstreams")]
     Full(usize),
+    /// As many pools are declared as the registry keeps.
+    #[error("{0} pools are declared already: no more")]
+    TooManyPools(usize),
     /// The pool's admission policy refuses the address (see admission.rs).
     #[error("{0}")]
     Refused(String),
@@ -29,7 +32,7 @@ impl RegistryError {
         match self {
             RegistryError::BadCommand(_) | RegistryError::BadRequest(_) => 400,
             RegistryError::UnknownPool(_) | RegistryError::UnknownUpstream(_) => 404,
-            RegistryError::Full(_) => 409,
+            RegistryError::Full(_) | RegistryError::TooManyPools(_) => 409,
             RegistryError::Refused(_) => 403,
         }
     }

@@ -13,6 +13,10 @@ use crate::address::{check_dial_address, check_pool_name};
 use crate::admission::{Admission, Listeners};
 use crate::health::{HealthPolicy, ProbeResult};
 use crate::pool::{Pool, DEFAULT_LEASE_MS};
+
+/// Most pools one registry keeps (a Caddy config declares a handful; this bounds the memory a
+/// host that configures pools without end could make the guest take).
+pub const MAX_POOLS: usize = 1024;
 use crate::{Change, RegistryError};
 
 /// A command from the host. Fields are the JSON keys: `pool`, `address` (a dial address),
@@ -129,6 +133,9 @@ impl Registry {
             Command::Configure { pool, passes, fails, slow_start_ms, allow } => {
                 check_pool_name(&pool)?;
                 let admission = Admission::new(&allow)?;
+                if !self.pools.contains_key(&pool) && self.pools.len() >= MAX_POOLS {
+                    return Err(RegistryError::TooManyPools(MAX_POOLS));
+                }
                 let defaults = HealthPolicy::default();
                 let entry = self.pools.entry(pool.clone()).or_default();
                 entry.policy = HealthPolicy { passes: passes.unwrap_or(defaults.passes).max(1), fails: fails.unwrap_or(defaults.fails).max(1) };
@@ -285,6 +292,16 @@ mod tests {
         assert_eq!(offered(&mut registry), json!([]));
         assert_eq!(run(&mut registry, json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})).changed, ["api"]);
         assert_eq!(run(&mut registry, json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})).status, 404);
+    }
+
+    #[test]
+    fn the_number_of_pools_is_bounded() {
+        let mut registry = Registry::default();
+        for i in 0..MAX_POOLS {
+            assert_eq!(run(&mut registry, json!({"op": "configure", "pool": format!("p{i}")})).status, 200);
+        }
+        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "one-more"})).status, 409);
+        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "p7", "passes": 3})).status, 200, "a known pool is reconfigured");
     }
 
     #[test]

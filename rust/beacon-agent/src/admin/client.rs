@@ -139,12 +139,17 @@ impl AdminClient {
 
     /// The error for an unexpected answer, with Caddy's `{"error": ...}` text when there is one.
     pub fn api_error(&self, method: &str, path: &str, response: &AdminResponse) -> AgentError {
-        let message = serde_json::from_slice::<serde_json::Value>(&response.body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&response.body).trim().chars().take(300).collect());
+        let message = error_message(&response.body);
         AgentError::Api { admin: self.address.url(), request: format!("{method} {path}"), status: response.status, message }
     }
+}
+
+/// Caddy's `{"error": ...}` text, or the start of the body when it is not that.
+pub fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().chars().take(300).collect())
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ pub(super) async fn read_first_head(stream: &mut TcpStream, timeout: Duration) -
 }
 
 /// A verdict once the head is complete or already wrong; None while more is needed.
-fn judge(head: &[u8]) -> Option<FirstHead> {
+pub(super) fn judge(head: &[u8]) -> Option<FirstHead> {
     let end = head.windows(4).position(|w| w == b"\r\n\r\n");
     // A LF not preceded by CR anywhere in what arrived so far: refuse at once rather than guess
     // where this head ends (a proxy in front may have guessed differently).

@@ -13,6 +13,15 @@
 
 mod connections;
 mod first_head;
+
+/// Entry points for the fuzz targets (fuzz/), compiled only under cargo fuzz.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// Judges a first request head as a connection would deliver it.
+    pub fn judge_first_head(head: &[u8]) {
+        let _ = super::first_head::judge(head);
+    }
+}
 mod prefixed;
 
 use std::io;
