@@ -61,9 +61,9 @@ def test_status_reports_health_in_flight_and_ownership(start: Callable[..., Serv
         table = companion("status", "--admin", caddy.admin_url)
         assert table.returncode == 0, table.stderr
         lines = table.stdout.splitlines()
-        assert lines[0].split() == ["ADMIN", "UPSTREAM", "POOL", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED"]
+        assert lines[0].split() == ["ADMIN", "UPSTREAM", "POOL", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED", "WEIGHT"]
         row = next(line for line in lines if live in line).split()
-        assert row[2:] == ["-", "yes", "0", "0", "no"], "no pool: from Caddy's config"
+        assert row[2:] == ["-", "yes", "0", "0", "no", "-"], "no pool (from Caddy's config), so no weight"
     finally:
         caddy.stop()
 

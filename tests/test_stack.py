@@ -499,34 +499,6 @@ def test_every_dashboard_variable_has_values(demo: Demo) -> None:
             assert answer["status"] == "success" and answer["data"], f"{dashboard.name}: ${variable['name']} has no values"
 
 
-def test_ctrl_c_stops_the_demo_and_leaves_no_process(demo: Demo) -> None:
-    # Runs last in this module (pytest keeps file order): it ends the shared demo.
-    started = demo.descendants()
-    assert len(started) >= 6, f"expected make, the demo, Caddy, two companions and their apps: {started}"
-    os.killpg(demo.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-    assert demo.process.wait(timeout=90) is not None
-    assert "nothing left running" in "".join(demo.output), "".join(demo.output)[-3000:]
-    alive = [pid for pid in started if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
-    assert alive == [], f"still running after Ctrl-C: {[(pid, _cmdline(pid)) for pid in alive]}"
-    for name, port in demo.ports.items():
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-
-
-def _state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return "Z"
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-    except OSError:
-        return "?"
-
-
 # --- deploy/prometheus/rules, live ------------------------------------------------------
 
 # Metrics the rules read that only a Caddy without the beacon module exposes (its own active
@@ -586,3 +558,32 @@ def test_the_stock_only_metrics_the_rules_read_are_stock_caddy_s(caddies: Caddie
             return {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines() if not line.startswith("#")}
 
     assert wait_until(lambda: STOCK_CADDY_ONLY <= exposed(), timeout=10), sorted(exposed())
+
+
+# The demo's last test: it stops the demo.
+def test_ctrl_c_stops_the_demo_and_leaves_no_process(demo: Demo) -> None:
+    # Runs last in this module (pytest keeps file order): it ends the shared demo.
+    started = demo.descendants()
+    assert len(started) >= 6, f"expected make, the demo, Caddy, two companions and their apps: {started}"
+    os.killpg(demo.process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    assert demo.process.wait(timeout=90) is not None
+    assert "nothing left running" in "".join(demo.output), "".join(demo.output)[-3000:]
+    alive = [pid for pid in started if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
+    assert alive == [], f"still running after Ctrl-C: {[(pid, _cmdline(pid)) for pid in alive]}"
+    for name, port in demo.ports.items():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return "?"

@@ -71,6 +71,11 @@ def test_a_canary_gets_its_weight_s_share_and_a_new_weight_within_a_second_witho
     stable = [replica(companions, caddy), replica(companions, caddy)]
     canary = replica(companions, caddy, "--weight", "10")
     assert member(caddy, canary.upstream)["weight"] == 10
+    status = companion_cli("status", "--admin", caddy.admin, "--json")
+    listed = {row["address"]: row for row in json.loads(status.stdout)}
+    assert (listed[canary.upstream]["weight"], listed[stable[0].upstream]["weight"]) == (10, 100), status.stdout
+    table = companion_cli("status", "--admin", caddy.admin).stdout.splitlines()
+    assert table[0].split()[-1] == "WEIGHT" and next(line for line in table if canary.upstream in line).split()[-1] == "10", table
     etag = config_etag(caddy)
     served = shares(caddy, [*stable, canary], 4200)
     expected = 4200 * 10 / 210
