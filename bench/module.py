@@ -155,16 +155,21 @@ def rolling_restart(tmp: Path, mode: Mode, restarts: int) -> dict[str, tuple[int
         caddy.stop()
 
 
+def require_module_caddy_and_wrk() -> None:
+    """Exits with one line naming what to install when the module Caddy or wrk is missing."""
+    if not MODULE_CADDY.exists():
+        sys.exit(f"{MODULE_CADDY} is missing: make caddy")
+    if not shutil.which("wrk"):
+        sys.exit("wrk is missing: apt-get install wrk")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--restarts", type=int, default=2)
     options = parser.parse_args()
-    if not MODULE_CADDY.exists():
-        sys.exit(f"{MODULE_CADDY} is missing: make caddy")
-    if not shutil.which("wrk"):
-        sys.exit("wrk is missing: apt-get install wrk")
+    require_module_caddy_and_wrk()
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         ratios, module_rss, stock_rss = throughput(tmp, options.rounds, options.seconds)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import shutil
 import signal
 import statistics
 import sys
@@ -35,7 +34,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.module import caddyfile, site, wrk  # noqa: E402
+from bench.module import caddyfile, require_module_caddy_and_wrk, site, wrk  # noqa: E402
 from tests.companion_process import Companion, launch_companion  # noqa: E402
 from tests.conftest import MODULE_CADDY, Caddy, _start_caddy, free_port, launch_caddy, wait_until  # noqa: E402
 
@@ -239,10 +238,7 @@ def main() -> None:
     parser.add_argument("--only", default="pool,canary,slow,restart")
     parser.add_argument("--restart-rounds", type=int, default=2)
     options = parser.parse_args()
-    if not MODULE_CADDY.exists():
-        sys.exit(f"{MODULE_CADDY} is missing: make caddy")
-    if not shutil.which("wrk"):
-        sys.exit("wrk is missing: apt-get install wrk")
+    require_module_caddy_and_wrk()
     only = set(options.only.split(","))
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)

@@ -1,9 +1,11 @@
 package beacon
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -148,5 +150,31 @@ func TestPoolsListingIsJSON(t *testing.T) {
 	}
 	if err := (Admin{}).handlePools(httptest.NewRecorder(), httptest.NewRequest(http.MethodPost, "/beacon/pools", nil)); err == nil {
 		t.Fatal("POST /beacon/pools must be refused")
+	}
+}
+
+// A name is registered as what it resolves to: a name that does not resolve is a 400 naming it,
+// one that resolves to a refused address a 403. (Resolved here, not through DNS.)
+func TestNamesAreJudgedByWhatTheyResolveTo(t *testing.T) {
+	declare(t, "named")
+	realLookup := lookupIPAddr
+	defer func() { lookupIPAddr = realLookup }()
+	lookupIPAddr = func(_ context.Context, host string) ([]net.IPAddr, error) {
+		switch host {
+		case "app.internal":
+			return []net.IPAddr{{IP: net.IPv4(10, 0, 0, 7)}}, nil
+		case "rebind.internal":
+			return []net.IPAddr{{IP: net.IPv4(10, 0, 0, 8)}, {IP: net.IPv4(169, 254, 169, 254)}}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	for _, c := range []struct {
+		address string
+		status  int
+	}{{"app.internal:8000", 200}, {"rebind.internal:8000", 403}, {"nowhere.internal:8000", 400}} {
+		status, body := post("/beacon/pools/named/register", "application/json", `{"address":"`+c.address+`"}`)
+		if status != c.status {
+			t.Errorf("%s: got %d %s, want %d", c.address, status, body, c.status)
+		}
 	}
 }

@@ -18,6 +18,9 @@ import (
 // resolveTimeout bounds the lookup of a registered DNS name.
 const resolveTimeout = 2 * time.Second
 
+// lookupIPAddr resolves names (a variable: the fuzz test answers locally instead of asking DNS).
+var lookupIPAddr = net.DefaultResolver.LookupIPAddr
+
 // resolve returns what a host:port's DNS name resolves to, for the pool's admission policy to
 // judge (nothing for an IP address or a Unix socket). A name that does not resolve is refused:
 // Caddy could not dial it either.
@@ -31,7 +34,7 @@ func resolve(ctx context.Context, address string) ([]string, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	addresses, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	addresses, err := lookupIPAddr(ctx, host)
 	if err != nil {
 		return nil, fmt.Errorf("address %q: %s does not resolve: %v", address, host, err)
 	}

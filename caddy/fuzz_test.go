@@ -5,8 +5,11 @@ package beacon
 // f.Add calls and testdata/fuzz/) as plain tests; `make fuzz` runs the fuzzers for longer.
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -17,10 +20,21 @@ import (
 // nothing the pool refuses ends up registered.
 func FuzzAdminPoolAction(f *testing.F) {
 	declare(f, "fuzz")
+	// Names resolve here, not through DNS: a fuzzer must not send queries off this host. A name
+	// with "metadata" in it resolves to the cloud metadata address, any other to 10.0.0.1.
+	realLookup := lookupIPAddr
+	lookupIPAddr = func(_ context.Context, host string) ([]net.IPAddr, error) {
+		if strings.Contains(host, "metadata") {
+			return []net.IPAddr{{IP: net.IPv4(169, 254, 169, 254)}}, nil
+		}
+		return []net.IPAddr{{IP: net.IPv4(10, 0, 0, 1)}}, nil
+	}
+	f.Cleanup(func() { lookupIPAddr = realLookup })
 	for _, seed := range []struct{ action, body string }{
 		{"register", `{"address":"127.0.0.1:8001","lease_ms":15000,"weight":100}`},
 		{"register", `{"address":"unix//run/app/../../etc/passwd"}`},
 		{"register", `{"address":"[::ffff:169.254.169.254]:80"}`},
+		{"register", `{"address":"metadata.internal:80"}`},
 		{"register", `{"address":"a:1"}{"address":"x"}`},
 		{"renew", `{"ADDRESS":"127.0.0.1:8001"}`},
 		{"weight", `{"address":"127.0.0.1:8001","weight":-1}`},
@@ -47,7 +61,7 @@ func FuzzAdminPoolAction(f *testing.F) {
 			t.Fatalf("%s %q: answered %q", action, body, recorder.Body.String())
 		}
 		for _, member := range members(t, "fuzz") {
-			if strings.HasPrefix(member.Address, "unix/") || strings.Contains(member.Address, "169.254.") {
+			if refusedByDefault(member.Address) {
 				t.Fatalf("%s %q registered %s, which the pool refuses", action, body, member.Address)
 			}
 		}
@@ -86,4 +100,23 @@ func FuzzGuestRawInput(f *testing.F) {
 			t.Fatalf("guest memory grew by %d bytes", grown)
 		}
 	})
+}
+
+// refusedByDefault is what a pool without an allow list must never hold (see the registry's
+// admission.rs): a Unix socket, or an address that is link-local (metadata included),
+// unspecified or multicast, IPv4-mapped forms judged as IPv4. Other IPv6 addresses that merely
+// spell an IPv4 address in their last bits (::fff:169.254.169.254) are not those.
+func refusedByDefault(address string) bool {
+	if strings.HasPrefix(address, "unix/") {
+		return true
+	}
+	if strings.Contains(address, "metadata") {
+		return true // resolves to 169.254.169.254 in this test
+	}
+	parsed, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return false // any other name resolves to 10.0.0.1 here
+	}
+	ip := parsed.Addr().Unmap()
+	return ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.MustParseAddr("fd00:ec2::254")
 }

@@ -171,7 +171,6 @@ def test_the_admission_policy_refuses_with_403_and_counts(caddies: Caddies, comp
         for address in refused:
             answer = client.post("/beacon/pools/api/register", json={"address": address})
             assert answer.status_code == 403 and "refused" in answer.json()["error"], (address, answer.text)
-        assert client.post("/beacon/pools/api/register", json={"address": "nowhere.invalid:80"}).status_code == 400
     assert pool(caddy) == []
     assert caddy_metric(caddy, 'caddy_beacon_registrations_refused_total{pool="api"}') == len(refused)
 
