@@ -9,6 +9,7 @@ use crate::otlp::exporter::ExportStats;
 use crate::process_metrics::ProcessStats;
 use crate::trace::context::to_hex;
 use crate::metrics_store::{total_active, LOOP_LAG_BUCKETS};
+use crate::HttpMethod;
 use crate::{Exemplar, Readiness, RequestMetrics, WorkerState};
 
 /// The two exposition formats.
@@ -181,7 +182,8 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
     }
 
     w.family("http_server_active_requests", "gauge", "Number of HTTP server requests in flight.");
-    for (method, active) in total_active(&scrape.workers) {
+    let recorded: Vec<HttpMethod> = series.iter().map(|s| s.labels.method).collect();
+    for (method, active) in total_active(&scrape.workers, &recorded) {
         w.sample("http_server_active_requests", &[("http_request_method", method.as_label())], active);
     }
 

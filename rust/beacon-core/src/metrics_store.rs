@@ -83,12 +83,16 @@ pub struct WorkerState {
 }
 
 /// In-flight requests per method summed over `workers`, for every method any of them has seen.
-pub fn total_active(workers: &[WorkerState]) -> Vec<(HttpMethod, i64)> {
+///
+/// A method the request histograms have recorded stays listed (at 0) after every worker that
+/// counted it is gone: recycled workers (gunicorn's --max-requests) must not make the series
+/// vanish, which Prometheus would read as stale rather than as nothing in flight.
+pub fn total_active(workers: &[WorkerState], recorded: &[HttpMethod]) -> Vec<(HttpMethod, i64)> {
     HttpMethod::ALL
         .iter()
         .filter_map(|method| {
             let counts: Vec<i64> = workers.iter().flat_map(|w| w.active.iter().filter(|(m, _)| m == method).map(|(_, n)| *n)).collect();
-            (!counts.is_empty()).then(|| (*method, counts.iter().sum()))
+            (!counts.is_empty() || recorded.contains(method)).then(|| (*method, counts.iter().sum()))
         })
         .collect()
 }
@@ -551,11 +555,11 @@ mod tests {
         let metrics = store(10);
         metrics.request_started(HttpMethod::Get);
         metrics.request_started(HttpMethod::Get);
-        assert_eq!(total_active(&metrics.workers()), vec![(HttpMethod::Get, 2)]);
+        assert_eq!(total_active(&metrics.workers(), &[]), vec![(HttpMethod::Get, 2)]);
         metrics.request_finished(HttpMethod::Get, "/items/{id}", 200, 5_000_000);
         metrics.request_finished(HttpMethod::Get, "/items/{id}", 200, 50_000_000);
         metrics.observe(HttpMethod::Get, "/items/{id}", 404, 1);
-        assert_eq!(total_active(&metrics.workers()), vec![(HttpMethod::Get, 0)]);
+        assert_eq!(total_active(&metrics.workers(), &[]), vec![(HttpMethod::Get, 0)]);
 
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.len(), 2);
@@ -622,7 +626,10 @@ mod tests {
         }
         // Both handles are in this process: one slot, gauge summed once.
         first.request_started(HttpMethod::Get);
-        assert_eq!(total_active(&second.workers()), vec![(HttpMethod::Get, 1)]);
+        assert_eq!(total_active(&second.workers(), &[]), vec![(HttpMethod::Get, 1)]);
+        // Counted only by workers that are gone: still listed, at 0, once recorded.
+        assert_eq!(total_active(&[], &[HttpMethod::Get]), vec![(HttpMethod::Get, 0)]);
+        assert_eq!(total_active(&[], &[]), vec![]);
         assert_eq!(first.workers().iter().map(|w| w.pid).collect::<Vec<_>>(), vec![std::process::id()]);
         std::fs::remove_file(first.shared_path().unwrap()).unwrap();
     }
