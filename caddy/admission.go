@@ -58,14 +58,19 @@ func adminListeners(r *http.Request) []string {
 			listeners = append(listeners, "unix/"+addr.Name)
 		}
 	}
-	if network, err := caddy.ParseNetworkAddress(caddy.DefaultAdminListen); err == nil {
-		if network.IsUnixNetwork() {
-			listeners = append(listeners, "unix/"+network.Host)
-		} else {
-			listeners = append(listeners, onEveryAddress(int(network.StartPort))...)
-		}
+	return append(listeners, defaultAdminListeners()...)
+}
+
+// defaultAdminListeners is Caddy's default admin address, on every address of this host.
+func defaultAdminListeners() []string {
+	network, err := caddy.ParseNetworkAddress(caddy.DefaultAdminListen)
+	if err != nil {
+		return nil
 	}
-	return listeners
+	if network.IsUnixNetwork() {
+		return []string{"unix/" + network.Host}
+	}
+	return onEveryAddress(int(network.StartPort))
 }
 
 // onEveryAddress is port on loopback and on each address of this host's interfaces.

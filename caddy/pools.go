@@ -173,8 +173,11 @@ func (p *poolState) attach(m *Upstreams) {
 	p.prober = startProber(p, m.checks())
 }
 
-// detach forgets a module whose config was unloaded; the last one out stops the prober.
-func (p *poolState) detach(m *Upstreams) {
+// detach forgets a module whose config was unloaded; the last one out stops the prober. It
+// tells whether a module still attached names a Kubernetes source (the caller stops the
+// watcher otherwise, outside this lock: stopping it applies registry commands, which refresh
+// this pool).
+func (p *poolState) detach(m *Upstreams) (kubernetesStays bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, attached := range p.attached {
@@ -187,6 +190,12 @@ func (p *poolState) detach(m *Upstreams) {
 		p.prober.stop()
 		p.prober = nil
 	}
+	for _, attached := range p.attached {
+		if attached.Kubernetes != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // newest is the module of the most recently loaded config, for emitting events; nil if none.

@@ -37,6 +37,8 @@ func init() {
 //			choices         2        # default: the whole pool (one member by weight when weights differ)
 //			slow_start      30s      # default off
 //			allow           10.0.0.0/8 fd00::/8 unix//run/app/   # default: see admission.rs
+//			kubernetes      <namespace>/<service> [port-name]   # default: members come from companions
+//			kubeconfig      /path/to/kubeconfig                 # default: in-cluster service account
 //		}
 //	}
 //
@@ -50,6 +52,10 @@ func init() {
 // allow: the only addresses that may register (CIDRs, addresses, unix//path-prefixes);
 // registrations outside get 403. Without it, link-local and metadata addresses, Unix sockets
 // and Caddy's own admin API are refused. Caddy's admin API is refused even with it.
+//
+// kubernetes: the pool's members are the Service's endpoints, from its EndpointSlices (see
+// kubernetes.go): ready ones join, not-ready and terminating ones drain, deleted ones leave.
+// Companions are then not needed; do not register the same addresses through both.
 type Upstreams struct {
 	// The pool companions register into (`caddy-beacon run --pool <name>`).
 	Pool string `json:"pool"`
@@ -70,6 +76,8 @@ type Upstreams struct {
 	SlowStart caddy.Duration `json:"slow_start,omitempty"`
 	// The addresses that may register: CIDRs, addresses, unix//path-prefixes.
 	Allow []string `json:"allow,omitempty"`
+	// The Service whose EndpointSlices are the pool's members. Default: none (companions).
+	Kubernetes *KubernetesSource `json:"kubernetes,omitempty"`
 
 	ctx    caddy.Context
 	events *caddyevents.App
@@ -130,6 +138,9 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	u.state = pool(u.Pool)
 	u.state.attach(u)
 	startLeaseTicker()
+	if u.Kubernetes != nil {
+		return watchKubernetes(u.Pool, *u.Kubernetes)
+	}
 	return nil
 }
 
@@ -150,13 +161,17 @@ func (u *Upstreams) Validate() error {
 	if u.SlowStart < 0 || u.SlowStart > caddy.Duration(time.Hour) {
 		return fmt.Errorf("beacon: slow_start must be between 0 and 1h, got %s", time.Duration(u.SlowStart))
 	}
+	if u.Kubernetes != nil {
+		return u.Kubernetes.validate()
+	}
 	return nil
 }
 
-// Cleanup detaches this config's module from the pool; the pool and its registrations stay.
+// Cleanup detaches this config's module from the pool; the pool and its registrations stay,
+// except a Kubernetes source's, which stop with the last config that names one.
 func (u *Upstreams) Cleanup() error {
-	if u.state != nil {
-		u.state.detach(u)
+	if u.state != nil && !u.state.detach(u) {
+		stopKubernetes(u.Pool)
 	}
 	return nil
 }
@@ -185,8 +200,25 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	kubeconfig := ""
 	for d.NextBlock(0) {
 		option := d.Val()
+		if option == "kubernetes" {
+			values := d.RemainingArgs()
+			if len(values) < 1 || len(values) > 2 {
+				return d.Errf("kubernetes <namespace>/<service> [port-name]")
+			}
+			portName := ""
+			if len(values) == 2 {
+				portName = values[1]
+			}
+			source, err := parseKubernetesSource(values[0], portName)
+			if err != nil {
+				return d.Errf("kubernetes: %v", err)
+			}
+			u.Kubernetes = &source
+			continue
+		}
 		if option == "allow" {
 			values := d.RemainingArgs()
 			if len(values) == 0 {
@@ -221,12 +253,20 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "slow_start":
 			err = parseDuration(value, &u.SlowStart)
+		case "kubeconfig":
+			kubeconfig = value
 		default:
-			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails, choices, slow_start, allow)", option)
+			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails, choices, slow_start, allow, kubernetes, kubeconfig)", option)
 		}
 		if err != nil {
 			return d.Errf("%s %s: %v", option, value, err)
 		}
+	}
+	if kubeconfig != "" {
+		if u.Kubernetes == nil {
+			return d.Errf("kubeconfig needs a kubernetes source (kubernetes <namespace>/<service>)")
+		}
+		u.Kubernetes.Kubeconfig = kubeconfig
 	}
 	return nil
 }

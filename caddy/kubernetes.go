@@ -1,0 +1,390 @@
+package beacon
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// A Kubernetes source for a pool (`kubernetes <namespace>/<service> [port-name]`): the pool's
+// members are the endpoints of the Service's EndpointSlices. Ready endpoints join; endpoints
+// that are not ready (terminating, or failing their readiness probe) drain: no new requests,
+// in-flight ones finish; endpoints that are gone leave. The module's own checks, slow start,
+// weights and admission apply on top, as for companions' registrations.
+//
+// One watcher per pool lives at package level, like the pool's state: `caddy reload` with the
+// same source keeps it and its members. client-go's reflector resumes a lost watch (list, then
+// watch again, with backoff); meanwhile the last known members stay, their leases renewed. It
+// needs get, list and watch on endpointslices in the one namespace, nothing else.
+
+// kubernetesLease is how long a member the watcher registered lasts without renewal; the
+// watcher renews every kubernetesRenewal, so members outlive an API server outage of any length
+// but not a Caddy whose watcher is gone.
+const (
+	kubernetesLease   = 60 * time.Second
+	kubernetesRenewal = 15 * time.Second
+)
+
+// KubernetesSource names the Service whose EndpointSlices are a pool's members.
+type KubernetesSource struct {
+	// The Service's namespace.
+	Namespace string `json:"namespace"`
+	// The Service's name.
+	Service string `json:"service"`
+	// The name of the Service port to send traffic to; may be empty when it has only one.
+	PortName string `json:"port_name,omitempty"`
+	// A kubeconfig file; empty means the pod's own service account (in-cluster).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+}
+
+func (s KubernetesSource) String() string {
+	if s.PortName == "" {
+		return s.Namespace + "/" + s.Service
+	}
+	return s.Namespace + "/" + s.Service + " port " + s.PortName
+}
+
+// validate checks the names as the API server would, so a typo fails the config load with a
+// clear message instead of a watch that never sees anything.
+func (s KubernetesSource) validate() error {
+	for _, name := range []struct{ what, value string }{{"namespace", s.Namespace}, {"service", s.Service}} {
+		if problems := validation.IsDNS1123Label(name.value); len(problems) > 0 {
+			return fmt.Errorf("beacon: kubernetes: %s %q: %s", name.what, name.value, strings.Join(problems, "; "))
+		}
+	}
+	if s.PortName != "" {
+		if problems := validation.IsValidPortName(s.PortName); len(problems) > 0 {
+			return fmt.Errorf("beacon: kubernetes: port name %q: %s", s.PortName, strings.Join(problems, "; "))
+		}
+	}
+	return nil
+}
+
+// parseKubernetesSource reads `<namespace>/<service>`.
+func parseKubernetesSource(text, portName string) (KubernetesSource, error) {
+	namespace, service, ok := strings.Cut(text, "/")
+	if !ok || namespace == "" || service == "" || strings.Contains(service, "/") {
+		return KubernetesSource{}, fmt.Errorf("expected <namespace>/<service>, got %q", text)
+	}
+	return KubernetesSource{Namespace: namespace, Service: service, PortName: portName}, nil
+}
+
+// endpointState is what the EndpointSlices say of one address; lower wins when an address is
+// in two slices (while one replaces the other).
+type endpointState int
+
+const (
+	endpointReady endpointState = iota
+	endpointDraining
+)
+
+// kubernetesWatcher keeps one pool in step with one Service.
+type kubernetesWatcher struct {
+	pool   string
+	source KubernetesSource
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu sync.Mutex
+	// The addresses this watcher registered, and what it made of them.
+	owned map[string]endpointState
+	// Slices already reported as lacking the port, so the log says it once.
+	warned map[string]bool
+	// Whether the last call to the API server failed (logged once per outage).
+	failing atomic.Bool
+}
+
+var kubernetesWatchers = struct {
+	sync.Mutex
+	byPool map[string]*kubernetesWatcher
+}{byPool: map[string]*kubernetesWatcher{}}
+
+// watchKubernetes starts the pool's watcher, or keeps the running one when its source is the
+// same (a reload); a different source replaces it. It does not wait for the API server: an
+// unreachable one is logged and retried while the rest of Caddy serves.
+func watchKubernetes(pool string, source KubernetesSource) error {
+	if err := source.validate(); err != nil {
+		return err
+	}
+	config, err := restConfig(source.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("beacon: kubernetes %s: %v", source, err)
+	}
+	client, err := newEndpointSliceClient(config)
+	if err != nil {
+		return fmt.Errorf("beacon: kubernetes %s: %v", source, err)
+	}
+	kubernetesWatchers.Lock()
+	running, ok := kubernetesWatchers.byPool[pool]
+	if ok && running.source == source {
+		kubernetesWatchers.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &kubernetesWatcher{
+		pool: pool, source: source, cancel: cancel, done: make(chan struct{}),
+		owned: map[string]endpointState{}, warned: map[string]bool{},
+	}
+	kubernetesWatchers.byPool[pool] = w
+	kubernetesWatchers.Unlock()
+	if ok {
+		running.stop()
+	}
+	go w.run(ctx, client)
+	return nil
+}
+
+// stopKubernetes stops the pool's watcher, if it has one; the members it registered leave.
+func stopKubernetes(pool string) {
+	kubernetesWatchers.Lock()
+	running, ok := kubernetesWatchers.byPool[pool]
+	delete(kubernetesWatchers.byPool, pool)
+	kubernetesWatchers.Unlock()
+	if ok {
+		running.stop()
+	}
+}
+
+// stop ends the watch and removes what it registered: a config without the source, or a
+// different one, must not keep serving the old Service's pods.
+func (w *kubernetesWatcher) stop() {
+	w.cancel()
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for address := range w.owned {
+		w.command(memberCommand{Op: opRemove, Pool: w.pool, Address: address})
+	}
+	w.owned = map[string]endpointState{}
+}
+
+// restConfig is the kubeconfig at path, or the pod's own service account (in-cluster).
+func restConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		return clientcmd.BuildConfigFromFlags("", path)
+	}
+	config, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("%v (outside a cluster, give a kubeconfig file: kubeconfig <path>)", err)
+	}
+	return config, nil
+}
+
+func (w *kubernetesWatcher) logger() *zap.Logger {
+	return caddy.Log().Named("beacon").With(zap.String("pool", w.pool), zap.String("kubernetes", w.source.String()))
+}
+
+// run lists and watches the Service's EndpointSlices (kubernetes_client.go), reconciling the
+// pool on every change and renewing its members' leases.
+func (w *kubernetesWatcher) run(ctx context.Context, client rest.Interface) {
+	defer close(w.done)
+	selector := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: w.source.Service}).String()
+	informer := cache.NewSharedIndexInformer(endpointSliceListWatch(client, w.source.Namespace, selector, w.outcome),
+		&discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	changed := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	_, _ = informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { poke() },
+		UpdateFunc: func(any, any) { poke() },
+		DeleteFunc: func(any) { poke() },
+	})
+	go informer.RunWithContext(ctx)
+	renew := time.NewTicker(kubernetesRenewal)
+	defer renew.Stop()
+	synced := false
+	for !synced {
+		// Until the first list arrives (the API server may be down) there is nothing to
+		// reconcile; the wait ends with the watcher.
+		waitCtx, cancel := context.WithTimeout(ctx, time.Second)
+		synced = cache.WaitForCacheSync(waitCtx.Done(), informer.HasSynced)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+	w.logger().Info("watching EndpointSlices")
+	store := informer.GetStore()
+	w.reconcile(store)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+			w.reconcile(store)
+		case <-renew.C:
+			w.renewAll()
+		}
+	}
+}
+
+// outcome logs the first failure of an outage and the recovery; client-go's reflector retries
+// with backoff in between, and the pool keeps the members it had.
+func (w *kubernetesWatcher) outcome(err error) {
+	if err != nil && !w.failing.Swap(true) {
+		w.logger().Warn("watching EndpointSlices failed; the last known members stay while it retries", zap.Error(err))
+	} else if err == nil && w.failing.Swap(false) {
+		w.logger().Info("watching EndpointSlices again")
+	}
+}
+
+// desired is what the Service's EndpointSlices say now: address -> state.
+func (w *kubernetesWatcher) desired(store cache.Store) map[string]endpointState {
+	var found []*discoveryv1.EndpointSlice
+	for _, object := range store.List() {
+		if slice, ok := object.(*discoveryv1.EndpointSlice); ok {
+			found = append(found, slice)
+		}
+	}
+	wanted, lacking := endpointsOf(found, w.source.PortName)
+	for _, name := range lacking {
+		if !w.warned[name] {
+			w.warned[name] = true
+			w.logger().Warn("EndpointSlice has no such port; its endpoints are left out", zap.String("endpointslice", name))
+		}
+	}
+	return wanted
+}
+
+// endpointsOf reads slices into address -> state, on the port named portName (the only port
+// when portName is empty); it also returns the names of the slices without that port.
+func endpointsOf(slices []*discoveryv1.EndpointSlice, portName string) (map[string]endpointState, []string) {
+	wanted := map[string]endpointState{}
+	var lacking []string
+	for _, slice := range slices {
+		if slice.AddressType != discoveryv1.AddressTypeIPv4 && slice.AddressType != discoveryv1.AddressTypeIPv6 {
+			continue // FQDN slices are not written for Services with selectors
+		}
+		port, ok := slicePort(slice, portName)
+		if !ok {
+			if len(slice.Endpoints) > 0 {
+				lacking = append(lacking, slice.Name)
+			}
+			continue
+		}
+		for _, endpoint := range slice.Endpoints {
+			if len(endpoint.Addresses) == 0 {
+				continue
+			}
+			// Consumers use the first address only (the API's documented rule).
+			address := net.JoinHostPort(endpoint.Addresses[0], strconv.Itoa(int(port)))
+			state := stateOf(endpoint.Conditions)
+			if previous, seen := wanted[address]; !seen || state < previous {
+				wanted[address] = state
+			}
+		}
+	}
+	return wanted, lacking
+}
+
+// slicePort is the slice's port named name (its only port when name is empty).
+func slicePort(slice *discoveryv1.EndpointSlice, name string) (int32, bool) {
+	for _, port := range slice.Ports {
+		if port.Port == nil {
+			continue
+		}
+		portName := ""
+		if port.Name != nil {
+			portName = *port.Name
+		}
+		if portName == name || (name == "" && len(slice.Ports) == 1) {
+			return *port.Port, true
+		}
+	}
+	return 0, false
+}
+
+// stateOf: ready (unset counts as ready, as the API says) joins; anything else — terminating,
+// serving or not, or failing readiness — gets no new requests.
+func stateOf(conditions discoveryv1.EndpointConditions) endpointState {
+	if conditions.Ready == nil || *conditions.Ready {
+		return endpointReady
+	}
+	return endpointDraining
+}
+
+// reconcile registers, drains and removes so the pool holds what the slices say. An endpoint
+// that was never ready is not registered; one that turns ready again is served again.
+func (w *kubernetesWatcher) reconcile(store cache.Store) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wanted := w.desired(store)
+	for address, state := range wanted {
+		current, owned := w.owned[address]
+		switch {
+		case state == endpointReady && (!owned || current != endpointReady):
+			if w.register(address) {
+				w.owned[address] = endpointReady
+			}
+		case state == endpointDraining && owned && current == endpointReady:
+			w.command(memberCommand{Op: opDrain, Pool: w.pool, Address: address})
+			w.owned[address] = endpointDraining
+		}
+	}
+	for address := range w.owned {
+		if _, still := wanted[address]; !still {
+			w.command(memberCommand{Op: opRemove, Pool: w.pool, Address: address})
+			delete(w.owned, address)
+		}
+	}
+}
+
+func (w *kubernetesWatcher) register(address string) bool {
+	lease := kubernetesLease.Milliseconds()
+	out := w.command(registerCommand{
+		Op: opRegister, Pool: w.pool, Address: address, LeaseMs: &lease,
+		Listeners: defaultAdminListeners(), NowMs: nowMillis(),
+	})
+	return out != nil && out.Status == 200
+}
+
+// renewAll keeps every member this watcher holds, draining ones included, through a lost watch.
+func (w *kubernetesWatcher) renewAll() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for address, state := range w.owned {
+		out := w.command(renewCommand{Op: opRenew, Pool: w.pool, Address: address, NowMs: nowMillis()})
+		if out != nil && out.Status == 404 {
+			// The registry no longer has it (removed through the admin API, or its lease ended
+			// while Caddy was stalled): a ready endpoint comes back, a draining one stays gone.
+			if state == endpointReady && w.register(address) {
+				continue
+			}
+			delete(w.owned, address)
+		}
+	}
+}
+
+// command applies one registry command, logging what failed; the reply, or nil on an error.
+func (w *kubernetesWatcher) command(cmd any) *reply {
+	out, err := apply(cmd)
+	if err != nil {
+		w.logger().Error("registry", zap.Error(err))
+		return nil
+	}
+	if out.Status == 403 {
+		refusals.WithLabelValues(w.pool).Inc()
+		w.logger().Warn("registration refused", zap.String("reason", out.Error))
+	} else if out.Status != 200 && out.Status != 404 {
+		w.logger().Warn("the registry refused a command", zap.Int("status", out.Status), zap.String("reason", out.Error))
+	}
+	return out
+}

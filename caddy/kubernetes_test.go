@@ -1,0 +1,102 @@
+package beacon
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestKubernetesCaddyfileSyntax(t *testing.T) {
+	var u Upstreams
+	err := u.UnmarshalCaddyfile(caddyfile.NewTestDispenser(`beacon app {
+		kubeconfig /etc/caddy/kubeconfig
+		kubernetes shop/orders http
+	}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := KubernetesSource{Namespace: "shop", Service: "orders", PortName: "http", Kubeconfig: "/etc/caddy/kubeconfig"}
+	if u.Kubernetes == nil || *u.Kubernetes != want {
+		t.Fatalf("got %+v, want %+v", u.Kubernetes, want)
+	}
+	for bad, says := range map[string]string{
+		"kubernetes":                    "kubernetes <namespace>/<service>",
+		"kubernetes orders":             "expected <namespace>/<service>",
+		"kubernetes shop/orders http x": "kubernetes <namespace>/<service>",
+		"kubernetes /orders":            "expected <namespace>/<service>",
+		"kubernetes shop/a/b":           "expected <namespace>/<service>",
+		"kubeconfig /etc/kubeconfig":    "kubeconfig needs a kubernetes source",
+		"kubeconfig":                    "wrong argument count",
+	} {
+		bad = "beacon a {\n" + bad + "\n}"
+		var u Upstreams
+		err := u.UnmarshalCaddyfile(caddyfile.NewTestDispenser(bad))
+		if err == nil || !strings.Contains(err.Error(), says) {
+			t.Errorf("%q: got %v, want an error saying %q", bad, err, says)
+		}
+	}
+}
+
+func TestKubernetesNamesAreCheckedAtLoad(t *testing.T) {
+	for _, source := range []KubernetesSource{
+		{Namespace: "Shop", Service: "orders"},
+		{Namespace: "shop", Service: "orders_v2"},
+		{Namespace: "shop", Service: strings.Repeat("a", 64)},
+		{Namespace: "shop", Service: "orders", PortName: "HTTP port"},
+	} {
+		if err := source.validate(); err == nil {
+			t.Errorf("%+v was accepted", source)
+		}
+	}
+	if err := (KubernetesSource{Namespace: "shop", Service: "orders", PortName: "http-alt"}).validate(); err != nil {
+		t.Errorf("a valid source was refused: %v", err)
+	}
+}
+
+func slice(name string, ports map[string]int32, endpoints ...discoveryv1.Endpoint) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: name}, AddressType: discoveryv1.AddressTypeIPv4, Endpoints: endpoints}
+	for portName, number := range ports {
+		s.Ports = append(s.Ports, discoveryv1.EndpointPort{Name: &portName, Port: &number})
+	}
+	return s
+}
+
+func endpoint(address string, ready, serving, terminating *bool) discoveryv1.Endpoint {
+	return discoveryv1.Endpoint{Addresses: []string{address}, Conditions: discoveryv1.EndpointConditions{Ready: ready, Serving: serving, Terminating: terminating}}
+}
+
+func TestEndpointSlicesBecomeMembers(t *testing.T) {
+	yes, no := new(bool), new(bool)
+	*yes = true
+	slices := []*discoveryv1.EndpointSlice{
+		slice("app-a", map[string]int32{"http": 8000, "metrics": 9000},
+			endpoint("10.0.0.1", yes, yes, no),
+			endpoint("10.0.0.2", nil, nil, nil), // conditions unset: ready, as the API says
+			endpoint("10.0.0.3", no, yes, yes),  // serving but terminating: drain
+			endpoint("10.0.0.4", no, no, no),    // failing readiness: no new requests
+		),
+		// The same pod in a second slice while the controller moves it: ready wins.
+		slice("app-b", map[string]int32{"http": 8000}, endpoint("10.0.0.3", yes, yes, no), endpoint("fd00::5", yes, yes, no)),
+		slice("app-c", map[string]int32{"grpc": 9090}, endpoint("10.0.0.9", yes, yes, no)),
+	}
+	got, lacking := endpointsOf(slices, "http")
+	want := map[string]endpointState{
+		"10.0.0.1:8000": endpointReady, "10.0.0.2:8000": endpointReady, "10.0.0.3:8000": endpointReady,
+		"10.0.0.4:8000": endpointDraining, "[fd00::5]:8000": endpointReady,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	if !reflect.DeepEqual(lacking, []string{"app-c"}) {
+		t.Errorf("slices without the port: got %v", lacking)
+	}
+	// Without a port name, a slice's only port is used; a slice with two is ambiguous.
+	got, lacking = endpointsOf(slices, "")
+	if _, ok := got["10.0.0.9:9090"]; !ok || len(got) != 3 || !reflect.DeepEqual(lacking, []string{"app-a"}) {
+		t.Errorf("no port name: got %v, lacking %v", got, lacking)
+	}
+}
