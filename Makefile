@@ -18,13 +18,14 @@ COMPOSE_SCHEMA := $(VENV)/share/compose_spec.json
 # The maturin build backend runs the `maturin` executable, which lives in the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv install install-test test test-rust test-python test-go test-fuzz lint demo bench clean prometheus caddy wasm dist dist-test fuzz go-fuzz rust-fuzz
+.PHONY: help venv install install-test test test-rust test-python test-go test-fuzz lint demo bench clean prometheus caddy kubernetes wasm dist dist-test fuzz go-fuzz rust-fuzz
 
 help:
 	@echo "make demo   - Caddy + two example replicas under caddy-beacon (+ Prometheus if present); Ctrl-C stops all"
 	@echo "make test   - install Rust build, package, Caddy and test tools into $(VENV); run every test"
 	@echo "make bench  - throughput of the example app: bare vs caddy-beacon vs today's libraries"
 	@echo "make caddy  - Caddy $(CADDY_VERSION) with the beacon module: $(CADDY_BIN) (needs Go)"
+	@echo "make kubernetes - kube-apiserver $(KUBE_VERSION), kubectl and etcd for the Kubernetes tests (needs Go, apt)"
 	@echo "make dist   - dist/: manylinux wheels for every supported CPython (x86_64, aarch64), the sdist, SHA256SUMS"
 	@echo "make dist-test - each x86_64 wheel installed into its own CPython (no Rust) and run for real"
 	@echo "make fuzz   - every fuzz target (cargo fuzz, go test -fuzz) for longer than make test does"
@@ -90,6 +91,34 @@ $(CADDY_BIN): $(GO_SOURCES) $(WASM_EMBEDDED)
 
 prometheus: $(PROMETHEUS)
 
+# A real Kubernetes control plane for tests/test_kubernetes.py: kube-apiserver and kubectl built
+# from the Go module proxy at the version tests/kubernetes/go.mod pins (~5 min and 2.7 GB of Go
+# build cache the first time, seconds after), and etcd from Debian's etcd-server package,
+# unpacked into the virtualenv. No kubelet and no controllers: the tests write EndpointSlices.
+KUBE_BIN := target/kubernetes
+KUBE_APISERVER := $(KUBE_BIN)/kube-apiserver
+KUBECTL := $(KUBE_BIN)/kubectl
+KUBE_VERSION := $(shell sed -n 's|^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\).*|\1|p' tests/kubernetes/go.mod)
+KUBE_SOURCES := tests/kubernetes/go.mod tests/kubernetes/go.sum $(wildcard tests/kubernetes/*/main.go)
+ETCD := $(VENV)/bin/etcd
+
+kubernetes: $(KUBE_APISERVER) $(ETCD)
+
+$(KUBE_APISERVER): $(KUBE_SOURCES)
+	@command -v go >/dev/null 2>&1 || { echo "Go is needed to build kube-apiserver and kubectl for the Kubernetes tests (https://go.dev/dl/)" >&2; exit 1; }
+	@mkdir -p $(KUBE_BIN)
+	cd tests/kubernetes && go build -trimpath -ldflags "-X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION)" \
+	  -o ../../$(KUBE_BIN)/ ./kube-apiserver ./kubectl
+	@touch $@
+
+$(ETCD): | $(PY)
+	@mkdir -p $(VENV)/debs
+	@cd $(VENV)/debs && { apt-get download etcd-server 2>/dev/null || \
+	    { apt-get update -qq && apt-get download etcd-server; } || \
+	    { echo "cannot fetch Debian's etcd-server package (apt-get download etcd-server)" >&2; exit 1; }; } && \
+	  dpkg-deb -x etcd-server_*.deb ../etcd && cd $(CURDIR) && \
+	  ln -sf $(CURDIR)/$(VENV)/etcd/usr/bin/etcd $@
+
 $(PROMETHEUS): | $(PY)
 	@mkdir -p $(VENV)/debs
 	@if command -v prometheus >/dev/null 2>&1; then ln -sf "$$(command -v prometheus)" $@; \
@@ -107,7 +136,7 @@ $(COMPOSE_SCHEMA): | $(PY)
 	$(PY) -c "import zipfile,sys; open(sys.argv[2],'wb').write(zipfile.ZipFile(sys.argv[1]).read('compose/config/compose_spec.json'))" \
 	  $(VENV)/debs/docker_compose-1.29.2-py2.py3-none-any.whl $@
 
-test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) $(CADDY_BIN) test-rust test-go test-fuzz lint test-python dist-test
+test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) $(CADDY_BIN) $(KUBE_APISERVER) $(ETCD) test-rust test-go test-fuzz lint test-python dist-test
 
 # Every fuzz target, briefly (make fuzz runs them for longer).
 test-fuzz: $(CARGO_FUZZ)

@@ -1,0 +1,22 @@
+// The Kubernetes API server, built from the Go module proxy for caddy-beacon's tests (no
+// kubelet, no controllers: the tests write EndpointSlices themselves). This file is
+// cmd/kube-apiserver/apiserver.go of k8s.io/kubernetes v1.37.2, Copyright 2014 The Kubernetes
+// Authors, under the Apache License 2.0 (http://www.apache.org/licenses/LICENSE-2.0).
+package main
+
+import (
+	"os"
+	_ "time/tzdata" // for timeZone support in CronJob
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // for JSON log format registration
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // load all the prometheus client-go plugins
+	_ "k8s.io/component-base/metrics/prometheus/version"  // for version metric registration
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() {
+	command := app.NewAPIServerCommand()
+	code := cli.Run(command)
+	os.Exit(code)
+}
