@@ -100,3 +100,66 @@ func TestEndpointSlicesBecomeMembers(t *testing.T) {
 		t.Errorf("no port name: got %v, lacking %v", got, lacking)
 	}
 }
+
+// The watcher's members outlive their 60 s lease while it renews them (an API server outage of
+// any length), leave when it stops renewing (its Caddy is gone), and a member the registry lost
+// comes back at the next renewal while its endpoint is ready.
+func TestKubernetesMembersLiveWhileRenewed(t *testing.T) {
+	now := int64(1_000_000)
+	realClock := nowMillis
+	nowMillis = func() int64 { return now }
+	defer func() { nowMillis = realClock }()
+	declare(t, "kube-leases")
+	w := &kubernetesWatcher{pool: "kube-leases", owned: map[string]endpointState{}, warned: map[string]bool{}}
+	member := func(address string) bool {
+		view, err := describePools()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range view.Pools["kube-leases"].Upstreams {
+			if u.Address == address {
+				return true
+			}
+		}
+		return false
+	}
+	tick := func() {
+		if _, err := apply(clockCommand{Op: opTick, NowMs: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, address := range []string{"10.1.0.1:80", "10.1.0.2:80"} {
+		if !w.register(address) {
+			t.Fatalf("%s was not registered", address)
+		}
+		w.owned[address] = endpointReady
+	}
+	w.owned["10.1.0.2:80"] = endpointDraining
+	for range 20 { // 20 renewals 15 s apart: 5 minutes, five leases
+		now += kubernetesRenewal.Milliseconds()
+		w.renewAll()
+		tick()
+	}
+	if !member("10.1.0.1:80") || !member("10.1.0.2:80") {
+		t.Fatal("renewed members left the pool")
+	}
+	// Removed behind the watcher's back: the ready one returns, the draining one does not.
+	for _, address := range []string{"10.1.0.1:80", "10.1.0.2:80"} {
+		if out, err := apply(memberCommand{Op: opRemove, Pool: "kube-leases", Address: address}); err != nil || out.Status != 200 {
+			t.Fatalf("remove %s: %v %+v", address, err, out)
+		}
+	}
+	w.renewAll()
+	if !member("10.1.0.1:80") || member("10.1.0.2:80") {
+		t.Fatalf("after renewal: ready member back %v, draining member back %v", member("10.1.0.1:80"), member("10.1.0.2:80"))
+	}
+	if _, owned := w.owned["10.1.0.2:80"]; owned {
+		t.Error("the watcher still counts a member the registry dropped")
+	}
+	// No more renewals: the lease ends.
+	now += kubernetesLease.Milliseconds() + 1
+	tick()
+	if member("10.1.0.1:80") {
+		t.Error("a member outlived its lease without renewals")
+	}
+}
