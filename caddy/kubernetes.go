@@ -106,6 +106,8 @@ type kubernetesWatcher struct {
 	warned map[string]bool
 	// Whether the last call to the API server failed (logged once per outage).
 	failing atomic.Bool
+	// Whether the first list has arrived.
+	synced atomic.Bool
 }
 
 var kubernetesWatchers = struct {
@@ -221,6 +223,7 @@ func (w *kubernetesWatcher) run(ctx context.Context, client rest.Interface) {
 			return
 		}
 	}
+	w.synced.Store(true)
 	w.logger().Info("watching EndpointSlices")
 	store := informer.GetStore()
 	w.reconcile(store)
@@ -233,6 +236,29 @@ func (w *kubernetesWatcher) run(ctx context.Context, client rest.Interface) {
 		case <-renew.C:
 			w.renewAll()
 		}
+	}
+}
+
+// kubernetesStatus is a pool's Kubernetes source as `GET /beacon/pools` shows it.
+type kubernetesStatus struct {
+	Namespace string `json:"namespace"`
+	Service   string `json:"service"`
+	PortName  string `json:"port_name,omitempty"`
+	// False while the API server cannot be read (the last known members stay).
+	Watching bool `json:"watching"`
+}
+
+// kubernetesStatusOf is the pool's source and whether its watch works; nil without one.
+func kubernetesStatusOf(pool string) *kubernetesStatus {
+	kubernetesWatchers.Lock()
+	w, ok := kubernetesWatchers.byPool[pool]
+	kubernetesWatchers.Unlock()
+	if !ok {
+		return nil
+	}
+	return &kubernetesStatus{
+		Namespace: w.source.Namespace, Service: w.source.Service, PortName: w.source.PortName,
+		Watching: w.synced.Load() && !w.failing.Load(),
 	}
 }
 

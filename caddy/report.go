@@ -118,6 +118,8 @@ type describedPool struct {
 	SlowStartMs  int64            `json:"slow_start_ms"`
 	Allow        []string         `json:"allow"`
 	Upstreams    []upstreamStatus `json:"upstreams"`
+	// The pool's Kubernetes source, when it has one.
+	Kubernetes *kubernetesStatus `json:"kubernetes,omitempty"`
 }
 
 // upstreamStatus is one upstream as `GET /beacon/pools` shows it.
@@ -149,6 +151,7 @@ func describePools() (*described, error) {
 		return nil, err
 	}
 	for name, p := range view.Pools {
+		p.Kubernetes = kubernetesStatusOf(name)
 		state := existingPool(name)
 		for i := range p.Upstreams {
 			if state != nil {

@@ -253,10 +253,17 @@ def kubernetes_caddy(caddies: Caddies, plane: ControlPlane, namespace: str, *opt
     return caddies(site, module=True)
 
 
-def members(caddy: Caddy) -> dict[str, dict[str, Any]]:
+def pool_view(caddy: Caddy) -> dict[str, Any]:
     with caddy.admin_client() as client:
-        upstreams = client.get("/beacon/pools").json()["pools"].get("app", {}).get("upstreams", [])
-    return {u["address"]: u for u in upstreams}
+        return client.get("/beacon/pools").json()["pools"].get("app", {})  # type: ignore[no-any-return]
+
+
+def members(caddy: Caddy) -> dict[str, dict[str, Any]]:
+    return {u["address"]: u for u in pool_view(caddy).get("upstreams", [])}
+
+
+def watching(caddy: Caddy) -> bool:
+    return pool_view(caddy)["kubernetes"]["watching"]  # type: ignore[no-any-return]
 
 
 def serving(caddy: Caddy) -> set[str]:
@@ -286,6 +293,7 @@ def test_endpoints_join_and_leave_as_the_slices_say_without_a_config_change(cadd
     cluster.slice.write([a])
     assert wait_until(lambda: serving(caddy) == {cluster.address(a)}, timeout=5), members(caddy)
     assert answering_pids(caddy) == {a.pid()}
+    assert pool_view(caddy)["kubernetes"] == {"namespace": cluster.namespace, "service": "app", "port_name": "http", "watching": True}
 
     cluster.slice.write([a, b])
     assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(b)}, timeout=5), members(caddy)
@@ -399,6 +407,7 @@ def test_the_pool_keeps_its_members_while_the_api_server_restarts(caddies: Caddi
             assert wait_until(lambda: "watching EndpointSlices failed" in caddy.log(), timeout=20), caddy.log()[-3000:]
             time.sleep(2)
             assert serving(caddy) == {cluster.address(a), cluster.address(b)}, "members were lost while the API server was down"
+            assert not watching(caddy)
         finally:
             plane.start_apiserver()
         # The watch resumes (client-go's reflector lists again) and follows new changes.
@@ -406,6 +415,7 @@ def test_the_pool_keeps_its_members_while_the_api_server_restarts(caddies: Caddi
         assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(c)}, timeout=40), members(caddy)
         assert wait_until(lambda: c.pid() in load.pids, timeout=10)
     assert "watching EndpointSlices again" in caddy.log()
+    assert watching(caddy)
     print(f"\nFIGURE kubernetes API server restart under load: {load.ok} ok, {len(load.failures)} failed")
     assert load.ok > 50
     assert load.failures == [], "\n".join(load.failures[:20])
@@ -438,6 +448,7 @@ def test_a_namespace_caddy_may_not_read_is_logged_and_nothing_joins(caddies: Cad
     caddy = kubernetes_caddy(caddies, plane, forbidden)
     assert wait_until(lambda: "watching EndpointSlices failed" in caddy.log() and "forbidden" in caddy.log(), timeout=20), caddy.log()[-3000:]
     assert members(caddy) == {}
+    assert not watching(caddy)
     assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 503  # no upstream
 
 
