@@ -45,7 +45,7 @@ func pool(name string) *poolState {
 	state, ok := pools.byName[name]
 	if !ok {
 		state = &poolState{name: name, known: map[string]*reverseproxy.Upstream{}}
-		state.snapshot.Store(newOffer(nil, nil))
+		state.snapshot.Store(newOffer(nil, nil, nil))
 		pools.byName[name] = state
 	}
 	return state
@@ -138,7 +138,7 @@ func (p *poolState) refresh(g *guest) error {
 		}
 	}
 	p.known = keep
-	p.snapshot.Store(newOffer(upstreams, weights))
+	p.snapshot.Store(newOffer(upstreams, weights, p.snapshot.Load()))
 	return nil
 }
 

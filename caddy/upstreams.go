@@ -44,6 +44,7 @@ func init() {
 //
 // choices N: each request's lb_policy chooses among N members drawn by weight (with
 // least_conn, the power of N choices), so a request costs the same whatever the pool's size.
+// choices 1, and no choices while weights differ, is a smooth weighted round robin: exact shares.
 // Hash and cookie policies need the whole list to be sticky: do not combine them with choices.
 //
 // slow_start: a member that becomes healthy while settled members serve ramps from a
@@ -70,7 +71,8 @@ type Upstreams struct {
 	// Consecutive failing probes that take a healthy upstream out. Default: 2.
 	HealthFails int `json:"health_fails,omitempty"`
 	// Members drawn by weight for each request's lb_policy. Default 0: the whole pool while
-	// every weight is equal, one member drawn by weight when they differ.
+	// every weight is equal, the next member of a smooth weighted round robin when they
+	// differ (as choices 1 always is).
 	Choices int `json:"choices,omitempty"`
 	// The slow-start window. Default 0: off.
 	SlowStart caddy.Duration `json:"slow_start,omitempty"`

@@ -80,7 +80,9 @@ def test_a_canary_gets_its_weight_s_share_and_a_new_weight_within_a_second_witho
     served = shares(caddy, [*stable, canary], 4200)
     expected = 4200 * 10 / 210
     print(f"\nFIGURE canary at weight 10 beside two at 100: {served[canary.upstream]} of 4200 requests (expected {expected:.0f})")
-    assert abs(served[canary.upstream] - expected) <= 0.2 * expected, served
+    # A smooth weighted round robin: exact to within a request or two while no member's health
+    # changes (a random draw by weight was 200 ± 14 here, one standard deviation).
+    assert abs(served[canary.upstream] - expected) <= 2, (served, pool(caddy))
     # Promoted to a full share: within a second, no reload.
     changed = companion_cli("weight", "--upstream", canary.upstream, "--pool", "api", "--weight", "100", "--admin", caddy.admin)
     assert changed.returncode == 0, changed.stderr
