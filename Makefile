@@ -182,6 +182,7 @@ GO_FUZZERS := FuzzAdminPoolAction FuzzGuestRawInput
 
 test-go: $(WASM_EMBEDDED)
 	cd caddy && go vet ./... && go test ./...
+	cd caddy && go vet -tags nokubernetes ./... && go test -tags nokubernetes ./...
 	@$(MAKE) --no-print-directory go-fuzz FUZZ_TIME=$(FUZZ_SHORT)
 
 fuzz: $(WASM_EMBEDDED) $(CARGO_FUZZ)

@@ -1,3 +1,5 @@
+//go:build !nokubernetes
+
 package beacon
 
 import (
@@ -20,16 +22,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// A Kubernetes source for a pool (`kubernetes <namespace>/<service> [port-name]`): the pool's
-// members are the endpoints of the Service's EndpointSlices. Ready endpoints join; endpoints
-// that are not ready (terminating, or failing their readiness probe) drain: no new requests,
-// in-flight ones finish; endpoints that are gone leave. The module's own checks, slow start,
-// weights and admission apply on top, as for companions' registrations.
-//
-// One watcher per pool lives at package level, like the pool's state: `caddy reload` with the
-// same source keeps it and its members. client-go's reflector resumes a lost watch (list, then
-// watch again, with backoff); meanwhile the last known members stay, their leases renewed. It
-// needs get, list and watch on endpointslices in the one namespace, nothing else.
+// The Kubernetes source's watcher and its status (what the source does: kubernetes_source.go).
+// Builds tagged nokubernetes leave this file, kubernetes_client.go and client-go out.
 
 // kubernetesLease is how long a member the watcher registered lasts without renewal; the
 // watcher renews every kubernetesRenewal, so members outlive an API server outage of any length
@@ -38,25 +32,6 @@ const (
 	kubernetesLease   = 60 * time.Second
 	kubernetesRenewal = 15 * time.Second
 )
-
-// KubernetesSource names the Service whose EndpointSlices are a pool's members.
-type KubernetesSource struct {
-	// The Service's namespace.
-	Namespace string `json:"namespace"`
-	// The Service's name.
-	Service string `json:"service"`
-	// The name of the Service port to send traffic to; may be empty when it has only one.
-	PortName string `json:"port_name,omitempty"`
-	// A kubeconfig file; empty means the pod's own service account (in-cluster).
-	Kubeconfig string `json:"kubeconfig,omitempty"`
-}
-
-func (s KubernetesSource) String() string {
-	if s.PortName == "" {
-		return s.Namespace + "/" + s.Service
-	}
-	return s.Namespace + "/" + s.Service + " port " + s.PortName
-}
 
 // validate checks the names as the API server would, so a typo fails the config load with a
 // clear message instead of a watch that never sees anything.
@@ -72,15 +47,6 @@ func (s KubernetesSource) validate() error {
 		}
 	}
 	return nil
-}
-
-// parseKubernetesSource reads `<namespace>/<service>`.
-func parseKubernetesSource(text, portName string) (KubernetesSource, error) {
-	namespace, service, ok := strings.Cut(text, "/")
-	if !ok || namespace == "" || service == "" || strings.Contains(service, "/") {
-		return KubernetesSource{}, fmt.Errorf("expected <namespace>/<service>, got %q", text)
-	}
-	return KubernetesSource{Namespace: namespace, Service: service, PortName: portName}, nil
 }
 
 // endpointState is what the EndpointSlices say of one address; lower wins when an address is

