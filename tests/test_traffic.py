@@ -100,6 +100,21 @@ def test_a_canary_gets_its_weight_s_share_and_a_new_weight_within_a_second_witho
     assert caddy_metric(caddy, f'caddy_beacon_upstream_weight{{pool="api",upstream="{canary.upstream}"}}') == 0
 
 
+def test_a_weight_set_in_caddy_outlives_a_caddy_restart(caddies: Caddies, companions: Launch) -> None:
+    caddy = module_caddy(caddies)
+    canary = replica(companions, caddy)
+    assert canary.caddy()["weight"] == 100
+    assert companion_cli("weight", "--upstream", canary.upstream, "--weight", "30", "--admin", caddy.admin).returncode == 0
+    # The companion reads the pool every second and takes the new weight as its own.
+    assert wait_until(lambda: canary.caddy()["weight"] == 30, timeout=5), canary.status()
+    assert f"{canary.upstream} has weight 30 in pool api of Caddy at {caddy.admin} (was 100)" in canary.log()
+    caddy.kill()
+    caddy.restart()
+    assert wait_until(lambda: any(u["address"] == canary.upstream for u in pool(caddy)), timeout=10), pool(caddy)
+    assert member(caddy, canary.upstream)["weight"] == 30, "a restarted Caddy got --weight back instead of the operator's weight"
+    assert canary.caddy()["registrations"] == 2
+
+
 def test_bad_weights_are_refused_with_a_clear_line(caddies: Caddies, companions: Launch) -> None:
     caddy = module_caddy(caddies)
     running = replica(companions, caddy)

@@ -67,7 +67,8 @@ enum Command {
 
     /// Give a pool member a new weight without registering it again (Caddy's config does not
     /// change): 0 sends it no new requests (standby), 100 is the default share; a canary at 10
-    /// beside members at 100 gets about 10/210 of the requests. Takes effect within a second.
+    /// beside members at 100 gets about 10/210 of the requests. Takes effect within a second;
+    /// the member's running companion adopts it, so it outlives a Caddy restart.
     ///
     /// Example: caddy-beacon weight --upstream 10.0.0.5:8000 --pool api --weight 10
     Weight(WeightArgs),

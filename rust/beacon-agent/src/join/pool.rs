@@ -62,8 +62,24 @@ impl PoolMember {
         }
     }
 
-    fn observe(&self, member: &Member) {
+    /// Takes in Caddy's view of our entry. A weight changed in Caddy (`caddy-beacon weight`)
+    /// becomes the one this companion registers with, so a restarted Caddy gets it back rather
+    /// than `--weight`: an operator's canary setting outlives a Caddy restart (not a restart of
+    /// this companion, which starts from `--weight` again).
+    fn observe(&mut self, member: &Member) {
+        if member.weight != self.pool.weight {
+            log::info(format!(
+                "{} has weight {} in pool {} of Caddy at {} (was {}); registering again after a Caddy restart keeps it",
+                self.address,
+                member.weight,
+                self.pool.name,
+                self.caddy.admin(),
+                self.pool.weight
+            ));
+            self.pool.weight = member.weight;
+        }
         let mut state = lock(&self.caddy.state);
+        state.weight = Some(member.weight);
         state.in_flight = Some(member.in_flight);
         if let Some(transition) = state.board.apply_module_verdict(&self.address, member.healthy, Instant::now()) {
             state.note_transition(&self.address, &transition, "beacon module");
@@ -74,6 +90,7 @@ impl PoolMember {
         let registered = self.api().register(&self.pool.name, &self.address, self.pool.lease, self.pool.weight)?;
         let mut state = lock(&self.caddy.state);
         state.registered = true;
+        state.weight = Some(registered.weight);
         state.last_error = None;
         if registered.created {
             state.registrations += 1;

@@ -101,6 +101,8 @@ pub struct CaddyState {
     pub last_error: Option<String>,
     /// Requests in flight to the upstream, as Caddy reports them.
     pub in_flight: Option<u64>,
+    /// The upstream's weight in this Caddy's pool (pool mode), as Caddy last reported it.
+    pub weight: Option<u32>,
     /// Passive-check failures Caddy counts for it.
     pub fails: Option<u64>,
     /// The events sink's address (`tcp/host:port`) when it is on.

@@ -52,6 +52,7 @@ impl Report {
                     "health_source": reading.map(|r| r.source.name()),
                     "events": state.events_address.is_some(),
                     "in_flight": state.in_flight,
+                    "weight": state.weight,
                     "fails": state.fails,
                     "registrations": state.registrations,
                     "reaped": state.reaped,
