@@ -9,6 +9,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 )
 
 // poolState is what the host keeps for one pool, at package level so that `caddy reload` keeps
@@ -29,6 +30,8 @@ type poolState struct {
 	prober   *prober
 	// Asks the registry again while a member ramps.
 	ramp *time.Timer
+	// The pool offered upstreams and now offers none (said once in the log).
+	dry bool
 }
 
 var pools = struct {
@@ -138,8 +141,25 @@ func (p *poolState) refresh(g *guest) error {
 		}
 	}
 	p.known = keep
-	p.snapshot.Store(newOffer(upstreams, weights, p.snapshot.Load()))
+	previous := p.snapshot.Load()
+	p.snapshot.Store(newOffer(upstreams, weights, previous))
+	p.sayWhenItRunsDry(len(previous.upstreams), len(upstreams))
 	return nil
+}
+
+// sayWhenItRunsDry logs the moment a pool that offered upstreams offers none (its last member
+// unhealthy, draining, removed, expired or on standby), when Caddy starts failing the requests
+// routed to it, and the moment it offers one again; once each, not on every refresh.
+func (p *poolState) sayWhenItRunsDry(before, now int) {
+	logger := caddy.Log().Named("beacon")
+	switch {
+	case before > 0 && now == 0:
+		logger.Warn("pool has no upstream to offer: its requests fail until a member is registered, healthy, not draining and weighted above 0", zap.String("pool", p.name))
+		p.dry = true
+	case now > 0 && p.dry:
+		logger.Info("pool offers upstreams again", zap.String("pool", p.name), zap.Int("upstreams", now))
+		p.dry = false
+	}
 }
 
 // forget drops objects of addresses the registry no longer holds.

@@ -228,6 +228,32 @@ def test_the_modules_checks_take_a_failing_replica_out_and_bring_it_back(caddy: 
     assert all(e["origin"] == "http.reverse_proxy.upstreams.beacon" for e in events if e.get("name") in ("healthy", "unhealthy"))
 
 
+def test_a_pool_that_runs_dry_says_so_once_and_says_when_it_serves_again(caddy: Caddy, companions: Launch, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    only = member(companions, caddy, env={"TEST_CHECKS": "toggle", "TEST_STATE_DIR": str(state)})
+    only.wait_registered()
+    assert wait_until(lambda: httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 200, timeout=5)
+    dry = '"msg":"pool has no upstream to offer: its requests fail until a member is registered, healthy, not draining and weighted above 0","pool":"api"'
+    again = '"msg":"pool offers upstreams again","pool":"api","upstreams":1'
+    assert dry not in caddy.log(), "an empty pool at start is not news"
+
+    (state / "fail").touch()
+    assert wait_until(lambda: dry in caddy.log(), timeout=5), caddy.log()[-2000:]
+    assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code >= 500
+    time.sleep(1.5)  # more probes fail, the lease is renewed: still one line
+    assert caddy.log().count(dry) == 1
+    (state / "fail").unlink()
+    assert wait_until(lambda: again in caddy.log(), timeout=5), caddy.log()[-2000:]
+    assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 200
+
+    # Its last member leaving drained is the same news: said once more, then nothing.
+    only.signal(signal.SIGTERM)
+    assert only.wait(timeout=30) == 0
+    assert wait_until(lambda: caddy.log().count(dry) == 2, timeout=5), caddy.log()[-2000:]
+    assert caddy.log().count(again) == 1
+
+
 def test_sigterm_drains_in_the_pool_before_the_app_stops(caddy: Caddy, companions: Launch) -> None:
     companion = member(companions, caddy)
     companion.wait_registered()
