@@ -295,14 +295,21 @@ def test_endpoints_join_and_leave_as_the_slices_say_without_a_config_change(cadd
     assert answering_pids(caddy) == {a.pid()}
     assert pool_view(caddy)["kubernetes"] == {"namespace": cluster.namespace, "service": "app", "port_name": "http", "watching": True}
 
+    # How long a change takes to reach Caddy's pool: from the start of the EndpointSlice write
+    # (a GET and a PUT to the API server) to the pool listing showing it, polled every 5 ms.
+    written = time.monotonic()
     cluster.slice.write([a, b])
-    assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(b)}, timeout=5), members(caddy)
+    write_took = time.monotonic() - written
+    assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(b)}, timeout=5, interval=0.005), members(caddy)
+    joined_after = time.monotonic() - written
     assert answering_pids(caddy, 40) == {a.pid(), b.pid()}
 
     # b fails its readiness probe: Kubernetes marks it not ready, Caddy stops sending to it.
     b.ready = b.serving = False
+    written = time.monotonic()
     cluster.slice.write([a, b])
-    assert wait_until(lambda: members(caddy).get(cluster.address(b), {}).get("draining") is True, timeout=5), members(caddy)
+    assert wait_until(lambda: members(caddy).get(cluster.address(b), {}).get("draining") is True, timeout=5, interval=0.005), members(caddy)
+    print(f"\nFIGURE EndpointSlice write to Caddy's pool: ready pod joined {joined_after * 1000:.0f} ms, unready pod draining {(time.monotonic() - written) * 1000:.0f} ms (the join's write itself took {write_took * 1000:.0f} ms)")
     assert answering_pids(caddy) == {a.pid()}
     # ... and recovers: it is served again.
     b.ready = b.serving = True
