@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"mime"
+	"net"
 	"net/http"
 	"strings"
 
@@ -30,8 +31,10 @@ func init() {
 //
 // Errors are Caddy's admin JSON, `{"error": "..."}`: 400 (malformed JSON, an address that is not
 // one, a weight out of range, a name that does not resolve), 403 (the pool's admission policy
-// refuses the address), 404 (unknown pool or upstream), 409 (pool full), 413 (body over
-// 64 KiB), 415 (not JSON).
+// refuses the address; a renewal refused because its name now resolves somewhere refused also
+// removes the member), 404 (unknown pool or upstream), 409 (pool full), 413 (body over
+// 64 KiB), 415 (not JSON). A member registered by name is dialled at the address it resolved
+// to (the listing's "dial"), resolved again at every renewal.
 type Admin struct{}
 
 // maxAdminBody bounds what a registration may send.
@@ -106,9 +109,10 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return apiError(http.StatusBadRequest, err.Error())
 		}
+		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		cmd = registerCommand{
 			Op: op, Pool: poolName, Address: body.Address, LeaseMs: body.LeaseMs, Weight: body.Weight,
-			Resolved: resolved, Listeners: adminListeners(r), NowMs: nowMillis(),
+			Resolved: resolved, Listeners: requestListener(local), NowMs: nowMillis(),
 		}
 	case opWeight:
 		if body.Weight == nil {
@@ -116,7 +120,10 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 		}
 		cmd = weightCommand{Op: op, Pool: poolName, Address: body.Address, Weight: *body.Weight, NowMs: nowMillis()}
 	case opRenew:
-		cmd = renewCommand{Op: op, Pool: poolName, Address: body.Address, NowMs: nowMillis()}
+		// A name is judged again by what it resolves to now; one that does not resolve this
+		// time keeps the address it was admitted at.
+		resolved, _ := resolve(r.Context(), body.Address)
+		cmd = renewCommand{Op: op, Pool: poolName, Address: body.Address, Resolved: resolved, NowMs: nowMillis()}
 	default: // drain, remove
 		cmd = memberCommand{Op: op, Pool: poolName, Address: body.Address}
 	}
@@ -126,7 +133,7 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	}
 	if out.Status == http.StatusForbidden {
 		refusals.WithLabelValues(poolName).Inc()
-		caddy.Log().Named("beacon").Warn("registration refused", zap.String("pool", poolName), zap.String("reason", out.Error))
+		caddy.Log().Named("beacon").Warn(op+" refused", zap.String("pool", poolName), zap.String("reason", out.Error))
 	}
 	if out.Status != http.StatusOK {
 		return apiError(out.Status, out.Error)

@@ -15,12 +15,24 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-func declare(t testing.TB, name string) {
+// declare runs a pool as a loaded config's module would: a claim staged and committed, and the
+// pool's state held (until the test ends).
+func declare(t testing.TB, name string, settings ...func(*configureCommand)) {
 	t.Helper()
-	out, err := apply(configureCommand{Op: opConfigure, Pool: name})
-	if err != nil || out.Status != 200 {
-		t.Fatalf("configure %s: %v %+v", name, err, out)
+	command := configureCommand{Op: opConfigure, Pool: name, Claim: nextClaim.Add(1)}
+	for _, set := range settings {
+		set(&command)
 	}
+	for _, step := range []any{command, claimCommand{Op: opCommit, Claim: command.Claim}} {
+		if out, err := apply(step); err != nil || out.Status != 200 {
+			t.Fatalf("declaring %s: %+v: %v %+v", name, step, err, out)
+		}
+	}
+	acquirePool(name)
+	t.Cleanup(func() {
+		_, _ = apply(claimCommand{Op: opRelease, Claim: command.Claim})
+		releasePool(name)
+	})
 }
 
 // post calls the admin handler like Caddy's admin server does; returns the status (from the
@@ -104,7 +116,7 @@ func TestConcurrentRegistrationsMakeNoDuplicates(t *testing.T) {
 	if got := members(t, "crowd"); len(got) != 10 {
 		t.Fatalf("want 10 upstreams, got %d: %+v", len(got), got)
 	}
-	if got := len(pool("crowd").snapshot.Load().upstreams); got != 10 {
+	if got := len(existingPool("crowd").snapshot.Load().upstreams); got != 10 {
 		t.Fatalf("the snapshot offers %d upstreams, want 10", got)
 	}
 }
@@ -119,7 +131,7 @@ func TestDrainAndRemoveChangeTheSnapshotNotTheListing(t *testing.T) {
 	if status, _ := post("/beacon/pools/life/drain", "application/json", `{"address":"127.0.0.1:9201"}`); status != 200 {
 		t.Fatalf("drain: %d", status)
 	}
-	snapshot := pool("life").snapshot.Load().upstreams
+	snapshot := existingPool("life").snapshot.Load().upstreams
 	if len(snapshot) != 1 || snapshot[0].Dial != "127.0.0.1:9202" {
 		t.Fatalf("a draining upstream is not offered: %+v", snapshot)
 	}

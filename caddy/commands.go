@@ -8,6 +8,9 @@ package beacon
 
 const (
 	opConfigure = "configure"
+	opCommit    = "commit"
+	opRelease   = "release"
+	opHost      = "host"
 	opRegister  = "register"
 	opRenew     = "renew"
 	opDrain     = "drain"
@@ -19,20 +22,36 @@ const (
 	opPools     = "pools"
 )
 
-// configureCommand declares a pool (a config load), with its health thresholds, slow-start
-// window and admission list.
+// configureCommand stages a claim on a pool while a config loads (see the registry's
+// declarations.rs), with its health thresholds, slow-start window and admission list.
 type configureCommand struct {
 	Op          string   `json:"op"`
 	Pool        string   `json:"pool"`
+	Claim       uint64   `json:"claim"`
 	Passes      *int     `json:"passes,omitempty"`
 	Fails       *int     `json:"fails,omitempty"`
 	SlowStartMs int64    `json:"slow_start_ms,omitempty"`
 	Allow       []string `json:"allow,omitempty"`
 }
 
+// claimCommand commits a staged claim once its config runs (opCommit), or releases it when its
+// config is unloaded (opRelease).
+type claimCommand struct {
+	Op    string `json:"op"`
+	Claim uint64 `json:"claim"`
+}
+
+// hostCommand tells the registry where this Caddy listens ("ip:port", "unix//path") and this
+// host's own addresses, for admission (see hostfacts.go).
+type hostCommand struct {
+	Op             string   `json:"op"`
+	Listeners      []string `json:"listeners,omitempty"`
+	LocalAddresses []string `json:"local_addresses,omitempty"`
+}
+
 // registerCommand joins (or re-joins) an address; LeaseMs nil asks for the registry's default,
 // Weight nil keeps (or defaults) the weight. Resolved is what a DNS name resolved to and
-// Listeners where Caddy's admin API listens, for the pool's admission policy.
+// Listeners the socket the request came in on, for the pool's admission policy.
 type registerCommand struct {
 	Op        string   `json:"op"`
 	Pool      string   `json:"pool"`
@@ -53,12 +72,13 @@ type weightCommand struct {
 	NowMs   int64  `json:"now_ms"`
 }
 
-// renewCommand extends a lease.
+// renewCommand extends a lease; Resolved is what a DNS name resolves to now (judged again).
 type renewCommand struct {
-	Op      string `json:"op"`
-	Pool    string `json:"pool"`
-	Address string `json:"address"`
-	NowMs   int64  `json:"now_ms"`
+	Op       string   `json:"op"`
+	Pool     string   `json:"pool"`
+	Address  string   `json:"address"`
+	Resolved []string `json:"resolved,omitempty"`
+	NowMs    int64    `json:"now_ms"`
 }
 
 // memberCommand drains or removes an address (opDrain, opRemove).
@@ -95,6 +115,10 @@ func commandFor(op string) any {
 	switch op {
 	case opConfigure:
 		return &configureCommand{}
+	case opCommit, opRelease:
+		return &claimCommand{}
+	case opHost:
+		return &hostCommand{}
 	case opRegister:
 		return &registerCommand{}
 	case opRenew:

@@ -35,6 +35,9 @@ func FuzzAdminPoolAction(f *testing.F) {
 		{"register", `{"address":"unix//run/app/../../etc/passwd"}`},
 		{"register", `{"address":"[::ffff:169.254.169.254]:80"}`},
 		{"register", `{"address":"metadata.internal:80"}`},
+		{"register", `{"address":"[64:ff9b::a9fe:a9fe]:80"}`},
+		{"register", `{"address":"[2002:a9fe:a9fe::1]:80"}`},
+		{"renew", `{"address":"metadata.internal:80"}`},
 		{"register", `{"address":"a:1"}{"address":"x"}`},
 		{"renew", `{"ADDRESS":"127.0.0.1:8001"}`},
 		{"weight", `{"address":"127.0.0.1:8001","weight":-1}`},
@@ -76,7 +79,10 @@ func FuzzGuestRawInput(f *testing.F) {
 		f.Fatal(err)
 	}
 	for _, seed := range []string{
-		`{"op":"configure","pool":"p","allow":["10.0.0.0/8"]}`,
+		`{"op":"configure","pool":"p","claim":1,"allow":["10.0.0.0/8"]}`,
+		`{"op":"commit","claim":1}`,
+		`{"op":"host","listeners":["0.0.0.0:2019"],"local_addresses":["10.0.0.9"]}`,
+		`{"op":"release","claim":1}`,
 		`{"op":"register","pool":"p","address":"10.0.0.1:80","now_ms":1,"weight":5,"resolved":["10.0.0.1"]}`,
 		`{"op":"weight","pool":"p","address":"10.0.0.1:80","weight":4294967295,"now_ms":2}`,
 		`{"op":"offer","pool":"p","now_ms":3}`,
@@ -103,9 +109,11 @@ func FuzzGuestRawInput(f *testing.F) {
 }
 
 // refusedByDefault is what a pool without an allow list must never hold (see the registry's
-// admission.rs): a Unix socket, or an address that is link-local (metadata included),
-// unspecified or multicast, IPv4-mapped forms judged as IPv4. Other IPv6 addresses that merely
-// spell an IPv4 address in their last bits (::fff:169.254.169.254) are not those.
+// admission.rs), written again here from the ranges' definitions: a Unix socket, an address
+// that is link-local (metadata included), unspecified, multicast or reserved, a cloud metadata
+// address, and IPv6 forms that carry one of those as IPv4 (mapped, compatible, translated,
+// NAT64, 6to4, Teredo's server). Other IPv6 addresses that merely spell an IPv4 address in
+// their last bits (::fff:169.254.169.254) are not those.
 func refusedByDefault(address string) bool {
 	if strings.HasPrefix(address, "unix/") {
 		return true
@@ -118,5 +126,47 @@ func refusedByDefault(address string) bool {
 		return false // any other name resolves to 10.0.0.1 here
 	}
 	ip := parsed.Addr().Unmap()
-	return ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() || ip == netip.MustParseAddr("fd00:ec2::254")
+	for _, carried := range carriedIPv4(ip) {
+		if refusedByDefault(netip.AddrPortFrom(carried, parsed.Port()).String()) {
+			return true
+		}
+	}
+	for _, prefix := range []string{"0.0.0.0/8", "240.0.0.0/4", "100.100.100.200/32", "192.0.0.192/32", "fd00:ec2::254/128", "fd20:ce::254/128", "64:ff9b:1::/48"} {
+		if netip.MustParsePrefix(prefix).Contains(ip) {
+			return true
+		}
+	}
+	return ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast()
+}
+
+// carriedIPv4 is the IPv4 address an IPv6 one carries where a translator or a tunnel delivers
+// it: ::a.b.c.d, ::ffff:0:a.b.c.d, 64:ff9b::a.b.c.d (last 32 bits), 2002:AABB:CCDD:: (6to4),
+// 2001:0:AABB:CCDD:: (Teredo's server).
+func carriedIPv4(ip netip.Addr) []netip.Addr {
+	if !ip.Is6() {
+		return nil
+	}
+	b := ip.As16()
+	last := netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]})
+	zero := func(bytes []byte) bool {
+		for _, x := range bytes {
+			if x != 0 {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case zero(b[:12]) && ip != netip.IPv6Unspecified() && ip != netip.IPv6Loopback():
+		return []netip.Addr{last}
+	case zero(b[:8]) && b[8] == 0xff && b[9] == 0xff && zero(b[10:12]):
+		return []netip.Addr{last}
+	case netip.MustParsePrefix("64:ff9b::/96").Contains(ip):
+		return []netip.Addr{last}
+	case b[0] == 0x20 && b[1] == 0x02:
+		return []netip.Addr{netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]})}
+	case b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0:
+		return []netip.Addr{netip.AddrFrom4([4]byte{b[4], b[5], b[6], b[7]})}
+	}
+	return nil
 }

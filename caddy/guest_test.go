@@ -12,9 +12,12 @@ func TestGuestABIRoundTripsCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	configured, err := g.command(configureCommand{Op: opConfigure, Pool: "abi"})
+	configured, err := g.command(configureCommand{Op: opConfigure, Pool: "abi", Claim: 1})
 	if err != nil || configured.Status != 200 {
 		t.Fatalf("configure: %v %+v", err, configured)
+	}
+	if committed, err := g.command(claimCommand{Op: opCommit, Claim: 1}); err != nil || committed.Status != 200 {
+		t.Fatalf("commit: %v %+v", err, committed)
 	}
 	registered, err := g.command(registerCommand{Op: opRegister, Pool: "abi", Address: "127.0.0.1:8001", NowMs: 1})
 	if err != nil || registered.Status != 200 || len(registered.Changed) != 1 || registered.Events[0].Name != "registered" {
@@ -37,7 +40,7 @@ func TestGuestMemoryStaysFlatOverManyCalls(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := `{"op":"configure","pool":"` + strings.Repeat("x", 1<<20) + `"}`
+	big := `{"op":"configure","claim":1,"pool":"` + strings.Repeat("x", 1<<20) + `"}`
 	if _, err := g.raw([]byte(big)); err != nil {
 		t.Fatal(err)
 	}

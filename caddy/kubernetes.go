@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
@@ -31,6 +32,9 @@ import (
 const (
 	kubernetesLease   = 60 * time.Second
 	kubernetesRenewal = 15 * time.Second
+	// How long the heartbeat at each renewal waits for the API server: a server silent for
+	// longer is reported as not watched within kubernetesRenewal + this.
+	kubernetesHeartbeatTimeout = 10 * time.Second
 )
 
 // validate checks the names as the API server would, so a typo fails the config load with a
@@ -70,6 +74,9 @@ type kubernetesWatcher struct {
 	owned map[string]endpointState
 	// Slices already reported as lacking the port, so the log says it once.
 	warned map[string]bool
+	// Endpoints the pool's admission policy refused, counted and logged once each while the
+	// slices list them.
+	refused map[string]bool
 	// Whether the last call to the API server failed (logged once per outage).
 	failing atomic.Bool
 	// Whether the first list has arrived.
@@ -81,39 +88,51 @@ var kubernetesWatchers = struct {
 	byPool map[string]*kubernetesWatcher
 }{byPool: map[string]*kubernetesWatcher{}}
 
-// watchKubernetes starts the pool's watcher, or keeps the running one when its source is the
-// same (a reload); a different source replaces it. It does not wait for the API server: an
-// unreachable one is logged and retried while the rest of Caddy serves.
-func watchKubernetes(pool string, source KubernetesSource) error {
+// kubernetesPlan is a source checked and connected at Provision, so that a typo, a missing
+// kubeconfig or no cluster fails the config load with the reason; it is watched only once the
+// config runs (watchKubernetes).
+type kubernetesPlan struct {
+	source KubernetesSource
+	client rest.Interface
+}
+
+// prepareKubernetes checks the source and builds its client; it does not reach the API server.
+func prepareKubernetes(source KubernetesSource) (*kubernetesPlan, error) {
 	if err := source.validate(); err != nil {
-		return err
+		return nil, err
 	}
 	config, err := restConfig(source.Kubeconfig)
 	if err != nil {
-		return fmt.Errorf("beacon: kubernetes %s: %v", source, err)
+		return nil, fmt.Errorf("beacon: kubernetes %s: %v", source, err)
 	}
 	client, err := newEndpointSliceClient(config)
 	if err != nil {
-		return fmt.Errorf("beacon: kubernetes %s: %v", source, err)
+		return nil, fmt.Errorf("beacon: kubernetes %s: %v", source, err)
 	}
+	return &kubernetesPlan{source: source, client: client}, nil
+}
+
+// watchKubernetes starts the pool's watcher, or keeps the running one when its source is the
+// same (a reload); a different source replaces it. It does not wait for the API server: an
+// unreachable one is logged and retried while the rest of Caddy serves.
+func watchKubernetes(pool string, plan *kubernetesPlan) {
 	kubernetesWatchers.Lock()
 	running, ok := kubernetesWatchers.byPool[pool]
-	if ok && running.source == source {
+	if ok && running.source == plan.source {
 		kubernetesWatchers.Unlock()
-		return nil
+		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &kubernetesWatcher{
-		pool: pool, source: source, cancel: cancel, done: make(chan struct{}),
-		owned: map[string]endpointState{}, warned: map[string]bool{},
+		pool: pool, source: plan.source, cancel: cancel, done: make(chan struct{}),
+		owned: map[string]endpointState{}, warned: map[string]bool{}, refused: map[string]bool{},
 	}
 	kubernetesWatchers.byPool[pool] = w
 	kubernetesWatchers.Unlock()
 	if ok {
 		running.stop()
 	}
-	go w.run(ctx, client)
-	return nil
+	go w.run(ctx, plan.client)
 }
 
 // stopKubernetes stops the pool's watcher, if it has one; the members it registered leave.
@@ -178,6 +197,18 @@ func (w *kubernetesWatcher) run(ctx context.Context, client rest.Interface) {
 	go informer.RunWithContext(ctx)
 	renew := time.NewTicker(kubernetesRenewal)
 	defer renew.Stop()
+	// A watch on an API server that stopped answering (frozen, a network that drops packets)
+	// sees nothing and reports nothing: each renewal also asks the server something small.
+	heartbeat := func() {
+		probe, cancel := context.WithTimeout(ctx, kubernetesHeartbeatTimeout)
+		defer cancel()
+		options := metav1.ListOptions{LabelSelector: selector, Limit: 1}
+		err := client.Get().Namespace(w.source.Namespace).Resource("endpointslices").
+			VersionedParams(&options, endpointSliceParameters).Do(probe).Error()
+		if ctx.Err() == nil {
+			w.outcome(err)
+		}
+	}
 	synced := false
 	for !synced {
 		// Until the first list arrives (the API server may be down) there is nothing to
@@ -187,6 +218,11 @@ func (w *kubernetesWatcher) run(ctx context.Context, client rest.Interface) {
 		cancel()
 		if ctx.Err() != nil {
 			return
+		}
+		select {
+		case <-renew.C:
+			heartbeat()
+		default:
 		}
 	}
 	w.synced.Store(true)
@@ -201,6 +237,7 @@ func (w *kubernetesWatcher) run(ctx context.Context, client rest.Interface) {
 			w.reconcile(store)
 		case <-renew.C:
 			w.renewAll()
+			heartbeat()
 		}
 	}
 }
@@ -337,15 +374,35 @@ func (w *kubernetesWatcher) reconcile(store cache.Store) {
 			delete(w.owned, address)
 		}
 	}
+	for address := range w.refused {
+		if _, still := wanted[address]; !still {
+			delete(w.refused, address)
+		}
+	}
 }
 
+// register joins an endpoint; a refusal is counted and logged the first time only, not at
+// every change of the slices that still list it.
 func (w *kubernetesWatcher) register(address string) bool {
 	lease := kubernetesLease.Milliseconds()
-	out := w.command(registerCommand{
-		Op: opRegister, Pool: w.pool, Address: address, LeaseMs: &lease,
-		Listeners: defaultAdminListeners(), NowMs: nowMillis(),
-	})
-	return out != nil && out.Status == 200
+	out, err := apply(registerCommand{Op: opRegister, Pool: w.pool, Address: address, LeaseMs: &lease, NowMs: nowMillis()})
+	switch {
+	case err != nil:
+		w.logger().Error("registry", zap.Error(err))
+		return false
+	case out.Status == 403:
+		if !w.refused[address] {
+			w.refused[address] = true
+			refusals.WithLabelValues(w.pool).Inc()
+			w.logger().Warn("endpoint refused", zap.String("endpoint", address), zap.String("reason", out.Error))
+		}
+		return false
+	case out.Status != 200:
+		w.logger().Warn("the registry refused a command", zap.Int("status", out.Status), zap.String("reason", out.Error))
+		return false
+	}
+	delete(w.refused, address)
+	return true
 }
 
 // renewAll keeps every member this watcher holds, draining ones included, through a lost watch.
@@ -372,10 +429,7 @@ func (w *kubernetesWatcher) command(cmd any) *reply {
 		w.logger().Error("registry", zap.Error(err))
 		return nil
 	}
-	if out.Status == 403 {
-		refusals.WithLabelValues(w.pool).Inc()
-		w.logger().Warn("registration refused", zap.String("reason", out.Error))
-	} else if out.Status != 200 && out.Status != 404 {
+	if out.Status != 200 && out.Status != 404 {
 		w.logger().Warn("the registry refused a command", zap.Int("status", out.Status), zap.String("reason", out.Error))
 	}
 	return out

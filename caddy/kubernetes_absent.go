@@ -13,10 +13,16 @@ func (s KubernetesSource) validate() error {
 	return fmt.Errorf("beacon: kubernetes %s: this Caddy was built with -tags nokubernetes, without the Kubernetes source; build it without that tag, or give the pool companions instead", s)
 }
 
-// watchKubernetes refuses, like validate (Caddy provisions before it validates).
-func watchKubernetes(pool string, source KubernetesSource) error {
-	return source.validate()
+// kubernetesPlan never exists in this build.
+type kubernetesPlan struct{}
+
+// prepareKubernetes refuses, like validate (Caddy provisions before it validates).
+func prepareKubernetes(source KubernetesSource) (*kubernetesPlan, error) {
+	return nil, source.validate()
 }
+
+// watchKubernetes is never reached: prepareKubernetes refused.
+func watchKubernetes(pool string, plan *kubernetesPlan) {}
 
 // stopKubernetes has nothing to stop.
 func stopKubernetes(pool string) {}

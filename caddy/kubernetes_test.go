@@ -80,7 +80,7 @@ func TestKubernetesMembersLiveWhileRenewed(t *testing.T) {
 	nowMillis = func() int64 { return now }
 	defer func() { nowMillis = realClock }()
 	declare(t, "kube-leases")
-	w := &kubernetesWatcher{pool: "kube-leases", owned: map[string]endpointState{}, warned: map[string]bool{}}
+	w := &kubernetesWatcher{pool: "kube-leases", owned: map[string]endpointState{}, warned: map[string]bool{}, refused: map[string]bool{}}
 	member := func(address string) bool {
 		view, err := describePools()
 		if err != nil {

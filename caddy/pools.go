@@ -14,11 +14,13 @@ import (
 
 // poolState is what the host keeps for one pool, at package level so that `caddy reload` keeps
 // it: the offer GetUpstreams picks from (rebuilt when the registry says the offer changed, and
-// every RAMP_REFRESH_MS while a member's slow start ramps), and the modules of the loaded
-// config(s) that declare the pool.
+// every RAMP_REFRESH_MS while a member's slow start ramps), and the modules of the running
+// config(s) that declare the pool. It lives while a provisioned module holds it (refs, counted
+// like Caddy's UsagePool): a config that is refused or replaced releases what it held.
 type poolState struct {
 	name     string
 	snapshot atomic.Pointer[offer]
+	refs     int // guarded by pools
 
 	mu sync.Mutex
 	// Upstream objects by address, reused across snapshots: Caddy keeps per-request state on
@@ -41,8 +43,9 @@ var pools = struct {
 
 var leaseTicker sync.Once
 
-// pool returns the state of `name`, creating it.
-func pool(name string) *poolState {
+// acquirePool returns the state of `name`, creating it, for a module that holds it until it
+// calls releasePool.
+func acquirePool(name string) *poolState {
 	pools.Lock()
 	defer pools.Unlock()
 	state, ok := pools.byName[name]
@@ -51,7 +54,40 @@ func pool(name string) *poolState {
 		state.snapshot.Store(newOffer(nil, nil, nil))
 		pools.byName[name] = state
 	}
+	state.refs++
 	return state
+}
+
+// releasePool lets go of what acquirePool gave; the last one out forgets the pool's state.
+func releasePool(name string) {
+	pools.Lock()
+	state, ok := pools.byName[name]
+	if ok {
+		state.refs--
+		if state.refs > 0 {
+			ok = false
+		} else {
+			delete(pools.byName, name)
+		}
+	}
+	pools.Unlock()
+	if ok {
+		state.stop()
+	}
+}
+
+// stop ends what a forgotten pool's state runs: its checks and its slow-start refresh.
+func (p *poolState) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.prober != nil {
+		p.prober.stop()
+		p.prober = nil
+	}
+	if p.ramp != nil {
+		p.ramp.Stop()
+		p.ramp = nil
+	}
 }
 
 // existingPool returns the state of `name`, or nil.
@@ -73,7 +109,11 @@ func apply(cmd any) (*reply, error) {
 		return nil, err
 	}
 	for _, name := range out.Changed {
-		if err := pool(name).refresh(g); err != nil {
+		state := existingPool(name)
+		if state == nil {
+			continue // no module of a running config holds it
+		}
+		if err := state.refresh(g); err != nil {
 			return nil, err
 		}
 	}
@@ -87,6 +127,7 @@ func apply(cmd any) (*reply, error) {
 type offered struct {
 	Upstreams []struct {
 		Address string `json:"address"`
+		Dial    string `json:"dial"`
 		Weight  uint64 `json:"weight"`
 	} `json:"upstreams"`
 	RefreshInMs *int64 `json:"refresh_in_ms"`
@@ -112,9 +153,11 @@ func (p *poolState) refresh(g *guest) error {
 	weights := make([]uint64, 0, len(current.Upstreams))
 	keep := make(map[string]*reverseproxy.Upstream, len(current.Upstreams))
 	for _, member := range current.Upstreams {
+		// Caddy dials what the registry admitted: for a name, the address it resolved to
+		// (a new object when that moved).
 		upstream, ok := p.known[member.Address]
-		if !ok {
-			upstream = &reverseproxy.Upstream{Dial: member.Address}
+		if !ok || upstream.Dial != member.Dial {
+			upstream = &reverseproxy.Upstream{Dial: member.Dial}
 		}
 		keep[member.Address] = upstream
 		upstreams = append(upstreams, upstream)
@@ -181,7 +224,7 @@ func (p *poolState) inFlight(address string) int {
 	return upstream.NumRequests()
 }
 
-// attach records a provisioned module for the pool and (re)starts its prober with the module's
+// attach records a module whose config runs and (re)starts the pool's prober with the module's
 // settings: the newest config's settings win.
 func (p *poolState) attach(m *Upstreams) {
 	p.mu.Lock()
@@ -193,22 +236,27 @@ func (p *poolState) attach(m *Upstreams) {
 	p.prober = startProber(p, m.checks())
 }
 
-// detach forgets a module whose config was unloaded; the last one out stops the prober. It
-// tells whether a module still attached names a Kubernetes source (the caller stops the
-// watcher otherwise, outside this lock: stopping it applies registry commands, which refresh
-// this pool).
+// detach forgets a module whose config was unloaded; the prober goes on with the newest
+// module still attached (a reload that failed after it started falls back), and the last one
+// out stops it. It tells whether a module still attached names a Kubernetes source (the caller
+// stops the watcher otherwise, outside this lock: stopping it applies registry commands, which
+// refresh this pool).
 func (p *poolState) detach(m *Upstreams) (kubernetesStays bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	wasNewest := len(p.attached) > 0 && p.attached[len(p.attached)-1] == m
 	for i, attached := range p.attached {
 		if attached == m {
 			p.attached = append(p.attached[:i], p.attached[i+1:]...)
 			break
 		}
 	}
-	if len(p.attached) == 0 && p.prober != nil {
+	if p.prober != nil && (len(p.attached) == 0 || wasNewest) {
 		p.prober.stop()
 		p.prober = nil
+	}
+	if p.prober == nil && len(p.attached) > 0 {
+		p.prober = startProber(p, p.attached[len(p.attached)-1].checks())
 	}
 	for _, attached := range p.attached {
 		if attached.Kubernetes != nil {

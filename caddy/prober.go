@@ -64,14 +64,15 @@ func probeAll(ctx context.Context, p *poolState, settings checks) {
 	var wg sync.WaitGroup
 	for _, upstream := range pool.Upstreams {
 		wg.Add(1)
-		go func(address string) {
+		go func(address, dial string) {
 			defer wg.Done()
-			result := probeOne(ctx, address, settings)
+			// The address admitted, as Caddy dials it (for a name, what it resolved to).
+			result := probeOne(ctx, dial, settings)
 			if ctx.Err() != nil {
 				return
 			}
 			_, _ = apply(probedCommand{Op: opProbed, Pool: p.name, Address: address, NowMs: nowMillis(), Result: result})
-		}(upstream.Address)
+		}(upstream.Address, upstream.Dial)
 	}
 	wg.Wait()
 }
@@ -83,10 +84,14 @@ type probeResult struct {
 	Error  string `json:"error,omitempty"`
 }
 
-func probeOne(ctx context.Context, address string, settings checks) probeResult {
+func probeOne(ctx context.Context, dial string, settings checks) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, settings.timeout)
 	defer cancel()
-	client, target := clientFor(address)
+	client, target := tcpClient, "http://"+dial
+	if path, isUnix := strings.CutPrefix(dial, "unix/"); isUnix {
+		client, target = unixClient, "http://localhost"
+		ctx = context.WithValue(ctx, socketPathKey{}, path)
+	}
 	request, err := http.NewRequestWithContext(ctx, http.MethodGet, target+settings.uri, nil)
 	if err != nil {
 		return probeResult{Error: err.Error()}
@@ -103,35 +108,28 @@ func probeOne(ctx context.Context, address string, settings checks) probeResult 
 	return probeResult{Status: &status, Body: string(body)}
 }
 
+// A health check follows no redirect: the answer is the upstream's own. Connections are not
+// kept: a probe every interval is one request.
 var (
 	tcpClient = &http.Client{
-		Transport: &http.Transport{DisableKeepAlives: true, MaxResponseHeaderBytes: 16 * 1024},
-		// A health check follows no redirect: the answer is the upstream's own.
+		Transport:     &http.Transport{DisableKeepAlives: true, MaxResponseHeaderBytes: 16 * 1024},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	unixClients sync.Map // path -> *http.Client
-)
-
-// clientFor returns the client and URL prefix that reach `address` (host:port or unix//path).
-func clientFor(address string) (*http.Client, string) {
-	path, isUnix := strings.CutPrefix(address, "unix/")
-	if !isUnix {
-		return tcpClient, "http://" + address
-	}
-	if client, ok := unixClients.Load(path); ok {
-		return client.(*http.Client), "http://localhost"
-	}
-	client := &http.Client{
+	// One client for every Unix socket, the path in the request's context: a client per
+	// socket, kept, grew with every member that ever joined (39.8 MiB over 10,000).
+	unixClient = &http.Client{
 		Transport: &http.Transport{
 			DisableKeepAlives:      true,
 			MaxResponseHeaderBytes: 16 * 1024,
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				path, _ := ctx.Value(socketPathKey{}).(string)
 				var dialer net.Dialer
 				return dialer.DialContext(ctx, "unix", path)
 			},
 		},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-	actual, _ := unixClients.LoadOrStore(path, client)
-	return actual.(*http.Client), "http://localhost"
-}
+)
+
+// socketPathKey carries a probe's Unix socket path to unixClient's dialer.
+type socketPathKey struct{}

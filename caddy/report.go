@@ -99,10 +99,30 @@ func report(e event) {
 		}
 	default:
 		lifecycle.WithLabelValues(e.Pool, e.Name).Inc()
-		logger.Info("upstream "+e.Name, zap.String("pool", e.Pool), zap.String("upstream", e.Address))
+		fields := []zap.Field{zap.String("pool", e.Pool), zap.String("upstream", e.Address)}
+		if e.Reason != "" {
+			fields = append(fields, zap.String("reason", e.Reason))
+		}
+		logger.Info("upstream "+e.Name, fields...)
 		if (e.Name == "removed" || e.Name == "expired") && state != nil {
 			state.forget(e.Address)
 		}
+	}
+}
+
+// gone tells whether a release's reply says the pool is gone (no running config declares it).
+func gone(out *reply) bool {
+	var released struct {
+		Gone bool `json:"gone"`
+	}
+	return json.Unmarshal(out.Data, &released) == nil && released.Gone
+}
+
+// forgetSeries drops the counters of a pool that is gone, so that pools coming and going with
+// configs do not grow the exposition.
+func forgetSeries(pool string) {
+	for _, counter := range []*prometheus.CounterVec{transitions, lifecycle, refusals} {
+		counter.DeletePartialMatch(prometheus.Labels{"pool": pool})
 	}
 }
 
@@ -124,21 +144,24 @@ type describedPool struct {
 
 // upstreamStatus is one upstream as `GET /beacon/pools` shows it.
 type upstreamStatus struct {
-	Address          string  `json:"address"`
-	Healthy          bool    `json:"healthy"`
-	Draining         bool    `json:"draining"`
-	InFlight         int     `json:"in_flight"`
-	LeaseMs          int64   `json:"lease_ms"`
-	LeaseExpiresInMs int64   `json:"lease_expires_in_ms"`
-	LeaseExpiresMs   int64   `json:"lease_expires_ms"`
-	RegisteredMs     int64   `json:"registered_ms"`
-	Passes           int     `json:"passes"`
-	Fails            int     `json:"fails"`
-	LastError        *string `json:"last_error"`
-	LastProbeMs      *int64  `json:"last_probe_ms"`
-	Weight           int     `json:"weight"`
-	EffectiveWeight  int     `json:"effective_weight"`
-	SlowStartUntilMs *int64  `json:"slow_start_until_ms"`
+	Address string `json:"address"`
+	// What Caddy dials: the address admitted (for a name, what it resolved to).
+	Dial             string   `json:"dial"`
+	Resolved         []string `json:"resolved,omitempty"`
+	Healthy          bool     `json:"healthy"`
+	Draining         bool     `json:"draining"`
+	InFlight         int      `json:"in_flight"`
+	LeaseMs          int64    `json:"lease_ms"`
+	LeaseExpiresInMs int64    `json:"lease_expires_in_ms"`
+	LeaseExpiresMs   int64    `json:"lease_expires_ms"`
+	RegisteredMs     int64    `json:"registered_ms"`
+	Passes           int      `json:"passes"`
+	Fails            int      `json:"fails"`
+	LastError        *string  `json:"last_error"`
+	LastProbeMs      *int64   `json:"last_probe_ms"`
+	Weight           int      `json:"weight"`
+	EffectiveWeight  int      `json:"effective_weight"`
+	SlowStartUntilMs *int64   `json:"slow_start_until_ms"`
 }
 
 func describePools() (*described, error) {

@@ -1,20 +1,25 @@
 // Package beacon is the Caddy side of caddy-beacon's module: app replicas join and leave a
 // reverse proxy's pool through Caddy's admin API (/beacon/...) without any config change or
 // reload, and the module runs the active health checks Caddy does not run for dynamic
-// upstreams. The logic (pools, leases, verdicts, draining) is rust/beacon-registry, compiled to
-// WebAssembly and run by wazero; this package is the thin host that does the I/O.
+// upstreams. The logic (pools, leases, verdicts, draining, admission, which config declares
+// which pool) is rust/beacon-registry, compiled to WebAssembly and run by wazero; this package
+// is the host: Caddy's interfaces, the I/O (probes, DNS, the Kubernetes API, the process's
+// own sockets), and per-request selection.
 package beacon
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -51,8 +56,11 @@ func init() {
 // twentieth of its weight to all of it over this window; a fresh deployment is not throttled.
 //
 // allow: the only addresses that may register (CIDRs, addresses, unix//path-prefixes);
-// registrations outside get 403. Without it, link-local and metadata addresses, Unix sockets
-// and Caddy's own admin API are refused. Caddy's admin API is refused even with it.
+// registrations outside get 403. Whatever it says, an address that reaches this Caddy itself
+// (its admin API, its sites) is refused, and link-local and metadata addresses, unspecified,
+// multicast and reserved ones, and Unix sockets are refused unless an entry inside their range
+// names them (allow 169.254.10.0/24, allow unix//run/app/; fd00::/8 does not open
+// fd00:ec2::254). See the registry's admission.rs.
 //
 // kubernetes: the pool's members are the Service's endpoints, from its EndpointSlices (see
 // kubernetes.go): ready ones join, not-ready and terminating ones drain, deleted ones leave.
@@ -84,6 +92,14 @@ type Upstreams struct {
 	ctx    caddy.Context
 	events *caddyevents.App
 	state  *poolState
+	// This module's claim on the pool (the registry's declarations.rs): staged at Provision,
+	// committed once its config runs. Caddy loads and unloads configs one at a time, so
+	// Provision, commit and Cleanup never run at once.
+	claim     uint64
+	staged    bool
+	committed bool
+	// The Kubernetes source, checked and connected at Provision, watched once committed.
+	kubernetes *kubernetesPlan
 }
 
 // CaddyModule returns the Caddy module information.
@@ -94,7 +110,10 @@ func (Upstreams) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision declares the pool to the registry and starts (or takes over) its checks.
+// Provision stages this config's claim on the pool (its settings checked by the registry: a bad
+// allow, one pool too many or an unusable Kubernetes source fails the load with the reason) and
+// changes nothing else: the claim is committed once Caddy has started the whole config (the
+// events app's "started"), so a config Caddy refuses leaves pools and members as they were.
 func (u *Upstreams) Provision(ctx caddy.Context) error {
 	u.ctx = ctx
 	if u.HealthURI == "" {
@@ -119,8 +138,9 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 		u.events = app.(*caddyevents.App)
 	}
 	registerMetrics(ctx.GetMetricsRegistry())
+	u.claim = nextClaim.Add(1)
 	out, err := apply(configureCommand{
-		Op: opConfigure, Pool: u.Pool, Passes: &u.HealthPasses, Fails: &u.HealthFails,
+		Op: opConfigure, Pool: u.Pool, Claim: u.claim, Passes: &u.HealthPasses, Fails: &u.HealthFails,
 		SlowStartMs: time.Duration(u.SlowStart).Milliseconds(), Allow: u.Allow,
 	})
 	if err != nil {
@@ -129,6 +149,42 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	if out.Status != http.StatusOK {
 		return fmt.Errorf("beacon: %s", out.Error)
 	}
+	u.staged = true
+	u.state = acquirePool(u.Pool)
+	if u.Kubernetes != nil {
+		if u.kubernetes, err = prepareKubernetes(*u.Kubernetes); err != nil {
+			return err
+		}
+	}
+	if u.events == nil || u.events.On("started", commitOnStart{u}) != nil {
+		u.commit() // no events app to say when the config runs: now
+	}
+	return nil
+}
+
+// nextClaim numbers the modules' claims in the order they are provisioned: the newest
+// committed claim's settings are the pool's.
+var nextClaim atomic.Uint64
+
+// commitOnStart commits a module's claim when Caddy has started its config: the events app
+// emits "started" once every app of the config runs, and never for a config that fails.
+type commitOnStart struct{ u *Upstreams }
+
+// Handle is caddyevents.Handler's.
+func (c commitOnStart) Handle(context.Context, caddy.Event) error {
+	c.u.commit()
+	return nil
+}
+
+// commit makes this module's settings the pool's (the newest config's win), and starts what
+// the pool runs: its checks, the lease ticker, its Kubernetes source.
+func (u *Upstreams) commit() {
+	out, err := apply(claimCommand{Op: opCommit, Claim: u.claim})
+	if err != nil || out.Status != http.StatusOK {
+		caddy.Log().Named("beacon").Error("committing the pool's settings", zap.String("pool", u.Pool), zap.Error(err), zap.Any("reply", out))
+		return
+	}
+	u.committed = true
 	// Every series of the pool exists from the start (at 0), so dashboards and alerts see it.
 	for _, to := range []string{"healthy", "unhealthy"} {
 		transitions.WithLabelValues(u.Pool, to)
@@ -137,13 +193,13 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 		lifecycle.WithLabelValues(u.Pool, name)
 	}
 	refusals.WithLabelValues(u.Pool)
-	u.state = pool(u.Pool)
 	u.state.attach(u)
 	startLeaseTicker()
-	if u.Kubernetes != nil {
-		return watchKubernetes(u.Pool, *u.Kubernetes)
+	if u.kubernetes != nil {
+		watchKubernetes(u.Pool, u.kubernetes)
 	}
-	return nil
+	refreshHostFacts()
+	time.AfterFunc(factsAfterLoad, refreshHostFacts)
 }
 
 // Validate checks the settings.
@@ -169,11 +225,24 @@ func (u *Upstreams) Validate() error {
 	return nil
 }
 
-// Cleanup detaches this config's module from the pool; the pool and its registrations stay,
-// except a Kubernetes source's, which stop with the last config that names one.
+// Cleanup runs when this module's config is unloaded: replaced by a new one, refused, or only
+// validated. It releases the claim: a pool no running config declares is gone with its
+// members and series; the pool's checks and Kubernetes source stop with the last config that
+// runs them.
 func (u *Upstreams) Cleanup() error {
-	if u.state != nil && !u.state.detach(u) {
+	if u.committed && !u.state.detach(u) {
 		stopKubernetes(u.Pool)
+	}
+	if u.staged {
+		out, err := apply(claimCommand{Op: opRelease, Claim: u.claim})
+		if err != nil || out.Status != http.StatusOK {
+			caddy.Log().Named("beacon").Error("releasing the pool's claim", zap.String("pool", u.Pool), zap.Error(err), zap.Any("reply", out))
+		} else if gone(out) {
+			forgetSeries(u.Pool)
+		}
+	}
+	if u.state != nil {
+		releasePool(u.Pool)
 	}
 	return nil
 }
@@ -289,4 +358,5 @@ var (
 	_ caddy.CleanerUpper          = (*Upstreams)(nil)
 	_ reverseproxy.UpstreamSource = (*Upstreams)(nil)
 	_ caddyfile.Unmarshaler       = (*Upstreams)(nil)
+	_ caddyevents.Handler         = commitOnStart{}
 )

@@ -187,9 +187,7 @@ func TestAdminVectorsServedWithAFixedClock(t *testing.T) {
 	nowMillis = func() int64 { return vector.NowMs }
 	defer func() { nowMillis = realClock }()
 	passes, fails := 1, 2
-	if out, err := apply(configureCommand{Op: opConfigure, Pool: vector.Pool, Passes: &passes, Fails: &fails}); err != nil || out.Status != 200 {
-		t.Fatalf("configure %s: %v %+v", vector.Pool, err, out)
-	}
+	declare(t, vector.Pool, func(c *configureCommand) { c.Passes, c.Fails = &passes, &fails })
 	bless := os.Getenv("BEACON_VECTORS_BLESS") != ""
 	var blessed []map[string]any
 	for i, step := range vector.Steps {

@@ -14,8 +14,14 @@ fuzz_target!(|data: &[u8]| {
     let mut guard = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     let registry = guard.get_or_insert_with(|| {
         let mut registry = Registry::default();
-        for pool in [r#"{"op":"configure","pool":"api"}"#, r#"{"op":"configure","pool":"ramp","slow_start_ms":10000,"allow":["10.0.0.0/8","unix//run/app/"]}"#] {
-            assert_eq!(registry.handle_json(pool.as_bytes()).status, 200);
+        for step in [
+            r#"{"op":"configure","pool":"api","claim":1}"#,
+            r#"{"op":"configure","pool":"ramp","claim":2,"slow_start_ms":10000,"allow":["10.0.0.0/8","unix//run/app/"]}"#,
+            r#"{"op":"commit","claim":1}"#,
+            r#"{"op":"commit","claim":2}"#,
+            r#"{"op":"host","listeners":["127.0.0.1:2019","0.0.0.0:443"],"local_addresses":["10.0.0.9"]}"#,
+        ] {
+            assert_eq!(registry.handle_json(step.as_bytes()).status, 200);
         }
         registry
     });

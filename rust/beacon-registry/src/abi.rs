@@ -67,7 +67,7 @@ mod tests {
 
     #[test]
     fn commands_go_through_the_instance_registry() {
-        let reply: serde_json::Value = serde_json::from_slice(&call(br#"{"op":"configure","pool":"abi-test"}"#)).unwrap();
+        let reply: serde_json::Value = serde_json::from_slice(&call(br#"{"op":"configure","pool":"abi-test","claim":1}"#)).unwrap();
         assert_eq!(reply["status"], 200);
         let reply: serde_json::Value = serde_json::from_slice(&call(b"{")).unwrap();
         assert_eq!(reply["status"], 400);

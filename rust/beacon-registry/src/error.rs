@@ -24,6 +24,9 @@ pub enum RegistryError {
     /// The pool's admission policy refuses the address (see admission.rs).
     #[error("{0}")]
     Refused(String),
+    /// The host commits or releases a claim it never staged (see declarations.rs).
+    #[error("claim {0} is not staged")]
+    UnknownClaim(u64),
 }
 
 impl RegistryError {
@@ -31,7 +34,7 @@ impl RegistryError {
     pub fn status(&self) -> u16 {
         match self {
             RegistryError::BadCommand(_) | RegistryError::BadRequest(_) => 400,
-            RegistryError::UnknownPool(_) | RegistryError::UnknownUpstream(_) => 404,
+            RegistryError::UnknownPool(_) | RegistryError::UnknownUpstream(_) | RegistryError::UnknownClaim(_) => 404,
             RegistryError::Full(_) | RegistryError::TooManyPools(_) => 409,
             RegistryError::Refused(_) => 403,
         }

@@ -11,12 +11,15 @@
 //! - [`pool`]: leases, draining, verdicts and the ordered list of upstreams to offer.
 //! - [`health`]: what one probe says, and the passes/fails thresholds.
 //! - [`address`]: what a valid pool name and dial address are.
-//! - [`admission`]: which addresses a pool accepts (its `allow` list, and what is refused
-//!   without one).
+//! - [`admission`]: which addresses a pool accepts (never this Caddy itself; not by default
+//!   what exposes the host; with an `allow` list, only what it names).
+//! - [`declarations`]: which loaded configs declare each pool, so that a refused config changes
+//!   nothing and a pool lives as long as a running config declares it.
 
 pub mod abi;
 pub mod address;
 pub mod admission;
+pub mod declarations;
 mod error;
 pub mod health;
 pub mod pool;

@@ -4,9 +4,12 @@
 //! all of it over the pool's window (a fresh deployment, where no member is settled yet, is not
 //! throttled).
 
+use std::net::{IpAddr, SocketAddr};
+
 use serde::Serialize;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, OwnSockets};
+use crate::declarations::PoolSettings;
 use crate::health::{judge, HealthCount, HealthPolicy, ProbeResult};
 use crate::{Change, RegistryError};
 
@@ -50,6 +53,10 @@ pub struct Upstream {
     pub last_probe_ms: Option<u64>,
     /// Its share relative to the others' (0 = standby).
     pub weight: u32,
+    /// What its DNS name resolved to when it was last judged (empty for an IP address or a
+    /// Unix socket): Caddy dials the first of these, never the name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<IpAddr>,
     /// Since when it has been offered (healthy, not draining, weight above 0).
     #[serde(skip)]
     pub eligible_since_ms: Option<u64>,
@@ -62,6 +69,17 @@ impl Upstream {
     /// Offered to Caddy: healthy, not draining, not on standby.
     pub fn eligible(&self) -> bool {
         self.healthy && !self.draining && self.weight > 0
+    }
+
+    /// What Caddy and the health checks dial: the address admitted. A member registered by
+    /// name is dialled at the first address the name resolved to when it was judged; dialling
+    /// the name would resolve it again, to wherever it points by then (DNS rebinding).
+    pub fn dial(&self) -> String {
+        let port = self.address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok());
+        match (self.resolved.first(), port) {
+            (Some(ip), Some(port)) => SocketAddr::new(*ip, port).to_string(),
+            _ => self.address.clone(),
+        }
     }
 }
 
@@ -82,8 +100,10 @@ pub struct Pool {
 /// One member as offered, with the weight it gets now.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Offered {
-    /// What Caddy dials.
+    /// The member, as registered.
     pub address: String,
+    /// What Caddy dials (see [`Upstream::dial`]).
+    pub dial: String,
     /// Its weight now: the configured one, or less while it ramps.
     pub weight: u32,
 }
@@ -98,26 +118,47 @@ pub struct Offer {
 }
 
 impl Pool {
+    /// Takes on a config's settings. Members the new admission policy refuses are not removed
+    /// here: see [`Pool::refused_members`].
+    pub fn configure(&mut self, settings: &PoolSettings) {
+        self.policy = HealthPolicy { passes: settings.policy.passes.max(1), fails: settings.policy.fails.max(1) };
+        self.slow_start_ms = settings.slow_start_ms;
+        self.admission = settings.admission.clone();
+    }
+
+    /// The members the pool's admission policy refuses now (a stricter `allow`, or this Caddy
+    /// listening somewhere new), each with why; judged by the addresses they were admitted at.
+    pub fn refused_members(&self, own: &OwnSockets) -> Vec<(String, String)> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| match self.admission.admit(&u.address, &u.resolved, own) {
+                Err(error) if error.status() == 403 => Some((u.address.clone(), error.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn find(&mut self, address: &str) -> Option<&mut Upstream> {
         self.upstreams.iter_mut().find(|u| u.address == address)
     }
 
     /// Registers `address` (with `weight`, or the default), or renews it (a new registration of
     /// a draining upstream means its companion started again: it is served again; a weight
-    /// given replaces the one it had).
-    pub fn register(&mut self, address: &str, lease_ms: u64, weight: Option<u32>, now_ms: u64) -> Result<Change, RegistryError> {
+    /// given replaces the one it had). `resolved` is what its name resolved to, judged already.
+    pub fn register(&mut self, address: &str, resolved: &[IpAddr], lease_ms: u64, weight: Option<u32>, now_ms: u64) -> Result<Change, RegistryError> {
         let lease_ms = lease_ms.clamp(LEASE_RANGE_MS.0, LEASE_RANGE_MS.1);
         let weight = weight.map(check_weight).transpose()?;
         if let Some(index) = self.index(address) {
             let upstream = &mut self.upstreams[index];
-            let before = (upstream.eligible(), upstream.weight);
+            let before = (upstream.eligible(), upstream.weight, upstream.dial());
+            upstream.resolved = resolved.to_vec();
             upstream.lease_ms = lease_ms;
             upstream.lease_expires_ms = now_ms.saturating_add(lease_ms);
             upstream.draining = false;
             upstream.weight = weight.unwrap_or(upstream.weight);
             self.eligibility_changed(index, before.0, now_ms);
             let upstream = &self.upstreams[index];
-            return Ok(if (upstream.eligible(), upstream.weight) == before { Change::None } else { Change::Offer });
+            return Ok(if (upstream.eligible(), upstream.weight, upstream.dial()) == before { Change::None } else { Change::Offer });
         }
         if self.upstreams.len() >= MAX_UPSTREAMS {
             return Err(RegistryError::Full(MAX_UPSTREAMS));
@@ -133,6 +174,7 @@ impl Pool {
             last_error: None,
             last_probe_ms: None,
             weight: weight.unwrap_or(DEFAULT_WEIGHT),
+            resolved: resolved.to_vec(),
             eligible_since_ms: None,
             ramp_from_ms: None,
         });
@@ -200,11 +242,17 @@ impl Pool {
         (until > now_ms).then_some(until)
     }
 
-    /// Extends the lease of a known upstream.
-    pub fn renew(&mut self, address: &str, now_ms: u64) -> Result<(), RegistryError> {
+    /// Extends the lease of a known upstream; `resolved`, when given, is what its name resolves
+    /// to now, judged already.
+    pub fn renew(&mut self, address: &str, resolved: &[IpAddr], now_ms: u64) -> Result<Change, RegistryError> {
         let upstream = self.find(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
         upstream.lease_expires_ms = now_ms.saturating_add(upstream.lease_ms);
-        Ok(())
+        if resolved.is_empty() || upstream.resolved == resolved {
+            return Ok(Change::None);
+        }
+        let before = upstream.dial();
+        upstream.resolved = resolved.to_vec();
+        Ok(if upstream.dial() == before { Change::None } else { Change::Offer })
     }
 
     /// Stops offering `address` to new requests.
@@ -263,7 +311,8 @@ impl Pool {
     /// the weight it gets now.
     pub fn offer(&self, now_ms: u64) -> Offer {
         let eligible = self.upstreams.iter().filter(|u| u.eligible());
-        let upstreams = eligible.clone().map(|u| Offered { address: u.address.clone(), weight: self.effective_weight(u, now_ms) }).collect();
+        let upstreams =
+            eligible.clone().map(|u| Offered { address: u.address.clone(), dial: u.dial(), weight: self.effective_weight(u, now_ms) }).collect();
         let ramping = eligible.clone().any(|u| self.ramp_until(u, now_ms).is_some());
         Offer { upstreams, refresh_in_ms: ramping.then_some(RAMP_REFRESH_MS) }
     }
@@ -308,9 +357,9 @@ mod tests {
     #[test]
     fn registration_is_idempotent_and_ordered() {
         let mut pool = pool();
-        assert_eq!(pool.register("b:1", 10_000, None, 0).unwrap(), Change::Offer);
-        assert_eq!(pool.register("a:1", 10_000, None, 0).unwrap(), Change::Offer);
-        assert_eq!(pool.register("b:1", 10_000, None, 5).unwrap(), Change::None, "a second registration renews");
+        assert_eq!(pool.register("b:1", &[], 10_000, None, 0).unwrap(), Change::Offer);
+        assert_eq!(pool.register("a:1", &[], 10_000, None, 0).unwrap(), Change::Offer);
+        assert_eq!(pool.register("b:1", &[], 10_000, None, 5).unwrap(), Change::None, "a second registration renews");
         assert_eq!(pool.offered_addresses(0), ["b:1", "a:1"]);
         assert_eq!(pool.upstreams[0].lease_expires_ms, 10_005);
     }
@@ -318,29 +367,46 @@ mod tests {
     #[test]
     fn leases_end_unless_renewed() {
         let mut pool = pool();
-        pool.register("a:1", 2_000, None, 0).unwrap();
-        pool.register("b:1", 2_000, None, 0).unwrap();
-        pool.renew("a:1", 1_500).unwrap();
+        pool.register("a:1", &[], 2_000, None, 0).unwrap();
+        pool.register("b:1", &[], 2_000, None, 0).unwrap();
+        pool.renew("a:1", &[], 1_500).unwrap();
         assert_eq!(pool.expire(2_000), ["b:1"]);
         assert_eq!(pool.offered_addresses(0), ["a:1"]);
         assert_eq!(pool.expire(3_500), ["a:1"]);
-        assert!(matches!(pool.renew("a:1", 3_600), Err(RegistryError::UnknownUpstream(_))));
+        assert!(matches!(pool.renew("a:1", &[], 3_600), Err(RegistryError::UnknownUpstream(_))));
         // Leases are clamped to a sane range.
-        pool.register("c:1", 5, None, 0).unwrap();
+        pool.register("c:1", &[], 5, None, 0).unwrap();
         assert_eq!(pool.upstreams[0].lease_ms, LEASE_RANGE_MS.0);
+    }
+
+    #[test]
+    fn a_name_is_dialled_at_the_address_it_was_admitted_at() {
+        let mut pool = pool();
+        let first: [IpAddr; 2] = ["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()];
+        pool.register("app.internal:8000", &first, 10_000, None, 0).unwrap();
+        assert_eq!(pool.upstreams[0].dial(), "10.0.0.5:8000");
+        assert_eq!(pool.offer(0).upstreams[0].dial, "10.0.0.5:8000");
+        assert_eq!(pool.renew("app.internal:8000", &first[1..], 5).unwrap(), Change::Offer, "moved: the offer changes");
+        assert_eq!(pool.upstreams[0].dial(), "10.0.0.6:8000");
+        assert_eq!(pool.renew("app.internal:8000", &[], 6).unwrap(), Change::None, "not resolved this time: the admitted one stays");
+        assert_eq!(pool.upstreams[0].dial(), "10.0.0.6:8000");
+        pool.register("[::1]:8001", &[], 10_000, None, 0).unwrap();
+        assert_eq!(pool.upstreams[1].dial(), "[::1]:8001");
+        pool.register("v6.internal:80", &["fd00::5".parse().unwrap()], 10_000, None, 0).unwrap();
+        assert_eq!(pool.upstreams[2].dial(), "[fd00::5]:80");
     }
 
     #[test]
     fn draining_stops_offers_but_keeps_the_upstream() {
         let mut pool = pool();
-        pool.register("a:1", 10_000, None, 0).unwrap();
-        pool.register("b:1", 10_000, None, 0).unwrap();
+        pool.register("a:1", &[], 10_000, None, 0).unwrap();
+        pool.register("b:1", &[], 10_000, None, 0).unwrap();
         assert_eq!(pool.drain("a:1").unwrap(), Change::Offer);
         assert_eq!(pool.drain("a:1").unwrap(), Change::None);
         assert_eq!(pool.offered_addresses(0), ["b:1"]);
         assert_eq!(pool.upstreams.len(), 2);
         // Its companion started again: served again.
-        assert_eq!(pool.register("a:1", 10_000, None, 1).unwrap(), Change::Offer);
+        assert_eq!(pool.register("a:1", &[], 10_000, None, 1).unwrap(), Change::Offer);
         assert_eq!(pool.offered_addresses(0), ["a:1", "b:1"]);
         assert_eq!(pool.remove("a:1").unwrap(), Change::Offer);
         assert!(pool.remove("a:1").is_err());
@@ -349,7 +415,7 @@ mod tests {
     #[test]
     fn probes_move_upstreams_out_and_back_in() {
         let mut pool = pool();
-        pool.register("a:1", 10_000, None, 0).unwrap();
+        pool.register("a:1", &[], 10_000, None, 0).unwrap();
         assert_eq!(pool.probed("a:1", &refused(), 1).unwrap(), None);
         assert_eq!(pool.probed("a:1", &refused(), 2).unwrap(), Some(false));
         assert_eq!(pool.offered_addresses(0), Vec::<String>::new());
@@ -363,22 +429,22 @@ mod tests {
     fn a_pool_has_a_cap() {
         let mut pool = pool();
         for i in 0..MAX_UPSTREAMS {
-            pool.register(&format!("10.0.{}.{}:80", i / 256, i % 256), 10_000, None, 0).unwrap();
+            pool.register(&format!("10.0.{}.{}:80", i / 256, i % 256), &[], 10_000, None, 0).unwrap();
         }
-        assert!(matches!(pool.register("10.9.9.9:80", 10_000, None, 0), Err(RegistryError::Full(_))));
+        assert!(matches!(pool.register("10.9.9.9:80", &[], 10_000, None, 0), Err(RegistryError::Full(_))));
     }
 
     #[test]
     fn weights_set_shares_and_zero_is_standby() {
         let mut pool = pool();
-        pool.register("a:1", 10_000, Some(10), 0).unwrap();
-        pool.register("b:1", 10_000, None, 0).unwrap();
+        pool.register("a:1", &[], 10_000, Some(10), 0).unwrap();
+        pool.register("b:1", &[], 10_000, None, 0).unwrap();
         assert_eq!(weights(&pool, 0), [("a:1".into(), 10), ("b:1".into(), 100)]);
         assert_eq!(pool.set_weight("a:1", 0, 1).unwrap(), Change::Offer);
         assert_eq!(pool.offered_addresses(1), ["b:1"], "standby: known, not offered");
         assert_eq!(pool.set_weight("a:1", 0, 2).unwrap(), Change::None);
-        assert_eq!(pool.register("a:1", 10_000, Some(50), 3).unwrap(), Change::Offer);
-        assert_eq!(pool.register("a:1", 10_000, None, 4).unwrap(), Change::None, "no weight given keeps the one it has");
+        assert_eq!(pool.register("a:1", &[], 10_000, Some(50), 3).unwrap(), Change::Offer);
+        assert_eq!(pool.register("a:1", &[], 10_000, None, 4).unwrap(), Change::None, "no weight given keeps the one it has");
         assert_eq!(weights(&pool, 4)[0].1, 50);
         assert!(matches!(pool.set_weight("a:1", MAX_WEIGHT + 1, 5), Err(RegistryError::BadRequest(_))));
         assert!(matches!(pool.set_weight("z:1", 1, 5), Err(RegistryError::UnknownUpstream(_))));
@@ -387,10 +453,10 @@ mod tests {
     #[test]
     fn a_member_joining_a_settled_pool_ramps_over_the_window() {
         let mut pool = slow(10_000);
-        pool.register("old:1", 60_000, None, 0).unwrap();
+        pool.register("old:1", &[], 60_000, None, 0).unwrap();
         // The first member of a fresh pool is not throttled; after the window it is settled.
         assert_eq!(weights(&pool, 0), [("old:1".into(), 100)]);
-        pool.register("new:1", 60_000, None, 20_000).unwrap();
+        pool.register("new:1", &[], 60_000, None, 20_000).unwrap();
         assert_eq!(weights(&pool, 20_000)[1], ("new:1".into(), 5), "starts at a twentieth");
         assert_eq!(weights(&pool, 25_000)[1], ("new:1".into(), 50));
         assert_eq!(pool.offer(25_000).refresh_in_ms, Some(RAMP_REFRESH_MS));
@@ -403,7 +469,7 @@ mod tests {
     fn a_fresh_deployment_is_not_throttled() {
         let mut pool = slow(10_000);
         for (i, address) in ["a:1", "b:1", "c:1"].iter().enumerate() {
-            pool.register(address, 10_000, None, i as u64 * 1_000).unwrap();
+            pool.register(address, &[], 10_000, None, i as u64 * 1_000).unwrap();
         }
         assert!(weights(&pool, 2_000).iter().all(|(_, w)| *w == 100), "{:?}", weights(&pool, 2_000));
     }
@@ -411,8 +477,8 @@ mod tests {
     #[test]
     fn coming_back_healthy_or_from_standby_ramps_again() {
         let mut pool = Pool { policy: HealthPolicy { passes: 1, fails: 1 }, ..slow(10_000) };
-        pool.register("a:1", 60_000, None, 0).unwrap();
-        pool.register("b:1", 60_000, None, 0).unwrap();
+        pool.register("a:1", &[], 60_000, None, 0).unwrap();
+        pool.register("b:1", &[], 60_000, None, 0).unwrap();
         pool.probed("b:1", &refused(), 20_000).unwrap();
         assert_eq!(pool.offered_addresses(20_000), ["a:1"]);
         pool.probed("b:1", &ok(), 30_000).unwrap();

@@ -3,34 +3,33 @@
 //! and no I/O, and behaves the same natively and inside Caddy.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use std::net::IpAddr;
-
 use crate::address::{check_dial_address, check_pool_name};
-use crate::admission::{Admission, Listeners};
+use crate::admission::{Admission, OwnSockets};
+use crate::declarations::{Declarations, PoolSettings};
 use crate::health::{HealthPolicy, ProbeResult};
 use crate::pool::{Pool, DEFAULT_LEASE_MS};
-
-/// Most pools one registry keeps (a Caddy config declares a handful; this bounds the memory a
-/// host that configures pools without end could make the guest take).
-pub const MAX_POOLS: usize = 1024;
 use crate::{Change, RegistryError};
 
 /// A command from the host. Fields are the JSON keys: `pool`, `address` (a dial address),
-/// `lease_ms`, `now_ms` (the host's clock), `passes`/`fails` (thresholds), `result` (a probe),
-/// `weight`, `slow_start_ms`, `allow` (the admission list), `listeners` (where Caddy's admin API
-/// listens, `ip:port` or `unix//path`), `resolved` (what a DNS name resolved to).
+/// `lease_ms`, `now_ms` (the host's clock), `claim` (a config's declaration of a pool, see
+/// declarations.rs), `passes`/`fails` (thresholds), `result` (a probe), `weight`,
+/// `slow_start_ms`, `allow` (the admission list), `listeners` (sockets this Caddy listens on,
+/// `ip:port` or `unix//path`), `local_addresses` (this host's), `resolved` (what a DNS name
+/// resolved to).
 #[allow(missing_docs)]
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
-    /// A config load declares `pool` with these settings (creates it, or updates them; members
-    /// the new admission policy refuses are removed).
+    /// A config being loaded declares `pool` with these settings: staged as `claim`, checked,
+    /// and nothing else changes until the config runs (`commit`).
     Configure {
         pool: String,
+        claim: u64,
         passes: Option<u32>,
         fails: Option<u32>,
         #[serde(default)]
@@ -38,7 +37,22 @@ pub enum Command {
         #[serde(default)]
         allow: Vec<String>,
     },
-    /// A companion registers (or re-registers) `address`.
+    /// The config that staged `claim` runs: its pool exists with its settings (members the
+    /// pool's admission policy now refuses are removed).
+    Commit { claim: u64 },
+    /// The config that staged `claim` is unloaded (replaced, refused, validated only): a pool
+    /// no other claim holds is gone with its members.
+    Release { claim: u64 },
+    /// Where this Caddy listens and the host's addresses, as the host found them now; members
+    /// that reach Caddy itself under the new facts are removed.
+    Host {
+        #[serde(default)]
+        listeners: Vec<String>,
+        #[serde(default)]
+        local_addresses: Vec<IpAddr>,
+    },
+    /// A companion registers (or re-registers) `address`; `listeners` adds the sockets the
+    /// request itself came in on.
     Register {
         pool: String,
         address: String,
@@ -50,8 +64,14 @@ pub enum Command {
         listeners: Vec<String>,
         now_ms: u64,
     },
-    /// A companion renews its lease.
-    Renew { pool: String, address: String, now_ms: u64 },
+    /// A companion renews its lease; `resolved`, for a name, is what it resolves to now.
+    Renew {
+        pool: String,
+        address: String,
+        #[serde(default)]
+        resolved: Vec<IpAddr>,
+        now_ms: u64,
+    },
     /// Someone changes the weight of `address` (0: standby).
     Weight { pool: String, address: String, weight: u32, now_ms: u64 },
     /// A companion is stopping: no new requests for `address`.
@@ -77,7 +97,7 @@ pub struct Event {
     pub pool: String,
     /// The upstream.
     pub address: String,
-    /// Why, when there is more to say (the failed probe).
+    /// Why, when there is more to say (the failed probe, the refusal).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
@@ -92,7 +112,8 @@ pub struct Reply {
     pub error: Option<String>,
     /// Pools whose list of upstreams to offer changed: the host rebuilds their snapshot.
     pub changed: Vec<String>,
-    /// What happened.
+    /// What happened (also when the command was refused: a member whose renewal is refused
+    /// is removed).
     pub events: Vec<Event>,
     /// The command's result.
     pub data: Value,
@@ -102,6 +123,12 @@ pub struct Reply {
 #[derive(Debug, Default)]
 pub struct Registry {
     pools: BTreeMap<String, Pool>,
+    declared: Declarations,
+    own: OwnSockets,
+}
+
+fn event(name: &'static str, pool: &str, address: &str) -> Event {
+    Event { name, pool: pool.to_owned(), address: address.to_owned(), reason: None }
 }
 
 impl Registry {
@@ -109,17 +136,17 @@ impl Registry {
     pub fn handle_json(&mut self, input: &[u8]) -> Reply {
         match serde_json::from_slice::<Command>(input) {
             Ok(command) => self.handle(command),
-            Err(error) => failure(&RegistryError::BadCommand(error.to_string())),
+            Err(error) => failure(&RegistryError::BadCommand(error.to_string()), Reply::default()),
         }
     }
 
     /// Runs a command.
     pub fn handle(&mut self, command: Command) -> Reply {
-        let mut reply = Reply { status: 200, error: None, changed: Vec::new(), events: Vec::new(), data: Value::Null };
-        if let Err(error) = self.apply(command, &mut reply) {
-            return failure(&error);
+        let mut reply = Reply::default();
+        match self.apply(command, &mut reply) {
+            Ok(()) => reply,
+            Err(error) => failure(&error, reply),
         }
-        reply
     }
 
     fn pool(&mut self, name: &str) -> Result<&mut Pool, RegistryError> {
@@ -128,50 +155,79 @@ impl Registry {
     }
 
     fn apply(&mut self, command: Command, reply: &mut Reply) -> Result<(), RegistryError> {
-        let event = |name: &'static str, pool: &str, address: &str| Event { name, pool: pool.to_owned(), address: address.to_owned(), reason: None };
         match command {
-            Command::Configure { pool, passes, fails, slow_start_ms, allow } => {
+            Command::Configure { pool, claim, passes, fails, slow_start_ms, allow } => {
                 check_pool_name(&pool)?;
-                let admission = Admission::new(&allow)?;
-                if !self.pools.contains_key(&pool) && self.pools.len() >= MAX_POOLS {
-                    return Err(RegistryError::TooManyPools(MAX_POOLS));
-                }
                 let defaults = HealthPolicy::default();
-                let entry = self.pools.entry(pool.clone()).or_default();
-                entry.policy = HealthPolicy { passes: passes.unwrap_or(defaults.passes).max(1), fails: fails.unwrap_or(defaults.fails).max(1) };
-                entry.slow_start_ms = slow_start_ms;
-                entry.admission = admission;
-                // A stricter policy takes effect on the members it refuses (a DNS name was judged
-                // by what it resolved to when it registered, and is kept).
-                let refused: Vec<String> = entry
-                    .upstreams
-                    .iter()
-                    .filter(|u| entry.admission.admit(&u.address, &[], &Listeners::default()).is_err_and(|e| e.status() == 403))
-                    .map(|u| u.address.clone())
-                    .collect();
-                for address in refused {
-                    entry.remove(&address)?;
-                    reply.changed.push(pool.clone());
-                    reply.events.push(event("removed", &pool, &address));
+                let policy = HealthPolicy { passes: passes.unwrap_or(defaults.passes), fails: fails.unwrap_or(defaults.fails) };
+                let settings = PoolSettings { policy, slow_start_ms, admission: Admission::new(&allow)? };
+                self.declared.stage(claim, &pool, settings)?;
+                reply.data = json!({ "pool": pool, "claim": claim });
+            }
+            Command::Commit { claim } => {
+                let pool = self.declared.commit(claim)?;
+                let created = !self.pools.contains_key(&pool);
+                self.pools.entry(pool.clone()).or_default();
+                self.take_settings(&pool, reply);
+                reply.data = json!({ "pool": pool, "created": created });
+            }
+            Command::Release { claim } => {
+                let pool = self.declared.release(claim)?;
+                let gone = !self.declared.claimed(&pool) && self.pools.contains_key(&pool);
+                if gone {
+                    for upstream in self.pools.remove(&pool).map(|p| p.upstreams).unwrap_or_default() {
+                        let reason = Some("no running config declares its pool any more".to_owned());
+                        reply.events.push(Event { reason, ..event("removed", &pool, &upstream.address) });
+                    }
+                } else {
+                    self.take_settings(&pool, reply);
                 }
-                reply.data = json!({ "pool": pool, "upstreams": entry.upstreams.len() });
+                reply.data = json!({ "pool": pool, "gone": gone });
+            }
+            Command::Host { listeners, local_addresses } => {
+                self.own = OwnSockets::parse(&listeners, &local_addresses)?;
+                let names: Vec<String> = self.pools.keys().cloned().collect();
+                for name in names {
+                    self.remove_refused(&name, reply);
+                }
             }
             Command::Register { pool, address, lease_ms, weight, resolved, listeners, now_ms } => {
                 check_dial_address(&address)?;
-                let listeners = Listeners::parse(&listeners)?;
+                let own = self.own.merged(&OwnSockets::parse(&listeners, &[])?);
                 let target = self.pool(&pool)?;
                 let known = target.upstreams.iter().any(|u| u.address == address);
-                if !known {
-                    target.admission.admit(&address, &resolved, &listeners)?;
+                // Judged every time: a name re-registered may resolve somewhere else now.
+                if let Err(refusal) = target.admission.admit(&address, &resolved, &own) {
+                    if known && refusal.status() == 403 {
+                        target.remove(&address)?;
+                        reply.changed.push(pool.clone());
+                        reply.events.push(Event { reason: Some(refusal.to_string()), ..event("removed", &pool, &address) });
+                    }
+                    return Err(refusal);
                 }
-                if target.register(&address, lease_ms.unwrap_or(DEFAULT_LEASE_MS), weight, now_ms)? == Change::Offer {
+                if target.register(&address, &resolved, lease_ms.unwrap_or(DEFAULT_LEASE_MS), weight, now_ms)? == Change::Offer {
                     reply.changed.push(pool.clone());
                 }
                 if !known {
                     reply.events.push(event("registered", &pool, &address));
                 }
                 let upstream = target.upstreams.iter().find(|u| u.address == address);
-                reply.data = upstream.map_or(Value::Null, |u| json!({"lease_ms": u.lease_ms, "weight": u.weight, "created": !known}));
+                reply.data = upstream.map_or(Value::Null, |u| json!({"lease_ms": u.lease_ms, "weight": u.weight, "created": !known, "dial": u.dial()}));
+            }
+            Command::Renew { pool, address, resolved, now_ms } => {
+                let own = self.own.clone();
+                let target = self.pool(&pool)?;
+                if !resolved.is_empty() && target.upstreams.iter().any(|u| u.address == address) {
+                    if let Err(refusal) = target.admission.admit(&address, &resolved, &own) {
+                        target.remove(&address)?;
+                        reply.changed.push(pool.clone());
+                        reply.events.push(Event { reason: Some(refusal.to_string()), ..event("removed", &pool, &address) });
+                        return Err(refusal);
+                    }
+                }
+                if target.renew(&address, &resolved, now_ms)? == Change::Offer {
+                    reply.changed.push(pool.clone());
+                }
             }
             Command::Weight { pool, address, weight, now_ms } => {
                 let target = self.pool(&pool)?;
@@ -180,7 +236,6 @@ impl Registry {
                 }
                 reply.data = json!({ "weight": weight });
             }
-            Command::Renew { pool, address, now_ms } => self.pool(&pool)?.renew(&address, now_ms)?,
             Command::Drain { pool, address } => {
                 if self.pool(&pool)?.drain(&address)? == Change::Offer {
                     reply.changed.push(pool.clone());
@@ -215,6 +270,26 @@ impl Registry {
         Ok(())
     }
 
+    /// Gives `pool` the settings of its newest committed claim, and removes the members they
+    /// refuse.
+    fn take_settings(&mut self, name: &str, reply: &mut Reply) {
+        let (Some(settings), Some(pool)) = (self.declared.active(name), self.pools.get_mut(name)) else { return };
+        pool.configure(settings);
+        self.remove_refused(name, reply);
+    }
+
+    /// Removes the members of `name` that its admission policy refuses now.
+    fn remove_refused(&mut self, name: &str, reply: &mut Reply) {
+        let Some(pool) = self.pools.get_mut(name) else { return };
+        for (address, why) in pool.refused_members(&self.own) {
+            if pool.remove(&address).is_ok() {
+                reply.changed.push(name.to_owned());
+                reply.events.push(Event { reason: Some(why), ..event("removed", name, &address) });
+            }
+        }
+        reply.changed.dedup();
+    }
+
     fn describe(&self, now_ms: u64) -> Value {
         let pools: serde_json::Map<String, Value> = self
             .pools
@@ -225,6 +300,7 @@ impl Registry {
                     .iter()
                     .map(|u| {
                         let mut value = serde_json::to_value(u).unwrap_or(Value::Null);
+                        value["dial"] = json!(u.dial());
                         value["lease_expires_in_ms"] = json!(u.lease_expires_ms.saturating_sub(now_ms));
                         value["effective_weight"] = json!(if u.eligible() { pool.effective_weight(u, now_ms) } else { 0 });
                         value["slow_start_until_ms"] = json!(pool.ramp_until(u, now_ms));
@@ -245,16 +321,39 @@ impl Registry {
     }
 }
 
-fn failure(error: &RegistryError) -> Reply {
-    Reply { status: error.status(), error: Some(error.to_string()), changed: Vec::new(), events: Vec::new(), data: Value::Null }
+impl Default for Reply {
+    fn default() -> Self {
+        Reply { status: 200, error: None, changed: Vec::new(), events: Vec::new(), data: Value::Null }
+    }
+}
+
+/// The reply to a refused command, with whatever it changed before it was refused.
+fn failure(error: &RegistryError, done: Reply) -> Reply {
+    Reply { status: error.status(), error: Some(error.to_string()), data: Value::Null, ..done }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::declarations::MAX_POOLS;
 
     fn run(registry: &mut Registry, command: Value) -> Reply {
         registry.handle_json(command.to_string().as_bytes())
+    }
+
+    /// Stages a claim (the next number) with `settings` (a configure command without its op and
+    /// claim) and commits it, as a config that loads; the reply of whichever step refused, or
+    /// the commit's.
+    fn declare(registry: &mut Registry, mut settings: Value) -> Reply {
+        static CLAIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let claim = CLAIMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        settings["op"] = json!("configure");
+        settings["claim"] = json!(claim);
+        let staged = run(registry, settings);
+        if staged.status != 200 {
+            return staged;
+        }
+        run(registry, json!({"op": "commit", "claim": claim}))
     }
 
     fn offered(registry: &mut Registry) -> Value {
@@ -266,7 +365,7 @@ mod tests {
     fn a_companion_lifecycle_through_json() {
         let mut registry = Registry::default();
         assert_eq!(run(&mut registry, json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 0})).status, 404, "pool not declared yet");
-        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "api", "passes": 1, "fails": 2})).status, 200);
+        assert_eq!(declare(&mut registry, json!({"pool": "api", "passes": 1, "fails": 2})).status, 200);
         let registered = run(&mut registry, json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "lease_ms": 5000, "now_ms": 0}));
         assert_eq!((registered.status, registered.changed.clone()), (200, vec!["api".to_owned()]));
         assert_eq!(registered.events[0].name, "registered");
@@ -298,17 +397,91 @@ mod tests {
     fn the_number_of_pools_is_bounded() {
         let mut registry = Registry::default();
         for i in 0..MAX_POOLS {
-            assert_eq!(run(&mut registry, json!({"op": "configure", "pool": format!("p{i}")})).status, 200);
+            assert_eq!(declare(&mut registry, json!({"pool": format!("p{i}")})).status, 200);
         }
-        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "one-more"})).status, 409);
-        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "p7", "passes": 3})).status, 200, "a known pool is reconfigured");
+        assert_eq!(declare(&mut registry, json!({"pool": "one-more"})).status, 409);
+        assert_eq!(declare(&mut registry, json!({"pool": "p7", "passes": 3})).status, 200, "a known pool is reconfigured");
+    }
+
+    #[test]
+    fn a_refused_config_changes_nothing() {
+        let mut registry = Registry::default();
+        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 1, "allow": ["10.0.0.0/8"]})).status, 200);
+        run(&mut registry, json!({"op": "commit", "claim": 1}));
+        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0}));
+        // A config declaring 1,030 pools, one of them a stricter api: refused at the 1,025th.
+        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 2, "allow": ["192.168.0.0/16"]})).status, 200);
+        let refused = (0..1030).map(|i| run(&mut registry, json!({"op": "configure", "pool": format!("p{i}"), "claim": 100 + i}))).position(|r| r.status == 409);
+        assert_eq!(refused, Some(MAX_POOLS - 1), "api counts too");
+        assert_eq!(offered(&mut registry), json!(["10.0.0.5:80"]), "staged settings do not run");
+        // Caddy unloads it: every claim it staged is released.
+        for claim in std::iter::once(2).chain(100..100 + MAX_POOLS as u64 - 1) {
+            assert_eq!(run(&mut registry, json!({"op": "release", "claim": claim})).status, 200);
+        }
+        assert_eq!(run(&mut registry, json!({"op": "pools", "now_ms": 0})).data["pools"].as_object().map(|p| p.len()), Some(1));
+        assert_eq!(run(&mut registry, json!({"op": "register", "pool": "p3", "address": "10.0.0.6:80", "now_ms": 0})).status, 404);
+        assert_eq!(offered(&mut registry), json!(["10.0.0.5:80"]));
+        assert_eq!(declare(&mut registry, json!({"pool": "new-one"})).status, 200, "a later config declares new pools");
+    }
+
+    #[test]
+    fn a_pool_lives_as_long_as_a_running_config_declares_it() {
+        let mut registry = Registry::default();
+        run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 1}));
+        assert_eq!(run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0})).status, 404, "staged only");
+        run(&mut registry, json!({"op": "commit", "claim": 1}));
+        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0}));
+        // A reload: the new config's claim commits before the old one is released.
+        run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 2, "slow_start_ms": 5000}));
+        run(&mut registry, json!({"op": "commit", "claim": 2}));
+        let released = run(&mut registry, json!({"op": "release", "claim": 1}));
+        assert_eq!(released.data, json!({"pool": "api", "gone": false}));
+        assert_eq!(offered(&mut registry), json!(["10.0.0.5:80"]), "members outlive a reload");
+        assert_eq!(run(&mut registry, json!({"op": "pools", "now_ms": 0})).data["pools"]["api"]["slow_start_ms"], 5000);
+        // A config without the pool replaces it.
+        let gone = run(&mut registry, json!({"op": "release", "claim": 2}));
+        assert_eq!((gone.data["gone"].as_bool(), gone.events[0].name, gone.changed.len()), (Some(true), "removed", 0));
+        assert_eq!(run(&mut registry, json!({"op": "offer", "pool": "api", "now_ms": 0})).status, 404);
+        assert_eq!(run(&mut registry, json!({"op": "release", "claim": 2})).status, 404);
+    }
+
+    #[test]
+    fn a_name_that_moves_somewhere_refused_is_removed_at_its_renewal() {
+        let mut registry = Registry::default();
+        declare(&mut registry, json!({"pool": "api"}));
+        run(&mut registry, json!({"op": "host", "listeners": ["127.0.0.1:2019"], "local_addresses": ["10.0.0.9"]}));
+        let registered = run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["10.0.0.5"], "now_ms": 0}));
+        assert_eq!((registered.status, registered.data["dial"].as_str()), (200, Some("10.0.0.5:2019")));
+        let moved = run(&mut registry, json!({"op": "renew", "pool": "api", "address": "app.test:2019", "resolved": ["127.0.0.2"], "now_ms": 10}));
+        assert_eq!((moved.status, moved.changed.clone(), moved.events[0].name), (403, vec!["api".to_owned()], "removed"));
+        assert!(moved.events[0].reason.as_deref().is_some_and(|r| r.contains("reaches this Caddy itself")), "{moved:?}");
+        assert_eq!(offered(&mut registry), json!([]));
+        let again = run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["169.254.169.254"], "now_ms": 20}));
+        assert_eq!((again.status, again.events.len()), (403, 0), "refused, and nothing to remove");
+        // Re-registering a known member is judged too.
+        run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["10.0.0.5"], "now_ms": 30}));
+        let rebound = run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["169.254.169.254"], "now_ms": 40}));
+        assert_eq!((rebound.status, rebound.events[0].name), (403, "removed"));
+    }
+
+    #[test]
+    fn a_member_that_reaches_caddy_under_new_facts_is_removed() {
+        let mut registry = Registry::default();
+        declare(&mut registry, json!({"pool": "api"}));
+        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.9:2999", "now_ms": 0}));
+        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:2999", "now_ms": 0}));
+        // A reload moved the admin API onto all interfaces at port 2999; this host is 10.0.0.9.
+        let moved = run(&mut registry, json!({"op": "host", "listeners": ["0.0.0.0:2999"], "local_addresses": ["10.0.0.9"]}));
+        assert_eq!((moved.changed.clone(), moved.events.len(), moved.events[0].address.as_str()), (vec!["api".to_owned()], 1, "10.0.0.9:2999"));
+        assert_eq!(offered(&mut registry), json!(["10.0.0.5:2999"]));
+        assert_eq!(run(&mut registry, json!({"op": "host", "listeners": ["localhost:2019"]})).status, 400);
     }
 
     #[test]
     fn expired_leases_leave_every_pool() {
         let mut registry = Registry::default();
         for pool in ["a", "b"] {
-            run(&mut registry, json!({"op": "configure", "pool": pool}));
+            declare(&mut registry, json!({"pool": pool}));
             run(&mut registry, json!({"op": "register", "pool": pool, "address": "10.0.0.1:80", "lease_ms": 2000, "now_ms": 0}));
         }
         run(&mut registry, json!({"op": "renew", "pool": "a", "address": "10.0.0.1:80", "now_ms": 1500}));
@@ -321,7 +494,7 @@ mod tests {
     #[test]
     fn bad_input_gets_a_clear_error() {
         let mut registry = Registry::default();
-        run(&mut registry, json!({"op": "configure", "pool": "api"}));
+        declare(&mut registry, json!({"pool": "api"}));
         for (input, status) in [
             (&b"not json"[..], 400),
             (br#"{"op":"explode"}"#, 400),
