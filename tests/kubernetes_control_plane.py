@@ -10,11 +10,8 @@ POD_NETWORK is local the way 127.0.0.0/8 is, and nothing is reachable from outsi
 
 from __future__ import annotations
 
-import ctypes
-import os
 import signal
 import subprocess
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import netns
 from tests.conftest import ROOT, free_port, wait_until
 
 KUBE_BIN = ROOT / "target" / "kubernetes"
@@ -39,29 +37,19 @@ CADDY_TOKEN = "caddy-token-for-tests"
 
 # The pods' addresses, local inside the test's network namespace.
 POD_NETWORK = "10.244.0.0/16"
-CLONE_NEWNET = 0x40000000
+
+
+# Caddy's own pod address: an address of this test host's interfaces (the other addresses of
+# POD_NETWORK are local through a route, as no real pod's are).
+CADDY_POD = "10.244.255.1"
 
 
 @contextmanager
 def network_namespace() -> Iterator[None]:
-    """Moves this thread (pytest's main one, and so every process and thread it starts from
-    now on) into a new network namespace with loopback up and POD_NETWORK local on it; moves it
-    back afterwards. Needs root (CAP_SYS_ADMIN), as `make test` runs here."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    original = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
-    try:
-        if libc.unshare(CLONE_NEWNET) != 0:
-            errno = ctypes.get_errno()
-            pytest.fail(f"cannot create a network namespace for the Kubernetes tests ({os.strerror(errno)}): they need root")
-        try:
-            subprocess.run(["ip", "link", "set", "lo", "up"], check=True, capture_output=True)
-            subprocess.run(["ip", "route", "add", "local", POD_NETWORK, "dev", "lo", "table", "local"], check=True, capture_output=True)
-            yield
-        finally:
-            if libc.setns(original, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "cannot return to the original network namespace")
-    finally:
-        os.close(original)
+    """A network namespace (tests.netns) where POD_NETWORK is local the way 127.0.0.0/8 is, and
+    CADDY_POD is this host's own address."""
+    with netns.network_namespace(addresses=[f"{CADDY_POD}/32"], local_routes=[POD_NETWORK]):
+        yield
 
 
 def _start(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -158,6 +146,16 @@ class ControlPlane:
         assert self.apiserver is not None
         self.apiserver.kill()
         self.apiserver.wait(timeout=10)
+
+    def freeze_apiserver(self) -> None:
+        """Stops the API server without closing anything (SIGSTOP): its connections stay open
+        and silent, as a hung or partitioned server's do."""
+        assert self.apiserver is not None
+        self.apiserver.send_signal(signal.SIGSTOP)
+
+    def thaw_apiserver(self) -> None:
+        assert self.apiserver is not None
+        self.apiserver.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         for process in (self.apiserver, self.etcd):

@@ -30,7 +30,7 @@ import yaml
 
 from tests.companion_process import APP
 from tests.conftest import MODULE_CADDY, ROOT, Caddies, Caddy, free_port, wait_until
-from tests.kubernetes_control_plane import CADDY_TOKEN, ControlPlane, EndpointSlice, Pod, network_namespace
+from tests.kubernetes_control_plane import CADDY_POD, CADDY_TOKEN, ControlPlane, EndpointSlice, Pod, network_namespace
 from tests.load import Load
 
 MANIFESTS = ROOT / "deploy" / "kubernetes"
@@ -234,7 +234,7 @@ def clusters(plane: ControlPlane, tmp_path: Path) -> Iterator[Any]:
         cluster.stop()
 
 
-def kubernetes_caddy(caddies: Caddies, plane: ControlPlane, namespace: str, *options: str) -> Caddy:
+def kubernetes_caddy(caddies: Caddies, plane: ControlPlane, namespace: str, *options: str, **launch: Any) -> Caddy:
     if not MODULE_CADDY.exists():
         pytest.fail(f"{MODULE_CADDY} is missing: `make caddy` (make test does)")
     source = "\n".join(
@@ -250,7 +250,7 @@ def kubernetes_caddy(caddies: Caddies, plane: ControlPlane, namespace: str, *opt
         "\t\ttransport http {\n\t\t\tdial_timeout 2s\n\t\t\tkeepalive 60s\n\t\t}\n"
         "\t}\n"
     )
-    return caddies(site, module=True)
+    return caddies(site, module=True, **launch)
 
 
 def pool_view(caddy: Caddy) -> dict[str, Any]:
@@ -426,6 +426,51 @@ def test_the_pool_keeps_its_members_while_the_api_server_restarts(caddies: Caddi
     print(f"\nFIGURE kubernetes API server restart under load: {load.ok} ok, {len(load.failures)} failed")
     assert load.ok > 50
     assert load.failures == [], "\n".join(load.failures[:20])
+
+
+def test_a_frozen_api_server_is_reported_and_the_members_stay(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+    """SIGSTOP: the watch's connection stays open and says nothing. The module asks the API
+    server something at every 15 s renewal, with a 10 s timeout."""
+    cluster = clusters(pods=1)
+    (a,) = cluster.pods
+    caddy = kubernetes_caddy(caddies, plane, cluster.namespace)
+    cluster.slice.write([a])
+    assert wait_until(lambda: serving(caddy) == {cluster.address(a)}, timeout=5), members(caddy)
+    assert watching(caddy)
+    plane.freeze_apiserver()
+    frozen = time.monotonic()
+    try:
+        # The next renewal (within 15 s) asks, and gives up after 10 s.
+        assert wait_until(lambda: not watching(caddy), timeout=35, interval=0.5), caddy.log()[-3000:]
+        noticed = time.monotonic() - frozen
+        assert serving(caddy) == {cluster.address(a)}, "members were lost while the API server was frozen"
+    finally:
+        plane.thaw_apiserver()
+    thawed = time.monotonic()
+    assert wait_until(lambda: watching(caddy), timeout=60, interval=0.5), caddy.log()[-3000:]
+    print(f"\nFIGURE kubernetes API server frozen: reported {noticed:.1f} s after SIGSTOP, watching again {time.monotonic() - thawed:.1f} s after SIGCONT")
+    assert "watching EndpointSlices failed" in caddy.log() and "watching EndpointSlices again" in caddy.log()
+
+
+def test_an_endpoint_at_caddy_s_own_admin_api_never_joins_and_is_counted_once(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+    """The admin API on all interfaces at a port of its choosing (not 2019), and a slice that
+    lists Caddy's own pod at that port: refused, counted once however often the slice changes,
+    and the public site never answers with Caddy's config."""
+    cluster = clusters(pods=0)  # the slice's port is the admin API's; no pod listens on it
+    caddy = kubernetes_caddy(caddies, plane, cluster.namespace, admin_host="0.0.0.0", admin_port=cluster.port)
+    # Pods of another node (outside the test's POD_NETWORK, so nothing on this host answers).
+    elsewhere = [Pod(ip="10.245.0.1"), Pod(ip="10.245.0.2")]
+    cluster.slice.write([Pod(ip=CADDY_POD), elsewhere[0]])
+    assert wait_until(lambda: set(members(caddy)) == {cluster.address(elsewhere[0])}, timeout=5), members(caddy)
+    cluster.slice.write([Pod(ip=CADDY_POD), *elsewhere])
+    assert wait_until(lambda: set(members(caddy)) == {cluster.address(p) for p in elsewhere}, timeout=5), members(caddy)
+    with caddy.admin_client() as client:
+        metrics = client.get("/metrics").text
+    assert 'caddy_beacon_registrations_refused_total{pool="app"} 1' in metrics
+    assert caddy.log().count('"endpoint refused"') == 1
+    assert f"{CADDY_POD} at port {cluster.port} reaches this Caddy itself" in caddy.log()
+    answer = httpx.get(f"{caddy.base_url}/config/", timeout=10).text
+    assert '"apps"' not in answer, answer[:300]
 
 
 # --- identity and bad input -------------------------------------------------------------------
