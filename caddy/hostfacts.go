@@ -87,13 +87,17 @@ func defaultAdminListeners() []string {
 	return []string{net.JoinHostPort(host, strconv.Itoa(int(network.StartPort)))}
 }
 
-// requestListener is the admin socket a registration came in on, judged as reachable on every
-// address of this host (conservative where the process cannot be read): "0.0.0.0:port", or
-// "unix//path".
+// requestListener is the admin socket a registration came in on: "ip:port" or "unix//path".
+// Where the process's sockets cannot be read, its port is judged as reachable on every address
+// of this host ("0.0.0.0:port"): the admin API may listen on all of them.
 func requestListener(local net.Addr) []string {
 	switch addr := local.(type) {
 	case *net.TCPAddr:
-		return []string{net.JoinHostPort("0.0.0.0", strconv.Itoa(addr.Port))}
+		ip := addr.IP.String()
+		if !processSocketsKnown {
+			ip = "0.0.0.0"
+		}
+		return []string{net.JoinHostPort(ip, strconv.Itoa(addr.Port))}
 	case *net.UnixAddr:
 		return []string{"unix/" + addr.Name}
 	}

@@ -11,6 +11,9 @@ import (
 	"strings"
 )
 
+// processSocketsKnown: ownListeners sees every socket of the process.
+const processSocketsKnown = true
+
 // ownListeners reads the sockets this process listens on from /proc: the listening TCP sockets
 // and Unix sockets of its network namespace (/proc/self/net/tcp, tcp6, unix), kept when the
 // process holds them (a "socket:[inode]" link under /proc/self/fd). Nothing to read: nil.

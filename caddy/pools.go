@@ -276,13 +276,21 @@ func (p *poolState) newest() *Upstreams {
 	return p.attached[len(p.attached)-1]
 }
 
-// startLeaseTicker ends expired leases once a second, for the life of the process.
+// startLeaseTicker ends expired leases once a second, and reads the host's facts again every
+// factsInterval (an interface that gained an address), for the life of the process.
 func startLeaseTicker() {
 	leaseTicker.Do(func() {
 		go func() {
-			for range time.Tick(time.Second) {
-				if _, err := apply(clockCommand{Op: opTick, NowMs: nowMillis()}); err != nil {
-					caddy.Log().Named("beacon").Error("ending expired leases: " + err.Error())
+			facts := time.NewTicker(factsInterval)
+			leases := time.NewTicker(time.Second)
+			for {
+				select {
+				case <-leases.C:
+					if _, err := apply(clockCommand{Op: opTick, NowMs: nowMillis()}); err != nil {
+						caddy.Log().Named("beacon").Error("ending expired leases: " + err.Error())
+					}
+				case <-facts.C:
+					refreshHostFacts()
 				}
 			}
 		}()

@@ -67,7 +67,7 @@ func probeAll(ctx context.Context, p *poolState, settings checks) {
 		go func(address, dial string) {
 			defer wg.Done()
 			// The address admitted, as Caddy dials it (for a name, what it resolved to).
-			result := probeOne(ctx, dial, settings)
+			result := probeOne(ctx, address, dial, settings)
 			if ctx.Err() != nil {
 				return
 			}
@@ -84,7 +84,9 @@ type probeResult struct {
 	Error  string `json:"error,omitempty"`
 }
 
-func probeOne(ctx context.Context, dial string, settings checks) probeResult {
+// probeOne asks `dial` for the health URI; a member registered by name is asked with its name
+// as the Host, as it was before names were dialled at their address.
+func probeOne(ctx context.Context, address, dial string, settings checks) probeResult {
 	ctx, cancel := context.WithTimeout(ctx, settings.timeout)
 	defer cancel()
 	client, target := tcpClient, "http://"+dial
@@ -95,6 +97,9 @@ func probeOne(ctx context.Context, dial string, settings checks) probeResult {
 	request, err := http.NewRequestWithContext(ctx, http.MethodGet, target+settings.uri, nil)
 	if err != nil {
 		return probeResult{Error: err.Error()}
+	}
+	if !strings.HasPrefix(address, "unix/") {
+		request.Host = address
 	}
 	request.Header.Set("User-Agent", "caddy-beacon-health-check")
 	request.Header.Set("Accept", "application/health+json, application/json")

@@ -18,12 +18,17 @@ class Load:
 
     Over HTTPS it speaks HTTP/2 like a browser (tests.h2_client: a request is sent again only
     when the protocol says the server did not process it); over plain HTTP it uses httpx with
-    HTTP/1.1 (a fresh connection per request unless `keepalive`) and never retries."""
+    HTTP/1.1 (a fresh connection per request unless `keepalive`) and never retries.
 
-    def __init__(self, base_url: str, threads: int = 4, max_requests: int = 20_000, max_seconds: float = 120, keepalive: bool = False) -> None:
+    It is bounded in requests and time, and must outlast the `with` block that uses it: a load
+    that ran out before the test let it go (its caps too low for a slow machine, or for a fast
+    one) fails the block, since the test then went on measuring nothing."""
+
+    def __init__(self, base_url: str, threads: int = 4, max_requests: int = 1_000_000, max_seconds: float = 180, keepalive: bool = False) -> None:
         self.base_url, self.max_requests, self.deadline = base_url, max_requests, time.monotonic() + max_seconds
         self.keepalive = keepalive
         self.stop_event = threading.Event()
+        self.ran_out = threading.Event()
         self.lock = threading.Lock()
         self.ok = 0
         self.resent = 0
@@ -36,16 +41,20 @@ class Load:
             thread.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        ran_out = self.ran_out.is_set()
         self.stop_event.set()
         for thread in self.threads:
             thread.join(timeout=30)
+        if ran_out and exc_type is None:
+            raise AssertionError(f"the load ran out ({self.total()} requests) before the test was done with it: raise its bounds")
 
     def _requests(self) -> Iterator[tuple[str, str, bytes, Callable[[int, bytes], bool]]]:
         n = 0
-        while not self.stop_event.is_set() and time.monotonic() < self.deadline:
+        while not self.stop_event.is_set():
             with self.lock:
-                if self.ok + len(self.failures) >= self.max_requests:
+                if self.ok + len(self.failures) >= self.max_requests or time.monotonic() >= self.deadline:
+                    self.ran_out.set()
                     return
             n += 1
             if n % 3 == 0:

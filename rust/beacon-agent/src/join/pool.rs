@@ -149,6 +149,12 @@ impl Membership for PoolMember {
                 Step::Done
             }
             Err(ActionError::NotFound) => self.forgotten(),
+            Err(ActionError::Refused(error)) if renewing => {
+                // The module judged our address again (its name now resolves somewhere the pool
+                // refuses) and removed it: register again, which says whether it still refuses.
+                lock(&self.caddy.state).registered = false;
+                self.failed(error.to_string())
+            }
             Err(ActionError::Refused(error) | ActionError::Failed(error)) => self.failed(error.to_string()),
         }
     }
