@@ -2,7 +2,8 @@
 
 - throughput: requests/s through Caddy with `dynamic beacon` against the same two upstreams
   listed statically, in one Caddy process, wrk alternating between the two sites for several
-  rounds (the upstreams are Caddy `respond` sites, so Caddy's own routing cost is what shows);
+  rounds (the upstreams are `respond` sites of a third Caddy, so Caddy's own routing cost is
+  what shows; a pool never takes a site of its own Caddy: that would be a loop);
 - app ready -> first request routed, with the module (`--pool`) and with config edits (stock);
 - failed requests in a rolling restart of two replicas, for an HTTP/1.1 client with keep-alive
   and one that opens a new connection per request (GETs and POSTs, no retries), module vs stock;
@@ -86,9 +87,13 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
     dynamic = "\treverse_proxy {\n\t\tdynamic beacon bench {\n\t\t\thealth_uri /\n\t\t\thealth_interval 1s\n\t\t}\n\t\tlb_policy round_robin\n\t}"
     ends = "".join(site(p, '\trespond "ok"') for p in backends)
     static_port, dynamic_port, stock_port = free_port(), free_port(), free_port()
-    module_admin, stock_admin = free_port(), free_port()
+    module_admin, stock_admin, backends_admin = free_port(), free_port(), free_port()
+    upstreams = _start_caddy(
+        tmp, caddyfile(tmp, "Caddyfile-bench-backends", backends_admin, ends),
+        {}, f"http://127.0.0.1:{backends[0]}", backends_admin, log_name="caddy-bench-backends.log",
+    )  # fmt: skip
     caddy = _start_caddy(
-        tmp, caddyfile(tmp, "Caddyfile-bench-module", module_admin, site(static_port, static) + site(dynamic_port, dynamic) + ends),
+        tmp, caddyfile(tmp, "Caddyfile-bench-module", module_admin, site(static_port, static) + site(dynamic_port, dynamic)),
         {}, f"http://127.0.0.1:{static_port}", module_admin, log_name="caddy-bench-module.log", binary=MODULE_CADDY,
     )  # fmt: skip
     stock = _start_caddy(
@@ -118,6 +123,7 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
     finally:
         caddy.stop()
         stock.stop()
+        upstreams.stop()
 
 
 def ready_to_routed(tmp: Path, mode: Mode, rounds: int) -> list[float]:
