@@ -129,6 +129,14 @@ def launch(
             "--bind", f"127.0.0.1:{port}",
             "--graceful-timeout", "20",
         ]  # fmt: skip
+    elif server in ("hypercorn", "hypercorn-trio"):
+        # asyncio, or trio (`-k trio`): the same app on either backend.
+        worker_class = "trio" if server == "hypercorn-trio" else "asyncio"
+        command = [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}", "-k", worker_class, "--workers", str(workers)]
+    elif server in ("granian", "granian-asyncio"):
+        # Its default loop (uvloop when installed), or asyncio's own.
+        loop = ["--loop", "asyncio"] if server == "granian-asyncio" else []
+        command = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *loop, app]
     else:
         raise ValueError(server)
     command += list(args)

@@ -83,13 +83,22 @@ def test_bad_options_raise_config_error(options: dict[str, Any], message: str) -
         ("BEACON_READY_PATH", "ready", "BEACON_READY_PATH='ready': expected a path"),
     ],
 )
-def test_bad_environment_names_the_variable(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+def test_bad_environment_names_the_variable_and_falls_back_unless_strict(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str, value: str, message: str
 ) -> None:
     monkeypatch.setenv(variable, value)
+    with caplog.at_level("WARNING", logger="caddy_beacon"):
+        middleware = BeaconMiddleware(_noop_app)
+    assert [r.getMessage() for r in caplog.records if message in r.getMessage()], caplog.text
+    defaults = BeaconMiddleware(_noop_app, **{variable.removeprefix("BEACON_").lower(): caddy_beacon_default(variable)}).config
+    assert middleware.config == defaults, "the default is used instead"
     with pytest.raises(ConfigError) as error:
-        BeaconMiddleware(_noop_app)
+        BeaconMiddleware(_noop_app, strict=True)
     assert message in str(error.value)
+
+
+def caddy_beacon_default(variable: str) -> object:
+    return {"BEACON_MAX_SERIES": 2000, "BEACON_DRAIN_SECONDS": 5.0, "BEACON_BUCKETS": None, "BEACON_READY_PATH": "/ready"}[variable]
 
 
 def test_bad_check_settings_raise_config_error() -> None:

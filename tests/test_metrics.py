@@ -139,15 +139,23 @@ def test_custom_buckets_from_the_environment(start: Callable[..., Server]) -> No
     assert bounds == {"0.05": 0, "0.2": 1, "+Inf": 1}
 
 
-def test_bad_configuration_fails_startup_with_a_clear_error(tmp_path: Path) -> None:
+def test_bad_configuration_from_the_environment_is_said_once_and_fails_startup_only_when_strict(tmp_path: Path) -> None:
     from tests.conftest import launch
 
+    server = launch(tmp_path, env={"BEACON_BUCKETS": "0.5,0.1"})
     try:
-        launch(tmp_path, env={"BEACON_BUCKETS": "0.5,0.1"})
+        assert server.get("/items/1").status_code == 200
+        lines = [line for line in server.log().splitlines() if "BEACON_BUCKETS='0.5,0.1'" in line]
+        assert len(lines) == 1 and "strictly increasing" in lines[0] and "using the default" in lines[0], server.log()
+        assert server.value("http_server_request_duration_seconds_bucket", le="0.005") is not None, "the default buckets"
+    finally:
+        server.stop()
+    try:
+        launch(tmp_path, env={"BEACON_BUCKETS": "0.5,0.1", "BEACON_STRICT": "1"})
     except RuntimeError as error:
         message = str(error)
     else:
-        raise AssertionError("the server started with invalid buckets")
+        raise AssertionError("a strict server started with invalid buckets")
     assert "BEACON_BUCKETS='0.5,0.1'" in message
     assert "strictly increasing" in message
     assert "/health HTTP/1.1\" 200" not in message

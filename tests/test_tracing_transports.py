@@ -186,25 +186,31 @@ def clean_otel_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPat
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector:21", "http:// or https://"),
     ],
 )
-def test_settings_that_cannot_work_are_refused_at_start(
-    clean_otel_env: pytest.MonkeyPatch, variable: str, value: str, message: str
+def test_settings_that_cannot_work_turn_tracing_off_or_are_refused_when_strict(
+    clean_otel_env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str, value: str, message: str
 ) -> None:
     clean_otel_env.setenv(variable, value)
+    with caplog.at_level("WARNING", logger="caddy_beacon"):
+        assert BeaconMiddleware(_noop_app, tracing=True).tracing is None
+    assert [r.getMessage() for r in caplog.records if "tracing is off" in r.getMessage() and message in r.getMessage()], caplog.text
     with pytest.raises(ConfigError, match=None) as error:
-        BeaconMiddleware(_noop_app, tracing=True)
+        BeaconMiddleware(_noop_app, tracing=True, strict=True)
     assert message in str(error.value), str(error.value)
 
 
-def test_tls_files_are_read_at_start(clean_otel_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_tls_files_are_read_at_start(clean_otel_env: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "not.pem").write_text("hello")
     clean_otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.example.com")
     clean_otel_env.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(tmp_path / "not.pem"))
     with pytest.raises(ConfigError, match="no PEM certificate"):
-        BeaconMiddleware(_noop_app)
+        BeaconMiddleware(_noop_app, strict=True)
+    with caplog.at_level("WARNING", logger="caddy_beacon"):
+        assert BeaconMiddleware(_noop_app).tracing is None
+    assert "no PEM certificate" in caplog.text
     clean_otel_env.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", "")
     clean_otel_env.setenv("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", str(tmp_path / "not.pem"))
     with pytest.raises(ConfigError, match="needs its key"):
-        BeaconMiddleware(_noop_app)
+        BeaconMiddleware(_noop_app, strict=True)
 
 
 def test_endpoints_per_protocol(clean_otel_env: pytest.MonkeyPatch) -> None:

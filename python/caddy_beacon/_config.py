@@ -1,9 +1,14 @@
 """Resolution of the middleware's options: an explicit keyword wins, then ``BEACON_<NAME>``
-from the environment, then the default. Every bad value raises ConfigError naming where it
-came from (the keyword or the variable) and what would be accepted."""
+from the environment, then the default.
+
+A bad value passed in code raises ConfigError naming the keyword and what would be accepted. A
+bad value from the environment is logged in one line naming the variable, and the default is
+used instead, so that a deployment's settings never keep the app from starting; with
+``strict`` (the keyword, or ``BEACON_STRICT=1``) it raises too."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -22,6 +27,25 @@ class _Unset:
 UNSET = _Unset()
 
 _DISABLED_WORDS = {"", "none", "off", "false", "disabled"}
+_TRUE_WORDS = {"1", "true", "yes", "on"}
+_FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+logger = logging.getLogger("caddy_beacon")
+
+
+def resolve_strict(explicit: object) -> bool:
+    """`strict`: the keyword (a bool), else ``BEACON_STRICT``, else False."""
+    if not isinstance(explicit, _Unset):
+        if not isinstance(explicit, bool):
+            raise ConfigError(f"strict={explicit!r}: expected True or False")
+        return explicit
+    raw = os.environ.get("BEACON_STRICT")
+    word = (raw or "").strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word not in _FALSE_WORDS:
+        logger.warning("caddy_beacon: BEACON_STRICT=%r: expected true or false; strict is off", raw)
+    return False
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,7 @@ def native_settings(config: BeaconConfig, tracing: TracingConfig | None, shared_
 class _Option:
     value: Any
     origin: str  # "buckets=[...]" or "BEACON_BUCKETS='...'", for error messages
+    from_environment: bool = False
 
     def fail(self, expected: str) -> ConfigError:
         return ConfigError(f"{self.origin}: {expected}")
@@ -88,9 +113,29 @@ def _pick(name: str, explicit: object, parse: Callable[[str], object], default: 
     if raw is None:
         return _Option(default, f"{name} (default)")
     try:
-        return _Option(parse(raw.strip()), f"{variable}={raw!r}")
+        return _Option(parse(raw.strip()), f"{variable}={raw!r}", from_environment=True)
     except ValueError as error:
-        raise ConfigError(f"{variable}={raw!r}: {error}") from None
+        raise _Option(raw, f"{variable}={raw!r}", from_environment=True).fail(str(error)) from None
+
+
+def _value(
+    name: str,
+    explicit: object,
+    parse: Callable[[str], object],
+    default: object,
+    check: Callable[[_Option], Any],
+    strict: bool,
+) -> Any:
+    """One option, checked: a bad value from the environment falls back to the default with a
+    warning, unless `strict`; any other bad value raises."""
+    try:
+        return check(_pick(name, explicit, parse, default))
+    except ConfigError as error:
+        if not isinstance(explicit, _Unset) or strict:
+            raise
+        default_option = _Option(default, f"{name} (default)")
+        logger.warning("caddy_beacon: %s; using the default (%r) instead (strict=True refuses to start)", error, default)
+        return check(default_option)
 
 
 def _parse_path(raw: str) -> str | None:
@@ -152,6 +197,7 @@ def _buckets(option: _Option) -> tuple[float, ...] | None:
 
 def resolve(
     *,
+    strict: bool = False,
     service_name: object,
     health_path: object,
     ready_path: object,
@@ -164,53 +210,62 @@ def resolve(
     stall_seconds: object = UNSET,
 ) -> BeaconConfig:
     """Resolves and validates every option."""
-    name = _pick("service_name", service_name, str, None)
-    service = name.value if name.value is not None else (os.environ.get("OTEL_SERVICE_NAME") or None)
-    if service is not None and (not isinstance(service, str) or not service.strip()):
-        raise name.fail("expected a non-empty string")
 
-    paths = {
-        option: _path(_pick(option, value, _parse_path, default))
-        for option, value, default in (
-            ("health_path", health_path, "/health"),
-            ("ready_path", ready_path, "/ready"),
-            ("metrics_path", metrics_path, "/metrics"),
-        )
-    }
+    def service_name_check(option: _Option) -> str | None:
+        service = option.value if option.value is not None else (os.environ.get("OTEL_SERVICE_NAME") or None)
+        if service is not None and (not isinstance(service, str) or not service.strip()):
+            raise option.fail("expected a non-empty string")
+        return service
+
+    service = _value("service_name", service_name, str, None, service_name_check, strict)
+
+    path_options = (("health_path", health_path, "/health"), ("ready_path", ready_path, "/ready"), ("metrics_path", metrics_path, "/metrics"))
+    paths = {option: _value(option, value, _parse_path, default, _path, strict) for option, value, default in path_options}
     enabled = [p for p in paths.values() if p is not None]
     if len(enabled) != len(set(enabled)):
-        raise ConfigError(f"health_path, ready_path and metrics_path must differ, got {paths}")
+        error = ConfigError(f"health_path, ready_path and metrics_path must differ, got {paths}")
+        if strict or any(not isinstance(value, _Unset) for _, value, _ in path_options):
+            raise error
+        logger.warning("caddy_beacon: %s; using the default paths instead", error)
+        paths = {option: default for option, _, default in path_options}
 
-    header = _pick("request_id_header", request_id_header, str, "X-Request-ID")
-    if not isinstance(header.value, str) or not header.value or not header.value.isascii():
-        raise header.fail("expected an HTTP header name such as 'X-Request-ID'")
+    def header_check(option: _Option) -> str:
+        if not isinstance(option.value, str) or not option.value or not option.value.isascii():
+            raise option.fail("expected an HTTP header name such as 'X-Request-ID'")
+        return option.value
 
-    bucket_bounds = _buckets(_pick("buckets", buckets, _parse_buckets, None))
+    header = _value("request_id_header", request_id_header, str, "X-Request-ID", header_check, strict)
+    bucket_bounds = _value("buckets", buckets, _parse_buckets, None, _buckets, strict)
 
-    drain = _pick("drain_seconds", drain_seconds, float, 5.0)
-    if not _is_number(drain.value) or drain.value < 0:
-        raise drain.fail("expected a finite number of seconds >= 0")
+    def seconds(minimum_excluded: bool) -> Callable[[_Option], float]:
+        def check(option: _Option) -> float:
+            if not _is_number(option.value) or option.value < 0 or (minimum_excluded and option.value == 0):
+                raise option.fail(f"expected a finite number of seconds {'> 0' if minimum_excluded else '>= 0'}")
+            return float(option.value)
 
-    side_host, side = _side_address(_pick("side_port", side_port, _parse_side_port, None))
+        return check
 
-    stall = _pick("stall_seconds", stall_seconds, float, 5.0)
-    if not _is_number(stall.value) or stall.value <= 0:
-        raise stall.fail("expected a finite number of seconds > 0")
+    drain = _value("drain_seconds", drain_seconds, float, 5.0, seconds(minimum_excluded=False), strict)
+    side_host, side = _value("side_port", side_port, _parse_side_port, None, _side_address, strict)
+    stall = _value("stall_seconds", stall_seconds, float, 5.0, seconds(minimum_excluded=True), strict)
 
-    cap = _pick("max_series", max_series, int, 2000)
-    if isinstance(cap.value, bool) or not isinstance(cap.value, int) or cap.value < 1:
-        raise cap.fail("expected an integer >= 1")
+    def cap_check(option: _Option) -> int:
+        if isinstance(option.value, bool) or not isinstance(option.value, int) or option.value < 1:
+            raise option.fail("expected an integer >= 1")
+        return option.value
+
+    cap = _value("max_series", max_series, int, 2000, cap_check, strict)
 
     return BeaconConfig(
         service_name=service,
         health_path=paths["health_path"],
         ready_path=paths["ready_path"],
         metrics_path=paths["metrics_path"],
-        request_id_header=header.value,
+        request_id_header=header,
         buckets=bucket_bounds,
-        drain_seconds=float(drain.value),
-        max_series=cap.value,
+        drain_seconds=drain,
+        max_series=cap,
         side_host=side_host,
         side_port=side,
-        stall_seconds=float(stall.value),
+        stall_seconds=stall,
     )

@@ -7,14 +7,15 @@ stops accepting connections. A second SIGTERM during the window shuts down at on
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from caddy_beacon._async_backend import BackgroundTask, LoopBackend
 from caddy_beacon._native import Beacon
 
 logger = logging.getLogger("caddy_beacon")
@@ -28,26 +29,51 @@ class DrainController:
     def __init__(self, native: Beacon, drain_seconds: float) -> None:
         self._native = native
         self._drain_seconds = drain_seconds
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._backend: LoopBackend | None = None
+        self._post: Callable[..., object] | None = None
         self._previous: _Handler = None
         self._installed = False
         self._forwarded = False
-        self._timer: asyncio.TimerHandle | None = None
+        self._window: BackgroundTask | None = None
 
-    def install(self) -> None:
-        """Wraps the current SIGTERM handler (the server's). Python only allows this from the
-        main thread; elsewhere the server's handling is left alone."""
-        if self._installed or threading.current_thread() is not threading.main_thread():
-            return
-        self._loop = asyncio.get_running_loop()
-        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+    def install(self, backend: LoopBackend, server_stops_workers_itself: bool = False) -> str | None:
+        """Wraps the current SIGTERM handler (the server's). Returns None, or why draining
+        cannot work in this worker: Python lets only the main thread handle signals; some
+        servers stop their workers without a signal to them (`server_stops_workers_itself`,
+        hypercorn's workers); a loop that dispatches SIGTERM itself (`add_signal_handler`) can
+        be wrapped only when it is asyncio's own (uvloop keeps its handlers out of reach)."""
+        if self._installed:
+            return None
+        if server_stops_workers_itself:
+            return "the server stops its workers through its own channel, not with a SIGTERM to them"
+        if threading.current_thread() is not threading.main_thread():
+            return "the app does not run on the main thread, where Python handles signals"
+        previous: _Handler = signal.getsignal(signal.SIGTERM)
+        loop = getattr(backend, "loop", None)
+        loop_handlers = getattr(loop, "_signal_handlers", None)
+        if isinstance(loop_handlers, dict) and signal.SIGTERM in loop_handlers:
+            # asyncio's own loop dispatches SIGTERM to a callback (loop.add_signal_handler, as
+            # granian and hypercorn do), reading the signal from its wakeup socket whatever
+            # Python handler is set: take the callback over, and run it when the window ends.
+            handle = loop_handlers[signal.SIGTERM]
+            assert loop is not None
+            loop.remove_signal_handler(signal.SIGTERM)
+            previous = lambda signum, frame: handle._run()  # noqa: E731
+        elif loop is not None and getattr(previous, "__self__", None) is loop:
+            # uvloop dispatches it the same way, and keeps the callback where it cannot be
+            # taken over.
+            return f"the event loop ({type(loop).__module__}) handles SIGTERM itself, out of reach (with granian: --loop asyncio)"
+        self._backend, self._post = backend, backend.post()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous = previous
         self._installed = True
+        return None
 
     def uninstall(self) -> None:
         """Puts the previous handler back, unless someone replaced ours in the meantime."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
         if self._installed and threading.current_thread() is threading.main_thread():
             if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
                 signal.signal(signal.SIGTERM, self._previous)
@@ -58,25 +84,34 @@ class DrainController:
         # the event loop, which is where logging and timers are safe.
         if self._forwarded:
             return
-        if self._native.draining or self._drain_seconds <= 0 or self._loop is None or self._loop.is_closed():
+        if self._native.draining or self._drain_seconds <= 0 or self._post is None:
             self._forward(signum, frame)
             return
         self._native.set_draining(True)
-        self._loop.call_soon_threadsafe(self._start_window, signum, frame)
+        try:
+            self._post(self._start_window, signum, frame)
+        except RuntimeError:  # the loop has closed (asyncio), or its run finished (trio)
+            self._forward(signum, frame)
 
     def _start_window(self, signum: int, frame: FrameType | None) -> None:
         logger.warning(
             "SIGTERM: draining; /ready answers 503 and requests are served for %gs before shutdown",
             self._drain_seconds,
         )
-        assert self._loop is not None
-        self._timer = self._loop.call_later(self._drain_seconds, self._forward, signum, frame)
+        backend = self._backend
+        assert backend is not None
+
+        async def window() -> None:
+            await backend.sleep(self._drain_seconds)
+            self._forward(signum, frame)
+
+        self._window = backend.spawn(window, name="caddy-beacon drain window")
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         if self._forwarded:
             return
         self._forwarded = True
-        self._timer = None
+        self._window = None
         previous = self._previous
         if callable(previous):
             previous(signum, frame)

@@ -14,12 +14,14 @@ __all__ = [
     "BeaconError",
     "ConfigError",
     "DEFAULT_BUCKETS",
+    "LoopProbeAnswer",
     "MiddlewareCore",
     "RequestCall",
     "RequestRecord",
     "UNMATCHED_ROUTE",
     "__version__",
     "after_fork_in_child",
+    "process_command_line",
     "process_start_ticks",
 ]
 
@@ -41,6 +43,17 @@ def after_fork_in_child() -> None:
 def process_start_ticks(pid: int) -> int | None:
     """When process ``pid`` started, in clock ticks since boot (from /proc), or None when there
     is no such process. Pid and start time together name a process for good."""
+
+def process_command_line(pid: int) -> list[str]:
+    """The arguments of process ``pid`` (from /proc), or an empty list. Read natively: a file read
+    on the event loop would count as a blocking call for tools that look for them."""
+
+@final
+class LoopProbeAnswer:
+    """The probe the event-loop watchdog posts to a busy loop: called there with the time it was
+    posted, it records a heartbeat as late as it ran."""
+
+    def __call__(self, posted: int) -> None: ...
 
 @disjoint_base
 class MiddlewareCore:
@@ -163,9 +176,13 @@ class Beacon:
     @property
     def shared_error(self) -> str | None:
         """Why the metrics could not be shared (each worker then keeps its own), or None."""
-    def heartbeat(self, lag: float, interval: float) -> None:
-        """The event-loop watchdog's report: this process' loop ran, ``lag`` seconds later than
-        planned; it reports every ``interval`` seconds."""
+    def watch_event_loop(self, post: Callable[..., object], thread_id: int) -> None:
+        """Starts this process's event-loop watchdog: a native thread that looks at the loop's
+        thread ``thread_id`` every 100 ms and, while the loop is busy, schedules a probe on it
+        with ``post(probe, posted)`` (asyncio's ``loop.call_soon_threadsafe``, trio's
+        ``TrioToken.run_sync_soon``); an idle loop is never woken. Replaces a running one."""
+    def stop_watching_event_loop(self) -> None:
+        """Stops the watchdog within 100 ms, without waiting for its thread."""
     def start_side_port(self, host: str, port: int) -> str | None:
         """Serves /health, /ready and /metrics on ``host:port`` from a native thread (once per
         process): "serving", "standby" when another worker holds the port (this one takes

@@ -10,11 +10,13 @@ Every ``OTEL_EXPORTER_OTLP_*`` variable of the specification is read, the ``_TRA
 first: ``ENDPOINT``, ``PROTOCOL`` (``http/protobuf``, ``http/json``, ``grpc``), ``HEADERS``,
 ``TIMEOUT``, ``COMPRESSION`` (``gzip``, ``none``), ``CERTIFICATE``, ``CLIENT_CERTIFICATE``,
 ``CLIENT_KEY`` and, for a gRPC endpoint given without a scheme, ``INSECURE``. A value that
-cannot work is a ConfigError naming the variable, at start.
+cannot work is logged in one line naming the variable, and tracing is off (OpenTelemetry's own
+rule: telemetry never breaks the app it observes); with ``strict`` it is a ConfigError.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -23,6 +25,8 @@ from caddy_beacon._native import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+logger = logging.getLogger("caddy_beacon")
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,21 @@ def _with_scheme(endpoint: str, protocol: str) -> str:
     return ("http://" if word in _TRUE else "https://") + endpoint
 
 
-def resolve_tracing(explicit: bool | None) -> TracingConfig | None:
-    """The tracing settings, or None when spans are not exported."""
+def resolve_tracing(explicit: object, strict: bool = False) -> TracingConfig | None:
+    """The tracing settings, or None when spans are not exported (also, unless `strict`, when
+    the environment's settings cannot work: said in the log)."""
+    if explicit is not None and not isinstance(explicit, bool):
+        raise ConfigError(f"tracing={explicit!r}: expected True, False or None")
+    try:
+        return _resolve_tracing(explicit)
+    except ConfigError as error:
+        if strict:
+            raise
+        logger.warning("caddy_beacon: tracing is off: %s (strict=True refuses to start)", error)
+        return None
+
+
+def _resolve_tracing(explicit: bool | None) -> TracingConfig | None:
     switch = _switch(explicit)
     if switch is False:
         return None

@@ -1,50 +1,47 @@
 """Several worker processes, one instance: which processes share metrics, the event-loop
 watchdog, and the side port.
 
-Workers of one gunicorn or ``uvicorn --workers`` instance share their metrics through a file in
-``/dev/shm`` named after the instance's main process (its pid and start time, so a reused pid
-never joins a dead instance's numbers). The main process is recognised by its command line: a
-worker whose parent runs gunicorn or uvicorn belongs to the parent's instance; a gunicorn
-master that imports the app itself (``--preload``) creates the region before forking. Anything
-else is a single process. ``BEACON_SHARED_METRICS=off`` keeps every process on its own.
+Workers of one gunicorn, ``uvicorn --workers``, ``hypercorn --workers`` or granian instance
+share their metrics through a file in ``/dev/shm`` named after the instance's main process
+(its pid and start time, so a reused pid never joins a dead instance's numbers). The main
+process is recognised by its command line: a worker whose parent runs one of those servers
+belongs to the parent's instance; a gunicorn master that imports the app itself
+(``--preload``) creates the region before forking. Anything else is a single process.
+``BEACON_SHARED_METRICS=off`` keeps every process on its own.
+
+The event-loop watchdog runs on a thread of its own (beacon_core's loop_watch): it looks at the
+loop's thread every 100 ms and sends a probe only to a busy loop, so an idle one is never woken.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
+import threading
 
-from caddy_beacon._native import Beacon, process_start_ticks
+from caddy_beacon._async_backend import LoopBackend
+from caddy_beacon._native import Beacon, process_command_line, process_start_ticks
 
 log = logging.getLogger("caddy_beacon")
 
-_SERVERS = ("gunicorn", "uvicorn")
-
-#: The event-loop watchdog's period, in seconds.
-HEARTBEAT_INTERVAL = 0.1
+_SERVERS = ("gunicorn", "uvicorn", "hypercorn", "granian")
 
 
-def _command_line(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return [part.decode(errors="replace") for part in file.read().split(b"\0") if part]
-    except OSError:
-        return []
-
-
-def _runs_a_server(pid: int) -> bool:
-    """True when `pid` is a gunicorn or uvicorn process (its executable, its script, `-m NAME`,
-    or gunicorn's retitled "gunicorn: master [...]")."""
-    argv = _command_line(pid)
+def _runs_a_server(pid: int, servers: tuple[str, ...] = _SERVERS) -> bool:
+    """True when `pid` runs one of `servers` (its executable, its script, `-m NAME`, or
+    gunicorn's retitled "gunicorn: master [...]")."""
+    argv = process_command_line(pid)
     if argv and argv[0].startswith("gunicorn:"):
-        return True
+        return "gunicorn" in servers
     head = argv[:3]
-    names = {os.path.basename(part) for part in head}
-    if names & set(_SERVERS):
+    if {os.path.basename(part) for part in head} & set(servers):
         return True
-    return any(a == "-m" and b in _SERVERS for a, b in zip(head, head[1:]))
+    return any(a == "-m" and b in servers for a, b in zip(head, head[1:]))
+
+
+def worker_of(server: str) -> bool:
+    """True when this process is a worker that `server` started (its parent runs it)."""
+    return _runs_a_server(os.getppid(), (server,))
 
 
 def instance_key() -> str | None:
@@ -65,35 +62,18 @@ def instance_key() -> str | None:
     return f"{os.getuid()}-{owner}-{ticks}"
 
 
-async def watch_event_loop(native: Beacon, interval: float = HEARTBEAT_INTERVAL) -> None:
-    """Reports to Rust, every `interval`, that this loop runs and how late it woke. A loop that
-    stops reporting is what the side port's /health sees as stalled."""
-    loop = asyncio.get_running_loop()
-    expected = loop.time() + interval
-    native.heartbeat(0.0, interval)
-    while True:
-        await asyncio.sleep(interval)
-        now = loop.time()
-        native.heartbeat(max(0.0, now - expected), interval)
-        expected = now + interval
-
-
 class Watchdog:
-    """Owns the watchdog task of one worker."""
+    """Owns the event-loop watchdog of one worker (its thread runs in Rust)."""
 
     def __init__(self, native: Beacon) -> None:
         self._native = native
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(watch_event_loop(self._native), name="caddy-beacon watchdog")
+    def start(self, backend: LoopBackend) -> None:
+        """Called on the loop: its thread is the one watched."""
+        self._native.watch_event_loop(backend.post(), threading.get_native_id())
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    def stop(self) -> None:
+        self._native.stop_watching_event_loop()
 
 
 def start_side_port(native: Beacon, host: str, port: int) -> None:

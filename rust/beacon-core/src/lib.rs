@@ -15,11 +15,13 @@
 //!   `opentelemetry-otlp`), [`tracer`] (per process: starts a request's trace, hands finished
 //!   spans to the exporter).
 //! - [`side_port`]: `/health`, `/ready` and `/metrics` answered from a Rust thread.
+//! - [`loop_watch`]: the event-loop watchdog, watching the loop from a thread of its own.
 
 mod buckets;
 mod error;
 pub mod exposition;
 mod http_method;
+pub mod loop_watch;
 mod metrics_store;
 pub mod otlp;
 pub mod process_metrics;

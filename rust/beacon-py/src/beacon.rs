@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
 use beacon_base::http_server::{Response, StatusCode};
+use beacon_core::loop_watch::{self, LoopProbe, LoopWatch};
 use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
 use beacon_core::{process_metrics, shared_region};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
@@ -19,6 +20,33 @@ use crate::errors::{to_py_err, ConfigError};
 use crate::request_record::{RequestContext, RequestRecord};
 use crate::route_label::RouteLabels;
 use crate::settings::Settings;
+
+/// How the watchdog reaches the loop: `post(answer, posted)`, from its own thread, attached to
+/// the interpreter only for that call (never while the interpreter is finalizing).
+struct PythonProbe {
+    post: Py<PyAny>,
+    answer: Py<LoopProbeAnswer>,
+}
+
+impl LoopProbe for PythonProbe {
+    fn post(&self, posted: u64) -> bool {
+        Python::try_attach(|py| self.post.call1(py, (self.answer.clone_ref(py), posted)).is_ok()).unwrap_or(false)
+    }
+}
+
+/// The probe the watchdog posts to a busy loop: run there, it records a heartbeat as late as
+/// it ran.
+#[pyclass(frozen, module = "caddy_beacon._native")]
+pub struct LoopProbeAnswer {
+    watch: Arc<LoopWatch>,
+}
+
+#[pymethods]
+impl LoopProbeAnswer {
+    fn __call__(&self, posted: u64) {
+        self.watch.answered(posted);
+    }
+}
 
 /// State shared by a `Beacon` and the requests it has started.
 pub struct Shared {
@@ -94,6 +122,8 @@ pub struct Beacon {
     // The process whose thread serves (or waits for) the side port: threads do not survive a
     // fork, so a forked worker starts its own.
     side_port_pid: Mutex<Option<u32>>,
+    // This process's event-loop watchdog, while it runs.
+    loop_watch: Mutex<Option<Arc<LoopWatch>>>,
 }
 
 #[pymethods]
@@ -138,6 +168,7 @@ impl Beacon {
             }),
             shared_error,
             side_port_pid: Mutex::new(None),
+            loop_watch: Mutex::new(None),
             request_id_header_bytes: PyBytes::new(py, request_id_header.as_bytes()).unbind(),
             request_id_header: request_id_header.into_bytes(),
             route_labels: Arc::new(RouteLabels::new(route_template)),
@@ -224,11 +255,27 @@ impl Beacon {
         self.shared_error.clone()
     }
 
-    /// Records that this process' event loop ran, `lag` seconds later than planned; `interval`
-    /// is the watchdog's period.
-    fn heartbeat(&self, lag: f64, interval: f64) {
-        let seconds = |value: f64| Duration::try_from_secs_f64(value.max(0.0)).unwrap_or_default();
-        self.shared.metrics.heartbeat(seconds(lag), seconds(interval));
+    /// Starts this process's event-loop watchdog (beacon_core::loop_watch): a thread that looks
+    /// at the loop's thread `thread_id` every 100 ms, and when it is busy schedules a probe on
+    /// it with `post(probe, posted)` — asyncio's `loop.call_soon_threadsafe`, trio's
+    /// `TrioToken.run_sync_soon`. An idle loop is never woken. Replaces a watchdog already
+    /// running.
+    fn watch_event_loop(&self, py: Python<'_>, post: Py<PyAny>, thread_id: i32) -> PyResult<()> {
+        let shared = Arc::clone(&self.shared);
+        let watch = LoopWatch::new(move |lag| shared.metrics.heartbeat(lag, loop_watch::INTERVAL));
+        let answer = Py::new(py, LoopProbeAnswer { watch: Arc::clone(&watch) })?;
+        watch.spawn(thread_id, PythonProbe { post, answer }).map_err(|e| ConfigError::new_err(format!("cannot start the event-loop watchdog: {e}")))?;
+        if let Some(previous) = self.loop_watch.lock().unwrap_or_else(PoisonError::into_inner).replace(watch) {
+            previous.stop();
+        }
+        Ok(())
+    }
+
+    /// Stops the event-loop watchdog (within 100 ms; it never waits for the thread).
+    fn stop_watching_event_loop(&self) {
+        if let Some(watch) = self.loop_watch.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            watch.stop();
+        }
     }
 
     /// Serves /health, /ready and /metrics on `host:port` from a thread that never needs the

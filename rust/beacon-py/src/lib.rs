@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<beacon::Beacon>()?;
+    m.add_class::<beacon::LoopProbeAnswer>()?;
     m.add_class::<request_record::RequestRecord>()?;
     m.add_class::<middleware_core::MiddlewareCore>()?;
     m.add_class::<request_call::RequestCall>()?;
@@ -29,7 +30,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(after_fork_in_child, m)?)?;
     m.add_function(wrap_pyfunction!(process_start_ticks, m)?)?;
+    m.add_function(wrap_pyfunction!(process_command_line, m)?)?;
     Ok(())
+}
+
+/// The command line of process `pid` (empty when it cannot be read).
+#[pyfunction]
+fn process_command_line(pid: u32) -> Vec<String> {
+    beacon_core::process_metrics::command_line(pid)
 }
 
 /// When process `pid` started, in clock ticks since boot; None when there is no such process.

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use beacon_core::trace::context::to_hex;
@@ -53,6 +53,8 @@ pub struct RequestRecord {
     context: Mutex<Option<Arc<RequestContext>>>,
     status: AtomicU16,
     finished: AtomicBool,
+    // The request id the app put on its response itself, if it did.
+    app_request_id: OnceLock<Vec<u8>>,
 }
 
 impl RequestRecord {
@@ -72,6 +74,7 @@ impl RequestRecord {
             context: Mutex::new(Some(Arc::new(context))),
             status: AtomicU16::new(0),
             finished: AtomicBool::new(false),
+            app_request_id: OnceLock::new(),
         }
     }
 
@@ -99,6 +102,9 @@ impl RequestRecord {
         // Enough for the texts of a usual request; a longer one grows the buffer once or twice.
         let mut facts = HttpServerFacts::new(self.method, status, 256);
         facts.set(SpanText::RequestId, &header_text(self.request_id.as_bytes(py)));
+        if let Some(id) = self.app_request_id.get() {
+            facts.set(SpanText::ResponseRequestId, &header_text(id));
+        }
         if let Some(route) = route {
             facts.set(SpanText::Route, route);
         }
@@ -164,8 +170,15 @@ impl RequestRecord {
             },
             None => PyList::empty(py),
         };
-        let pair = PyTuple::new(py, [context.header_name.bind(py).as_any(), self.request_id.bind(py).as_any()])?;
-        headers.append(pair)?;
+        // One request id per response: the app's own, when it set one (the span records it
+        // beside the request's), else the request's.
+        let name = context.header_name.bind(py);
+        match own_header(&headers, name.as_bytes())? {
+            Some(value) => {
+                let _ = self.app_request_id.set(value);
+            }
+            None => headers.append(PyTuple::new(py, [name.as_any(), self.request_id.bind(py).as_any()])?)?,
+        }
         if self.shared.readiness.is_draining() && is_http1(context.scope.bind(py))? {
             // While draining, each HTTP/1.1 connection carries one more request and closes, so a
             // proxy still sending here (e.g. Caddy on a connection a reload left on its old
@@ -301,6 +314,25 @@ impl Drop for RequestRecord {
             self.shared.metrics.request_abandoned(self.method);
         }
     }
+}
+
+/// The value of the header named `name` (ASCII case-insensitive) among `headers`, ASGI's
+/// `[name, value]` pairs of bytes (tuples, or any two-item sequence), if the app set it.
+fn own_header(headers: &Bound<'_, PyList>, name: &[u8]) -> PyResult<Option<Vec<u8>>> {
+    for pair in headers.iter() {
+        let (key, value) = match pair.cast::<PyTuple>() {
+            Ok(tuple) if tuple.len() == 2 => (tuple.get_borrowed_item(0)?.to_owned(), tuple.get_borrowed_item(1)?.to_owned()),
+            _ => match (pair.get_item(0), pair.get_item(1)) {
+                (Ok(key), Ok(value)) => (key, value),
+                _ => continue, // not a pair: the server will say so
+            },
+        };
+        let Ok(key) = key.cast::<PyBytes>() else { continue };
+        if key.as_bytes().eq_ignore_ascii_case(name) {
+            return Ok(Some(value.cast::<PyBytes>().map(|v| v.as_bytes().to_vec()).unwrap_or_default()));
+        }
+    }
+    Ok(None)
 }
 
 /// A header value as text: almost always ASCII, so checked and borrowed; the lossy pass (a

@@ -44,9 +44,12 @@ pub enum SpanText {
     Host,
     /// `user_agent.original`.
     UserAgent,
+    /// The request id the app put on the response itself, when it did
+    /// (`http.response.header.x-request-id`): that one is the response's only one.
+    ResponseRequestId,
 }
 
-const TEXTS: usize = 8;
+const TEXTS: usize = 9;
 
 /// What the request path knows of a finished HTTP request: all a server span is made from.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,6 +120,9 @@ impl HttpServerFacts {
         if let Some(agent) = text(SpanText::UserAgent) {
             attributes.push(("user_agent.original".into(), AttributeValue::Str(agent)));
         }
+        if let Some(id) = text(SpanText::ResponseRequestId) {
+            attributes.push(("http.response.header.x-request-id".into(), AttributeValue::StrArray(vec![id])));
+        }
         attributes
     }
 }
@@ -157,6 +163,7 @@ mod tests {
         facts.set(SpanText::Path, "/items/7");
         facts.set(SpanText::Host, "example.com:8443");
         facts.set(SpanText::UserAgent, "curl/8");
+        facts.set(SpanText::ResponseRequestId, "app-own-id");
         assert_eq!(facts.get(SpanText::Route), Some("/items/{id}"));
         assert_eq!(facts.get(SpanText::Scheme), None);
         assert_eq!(facts.span_name(), "POST /items/{id}");
@@ -171,7 +178,8 @@ mod tests {
                 "url.path",
                 "server.address",
                 "server.port",
-                "user_agent.original"
+                "user_agent.original",
+                "http.response.header.x-request-id"
             ]
         );
         assert!(facts.attributes().contains(&("server.port".into(), AttributeValue::Int(8443))));
