@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         registry
     });
     let reply = registry.handle_json(data);
-    assert!(reply.status == 200 || reply.error.as_deref().is_some_and(|e| !e.is_empty()), "{reply:?}");
+    assert!(
+        reply.status == 200 || reply.error.as_deref().is_some_and(|e| !e.is_empty()),
+        "{reply:?}"
+    );
     serde_json::to_vec(&reply).expect("every reply serializes");
     // Still answering, and the pools stay bounded.
     let pools = registry.handle_json(br#"{"op":"pools","now_ms":1}"#);

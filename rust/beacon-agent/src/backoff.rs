@@ -20,10 +20,13 @@ impl Backoff {
 
     /// The next delay.
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = FIRST.saturating_mul(1 << self.attempt.min(16)).min(self.max);
+        let ceiling = FIRST
+            .saturating_mul(1 << self.attempt.min(16))
+            .min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         // Full jitter, but never less than a tenth of the ceiling: no busy loop.
-        let fraction = 0.1 + 0.9 * (beacon_base::random::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        let fraction =
+            0.1 + 0.9 * (beacon_base::random::next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         ceiling.mul_f64(fraction)
     }
 

@@ -15,7 +15,6 @@ use beacon_base::tls_files::TlsFiles;
 
 use crate::admin::{AdminAddress, AdminClient};
 use crate::deregister::deregister;
-use crate::weight::set_weight;
 use crate::join::config_edit::site::Target;
 use crate::join::config_edit::{ConfigEditSettings, EventsSetting};
 use crate::join::pool::PoolSettings;
@@ -25,6 +24,7 @@ use crate::run::{run, RunOptions};
 use crate::state::status_server::Listen;
 use crate::status::{collect, to_json, to_table};
 use crate::upstream::Upstream;
+use crate::weight::set_weight;
 use crate::AgentError;
 
 /// caddy-beacon joins FastAPI/ASGI app instances to a running Caddy through its Admin API.
@@ -90,7 +90,13 @@ struct WeightArgs {
 
     /// Caddy's Admin API: http://host:port, unix//path/admin.sock or https://host:port (repeat the flag for several
     /// Caddy instances). Example: --admin http://127.0.0.1:2019
-    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
+    #[arg(
+        long,
+        env = "CADDY_ADMIN",
+        default_value = "http://localhost:2019",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
     admin: Vec<String>,
 
     #[command(flatten)]
@@ -104,7 +110,13 @@ struct RunArgs {
     /// remote admin, with --admin-ca/--admin-cert/--admin-key). Repeat the flag (or separate
     /// with commas in CADDY_ADMIN) to register with several Caddy instances.
     /// Example: --admin http://127.0.0.1:2019 --admin unix//run/caddy/admin.sock
-    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
+    #[arg(
+        long,
+        env = "CADDY_ADMIN",
+        default_value = "http://localhost:2019",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
     admin: Vec<String>,
 
     #[command(flatten)]
@@ -118,7 +130,12 @@ struct RunArgs {
 
     /// The Caddyfile site whose reverse_proxy to join (that proxy keeps its health-check and
     /// load-balancing settings). Example: --site :8080, --site api.example.com
-    #[arg(long, env = "BEACON_SITE", value_name = "ADDR", conflicts_with = "handler_id")]
+    #[arg(
+        long,
+        env = "BEACON_SITE",
+        value_name = "ADDR",
+        conflicts_with = "handler_id"
+    )]
     site: Option<String>,
 
     /// Instead of --site: the reverse_proxy handler tagged with this "@id" in Caddy's JSON config.
@@ -163,13 +180,23 @@ struct RunArgs {
     /// Where Caddy streams its health-check events to the companion: "auto" (127.0.0.1 when Caddy
     /// is on this host, else the upstream's IP, on a free port), "off" (use Caddy's health gauge,
     /// refreshed every 10 s), or HOST:PORT to listen on. Example: --events 10.0.0.5:5140
-    #[arg(long, env = "BEACON_EVENTS", default_value = "auto", value_name = "auto|off|HOST:PORT")]
+    #[arg(
+        long,
+        env = "BEACON_EVENTS",
+        default_value = "auto",
+        value_name = "auto|off|HOST:PORT"
+    )]
     events: String,
 
     /// Remove upstreams registered by other companions for the same proxy once Caddy has found
     /// them unhealthy for this long (their companion was killed and could not clean up), or "off".
     /// Example: --reap-after 2m
-    #[arg(long, env = "BEACON_REAP_AFTER", default_value = "5m", value_name = "DURATION|off")]
+    #[arg(
+        long,
+        env = "BEACON_REAP_AFTER",
+        default_value = "5m",
+        value_name = "DURATION|off"
+    )]
     reap_after: String,
 
     /// The app to start and supervise, after `--`. Example: -- uvicorn app:app --port 8001
@@ -185,7 +212,13 @@ struct DeregisterArgs {
 
     /// Caddy's Admin API: http://host:port, unix//path/admin.sock or https://host:port (repeat the flag for several
     /// Caddy instances). Example: --admin http://127.0.0.1:2019
-    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
+    #[arg(
+        long,
+        env = "CADDY_ADMIN",
+        default_value = "http://localhost:2019",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
     admin: Vec<String>,
 
     #[command(flatten)]
@@ -201,7 +234,13 @@ struct DeregisterArgs {
 struct StatusArgs {
     /// Caddy's Admin API: http://host:port, unix//path/admin.sock or https://host:port (repeat the flag for several
     /// Caddy instances). Example: --admin http://127.0.0.1:2019
-    #[arg(long, env = "CADDY_ADMIN", default_value = "http://localhost:2019", value_delimiter = ',', value_name = "URL")]
+    #[arg(
+        long,
+        env = "CADDY_ADMIN",
+        default_value = "http://localhost:2019",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
     admin: Vec<String>,
 
     #[command(flatten)]
@@ -226,11 +265,21 @@ struct AdminTlsArgs {
     /// A PEM client certificate to present to https:// admin addresses (one whose public key
     /// Caddy's remote admin lists in access_control). Needs --admin-key.
     /// Example: --admin-cert /etc/caddy-beacon/client.pem
-    #[arg(long, env = "BEACON_ADMIN_CERT", value_name = "FILE", requires = "admin_key")]
+    #[arg(
+        long,
+        env = "BEACON_ADMIN_CERT",
+        value_name = "FILE",
+        requires = "admin_key"
+    )]
     admin_cert: Option<PathBuf>,
 
     /// The PEM private key of --admin-cert. Example: --admin-key /etc/caddy-beacon/client.key
-    #[arg(long, env = "BEACON_ADMIN_KEY", value_name = "FILE", requires = "admin_cert")]
+    #[arg(
+        long,
+        env = "BEACON_ADMIN_KEY",
+        value_name = "FILE",
+        requires = "admin_cert"
+    )]
     admin_key: Option<PathBuf>,
 }
 
@@ -239,13 +288,21 @@ impl AdminTlsArgs {
     fn addresses(&self, admins: &[String]) -> Result<Vec<AdminAddress>, AgentError> {
         let given = self.admin_ca.is_some() || self.admin_cert.is_some();
         let tls = if given {
-            let files = TlsFiles::load("--admin-ca/--admin-cert/--admin-key", self.admin_ca.as_ref(), self.admin_cert.as_ref(), self.admin_key.as_ref())
-                .map_err(|e| AgentError::Usage(e.to_string()))?;
+            let files = TlsFiles::load(
+                "--admin-ca/--admin-cert/--admin-key",
+                self.admin_ca.as_ref(),
+                self.admin_cert.as_ref(),
+                self.admin_key.as_ref(),
+            )
+            .map_err(|e| AgentError::Usage(e.to_string()))?;
             Some(Arc::new(files))
         } else {
             None
         };
-        let addresses = admins.iter().map(|a| AdminAddress::parse(a, tls.as_ref())).collect::<Result<Vec<_>, _>>()?;
+        let addresses = admins
+            .iter()
+            .map(|a| AdminAddress::parse(a, tls.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
         if given && addresses.iter().all(|a| a.tls.is_none()) {
             return Err(AgentError::Usage(
                 "--admin-ca/--admin-cert apply to https:// admin addresses, and no --admin is one (e.g. --admin https://caddy:2021)".into(),
@@ -255,7 +312,10 @@ impl AdminTlsArgs {
     }
 
     fn clients(&self, admins: &[String]) -> Result<Vec<AdminClient>, AgentError> {
-        self.addresses(admins)?.into_iter().map(AdminClient::new).collect()
+        self.addresses(admins)?
+            .into_iter()
+            .map(AdminClient::new)
+            .collect()
     }
 }
 
@@ -296,11 +356,18 @@ impl ParsedCommand {
                 for client in args.admin_tls.clients(&args.admin)? {
                     statuses.extend(collect(&client)?);
                 }
-                Ok(if args.json { to_json(&statuses) } else { to_table(&statuses) })
+                Ok(if args.json {
+                    to_json(&statuses)
+                } else {
+                    to_table(&statuses)
+                })
             }
             Command::Deregister(args) => {
                 if args.upstream.trim().is_empty() || args.upstream.contains(char::is_whitespace) {
-                    return Err(AgentError::Usage(format!("--upstream {:?} is not a dial address", args.upstream)));
+                    return Err(AgentError::Usage(format!(
+                        "--upstream {:?} is not a dial address",
+                        args.upstream
+                    )));
                 }
                 let clients = args.admin_tls.clients(&args.admin)?;
                 let mut lines = Vec::new();
@@ -324,55 +391,106 @@ impl ParsedCommand {
 fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
     let admins = args.admin_tls.addresses(&args.admin)?;
     let upstream = Upstream::parse(&args.upstream)?;
-    let pool = args.pool.as_deref().map(check_pool_name).transpose()?.map(str::to_owned);
+    let pool = args
+        .pool
+        .as_deref()
+        .map(check_pool_name)
+        .transpose()?
+        .map(str::to_owned);
     if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&args.lease) {
-        return Err(AgentError::Usage(format!("--lease {:?}: between 1s and 5m", args.lease)));
+        return Err(AgentError::Usage(format!(
+            "--lease {:?}: between 1s and 5m",
+            args.lease
+        )));
     }
     let target = match (args.site, args.handler_id) {
         (Some(site), None) if !site.trim().is_empty() => Some(Target::Site(site)),
         (None, Some(id)) if !id.is_empty() && !id.contains('/') => Some(Target::HandlerId(id)),
-        (Some(_), Some(_)) => return Err(AgentError::Usage("give --site or --handler-id, not both".into())),
+        (Some(_), Some(_)) => {
+            return Err(AgentError::Usage(
+                "give --site or --handler-id, not both".into(),
+            ))
+        }
         (None, None) => None,
         _ => return Err(no_target()),
     };
     let ready = ReadyProbe::parse(args.ready_url.as_deref(), &upstream)?;
     let listen = match args.listen.as_deref() {
-        None => Some(Listen { address: SocketAddr::from(([127, 0, 0, 1], 9465)), explicit: false }),
+        None => Some(Listen {
+            address: SocketAddr::from(([127, 0, 0, 1], 9465)),
+            explicit: false,
+        }),
         Some("off") => None,
         Some(text) => Some(Listen {
-            address: text.parse().map_err(|_| AgentError::Usage(format!("--listen {text:?}: expected IP:PORT or off, e.g. 127.0.0.1:9465")))?,
+            address: text.parse().map_err(|_| {
+                AgentError::Usage(format!(
+                    "--listen {text:?}: expected IP:PORT or off, e.g. 127.0.0.1:9465"
+                ))
+            })?,
             explicit: true,
         }),
     };
     let events = match args.events.as_str() {
         "auto" => EventsSetting::Auto,
         "off" => EventsSetting::Off,
-        text => EventsSetting::Listen(text.parse().map_err(|_| AgentError::Usage(format!("--events {text:?}: expected auto, off or IP:PORT")))?),
+        text => EventsSetting::Listen(text.parse().map_err(|_| {
+            AgentError::Usage(format!("--events {text:?}: expected auto, off or IP:PORT"))
+        })?),
     };
     let reap_after = match args.reap_after.as_str() {
         "off" => None,
-        text => Some(parse_duration(text).map_err(|e| AgentError::Usage(format!("--reap-after: {e}")))?),
+        text => Some(
+            parse_duration(text).map_err(|e| AgentError::Usage(format!("--reap-after: {e}")))?,
+        ),
     };
-    let config_edit = target.map(|target| ConfigEditSettings { target, events, reap_after });
+    let config_edit = target.map(|target| ConfigEditSettings {
+        target,
+        events,
+        reap_after,
+    });
     let mode = match (pool, config_edit) {
-        (Some(name), fallback) => JoinMode::Pool { pool: PoolSettings { name, lease: args.lease, weight: args.weight }, fallback },
+        (Some(name), fallback) => JoinMode::Pool {
+            pool: PoolSettings {
+                name,
+                lease: args.lease,
+                weight: args.weight,
+            },
+            fallback,
+        },
         (None, Some(settings)) => JoinMode::ConfigEdit(settings),
         (None, None) => return Err(no_target()),
     };
-    Ok(RunOptions { admins, upstream, mode, ready, drain_timeout: args.drain_timeout, listen, command: args.command })
+    Ok(RunOptions {
+        admins,
+        upstream,
+        mode,
+        ready,
+        drain_timeout: args.drain_timeout,
+        listen,
+        command: args.command,
+    })
 }
 
 /// A pool name as the module accepts it.
 fn check_pool_name(name: &str) -> Result<&str, AgentError> {
-    if !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
         Ok(name)
     } else {
-        Err(AgentError::Usage(format!("--pool {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'")))
+        Err(AgentError::Usage(format!(
+            "--pool {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
+        )))
     }
 }
 
 fn no_target() -> AgentError {
-    AgentError::Usage("--site, --handler-id or --pool needs a value, e.g. --site :8080 or --pool api".into())
+    AgentError::Usage(
+        "--site, --handler-id or --pool needs a value, e.g. --site :8080 or --pool api".into(),
+    )
 }
 
 /// Parses `30s`, `500ms`, `2m` or a plain number of seconds.
@@ -382,7 +500,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(split) => text.split_at(split),
         None => (text, "s"),
     };
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 30s, 500ms or 2m"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s, 500ms or 2m"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,

@@ -17,7 +17,11 @@ pub fn owned_ids_for(config: &Value, address: &str) -> Vec<String> {
     let mut ids: Vec<String> = objects(config)
         .into_iter()
         .filter(|object| text(object, "dial") == Some(address))
-        .filter_map(|object| text(object, "@id").filter(|id| id.starts_with(OWNED_ID_PREFIX)).map(str::to_owned))
+        .filter_map(|object| {
+            text(object, "@id")
+                .filter(|id| id.starts_with(OWNED_ID_PREFIX))
+                .map(str::to_owned)
+        })
         .collect();
     ids.sort();
     ids.dedup();
@@ -25,13 +29,19 @@ pub fn owned_ids_for(config: &Value, address: &str) -> Vec<String> {
 }
 
 fn dialled_without_id(config: &Value, address: &str) -> bool {
-    objects(config)
-        .into_iter()
-        .any(|object| text(object, "dial") == Some(address) && !text(object, "@id").is_some_and(|id| id.starts_with(OWNED_ID_PREFIX)))
+    objects(config).into_iter().any(|object| {
+        text(object, "dial") == Some(address)
+            && !text(object, "@id").is_some_and(|id| id.starts_with(OWNED_ID_PREFIX))
+    })
 }
 
 /// One pool action for `address`; 404 (already gone) counts as done.
-fn pool_action(client: &AdminClient, pool: &str, action: PoolAction, address: &str) -> Result<(), AgentError> {
+fn pool_action(
+    client: &AdminClient,
+    pool: &str,
+    action: PoolAction,
+    address: &str,
+) -> Result<(), AgentError> {
     match BeaconApi(client).act(pool, action, address) {
         Ok(()) | Err(ActionError::NotFound) => Ok(()),
         Err(ActionError::Refused(error) | ActionError::Failed(error)) => Err(error),
@@ -41,10 +51,17 @@ fn pool_action(client: &AdminClient, pool: &str, action: PoolAction, address: &s
 /// Removes the owned entries for `address` from one Caddy — config entries a companion added,
 /// and memberships of the beacon module's pools (drained first) — and waits for its requests to
 /// end. Returns a line describing what happened.
-pub fn deregister(client: &AdminClient, address: &str, drain_timeout: Duration) -> Result<String, AgentError> {
+pub fn deregister(
+    client: &AdminClient,
+    address: &str,
+    drain_timeout: Duration,
+) -> Result<String, AgentError> {
     let admin = client.address().url();
     // Pools of the beacon module that hold it (none without the module).
-    let pools = BeaconApi(client).pools()?.map(|listing| listing.pools_holding(address)).unwrap_or_default();
+    let pools = BeaconApi(client)
+        .pools()?
+        .map(|listing| listing.pools_holding(address))
+        .unwrap_or_default();
     for pool in &pools {
         pool_action(client, pool, PoolAction::Drain, address)?;
     }
@@ -56,7 +73,9 @@ pub fn deregister(client: &AdminClient, address: &str, drain_timeout: Duration) 
                 "{address} at {admin} was not registered by caddy-beacon (it comes from the Caddyfile); not touching it"
             )));
         }
-        return Ok(format!("{address} is not registered at {admin}; nothing to do"));
+        return Ok(format!(
+            "{address} is not registered at {admin}; nothing to do"
+        ));
     }
     for id in &ids {
         let path = format!("/id/{id}");
@@ -74,11 +93,22 @@ pub fn deregister(client: &AdminClient, address: &str, drain_timeout: Duration) 
     let what = match (ids.len(), pools.len()) {
         (0, n) => format!("{n} pool{}", if n == 1 { "" } else { "s" }),
         (n, 0) => format!("{n} entr{}", if n == 1 { "y" } else { "ies" }),
-        (n, m) => format!("{n} entr{}, {m} pool{}", if n == 1 { "y" } else { "ies" }, if m == 1 { "" } else { "s" }),
+        (n, m) => format!(
+            "{n} entr{}, {m} pool{}",
+            if n == 1 { "y" } else { "ies" },
+            if m == 1 { "" } else { "s" }
+        ),
     };
     match running {
-        0 => Ok(format!("deregistered {address} from {admin} ({what}); drained in {:.1}s", started.elapsed().as_secs_f64())),
-        running => Err(AgentError::DrainTimeout { address: address.to_owned(), admin, running }),
+        0 => Ok(format!(
+            "deregistered {address} from {admin} ({what}); drained in {:.1}s",
+            started.elapsed().as_secs_f64()
+        )),
+        running => Err(AgentError::DrainTimeout {
+            address: address.to_owned(),
+            admin,
+            running,
+        }),
     }
 }
 
@@ -94,7 +124,10 @@ mod tests {
             {"@id": "caddy-beacon-b", "dial": "10.0.0.1:80"},
             {"@id": "caddy-beacon-c", "dial": "10.0.0.2:80"},
             {"dial": "10.0.0.3:80"}]}]});
-        assert_eq!(owned_ids_for(&config, "10.0.0.1:80"), vec!["caddy-beacon-a", "caddy-beacon-b"]);
+        assert_eq!(
+            owned_ids_for(&config, "10.0.0.1:80"),
+            vec!["caddy-beacon-a", "caddy-beacon-b"]
+        );
         assert!(owned_ids_for(&config, "10.0.0.3:80").is_empty());
         assert!(dialled_without_id(&config, "10.0.0.3:80"));
         assert!(!dialled_without_id(&config, "10.0.0.1:80"));

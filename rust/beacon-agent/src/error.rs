@@ -70,8 +70,18 @@ mod tests {
     #[test]
     fn exit_codes_follow_sysexits() {
         assert_eq!(AgentError::Usage("bad flag".into()).exit_code(), 64);
-        assert_eq!(AgentError::Unreachable { admin: "http://localhost:2019".into(), reason: "refused".into() }.exit_code(), 69);
-        assert_eq!(AgentError::Setup("cannot start a thread".into()).exit_code(), 71);
+        assert_eq!(
+            AgentError::Unreachable {
+                admin: "http://localhost:2019".into(),
+                reason: "refused".into()
+            }
+            .exit_code(),
+            69
+        );
+        assert_eq!(
+            AgentError::Setup("cannot start a thread".into()).exit_code(),
+            71
+        );
         assert_eq!(AgentError::Exit(3).exit_code(), 3);
     }
 }

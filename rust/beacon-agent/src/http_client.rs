@@ -73,12 +73,19 @@ impl HttpClient {
                 format!("{scheme}://localhost")
             }
         };
-        let client = configure_reqwest(builder, tls).map_err(|e| e.to_string())?.build().map_err(|e| error_chain(&e))?;
+        let client = configure_reqwest(builder, tls)
+            .map_err(|e| e.to_string())?
+            .build()
+            .map_err(|e| error_chain(&e))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the HTTP client's runtime: {e}"))?;
-        Ok(HttpClient { client, runtime: Arc::new(runtime), base })
+        Ok(HttpClient {
+            client,
+            runtime: Arc::new(runtime),
+            base,
+        })
     }
 
     /// Sends one request and reads the whole answer, all within `timeout` and at most
@@ -97,20 +104,32 @@ impl HttpClient {
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
         // Said, not only done: the peer frees the connection at once, and a proxy in between
         // knows the answer ends with it.
-        let mut request = self.client.request(method, format!("{}{path}", self.base)).header("Connection", "close");
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("Connection", "close");
         for (name, value) in extra_headers {
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
-            request = request.header("Content-Type", "application/json").body(body.to_vec());
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_vec());
         }
         let exchange = async move {
             let mut response = request.send().await.map_err(|e| error_chain(&e))?;
-            if response.content_length().is_some_and(|length| length > max_answer as u64) {
+            if response
+                .content_length()
+                .is_some_and(|length| length > max_answer as u64)
+            {
                 return Err(format!("the answer is larger than {max_answer} bytes"));
             }
             let status = response.status().as_u16();
-            let etag = response.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let etag = response
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let mut collected = Vec::new();
             while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
                 if collected.len() + chunk.len() > max_answer {
@@ -118,7 +137,11 @@ impl HttpClient {
                 }
                 collected.extend_from_slice(&chunk);
             }
-            Ok(HttpResponse { status, etag, body: collected })
+            Ok(HttpResponse {
+                status,
+                etag,
+                body: collected,
+            })
         };
         self.runtime
             .block_on(async { tokio::time::timeout(timeout, exchange).await })
@@ -130,17 +153,28 @@ impl HttpClient {
 /// allowed there (other control characters).
 fn check_header_text(what: &str, text: &str) -> Result<(), String> {
     if text.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-        return Err(format!("refusing to send a {what} with control characters: {:?}", text.chars().take(80).collect::<String>()));
+        return Err(format!(
+            "refusing to send a {what} with control characters: {:?}",
+            text.chars().take(80).collect::<String>()
+        ));
     }
     Ok(())
 }
 
-fn check_request(method: &str, path: &str, extra_headers: &[(&str, &str)], base: &str) -> Result<(), String> {
+fn check_request(
+    method: &str,
+    path: &str,
+    extra_headers: &[(&str, &str)],
+    base: &str,
+) -> Result<(), String> {
     if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(format!("refusing to send the method {method:?}"));
     }
     if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(format!("refusing to send the target {:?}: only visible ASCII, from /", path.chars().take(80).collect::<String>()));
+        return Err(format!(
+            "refusing to send the target {:?}: only visible ASCII, from /",
+            path.chars().take(80).collect::<String>()
+        ));
     }
     for (name, value) in extra_headers {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
@@ -168,12 +202,21 @@ mod tests {
             ("GET", "/", vec![("If-Match", "\"a\"\r\nX-Injected: 1")]),
             ("GET", "/", vec![("X\nY", "1")]),
         ] {
-            let error = HttpClient::new(&nowhere, None).unwrap().send(method, path, &headers, None, t, MAX_ANSWER).unwrap_err();
-            assert!(error.starts_with("refusing"), "{method:?} {path:?} {headers:?}: {error}");
+            let error = HttpClient::new(&nowhere, None)
+                .unwrap()
+                .send(method, path, &headers, None, t, MAX_ANSWER)
+                .unwrap_err();
+            assert!(
+                error.starts_with("refusing"),
+                "{method:?} {path:?} {headers:?}: {error}"
+            );
         }
         let bad_host = Endpoint::Tcp("a\r\nb:1".into());
         let client = HttpClient::new(&bad_host, None).unwrap();
-        assert!(client.send("GET", "/", &[], None, t, MAX_ANSWER).unwrap_err().starts_with("refusing"));
+        assert!(client
+            .send("GET", "/", &[], None, t, MAX_ANSWER)
+            .unwrap_err()
+            .starts_with("refusing"));
     }
 
     #[test]
@@ -186,7 +229,11 @@ mod tests {
             let (mut slow, _) = listener.accept().unwrap();
             let _ = slow.read(&mut [0u8; 4096]);
             std::thread::spawn(move || {
-                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".iter().cycle().take(100) {
+                for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n"
+                    .iter()
+                    .cycle()
+                    .take(100)
+                {
                     if slow.write_all(&[*byte]).is_err() {
                         return;
                     }
@@ -201,10 +248,25 @@ mod tests {
         });
         let client = HttpClient::new(&endpoint, None).unwrap();
         let started = std::time::Instant::now();
-        let error = client.send("GET", "/ready", &[], None, Duration::from_millis(700), MAX_ANSWER).unwrap_err();
-        assert!(started.elapsed() < Duration::from_millis(1200), "{:?}", started.elapsed());
+        let error = client
+            .send(
+                "GET",
+                "/ready",
+                &[],
+                None,
+                Duration::from_millis(700),
+                MAX_ANSWER,
+            )
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_millis(1200),
+            "{:?}",
+            started.elapsed()
+        );
         assert!(error.contains("no whole answer within"), "{error}");
-        let error = client.send("GET", "/ready", &[], None, Duration::from_secs(5), 1 << 20).unwrap_err();
+        let error = client
+            .send("GET", "/ready", &[], None, Duration::from_secs(5), 1 << 20)
+            .unwrap_err();
         assert!(error.contains("larger than 1048576 bytes"), "{error}");
     }
 
@@ -222,8 +284,24 @@ mod tests {
             stream.write_all(b"HTTP/1.1 200 OK\r\nEtag: \"/config/ ab\"\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n").unwrap();
         });
         let client = HttpClient::new(&Endpoint::Unix(path), None).unwrap();
-        let answer = client.send("GET", "/config/", &[], None, Duration::from_secs(5), MAX_ANSWER).unwrap();
-        assert_eq!((answer.status, answer.etag.as_deref(), answer.body.as_slice()), (200, Some("\"/config/ ab\""), &b"{}"[..]));
+        let answer = client
+            .send(
+                "GET",
+                "/config/",
+                &[],
+                None,
+                Duration::from_secs(5),
+                MAX_ANSWER,
+            )
+            .unwrap();
+        assert_eq!(
+            (
+                answer.status,
+                answer.etag.as_deref(),
+                answer.body.as_slice()
+            ),
+            (200, Some("\"/config/ ab\""), &b"{}"[..])
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,7 +25,10 @@ pub fn write(level: Level, message: &str) {
         Level::Error => "error",
     };
     // One write call per line keeps lines whole when several threads log.
-    let line = format!("{} caddy-beacon {level}: {message}\n", rfc3339_utc(SystemTime::now()));
+    let line = format!(
+        "{} caddy-beacon {level}: {message}\n",
+        rfc3339_utc(SystemTime::now())
+    );
     let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 

@@ -56,7 +56,10 @@ pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> 
         .into_iter()
         .map(|u| UpstreamStatus {
             admin: admin.clone(),
-            healthy: gauges.iter().find(|(a, _)| *a == u.address).map(|(_, h)| *h),
+            healthy: gauges
+                .iter()
+                .find(|(a, _)| *a == u.address)
+                .map(|(_, h)| *h),
             in_flight: u.num_requests,
             fails: u.fails,
             owned: owned.contains(&u.address.as_str()),
@@ -72,12 +75,20 @@ pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> 
 
 /// Adds the members of the beacon module's pools, when this Caddy has the module: their health
 /// is the module's verdict, and a pool member counts as registered by a companion.
-fn add_pool_members(client: &AdminClient, statuses: &mut Vec<UpstreamStatus>) -> Result<(), AgentError> {
-    let Some(listing) = BeaconApi(client).pools()? else { return Ok(()) };
+fn add_pool_members(
+    client: &AdminClient,
+    statuses: &mut Vec<UpstreamStatus>,
+) -> Result<(), AgentError> {
+    let Some(listing) = BeaconApi(client).pools()? else {
+        return Ok(());
+    };
     let admin = client.address().url();
     for (name, pool) in listing.pools {
         for member in pool.upstreams {
-            let index = match statuses.iter().position(|s| s.address == member.address && s.pool.is_none()) {
+            let index = match statuses
+                .iter()
+                .position(|s| s.address == member.address && s.pool.is_none())
+            {
                 Some(index) => index,
                 None => {
                     statuses.push(UpstreamStatus {
@@ -146,7 +157,17 @@ pub fn to_table(statuses: &[UpstreamStatus]) -> String {
             ]
         })
         .collect();
-    let header = ["ADMIN", "UPSTREAM", "POOL", "HEALTHY", "IN-FLIGHT", "FAILS", "OWNED", "WEIGHT"].map(String::from);
+    let header = [
+        "ADMIN",
+        "UPSTREAM",
+        "POOL",
+        "HEALTHY",
+        "IN-FLIGHT",
+        "FAILS",
+        "OWNED",
+        "WEIGHT",
+    ]
+    .map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -156,7 +177,13 @@ pub fn to_table(statuses: &[UpstreamStatus]) -> String {
     std::iter::once(&header)
         .chain(rows.iter())
         .map(|row| {
-            row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+            row.iter()
+                .zip(widths)
+                .map(|(cell, width)| format!("{cell:<width$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -188,7 +215,14 @@ mod tests {
         }];
         let table = to_table(&statuses);
         assert!(table.starts_with("ADMIN"));
-        assert!(table.lines().nth(1).unwrap().contains("10.0.0.1:80  -     ?"), "{table}");
+        assert!(
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .contains("10.0.0.1:80  -     ?"),
+            "{table}"
+        );
         let parsed: Value = serde_json::from_str(&to_json(&statuses)).unwrap();
         assert_eq!(parsed[0]["healthy"], Value::Null);
         assert_eq!(parsed[0]["in_flight"], 2);

@@ -8,7 +8,12 @@ use crate::AgentError;
 
 /// Sets `weight` on `address` in `pool` (or every pool holding it) of one Caddy; returns a line
 /// per pool changed.
-pub fn set_weight(client: &AdminClient, address: &str, pool: Option<&str>, weight: u32) -> Result<Vec<String>, AgentError> {
+pub fn set_weight(
+    client: &AdminClient,
+    address: &str,
+    pool: Option<&str>,
+    weight: u32,
+) -> Result<Vec<String>, AgentError> {
     let admin = client.address().url();
     let api = BeaconApi(client);
     let listing = api.pools()?.ok_or_else(|| AgentError::Usage(format!("Caddy at {admin} has no beacon module (GET /beacon/pools answered 404): weights need it")))?;
@@ -17,13 +22,21 @@ pub fn set_weight(client: &AdminClient, address: &str, pool: Option<&str>, weigh
         None => listing.pools_holding(address),
     };
     if pools.is_empty() {
-        return Err(AgentError::Usage(format!("{address} is in no pool at {admin}")));
+        return Err(AgentError::Usage(format!(
+            "{address} is in no pool at {admin}"
+        )));
     }
     let mut lines = Vec::new();
     for pool in pools {
         match api.set_weight(&pool, address, weight) {
-            Ok(()) => lines.push(format!("{address} in pool {pool} at {admin}: weight {weight}")),
-            Err(ActionError::NotFound) => return Err(AgentError::Usage(format!("{address} is not in pool {pool} at {admin}"))),
+            Ok(()) => lines.push(format!(
+                "{address} in pool {pool} at {admin}: weight {weight}"
+            )),
+            Err(ActionError::NotFound) => {
+                return Err(AgentError::Usage(format!(
+                    "{address} is not in pool {pool} at {admin}"
+                )))
+            }
             Err(ActionError::Refused(error) | ActionError::Failed(error)) => return Err(error),
         }
     }

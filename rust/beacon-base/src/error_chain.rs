@@ -30,8 +30,13 @@ mod tests {
 
     #[test]
     fn the_top_and_the_root_cause() {
-        let error = Outer(Middle(std::io::Error::other("invalid peer certificate: UnknownIssuer")));
-        assert_eq!(error_chain(&error), "error sending request: invalid peer certificate: UnknownIssuer");
+        let error = Outer(Middle(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        )));
+        assert_eq!(
+            error_chain(&error),
+            "error sending request: invalid peer certificate: UnknownIssuer"
+        );
         assert_eq!(error_chain(&std::io::Error::other("plain")), "plain");
     }
 }

@@ -50,9 +50,14 @@ impl TlsFiles {
             None => None,
             Some(path) => {
                 let pem = read(&format!("{what}: the CA file"), path)?;
-                let count = CertificateDer::pem_slice_iter(&pem).filter(Result::is_ok).count();
+                let count = CertificateDer::pem_slice_iter(&pem)
+                    .filter(Result::is_ok)
+                    .count();
                 if count == 0 {
-                    return Err(TlsError(format!("{what}: the CA file {} holds no PEM certificate", path.display())));
+                    return Err(TlsError(format!(
+                        "{what}: the CA file {} holds no PEM certificate",
+                        path.display()
+                    )));
                 }
                 Some(pem)
             }
@@ -60,16 +65,28 @@ impl TlsFiles {
         let client_pem = match (client_cert, client_key) {
             (None, None) => None,
             (Some(_), None) | (None, Some(_)) => {
-                return Err(TlsError(format!("{what}: a client certificate needs its key, and a key its certificate")))
+                return Err(TlsError(format!(
+                    "{what}: a client certificate needs its key, and a key its certificate"
+                )))
             }
             (Some(cert), Some(key)) => {
                 let cert_pem = read(&format!("{what}: the client certificate"), cert)?;
-                if CertificateDer::pem_slice_iter(&cert_pem).filter(Result::is_ok).count() == 0 {
-                    return Err(TlsError(format!("{what}: {} holds no PEM certificate", cert.display())));
+                if CertificateDer::pem_slice_iter(&cert_pem)
+                    .filter(Result::is_ok)
+                    .count()
+                    == 0
+                {
+                    return Err(TlsError(format!(
+                        "{what}: {} holds no PEM certificate",
+                        cert.display()
+                    )));
                 }
                 let key_pem = read(&format!("{what}: the client key"), key)?;
                 if PrivateKeyDer::from_pem_slice(&key_pem).is_err() {
-                    return Err(TlsError(format!("{what}: {} holds no PEM private key", key.display())));
+                    return Err(TlsError(format!(
+                        "{what}: {} holds no PEM private key",
+                        key.display()
+                    )));
                 }
                 Some(ClientIdentity { cert_pem, key_pem })
             }
@@ -80,16 +97,21 @@ impl TlsFiles {
     fn reqwest_roots(&self) -> Result<Vec<reqwest::Certificate>, TlsError> {
         match &self.ca_pem {
             None => Ok(Vec::new()),
-            Some(pem) => reqwest::Certificate::from_pem_bundle(pem).map_err(|e| TlsError(format!("the CA file: {e}"))),
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| TlsError(format!("the CA file: {e}"))),
         }
     }
 
     fn reqwest_identity(&self) -> Result<Option<reqwest::Identity>, TlsError> {
-        let Some(client) = &self.client_pem else { return Ok(None) };
+        let Some(client) = &self.client_pem else {
+            return Ok(None);
+        };
         let mut pem = client.cert_pem.clone();
         pem.push(b'\n');
         pem.extend_from_slice(&client.key_pem);
-        reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| TlsError(format!("the client certificate: {e}")))
+        reqwest::Identity::from_pem(&pem)
+            .map(Some)
+            .map_err(|e| TlsError(format!("the client certificate: {e}")))
     }
 }
 
@@ -97,9 +119,14 @@ impl TlsFiles {
 /// companion's): with `tls` (the URL is https://), the system's roots plus its CA and its client
 /// certificate; without, a configuration with no roots at all (see [`no_tls`]). Installs the
 /// crypto provider first: reqwest is built without one.
-pub fn configure_reqwest(builder: reqwest::ClientBuilder, tls: Option<&TlsFiles>) -> Result<reqwest::ClientBuilder, TlsError> {
+pub fn configure_reqwest(
+    builder: reqwest::ClientBuilder,
+    tls: Option<&TlsFiles>,
+) -> Result<reqwest::ClientBuilder, TlsError> {
     install_crypto_provider();
-    let Some(tls) = tls else { return Ok(builder.tls_backend_preconfigured(no_tls())) };
+    let Some(tls) = tls else {
+        return Ok(builder.tls_backend_preconfigured(no_tls()));
+    };
     let builder = builder.tls_certs_merge(tls.reqwest_roots()?);
     Ok(match tls.reqwest_identity()? {
         Some(identity) => builder.identity(identity),
@@ -122,7 +149,9 @@ pub fn install_crypto_provider() {
 /// loads and parses every system root certificate — measured ~0.6 MiB resident in the
 /// companion, and as much in every tracing worker, for nothing.
 fn no_tls() -> rustls::ClientConfig {
-    rustls::ClientConfig::builder().with_root_certificates(rustls::RootCertStore::empty()).with_no_client_auth()
+    rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }
 
 #[cfg(test)]
@@ -136,13 +165,25 @@ mod tests {
         let not_pem = dir.join("not.pem");
         std::fs::write(&not_pem, b"hello").unwrap();
         let missing = dir.join("missing.pem");
-        let error = TlsFiles::load("OTEL_EXPORTER_OTLP_CERTIFICATE", Some(&missing), None, None).unwrap_err().to_string();
-        assert!(error.contains("missing.pem") && error.contains("CA file"), "{error}");
-        let error = TlsFiles::load("X", Some(&not_pem), None, None).unwrap_err().to_string();
+        let error = TlsFiles::load("OTEL_EXPORTER_OTLP_CERTIFICATE", Some(&missing), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("missing.pem") && error.contains("CA file"),
+            "{error}"
+        );
+        let error = TlsFiles::load("X", Some(&not_pem), None, None)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("no PEM certificate"), "{error}");
-        let error = TlsFiles::load("X", None, Some(&not_pem), None).unwrap_err().to_string();
+        let error = TlsFiles::load("X", None, Some(&not_pem), None)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("needs its key"), "{error}");
-        assert_eq!(TlsFiles::load("X", None, None, None).unwrap(), TlsFiles::default());
+        assert_eq!(
+            TlsFiles::load("X", None, None, None).unwrap(),
+            TlsFiles::default()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

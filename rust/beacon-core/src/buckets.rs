@@ -32,7 +32,9 @@ impl Buckets {
         }
         for (i, bound) in seconds.iter().enumerate() {
             if !bound.is_finite() || *bound <= 0.0 {
-                return Err(BeaconError::InvalidBuckets(format!("bound {bound} is not finite and positive")));
+                return Err(BeaconError::InvalidBuckets(format!(
+                    "bound {bound} is not finite and positive"
+                )));
             }
             if i > 0 && *bound <= seconds[i - 1] {
                 return Err(BeaconError::InvalidBuckets(format!(
@@ -42,7 +44,10 @@ impl Buckets {
             }
         }
         let nanos = seconds.iter().map(|s| (s * 1e9).round() as u64).collect();
-        Ok(Buckets { seconds: seconds.to_vec(), nanos })
+        Ok(Buckets {
+            seconds: seconds.to_vec(),
+            nanos,
+        })
     }
 
     /// The upper bounds in seconds.
@@ -90,13 +95,24 @@ mod tests {
     fn defaults_resolve_a_millisecond_and_ten_seconds() {
         let buckets = Buckets::default();
         assert_ne!(buckets.index_of(500_000), buckets.index_of(2_000_000));
-        assert_ne!(buckets.index_of(9_000_000_000), buckets.index_of(12_000_000_000));
+        assert_ne!(
+            buckets.index_of(9_000_000_000),
+            buckets.index_of(12_000_000_000)
+        );
         assert!(buckets.index_of(12_000_000_000) < buckets.len());
     }
 
     #[test]
     fn rejects_bad_bounds() {
-        for bad in [&[][..], &[0.1, 0.1], &[0.2, 0.1], &[-1.0], &[0.0], &[f64::NAN], &[f64::INFINITY]] {
+        for bad in [
+            &[][..],
+            &[0.1, 0.1],
+            &[0.2, 0.1],
+            &[-1.0],
+            &[0.0],
+            &[f64::NAN],
+            &[f64::INFINITY],
+        ] {
             assert!(Buckets::new(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -4,7 +4,9 @@
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BeaconError {
     /// Histogram bucket bounds that Prometheus could not represent or that make no sense.
-    #[error("buckets must be a non-empty, strictly increasing list of finite positive seconds; {0}")]
+    #[error(
+        "buckets must be a non-empty, strictly increasing list of finite positive seconds; {0}"
+    )]
     InvalidBuckets(String),
     /// A series cap of zero would drop every observation.
     #[error("max_series must be at least 1, got {0}")]

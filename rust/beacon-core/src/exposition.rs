@@ -6,9 +6,9 @@ use std::sync::atomic::Ordering;
 
 use crate::otlp::exporter::ExportStats;
 
+use crate::metrics_store::{total_active, LOOP_LAG_BUCKETS};
 use crate::process_metrics::ProcessStats;
 use crate::trace::context::to_hex;
-use crate::metrics_store::{total_active, LOOP_LAG_BUCKETS};
 use crate::HttpMethod;
 use crate::{Exemplar, Readiness, RequestMetrics, WorkerState};
 
@@ -25,13 +25,17 @@ impl Format {
     /// OpenMetrics when the `Accept` header lists `application/openmetrics-text` with a non-zero
     /// quality, as Prometheus does by default; the classic text format otherwise.
     pub fn negotiate(accept: Option<&str>) -> Format {
-        let Some(accept) = accept else { return Format::Prometheus };
+        let Some(accept) = accept else {
+            return Format::Prometheus;
+        };
         let wants_openmetrics = accept.split(',').any(|range| {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or_default();
             media.eq_ignore_ascii_case("application/openmetrics-text")
                 && !parts.any(|p| {
-                    p.strip_prefix("q=").and_then(|q| q.parse::<f64>().ok()).is_some_and(|q| q <= 0.0)
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
                 })
         });
         if wants_openmetrics {
@@ -148,21 +152,42 @@ impl Writer {
 
 /// Process metrics for a scrape: this process alone, or each of the live `workers` sharing
 /// `metrics`.
-pub fn current_processes(metrics: &RequestMetrics, workers: &[WorkerState]) -> Vec<(Option<u32>, ProcessStats)> {
+pub fn current_processes(
+    metrics: &RequestMetrics,
+    workers: &[WorkerState],
+) -> Vec<(Option<u32>, ProcessStats)> {
     if metrics.shared_path().is_none() {
-        return crate::process_metrics::read_self().map(|stats| vec![(None, stats)]).unwrap_or_default();
+        return crate::process_metrics::read_self()
+            .map(|stats| vec![(None, stats)])
+            .unwrap_or_default();
     }
-    workers.iter().filter_map(|w| crate::process_metrics::read_pid(w.pid).map(|stats| (Some(w.pid), stats))).collect()
+    workers
+        .iter()
+        .filter_map(|w| crate::process_metrics::read_pid(w.pid).map(|stats| (Some(w.pid), stats)))
+        .collect()
 }
 
 /// Renders a scrape.
 pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
     let series = scrape.metrics.snapshot();
-    let mut w = Writer { out: String::with_capacity(256 + series.len() * 1024), format };
+    let mut w = Writer {
+        out: String::with_capacity(256 + series.len() * 1024),
+        format,
+    };
 
     let name = "http_server_request_duration_seconds";
-    w.family(name, "histogram", "Duration of HTTP server requests, from the request's start to its last response byte.");
-    let bounds: Vec<String> = scrape.metrics.buckets().seconds().iter().map(|b| format!("{b}")).collect();
+    w.family(
+        name,
+        "histogram",
+        "Duration of HTTP server requests, from the request's start to its last response byte.",
+    );
+    let bounds: Vec<String> = scrape
+        .metrics
+        .buckets()
+        .seconds()
+        .iter()
+        .map(|b| format!("{b}"))
+        .collect();
     for s in &series {
         let status = s.labels.status.to_string();
         let base = [
@@ -175,16 +200,29 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
             cumulative += count;
             let le = bounds.get(i).map(String::as_str).unwrap_or("+Inf");
             let labels = [base[0], base[1], base[2], ("le", le)];
-            w.sample_with_exemplar(&format!("{name}_bucket"), &labels, cumulative, s.exemplars[i].as_ref());
+            w.sample_with_exemplar(
+                &format!("{name}_bucket"),
+                &labels,
+                cumulative,
+                s.exemplars[i].as_ref(),
+            );
         }
         w.sample(&format!("{name}_sum"), &base, s.sum_seconds);
         w.sample(&format!("{name}_count"), &base, cumulative);
     }
 
-    w.family("http_server_active_requests", "gauge", "Number of HTTP server requests in flight.");
+    w.family(
+        "http_server_active_requests",
+        "gauge",
+        "Number of HTTP server requests in flight.",
+    );
     let recorded: Vec<HttpMethod> = series.iter().map(|s| s.labels.method).collect();
     for (method, active) in total_active(&scrape.workers, &recorded) {
-        w.sample("http_server_active_requests", &[("http_request_method", method.as_label())], active);
+        w.sample(
+            "http_server_active_requests",
+            &[("http_request_method", method.as_label())],
+            active,
+        );
     }
 
     w.family(
@@ -192,35 +230,75 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
         "counter",
         "Observations not recorded because the series cap (max_series) was reached.",
     );
-    w.sample("beacon_series_dropped_total", &[], scrape.metrics.series_dropped());
+    w.sample(
+        "beacon_series_dropped_total",
+        &[],
+        scrape.metrics.series_dropped(),
+    );
 
-    w.family("beacon_ready", "gauge", "1 when the instance is ready to receive traffic, else 0.");
+    w.family(
+        "beacon_ready",
+        "gauge",
+        "1 when the instance is ready to receive traffic, else 0.",
+    );
     w.sample("beacon_ready", &[], u8::from(scrape.readiness.is_ready()));
 
     let checks = scrape.readiness.check_gauges();
-    w.family("beacon_check_up", "gauge", "1 when the dependency check's latest run passed, else 0.");
+    w.family(
+        "beacon_check_up",
+        "gauge",
+        "1 when the dependency check's latest run passed, else 0.",
+    );
     for check in &checks {
-        w.sample("beacon_check_up", &[("check", &check.name)], u8::from(check.up == Some(true)));
+        w.sample(
+            "beacon_check_up",
+            &[("check", &check.name)],
+            u8::from(check.up == Some(true)),
+        );
     }
-    w.family("beacon_check_duration_seconds", "gauge", "Duration of the dependency check's latest run.");
+    w.family(
+        "beacon_check_duration_seconds",
+        "gauge",
+        "Duration of the dependency check's latest run.",
+    );
     for check in &checks {
         if let Some(duration) = check.duration_seconds {
-            w.sample("beacon_check_duration_seconds", &[("check", &check.name)], duration);
+            w.sample(
+                "beacon_check_duration_seconds",
+                &[("check", &check.name)],
+                duration,
+            );
         }
     }
 
     if let Some(spans) = scrape.spans {
         for (name, help, value) in [
-            ("beacon_spans_exported_total", "Spans the collector accepted.", &spans.exported),
-            ("beacon_spans_dropped_total", "Spans dropped because the export queue was full.", &spans.dropped),
-            ("beacon_spans_failed_total", "Spans in batches the collector did not accept or could not be sent.", &spans.failed),
+            (
+                "beacon_spans_exported_total",
+                "Spans the collector accepted.",
+                &spans.exported,
+            ),
+            (
+                "beacon_spans_dropped_total",
+                "Spans dropped because the export queue was full.",
+                &spans.dropped,
+            ),
+            (
+                "beacon_spans_failed_total",
+                "Spans in batches the collector did not accept or could not be sent.",
+                &spans.failed,
+            ),
         ] {
             w.family(name, "counter", help);
             w.sample(name, &[], value.load(Ordering::Relaxed));
         }
     }
 
-    let watched: Vec<_> = scrape.workers.iter().filter(|w| w.heartbeat_age.is_some()).collect();
+    let watched: Vec<_> = scrape
+        .workers
+        .iter()
+        .filter(|w| w.heartbeat_age.is_some())
+        .collect();
     let (lag_counts, lag_sum) = scrape.metrics.loop_lag();
     if !watched.is_empty() || lag_counts.iter().any(|c| *c > 0) {
         let name = "beacon_event_loop_lag_seconds";
@@ -228,7 +306,9 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
         let mut cumulative = 0u64;
         for (i, count) in lag_counts.iter().enumerate() {
             cumulative += count;
-            let le = LOOP_LAG_BUCKETS.get(i).map_or_else(|| "+Inf".to_owned(), |b| format!("{b}"));
+            let le = LOOP_LAG_BUCKETS
+                .get(i)
+                .map_or_else(|| "+Inf".to_owned(), |b| format!("{b}"));
             w.sample(&format!("{name}_bucket"), &[("le", &le)], cumulative);
         }
         w.sample(&format!("{name}_sum"), &[], lag_sum);
@@ -241,24 +321,64 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
             "How late the worker's event loop is now: its last heartbeat's lag, or the time since that heartbeat while it is stalled.",
         );
         for worker in watched {
-            let stalled = worker.heartbeat_age.unwrap_or_default().saturating_sub(worker.heartbeat_interval);
+            let stalled = worker
+                .heartbeat_age
+                .unwrap_or_default()
+                .saturating_sub(worker.heartbeat_interval);
             let pid = worker.pid.to_string();
-            w.sample("beacon_event_loop_stall_seconds", &[("pid", &pid)], worker.loop_lag.max(stalled).as_secs_f64());
+            w.sample(
+                "beacon_event_loop_stall_seconds",
+                &[("pid", &pid)],
+                worker.loop_lag.max(stalled).as_secs_f64(),
+            );
         }
     }
 
     type Field = fn(&ProcessStats) -> Option<f64>;
     let families: [(&str, &str, &str, Field); 6] = [
-        ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", |p| Some(p.cpu_seconds)),
-        ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", |p| Some(p.resident_memory_bytes as f64)),
-        ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", |p| Some(p.virtual_memory_bytes as f64)),
-        ("process_open_fds", "gauge", "Number of open file descriptors.", |p| Some(p.open_fds as f64)),
-        ("process_max_fds", "gauge", "Maximum number of open file descriptors.", |p| p.max_fds.map(|v| v as f64)),
-        ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", |p| Some(p.start_time_seconds)),
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            |p| Some(p.cpu_seconds),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            |p| Some(p.resident_memory_bytes as f64),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            |p| Some(p.virtual_memory_bytes as f64),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            |p| Some(p.open_fds as f64),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            |p| p.max_fds.map(|v| v as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            |p| Some(p.start_time_seconds),
+        ),
     ];
     for (name, kind, help, field) in families {
-        let samples: Vec<(Option<String>, f64)> =
-            scrape.processes.iter().filter_map(|(pid, stats)| field(stats).map(|v| (pid.map(|p| p.to_string()), v))).collect();
+        let samples: Vec<(Option<String>, f64)> = scrape
+            .processes
+            .iter()
+            .filter_map(|(pid, stats)| field(stats).map(|v| (pid.map(|p| p.to_string()), v)))
+            .collect();
         if samples.is_empty() {
             continue;
         }
@@ -272,7 +392,11 @@ pub fn render(scrape: &Scrape<'_>, format: Format) -> String {
     }
 
     w.family("target_info", "info", "Target metadata.");
-    w.sample("target_info", &[("service_name", &scrape.target.service_name)], 1);
+    w.sample(
+        "target_info",
+        &[("service_name", &scrape.target.service_name)],
+        1,
+    );
 
     if format == Format::OpenMetrics {
         w.out.push_str("# EOF\n");
@@ -292,17 +416,36 @@ mod tests {
         metrics.request_finished(HttpMethod::Get, "/a/{id}", 200, 500_000_000);
         metrics.observe(HttpMethod::Post, "/q\"uote\\\n", 500, 2_000_000_000);
         metrics.request_started(HttpMethod::Get);
-        metrics.request_finished_traced(HttpMethod::Get, "/traced", 200, 20_000_000, ([0xab; 16], [0xcd; 8]));
+        metrics.request_finished_traced(
+            HttpMethod::Get,
+            "/traced",
+            200,
+            20_000_000,
+            ([0xab; 16], [0xcd; 8]),
+        );
         let readiness = Readiness::new();
         readiness.register_check("db", true).unwrap();
-        let target = TargetInfo { service_name: "orders".into() };
-        render(&Scrape { workers: metrics.workers(), metrics: &metrics, readiness: &readiness, target: &target, processes: Vec::new(), spans: None }, format)
+        let target = TargetInfo {
+            service_name: "orders".into(),
+        };
+        render(
+            &Scrape {
+                workers: metrics.workers(),
+                metrics: &metrics,
+                readiness: &readiness,
+                target: &target,
+                processes: Vec::new(),
+                spans: None,
+            },
+            format,
+        )
     }
 
     #[test]
     fn prometheus_text_has_cumulative_buckets_and_escaped_labels() {
         let text = scrape_text(Format::Prometheus);
-        let labels = r#"http_request_method="GET",http_route="/a/{id}",http_response_status_code="200""#;
+        let labels =
+            r#"http_request_method="GET",http_route="/a/{id}",http_response_status_code="200""#;
         for line in [
             format!("http_server_request_duration_seconds_bucket{{{labels},le=\"0.1\"}} 1"),
             format!("http_server_request_duration_seconds_bucket{{{labels},le=\"1\"}} 2"),
@@ -330,8 +473,15 @@ mod tests {
         assert!(text.contains("# TYPE beacon_series_dropped counter\n"));
         assert!(text.contains("beacon_series_dropped_total 0\n"));
         assert!(text.contains("# TYPE target info\n"));
-        let exemplar = format!("# {{trace_id=\"{}\",span_id=\"{}\"}} 0.02 ", "ab".repeat(16), "cd".repeat(8));
-        let bucket = text.lines().find(|l| l.contains("http_route=\"/traced\"") && l.contains("le=\"0.1\"")).unwrap();
+        let exemplar = format!(
+            "# {{trace_id=\"{}\",span_id=\"{}\"}} 0.02 ",
+            "ab".repeat(16),
+            "cd".repeat(8)
+        );
+        let bucket = text
+            .lines()
+            .find(|l| l.contains("http_route=\"/traced\"") && l.contains("le=\"0.1\""))
+            .unwrap();
         assert!(bucket.contains(&exemplar), "{bucket}");
     }
 
@@ -340,7 +490,13 @@ mod tests {
         assert_eq!(Format::negotiate(None), Format::Prometheus);
         assert_eq!(Format::negotiate(Some("text/plain")), Format::Prometheus);
         let prometheus_default = "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
-        assert_eq!(Format::negotiate(Some(prometheus_default)), Format::OpenMetrics);
-        assert_eq!(Format::negotiate(Some("application/openmetrics-text; q=0")), Format::Prometheus);
+        assert_eq!(
+            Format::negotiate(Some(prometheus_default)),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; q=0")),
+            Format::Prometheus
+        );
     }
 }

@@ -26,14 +26,17 @@ mod metrics_store;
 pub mod otlp;
 pub mod process_metrics;
 mod readiness;
+pub mod request_id;
 pub mod shared_region;
 pub mod side_port;
-pub mod request_id;
 pub mod trace;
 pub mod tracer;
 
 pub use buckets::{Buckets, DEFAULT_BUCKETS};
 pub use error::BeaconError;
 pub use http_method::HttpMethod;
-pub use metrics_store::{Exemplar, RequestMetrics, SeriesLabels, SeriesSnapshot, WorkerState, UNMATCHED_ROUTE, WORKER_SLOTS};
+pub use metrics_store::{
+    Exemplar, RequestMetrics, SeriesLabels, SeriesSnapshot, WorkerState, UNMATCHED_ROUTE,
+    WORKER_SLOTS,
+};
 pub use readiness::{CheckOutcome, Readiness, ReadyReport};

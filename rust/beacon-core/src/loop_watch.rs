@@ -47,9 +47,22 @@ pub enum LoopState {
 #[cfg(target_os = "linux")]
 fn is_poll(syscall: i64) -> bool {
     #[cfg(target_arch = "x86_64")]
-    let waits = [libc::SYS_epoll_wait, libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2, libc::SYS_poll, libc::SYS_ppoll, libc::SYS_select, libc::SYS_pselect6];
+    let waits = [
+        libc::SYS_epoll_wait,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_poll,
+        libc::SYS_ppoll,
+        libc::SYS_select,
+        libc::SYS_pselect6,
+    ];
     #[cfg(not(target_arch = "x86_64"))]
-    let waits = [libc::SYS_epoll_pwait, libc::SYS_epoll_pwait2, libc::SYS_ppoll, libc::SYS_pselect6];
+    let waits = [
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_ppoll,
+        libc::SYS_pselect6,
+    ];
     waits.contains(&syscall)
 }
 
@@ -58,7 +71,9 @@ fn is_poll(syscall: i64) -> bool {
 pub fn loop_state(tid: i32) -> LoopState {
     #[cfg(target_os = "linux")]
     {
-        let Ok(text) = fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else { return LoopState::Unknown };
+        let Ok(text) = fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+            return LoopState::Unknown;
+        };
         match text.split_whitespace().next() {
             Some("running") => LoopState::Busy,
             Some(number) => match number.parse::<i64>() {
@@ -92,20 +107,29 @@ impl LoopWatch {
     /// A watchdog that gives each heartbeat's lateness to `heartbeat`; [`LoopWatch::spawn`]
     /// starts it (the probe it posts may need the watch first, to answer it).
     pub fn new(heartbeat: impl Fn(Duration) + Send + Sync + 'static) -> Arc<LoopWatch> {
-        Arc::new(LoopWatch { heartbeat: Box::new(heartbeat), stopped: AtomicBool::new(false), probe_posted: AtomicU64::new(0), epoch: Instant::now() })
+        Arc::new(LoopWatch {
+            heartbeat: Box::new(heartbeat),
+            stopped: AtomicBool::new(false),
+            probe_posted: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
     }
 
     /// Starts watching the loop run by thread `tid` (this process's). Stop it with
     /// [`LoopWatch::stop`].
     pub fn spawn(self: &Arc<Self>, tid: i32, probe: impl LoopProbe) -> std::io::Result<()> {
         let running = Arc::clone(self);
-        thread::Builder::new().name("caddy-beacon-loop-watch".into()).spawn(move || running.run(tid, probe))?;
+        thread::Builder::new()
+            .name("caddy-beacon-loop-watch".into())
+            .spawn(move || running.run(tid, probe))?;
         (self.heartbeat)(Duration::ZERO);
         Ok(())
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     fn run(&self, tid: i32, probe: impl LoopProbe) {
@@ -116,7 +140,9 @@ impl LoopWatch {
             }
             match loop_state(tid) {
                 // Asleep in its poller: it would run a probe now, so it is not late.
-                LoopState::Waiting if self.probe_posted.load(Ordering::Acquire) == 0 => (self.heartbeat)(Duration::ZERO),
+                LoopState::Waiting if self.probe_posted.load(Ordering::Acquire) == 0 => {
+                    (self.heartbeat)(Duration::ZERO)
+                }
                 // A probe not yet run is still the measure; a busy loop gets one.
                 _ if self.probe_posted.load(Ordering::Acquire) != 0 => {}
                 _ => {
@@ -132,7 +158,11 @@ impl LoopWatch {
 
     /// Called on the loop by the probe posted at `posted`: a heartbeat as late as the probe.
     pub fn answered(&self, posted: u64) {
-        if self.probe_posted.compare_exchange(posted, 0, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+        if self
+            .probe_posted
+            .compare_exchange(posted, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             (self.heartbeat)(Duration::from_nanos(self.now().saturating_sub(posted)));
         }
     }
@@ -168,8 +198,15 @@ mod tests {
         let (release, released) = mpsc::channel::<()>();
         // A tokio current-thread runtime parks in epoll_wait, as an event loop does.
         let waiting = thread::spawn(move || {
-            let _ = tid_sender.send(std::fs::read_link("/proc/thread-self").ok().and_then(|p| p.file_name()?.to_str()?.parse::<i32>().ok()));
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let _ = tid_sender.send(
+                std::fs::read_link("/proc/thread-self")
+                    .ok()
+                    .and_then(|p| p.file_name()?.to_str()?.parse::<i32>().ok()),
+            );
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
             runtime.block_on(async move {
                 let _ = tokio::task::spawn_blocking(move || released.recv()).await;
             });
@@ -197,15 +234,22 @@ mod tests {
         let recorded = Arc::clone(&metrics);
         let watch = LoopWatch::new(move |lag| recorded.heartbeat(lag, INTERVAL));
         watch.spawn(me, Channel(sender)).expect("a thread");
-        let first = posted.recv_timeout(Duration::from_secs(2)).expect("a probe");
-        assert!(posted.recv_timeout(INTERVAL * 3).is_err(), "no second probe while the first is unanswered");
+        let first = posted
+            .recv_timeout(Duration::from_secs(2))
+            .expect("a probe");
+        assert!(
+            posted.recv_timeout(INTERVAL * 3).is_err(),
+            "no second probe while the first is unanswered"
+        );
         let (before, _) = metrics.loop_lag();
         watch.answered(first);
         watch.answered(first); // answered twice: counted once
         let (after, sum) = metrics.loop_lag();
         assert_eq!(after.iter().sum::<u64>(), before.iter().sum::<u64>() + 1);
         assert!(sum >= 0.2, "the probe waited three intervals: {sum}");
-        let second = posted.recv_timeout(Duration::from_secs(2)).expect("the next probe");
+        let second = posted
+            .recv_timeout(Duration::from_secs(2))
+            .expect("the next probe");
         assert!(second > first);
         watch.stop();
         watch.answered(second);

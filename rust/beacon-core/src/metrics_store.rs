@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::process_metrics::start_ticks;
-use beacon_base::random::fork_generation;
 use crate::shared_region::{Region, FIRST_FREE_WORD};
 use crate::{BeaconError, Buckets, HttpMethod};
+use beacon_base::random::fork_generation;
 
 /// The `http_route` value for requests that matched no route. Templates start with `/`, so it
 /// cannot collide with one.
@@ -91,8 +91,17 @@ pub fn total_active(workers: &[WorkerState], recorded: &[HttpMethod]) -> Vec<(Ht
     HttpMethod::ALL
         .iter()
         .filter_map(|method| {
-            let counts: Vec<i64> = workers.iter().flat_map(|w| w.active.iter().filter(|(m, _)| m == method).map(|(_, n)| *n)).collect();
-            (!counts.is_empty() || recorded.contains(method)).then(|| (*method, counts.iter().sum()))
+            let counts: Vec<i64> = workers
+                .iter()
+                .flat_map(|w| {
+                    w.active
+                        .iter()
+                        .filter(|(m, _)| m == method)
+                        .map(|(_, n)| *n)
+                })
+                .collect();
+            (!counts.is_empty() || recorded.contains(method))
+                .then(|| (*method, counts.iter().sum()))
         })
         .collect()
 }
@@ -120,7 +129,9 @@ const READY_BIT: u64 = 1 << 63;
 const LAYOUT_VERSION: u64 = 3;
 /// Bucket bounds of `beacon_event_loop_lag_seconds`, how late heartbeats ran: from a busy loop's
 /// few milliseconds to stalls that fail liveness.
-pub const LOOP_LAG_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const LOOP_LAG_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 // The lag histogram's cells (one per bound, `+Inf`, then the sum in ns) sit after the request
 // histograms. Heartbeats are ten a second per worker: one copy of the cells is plenty.
 const LOOP_LAG_CELLS: usize = LOOP_LAG_BUCKETS.len() + 2;
@@ -146,7 +157,10 @@ pub struct RequestMetrics {
 
 impl std::fmt::Debug for RequestMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestMetrics").field("max_series", &self.max_series).field("region", &self.region).finish()
+        f.debug_struct("RequestMetrics")
+            .field("max_series", &self.max_series)
+            .field("region", &self.region)
+            .finish()
     }
 }
 
@@ -161,11 +175,16 @@ struct LocalIndex {
 }
 
 fn now_nanos() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf29ce484222325u64, |hash, byte| (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3))
+    bytes.iter().fold(0xcbf29ce484222325u64, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x100000001b3)
+    })
 }
 
 fn pid_alive(pid: u64, start: u64) -> bool {
@@ -194,7 +213,14 @@ impl RequestMetrics {
         let region = match key {
             None => Region::private(words),
             Some(key) => {
-                let layout = fnv1a(format!("{LAYOUT_VERSION} {CELL_SHARDS} {max_series} {:?} {}", buckets.seconds(), HttpMethod::ALL.len()).as_bytes());
+                let layout = fnv1a(
+                    format!(
+                        "{LAYOUT_VERSION} {CELL_SHARDS} {max_series} {:?} {}",
+                        buckets.seconds(),
+                        HttpMethod::ALL.len()
+                    )
+                    .as_bytes(),
+                );
                 Region::shared(key, words, layout)
             }
         }
@@ -242,7 +268,8 @@ impl RequestMetrics {
             return (claimed & 0xffff_ffff) as usize - 1;
         }
         let slot = self.claim_slot();
-        self.slot.store((generation << 32) | (slot as u64 + 1), Ordering::Relaxed);
+        self.slot
+            .store((generation << 32) | (slot as u64 + 1), Ordering::Relaxed);
         slot
     }
 
@@ -252,7 +279,8 @@ impl RequestMetrics {
         // Another handle in this process (two apps with the middleware) already has a slot.
         if let Some(slot) = (0..WORKER_SLOTS).find(|slot| {
             let worker = self.worker(*slot);
-            worker[W_PID].load(Ordering::Acquire) == pid && worker[W_START].load(Ordering::Acquire) == start
+            worker[W_PID].load(Ordering::Acquire) == pid
+                && worker[W_START].load(Ordering::Acquire) == start
         }) {
             return slot;
         }
@@ -260,7 +288,11 @@ impl RequestMetrics {
             let worker = self.worker(slot);
             let holder = worker[W_PID].load(Ordering::Acquire);
             let free = holder == 0 || !pid_alive(holder, worker[W_START].load(Ordering::Acquire));
-            if free && worker[W_PID].compare_exchange(holder, pid, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if free
+                && worker[W_PID]
+                    .compare_exchange(holder, pid, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
                 // A dead worker's requests in flight died with it: its gauge must not linger.
                 for word in &worker[W_HEARTBEAT..] {
                     word.store(0, Ordering::Relaxed);
@@ -278,7 +310,10 @@ impl RequestMetrics {
         (0..WORKER_SLOTS)
             .filter(|slot| {
                 let worker = self.worker(*slot);
-                pid_alive(worker[W_PID].load(Ordering::Acquire), worker[W_START].load(Ordering::Acquire))
+                pid_alive(
+                    worker[W_PID].load(Ordering::Acquire),
+                    worker[W_START].load(Ordering::Acquire),
+                )
             })
             .collect()
     }
@@ -297,7 +332,13 @@ impl RequestMetrics {
 
     /// A request has finished: lowers the active gauge and records its duration. When the series
     /// cap refuses a new series the observation is counted in `beacon_series_dropped_total`.
-    pub fn request_finished(&self, method: HttpMethod, route: &str, status: u16, elapsed_nanos: u64) {
+    pub fn request_finished(
+        &self,
+        method: HttpMethod,
+        route: &str,
+        status: u16,
+        elapsed_nanos: u64,
+    ) {
         self.lower_active(method);
         self.observe(method, route, status, elapsed_nanos);
     }
@@ -318,8 +359,16 @@ impl RequestMetrics {
     ) {
         self.lower_active(method);
         if let Some(cell) = self.observe_cell(method, route, status, elapsed_nanos) {
-            let exemplar = Exemplar { trace_id: trace.0, span_id: trace.1, value_nanos: elapsed_nanos, timestamp_millis: now_nanos() / 1_000_000 };
-            let mut exemplars = self.exemplars.lock().unwrap_or_else(PoisonError::into_inner);
+            let exemplar = Exemplar {
+                trace_id: trace.0,
+                span_id: trace.1,
+                value_nanos: elapsed_nanos,
+                timestamp_millis: now_nanos() / 1_000_000,
+            };
+            let mut exemplars = self
+                .exemplars
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if exemplars.is_empty() {
                 exemplars.resize(self.max_series * self.stride, None);
             }
@@ -333,13 +382,20 @@ impl RequestMetrics {
     }
 
     /// Records one duration; returns the bucket cell it went to (index within one shard).
-    fn observe_cell(&self, method: HttpMethod, route: &str, status: u16, elapsed_nanos: u64) -> Option<usize> {
+    fn observe_cell(
+        &self,
+        method: HttpMethod,
+        route: &str,
+        status: u16,
+        elapsed_nanos: u64,
+    ) -> Option<usize> {
         let words = self.words();
         let Some(slot) = self.slot_for(method, route, status) else {
             words[SERIES_DROPPED].fetch_add(1, Ordering::Relaxed);
             return None;
         };
-        let shard = self.cells_base + (self.my_slot() % CELL_SHARDS) * self.max_series * self.stride;
+        let shard =
+            self.cells_base + (self.my_slot() % CELL_SHARDS) * self.max_series * self.stride;
         let base = slot * self.stride;
         let cell = base + self.buckets.index_of(elapsed_nanos);
         words[shard + cell].fetch_add(1, Ordering::Relaxed);
@@ -350,7 +406,10 @@ impl RequestMetrics {
     fn slot_for(&self, method: HttpMethod, route: &str, status: u16) -> Option<usize> {
         let mut index = self.index.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entries) = index.by_route.get(route) {
-            if let Some(&(_, _, slot)) = entries.iter().find(|(m, s, _)| *m == method && *s == status) {
+            if let Some(&(_, _, slot)) = entries
+                .iter()
+                .find(|(m, s, _)| *m == method && *s == status)
+            {
                 return Some(slot);
             }
         }
@@ -359,7 +418,11 @@ impl RequestMetrics {
             Some((key, _)) => Arc::clone(key),
             None => Arc::from(route),
         };
-        index.by_route.entry(route).or_default().push((method, status, slot));
+        index
+            .by_route
+            .entry(route)
+            .or_default()
+            .push((method, status, slot));
         Some(slot)
     }
 
@@ -372,12 +435,15 @@ impl RequestMetrics {
         let bytes = route.as_bytes();
         let kept = &bytes[..bytes.len().min(ROUTE_WORDS * 8)];
         let hash = fnv1a(bytes);
-        let header = READY_BIT | (method.index() as u64) << 32 | u64::from(status) << 16 | kept.len() as u64;
+        let header =
+            READY_BIT | (method.index() as u64) << 32 | u64::from(status) << 16 | kept.len() as u64;
         let _lock = SpinLock::acquire(&self.words()[LOCK]);
         let count = self.words()[SERIES_COUNT].load(Ordering::Acquire) as usize;
         for slot in 0..count.min(self.max_series) {
             let entry = self.series_entry(slot);
-            if entry[0].load(Ordering::Acquire) == header && entry[1].load(Ordering::Relaxed) == hash {
+            if entry[0].load(Ordering::Acquire) == header
+                && entry[1].load(Ordering::Relaxed) == hash
+            {
                 return Some(slot);
             }
         }
@@ -400,10 +466,16 @@ impl RequestMetrics {
         let entry = self.series_entry(slot);
         let header = entry[0].load(Ordering::Acquire);
         let length = (header & 0xffff) as usize;
-        let mut bytes: Vec<u8> = entry[2..].iter().flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes()).collect();
+        let mut bytes: Vec<u8> = entry[2..]
+            .iter()
+            .flat_map(|w| w.load(Ordering::Relaxed).to_le_bytes())
+            .collect();
         bytes.truncate(length);
         SeriesLabels {
-            method: HttpMethod::ALL.get(((header >> 32) & 0xff) as usize).copied().unwrap_or(HttpMethod::Other),
+            method: HttpMethod::ALL
+                .get(((header >> 32) & 0xff) as usize)
+                .copied()
+                .unwrap_or(HttpMethod::Other),
             route: Arc::from(String::from_utf8_lossy(&bytes).as_ref()),
             status: ((header >> 16) & 0xffff) as u16,
         }
@@ -426,7 +498,10 @@ impl RequestMetrics {
         let worker = self.worker(self.my_slot());
         let lag_nanos = u64::try_from(lag.as_nanos()).unwrap_or(u64::MAX);
         let cells = self.loop_lag_cells();
-        let bucket = LOOP_LAG_BUCKETS.iter().position(|bound| lag.as_secs_f64() <= *bound).unwrap_or(LOOP_LAG_BUCKETS.len());
+        let bucket = LOOP_LAG_BUCKETS
+            .iter()
+            .position(|bound| lag.as_secs_f64() <= *bound)
+            .unwrap_or(LOOP_LAG_BUCKETS.len());
         cells[bucket].fetch_add(1, Ordering::Relaxed);
         cells[LOOP_LAG_CELLS - 1].fetch_add(lag_nanos, Ordering::Relaxed);
         worker[W_LAG].store(lag_nanos, Ordering::Relaxed);
@@ -442,7 +517,11 @@ impl RequestMetrics {
     /// The event-loop lag histogram of every worker, dead ones included: per-bucket counts (not
     /// cumulative, the last one `+Inf`, bounds in [`LOOP_LAG_BUCKETS`]) and the sum in seconds.
     pub fn loop_lag(&self) -> (Vec<u64>, f64) {
-        let cells: Vec<u64> = self.loop_lag_cells().iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let cells: Vec<u64> = self
+            .loop_lag_cells()
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
         let (counts, sum) = cells.split_at(LOOP_LAG_CELLS - 1);
         (counts.to_vec(), sum[0] as f64 / 1e9)
     }
@@ -459,13 +538,21 @@ impl RequestMetrics {
                 let seen = worker[W_SEEN].load(Ordering::Relaxed);
                 WorkerState {
                     pid: worker[W_PID].load(Ordering::Relaxed) as u32,
-                    heartbeat_age: (beat != 0).then(|| Duration::from_nanos(now.saturating_sub(beat))),
+                    heartbeat_age: (beat != 0)
+                        .then(|| Duration::from_nanos(now.saturating_sub(beat))),
                     loop_lag: Duration::from_nanos(worker[W_LAG].load(Ordering::Relaxed)),
-                    heartbeat_interval: Duration::from_nanos(worker[W_INTERVAL].load(Ordering::Relaxed)),
+                    heartbeat_interval: Duration::from_nanos(
+                        worker[W_INTERVAL].load(Ordering::Relaxed),
+                    ),
                     active: HttpMethod::ALL
                         .iter()
                         .filter(|m| seen & (1 << m.index()) != 0)
-                        .map(|m| (*m, worker[W_ACTIVE + m.index()].load(Ordering::Relaxed) as i64))
+                        .map(|m| {
+                            (
+                                *m,
+                                worker[W_ACTIVE + m.index()].load(Ordering::Relaxed) as i64,
+                            )
+                        })
                         .collect(),
                 }
             })
@@ -484,7 +571,11 @@ impl RequestMetrics {
             }
             index.labels[..count].to_vec()
         };
-        let exemplars = self.exemplars.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let exemplars = self
+            .exemplars
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let words = self.words();
         labels
             .into_iter()
@@ -502,7 +593,9 @@ impl RequestMetrics {
                 SeriesSnapshot {
                     labels,
                     sum_seconds: sum_nanos as f64 / 1e9,
-                    exemplars: (0..cells.len()).map(|bucket| exemplars.get(base + bucket).copied().flatten()).collect(),
+                    exemplars: (0..cells.len())
+                        .map(|bucket| exemplars.get(base + bucket).copied().flatten())
+                        .collect(),
                     bucket_counts: cells,
                 }
             })
@@ -525,7 +618,11 @@ impl<'a> SpinLock<'a> {
                 Ok(_) => return SpinLock { word },
                 Err(holder) if holder != 0 && started.elapsed() > Duration::from_millis(100) => {
                     let alive = std::path::Path::new(&format!("/proc/{holder}")).exists();
-                    if !alive && word.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                    if !alive
+                        && word
+                            .compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed)
+                            .is_ok()
+                    {
                         return SpinLock { word };
                     }
                     std::thread::yield_now();
@@ -555,11 +652,17 @@ mod tests {
         let metrics = store(10);
         metrics.request_started(HttpMethod::Get);
         metrics.request_started(HttpMethod::Get);
-        assert_eq!(total_active(&metrics.workers(), &[]), vec![(HttpMethod::Get, 2)]);
+        assert_eq!(
+            total_active(&metrics.workers(), &[]),
+            vec![(HttpMethod::Get, 2)]
+        );
         metrics.request_finished(HttpMethod::Get, "/items/{id}", 200, 5_000_000);
         metrics.request_finished(HttpMethod::Get, "/items/{id}", 200, 50_000_000);
         metrics.observe(HttpMethod::Get, "/items/{id}", 404, 1);
-        assert_eq!(total_active(&metrics.workers(), &[]), vec![(HttpMethod::Get, 0)]);
+        assert_eq!(
+            total_active(&metrics.workers(), &[]),
+            vec![(HttpMethod::Get, 0)]
+        );
 
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot.len(), 2);
@@ -595,7 +698,10 @@ mod tests {
         let snapshot = metrics.snapshot();
         assert_eq!(snapshot[0].exemplars[0], None);
         let exemplar = snapshot[0].exemplars[1].expect("the 0.1 s bucket has an exemplar");
-        assert_eq!((exemplar.trace_id, exemplar.span_id, exemplar.value_nanos), ([7; 16], [8; 8], 50_000_000));
+        assert_eq!(
+            (exemplar.trace_id, exemplar.span_id, exemplar.value_nanos),
+            ([7; 16], [8; 8], 50_000_000)
+        );
         assert_eq!(snapshot[0].exemplars[2], None);
     }
 
@@ -609,7 +715,11 @@ mod tests {
 
     #[test]
     fn workers_sharing_a_region_see_each_others_series_and_counts() {
-        let key = format!("test-{}-{}", std::process::id(), beacon_base::random::next_u64());
+        let key = format!(
+            "test-{}-{}",
+            std::process::id(),
+            beacon_base::random::next_u64()
+        );
         let buckets = || Buckets::new(&[0.01, 0.1]).unwrap();
         let first = RequestMetrics::shared(buckets(), 10, &key).unwrap();
         let second = RequestMetrics::shared(buckets(), 10, &key).unwrap();
@@ -626,11 +736,20 @@ mod tests {
         }
         // Both handles are in this process: one slot, gauge summed once.
         first.request_started(HttpMethod::Get);
-        assert_eq!(total_active(&second.workers(), &[]), vec![(HttpMethod::Get, 1)]);
+        assert_eq!(
+            total_active(&second.workers(), &[]),
+            vec![(HttpMethod::Get, 1)]
+        );
         // Counted only by workers that are gone: still listed, at 0, once recorded.
-        assert_eq!(total_active(&[], &[HttpMethod::Get]), vec![(HttpMethod::Get, 0)]);
+        assert_eq!(
+            total_active(&[], &[HttpMethod::Get]),
+            vec![(HttpMethod::Get, 0)]
+        );
         assert_eq!(total_active(&[], &[]), vec![]);
-        assert_eq!(first.workers().iter().map(|w| w.pid).collect::<Vec<_>>(), vec![std::process::id()]);
+        assert_eq!(
+            first.workers().iter().map(|w| w.pid).collect::<Vec<_>>(),
+            vec![std::process::id()]
+        );
         std::fs::remove_file(first.shared_path().unwrap()).unwrap();
     }
 
@@ -669,7 +788,11 @@ mod tests {
         let (counts, sum) = metrics.loop_lag();
         assert_eq!(counts.len(), LOOP_LAG_BUCKETS.len() + 1);
         assert_eq!(counts[0], 2, "1 ms and 0 fall in the first bucket");
-        assert_eq!(counts[LOOP_LAG_BUCKETS.iter().position(|b| *b == 5.0).unwrap()], 1, "the 4 s stall is kept after the loop recovered");
+        assert_eq!(
+            counts[LOOP_LAG_BUCKETS.iter().position(|b| *b == 5.0).unwrap()],
+            1,
+            "the 4 s stall is kept after the loop recovered"
+        );
         assert!((sum - 4.001).abs() < 1e-9, "{sum}");
     }
 

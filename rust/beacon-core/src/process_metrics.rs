@@ -27,7 +27,11 @@ const USER_HZ: f64 = 100.0;
 /// uniquely: pids are reused, start times are not); None when there is no such process.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 2..].split_whitespace().nth(22 - 3)?.parse().ok()
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
 }
 
 /// The command line of process `pid` (its arguments); empty when it cannot be read. Read here,
@@ -35,7 +39,12 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
 /// that look for those (the file is in memory: it never waits on a device).
 pub fn command_line(pid: u32) -> Vec<String> {
     fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|raw| raw.split(|b| *b == 0).filter(|part| !part.is_empty()).map(|part| String::from_utf8_lossy(part).into_owned()).collect())
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -60,7 +69,10 @@ fn read(process: &str) -> Option<ProcessStats> {
     let start_ticks = field(22)?;
 
     let boot_time = fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<u64>().ok()))
+        s.lines().find_map(|l| {
+            l.strip_prefix("btime ")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
     })?;
 
     let status = fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
@@ -71,14 +83,18 @@ fn read(process: &str) -> Option<ProcessStats> {
         })
     };
 
-    let open_fds = fs::read_dir(format!("/proc/{process}/fd")).map(|d| d.count() as u64).unwrap_or(0);
-    let max_fds = fs::read_to_string(format!("/proc/{process}/limits")).ok().and_then(|limits| {
-        limits
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|v| v.parse::<u64>().ok())
-    });
+    let open_fds = fs::read_dir(format!("/proc/{process}/fd"))
+        .map(|d| d.count() as u64)
+        .unwrap_or(0);
+    let max_fds = fs::read_to_string(format!("/proc/{process}/limits"))
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|v| v.parse::<u64>().ok())
+        });
 
     Some(ProcessStats {
         cpu_seconds: cpu_ticks as f64 / USER_HZ,
@@ -100,7 +116,13 @@ mod tests {
         assert!(stats.resident_memory_bytes > 1024 * 1024);
         assert!(stats.virtual_memory_bytes >= stats.resident_memory_bytes);
         assert!(stats.open_fds >= 3);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-        assert!(stats.start_time_seconds <= now + 1.0 && stats.start_time_seconds > now - 86_400.0 * 365.0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            stats.start_time_seconds <= now + 1.0
+                && stats.start_time_seconds > now - 86_400.0 * 365.0
+        );
     }
 }

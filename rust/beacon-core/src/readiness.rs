@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use beacon_base::time_format::rfc3339_utc;
 use crate::BeaconError;
+use beacon_base::time_format::rfc3339_utc;
 
 /// Longest check output kept; a check that returns a huge message must not bloat every probe.
 const MAX_OUTPUT_CHARS: usize = 512;
@@ -67,7 +67,9 @@ pub struct Readiness {
 
 fn valid_check_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
 impl Readiness {
@@ -85,14 +87,23 @@ impl Readiness {
         if checks.iter().any(|c| c.name == name) {
             return Err(BeaconError::DuplicateCheck(name.to_owned()));
         }
-        checks.push(CheckState { name: name.to_owned(), critical, last: None });
+        checks.push(CheckState {
+            name: name.to_owned(),
+            critical,
+            last: None,
+        });
         Ok(())
     }
 
     /// Stores the latest result of a check.
     pub fn report(&self, name: &str, mut outcome: CheckOutcome) -> Result<(), BeaconError> {
         if outcome.output.chars().count() > MAX_OUTPUT_CHARS {
-            outcome.output = outcome.output.chars().take(MAX_OUTPUT_CHARS).collect::<String>() + "…";
+            outcome.output = outcome
+                .output
+                .chars()
+                .take(MAX_OUTPUT_CHARS)
+                .collect::<String>()
+                + "…";
         }
         let mut checks = self.checks.lock().unwrap_or_else(PoisonError::into_inner);
         let check = checks
@@ -158,7 +169,9 @@ impl Readiness {
         let mut optional_failed = false;
         for check in checks.iter() {
             let entry = match &check.last {
-                None => json!({"status": "fail", "output": "no result yet", "critical": check.critical}),
+                None => {
+                    json!({"status": "fail", "output": "no result yet", "critical": check.critical})
+                }
                 Some(outcome) => {
                     let mut entry = json!({
                         "status": if outcome.passed { "pass" } else { "fail" },
@@ -201,7 +214,11 @@ impl Readiness {
             body["output"] = Value::String(output.to_owned());
         }
         let ready = status != "fail";
-        ReadyReport { ready, status_code: if ready { 200 } else { 503 }, body: body.to_string() }
+        ReadyReport {
+            ready,
+            status_code: if ready { 200 } else { 503 },
+            body: body.to_string(),
+        }
     }
 }
 
@@ -232,7 +249,10 @@ mod tests {
 
         readiness.mark_started();
         assert_eq!(readiness.report_json().status_code, 503);
-        assert_eq!(body(&readiness)["checks"]["db"][0]["output"], "no result yet");
+        assert_eq!(
+            body(&readiness)["checks"]["db"][0]["output"],
+            "no result yet"
+        );
 
         readiness.report("db", outcome(true, "")).unwrap();
         let report = readiness.report_json();
@@ -243,9 +263,14 @@ mod tests {
         assert_eq!(body(&readiness)["status"], "pass");
         assert_eq!(body(&readiness)["checks"]["db"][0]["observedValue"], 12.0);
 
-        readiness.report("db", outcome(false, "timed out after 1s")).unwrap();
+        readiness
+            .report("db", outcome(false, "timed out after 1s"))
+            .unwrap();
         assert!(!readiness.is_ready());
-        assert_eq!(body(&readiness)["checks"]["db"][0]["output"], "timed out after 1s");
+        assert_eq!(
+            body(&readiness)["checks"]["db"][0]["output"],
+            "timed out after 1s"
+        );
     }
 
     #[test]
@@ -266,16 +291,27 @@ mod tests {
         assert!(readiness.register_check("a b", true).is_err());
         assert!(readiness.register_check(&"x".repeat(65), true).is_err());
         readiness.register_check("db", true).unwrap();
-        assert_eq!(readiness.register_check("db", true), Err(BeaconError::DuplicateCheck("db".into())));
-        assert_eq!(readiness.report("nope", outcome(true, "")), Err(BeaconError::UnknownCheck("nope".into())));
+        assert_eq!(
+            readiness.register_check("db", true),
+            Err(BeaconError::DuplicateCheck("db".into()))
+        );
+        assert_eq!(
+            readiness.report("nope", outcome(true, "")),
+            Err(BeaconError::UnknownCheck("nope".into()))
+        );
     }
 
     #[test]
     fn long_output_is_truncated() {
         let readiness = Readiness::new();
         readiness.register_check("db", true).unwrap();
-        readiness.report("db", outcome(false, &"e".repeat(10_000))).unwrap();
-        let output = body(&readiness)["checks"]["db"][0]["output"].as_str().unwrap().to_owned();
+        readiness
+            .report("db", outcome(false, &"e".repeat(10_000)))
+            .unwrap();
+        let output = body(&readiness)["checks"]["db"][0]["output"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(output.chars().count(), MAX_OUTPUT_CHARS + 1);
     }
 }

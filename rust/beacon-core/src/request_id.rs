@@ -8,7 +8,9 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// An id is accepted when it is 1 to 128 bytes of visible ASCII (no spaces, no control bytes),
 /// so it can be echoed in a header and written to logs without any risk of injection.
 pub fn is_valid_request_id(value: &[u8]) -> bool {
-    !value.is_empty() && value.len() <= MAX_REQUEST_ID_LEN && value.iter().all(|b| (0x21..=0x7e).contains(b))
+    !value.is_empty()
+        && value.len() <= MAX_REQUEST_ID_LEN
+        && value.iter().all(|b| (0x21..=0x7e).contains(b))
 }
 
 /// Length of a generated id.

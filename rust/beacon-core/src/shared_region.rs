@@ -39,7 +39,10 @@ pub struct Region {
 
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Region").field("words", &self.len).field("path", &self.path).finish()
+        f.debug_struct("Region")
+            .field("words", &self.len)
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -47,7 +50,11 @@ impl Region {
     /// Private, zeroed memory of `words` words (one process; children forked later get copies).
     pub fn private(words: usize) -> io::Result<Region> {
         let map = MmapOptions::new().len(words * 8).map_anon()?;
-        let region = Region { map, len: words, path: None };
+        let region = Region {
+            map,
+            len: words,
+            path: None,
+        };
         region.initialize(0);
         Ok(region)
     }
@@ -58,14 +65,24 @@ impl Region {
     pub fn shared(key: &str, words: usize, layout: u64) -> io::Result<Region> {
         let path = shared_dir().join(format!("{FILE_PREFIX}{key}"));
         // Only this user's processes may read or change the numbers.
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)?;
         let bytes = (words * 8) as u64;
         if file.metadata()?.len() < bytes {
             // Every process asks for the same size; extending twice is harmless (zeros).
             file.set_len(bytes)?;
         }
         let map = map_shared(&file, words * 8)?;
-        let region = Region { map, len: words, path: Some(path) };
+        let region = Region {
+            map,
+            len: words,
+            path: Some(path),
+        };
         region.initialize(layout);
         if region.words()[WORD_LAYOUT].load(Ordering::Acquire) != layout {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "the shared metrics region has another layout (another caddy-beacon version or bucket configuration)"));
@@ -87,7 +104,12 @@ impl Region {
     /// First process in: writes the header; the others wait until it is done (bounded).
     fn initialize(&self, layout: u64) {
         let words = self.words();
-        match words[WORD_STATE].compare_exchange(STATE_EMPTY, STATE_INITIALIZING, Ordering::AcqRel, Ordering::Acquire) {
+        match words[WORD_STATE].compare_exchange(
+            STATE_EMPTY,
+            STATE_INITIALIZING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => {
                 words[WORD_MAGIC].store(MAGIC, Ordering::Relaxed);
                 words[WORD_LAYOUT].store(layout, Ordering::Relaxed);
@@ -95,7 +117,9 @@ impl Region {
             }
             Err(_) => {
                 let deadline = Instant::now() + Duration::from_secs(2);
-                while words[WORD_STATE].load(Ordering::Acquire) != STATE_READY && Instant::now() < deadline {
+                while words[WORD_STATE].load(Ordering::Acquire) != STATE_READY
+                    && Instant::now() < deadline
+                {
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -126,14 +150,21 @@ pub fn shared_dir() -> PathBuf {
 /// Removes the regions of instances that are gone: names end in `-<pid>-<start ticks>` of the
 /// instance's main process, which must still be alive with that start time. Returns how many.
 pub fn remove_stale(is_alive: impl Fn(u32, u64) -> bool) -> usize {
-    let Ok(entries) = fs::read_dir(shared_dir()) else { return 0 };
+    let Ok(entries) = fs::read_dir(shared_dir()) else {
+        return 0;
+    };
     let mut removed = 0;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(rest) = name.strip_prefix(FILE_PREFIX) else { continue };
+        let Some(rest) = name.strip_prefix(FILE_PREFIX) else {
+            continue;
+        };
         let mut parts = rest.rsplitn(3, '-');
-        let (Some(start), Some(pid)) = (parts.next().and_then(|s| s.parse().ok()), parts.next().and_then(|p| p.parse().ok())) else {
+        let (Some(start), Some(pid)) = (
+            parts.next().and_then(|s| s.parse().ok()),
+            parts.next().and_then(|p| p.parse().ok()),
+        ) else {
             continue;
         };
         if !is_alive(pid, start) && fs::remove_file(entry.path()).is_ok() {
@@ -158,13 +189,20 @@ mod tests {
 
     #[test]
     fn two_mappings_of_one_key_see_each_other() {
-        let key = format!("test-{}-{}", std::process::id(), beacon_base::random::next_u64());
+        let key = format!(
+            "test-{}-{}",
+            std::process::id(),
+            beacon_base::random::next_u64()
+        );
         let a = Region::shared(&key, 32, 7).unwrap();
         let b = Region::shared(&key, 32, 7).unwrap();
         a.words()[10].fetch_add(3, Ordering::Relaxed);
         b.words()[10].fetch_add(4, Ordering::Relaxed);
         assert_eq!(a.words()[10].load(Ordering::Relaxed), 7);
-        assert!(Region::shared(&key, 32, 8).is_err(), "another layout must be refused");
+        assert!(
+            Region::shared(&key, 32, 8).is_err(),
+            "another layout must be refused"
+        );
         fs::remove_file(a.path.as_ref().unwrap()).unwrap();
     }
 }

@@ -50,7 +50,10 @@ pub fn app(answers: Arc<dyn ProbeAnswers>) -> Router {
         .route(
             "/metrics",
             get(move |headers: HeaderMap| {
-                let accept = headers.get("accept").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let accept = headers
+                    .get("accept")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 let metrics = metrics.clone();
                 off_thread(move || metrics.metrics(accept.as_deref()))
             }),
@@ -66,20 +69,26 @@ pub fn start(address: SocketAddr, answers: Arc<dyn ProbeAnswers>) -> io::Result<
         Err(error) if error.kind() == io::ErrorKind::AddrInUse => None,
         Err(error) => return Err(error),
     };
-    let outcome = if first.is_some() { SidePortStart::Serving } else { SidePortStart::Standby };
+    let outcome = if first.is_some() {
+        SidePortStart::Serving
+    } else {
+        SidePortStart::Standby
+    };
     let app = app(answers);
-    thread::Builder::new().name("beacon-side-port".into()).spawn(move || {
-        let mut listener = first;
-        loop {
-            match listener.take() {
-                Some(bound) => {
-                    let _ = serve(bound, app.clone(), Limits::default());
+    thread::Builder::new()
+        .name("beacon-side-port".into())
+        .spawn(move || {
+            let mut listener = first;
+            loop {
+                match listener.take() {
+                    Some(bound) => {
+                        let _ = serve(bound, app.clone(), Limits::default());
+                    }
+                    None => thread::sleep(Duration::from_secs(1)),
                 }
-                None => thread::sleep(Duration::from_secs(1)),
+                listener = TcpListener::bind(address).ok();
             }
-            listener = TcpListener::bind(address).ok();
-        }
-    })?;
+        })?;
     Ok(outcome)
 }
 
@@ -100,13 +109,21 @@ mod tests {
             Response::new(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not yet")
         }
         fn metrics(&self, accept: Option<&str>) -> Response {
-            Response::new(StatusCode::OK, "text/plain", format!("accept={}", accept.unwrap_or("-")))
+            Response::new(
+                StatusCode::OK,
+                "text/plain",
+                format!("accept={}", accept.unwrap_or("-")),
+            )
         }
     }
 
     fn get(address: SocketAddr, path: &str, accept: &str) -> String {
         let mut stream = TcpStream::connect(address).unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: a\r\nAccept: {accept}\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: a\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         answer
@@ -117,11 +134,18 @@ mod tests {
         let probe = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = probe.local_addr().unwrap();
         drop(probe);
-        assert_eq!(start(address, Arc::new(Fixed("first"))).unwrap(), SidePortStart::Serving);
-        assert_eq!(start(address, Arc::new(Fixed("second"))).unwrap(), SidePortStart::Standby);
+        assert_eq!(
+            start(address, Arc::new(Fixed("first"))).unwrap(),
+            SidePortStart::Serving
+        );
+        assert_eq!(
+            start(address, Arc::new(Fixed("second"))).unwrap(),
+            SidePortStart::Standby
+        );
         assert!(get(address, "/health", "*/*").ends_with("first"));
         assert!(get(address, "/ready", "*/*").starts_with("HTTP/1.1 503"));
-        assert!(get(address, "/metrics", "application/openmetrics-text").ends_with("accept=application/openmetrics-text"));
+        assert!(get(address, "/metrics", "application/openmetrics-text")
+            .ends_with("accept=application/openmetrics-text"));
         assert!(get(address, "/other", "*/*").starts_with("HTTP/1.1 404"));
         // An address this host does not have is an error at once, not a silent standby.
         assert!(start("192.0.2.1:9".parse().unwrap(), Arc::new(Fixed(""))).is_err());

@@ -4,10 +4,10 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::otlp::exporter::{ExportStats, ExporterConfig, SpanExporter};
-use beacon_base::random::nonzero_bytes;
 use crate::trace::context::{validate_tracestate, RequestTrace, TraceParent};
 use crate::trace::sampler::Sampler;
 use crate::trace::span::{HttpServerFacts, SpanRecord};
+use beacon_base::random::nonzero_bytes;
 
 /// Starts traces and exports sampled server spans.
 pub struct Tracer {
@@ -16,13 +16,18 @@ pub struct Tracer {
 }
 
 fn unix_nanos(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 impl Tracer {
     /// A tracer that samples with `sampler` and exports with `config`.
     pub fn new(sampler: Sampler, config: ExporterConfig) -> Self {
-        Tracer { sampler, exporter: SpanExporter::new(config) }
+        Tracer {
+            sampler,
+            exporter: SpanExporter::new(config),
+        }
     }
 
     /// The trace context of a new request. `traceparents` are every `traceparent` header value
@@ -40,14 +45,23 @@ impl Tracer {
             span_id: nonzero_bytes::<8>(),
             parent_span_id: parent.map(|p| p.parent_id),
             // tracestate only means something next to a valid traceparent.
-            trace_state: parent.and(tracestate).and_then(validate_tracestate).unwrap_or_default(),
+            trace_state: parent
+                .and(tracestate)
+                .and_then(validate_tracestate)
+                .unwrap_or_default(),
             sampled,
             start_unix_nanos: unix_nanos(SystemTime::now()),
         }
     }
 
     /// Exports the finished server span of a sampled request (unsampled ones are not sent).
-    pub fn finish(&self, trace: &RequestTrace, http: HttpServerFacts, elapsed: Duration, error: bool) {
+    pub fn finish(
+        &self,
+        trace: &RequestTrace,
+        http: HttpServerFacts,
+        elapsed: Duration,
+        error: bool,
+    ) {
         if !trace.sampled {
             return;
         }

@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
 use beacon_base::http_server::{Response, StatusCode};
+use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
 use beacon_core::loop_watch::{self, LoopProbe, LoopWatch};
-use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
-use beacon_core::{process_metrics, shared_region};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
+use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
 use beacon_core::tracer::Tracer;
+use beacon_core::{process_metrics, shared_region};
 use beacon_core::{CheckOutcome, HttpMethod, Readiness, RequestMetrics};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -30,7 +30,12 @@ struct PythonProbe {
 
 impl LoopProbe for PythonProbe {
     fn post(&self, posted: u64) -> bool {
-        Python::try_attach(|py| self.post.call1(py, (self.answer.clone_ref(py), posted)).is_ok()).unwrap_or(false)
+        Python::try_attach(|py| {
+            self.post
+                .call1(py, (self.answer.clone_ref(py), posted))
+                .is_ok()
+        })
+        .unwrap_or(false)
     }
 }
 
@@ -61,7 +66,11 @@ pub struct Shared {
 impl Shared {
     fn render(&self, accept: Option<&str>) -> (String, Format) {
         let format = Format::negotiate(accept);
-        let target = self.target.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let target = self
+            .target
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let workers = self.metrics.workers();
         let text = exposition::render(
             &Scrape {
@@ -85,19 +94,40 @@ impl ProbeAnswers for Shared {
             .metrics
             .workers()
             .iter()
-            .filter_map(|w| w.heartbeat_age.filter(|age| *age >= self.stall).map(|age| format!("worker {} event loop stalled for {:.1}s", w.pid, age.as_secs_f64())))
+            .filter_map(|w| {
+                w.heartbeat_age.filter(|age| *age >= self.stall).map(|age| {
+                    format!(
+                        "worker {} event loop stalled for {:.1}s",
+                        w.pid,
+                        age.as_secs_f64()
+                    )
+                })
+            })
             .collect();
         if stalled.is_empty() {
-            Response::new(StatusCode::OK, "application/health+json", "{\"status\":\"pass\"}")
+            Response::new(
+                StatusCode::OK,
+                "application/health+json",
+                "{\"status\":\"pass\"}",
+            )
         } else {
-            let body = serde_json::json!({"status": "fail", "output": stalled.join("; ")}).to_string();
-            Response::new(StatusCode::SERVICE_UNAVAILABLE, "application/health+json", body)
+            let body =
+                serde_json::json!({"status": "fail", "output": stalled.join("; ")}).to_string();
+            Response::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "application/health+json",
+                body,
+            )
         }
     }
 
     fn ready(&self) -> Response {
         let report = self.readiness.report_json();
-        let status = if report.status_code == 200 { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+        let status = if report.status_code == 200 {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
         Response::new(status, "application/health+json", report.body)
     }
 
@@ -137,14 +167,22 @@ impl Beacon {
         let stall = settings.stall()?;
         let max_series = settings.max_series;
         let (metrics, shared_error) = match &settings.shared_key {
-            None => (RequestMetrics::new(buckets, max_series).map_err(to_py_err)?, None),
+            None => (
+                RequestMetrics::new(buckets, max_series).map_err(to_py_err)?,
+                None,
+            ),
             Some(key) => {
                 // Regions of instances that are gone must not pile up in /dev/shm.
-                shared_region::remove_stale(|pid, start| process_metrics::start_ticks(pid) == Some(start));
+                shared_region::remove_stale(|pid, start| {
+                    process_metrics::start_ticks(pid) == Some(start)
+                });
                 match RequestMetrics::shared(buckets.clone(), max_series, key) {
                     Ok(metrics) => (metrics, None),
                     // Per-worker metrics are worse than shared ones, but better than no app.
-                    Err(error) => (RequestMetrics::new(buckets, max_series).map_err(to_py_err)?, Some(error.to_string())),
+                    Err(error) => (
+                        RequestMetrics::new(buckets, max_series).map_err(to_py_err)?,
+                        Some(error.to_string()),
+                    ),
                 }
             }
         };
@@ -181,7 +219,11 @@ impl Beacon {
     /// The returned record is also the `send` to hand to the app: it adds the request-id header
     /// and records the request when the last body message goes out.
     /// Returns None, and starts nothing, for a request to one of the middleware's own paths.
-    pub(crate) fn begin(&self, scope: &Bound<'_, PyDict>, send: Py<PyAny>) -> PyResult<Option<RequestRecord>> {
+    pub(crate) fn begin(
+        &self,
+        scope: &Bound<'_, PyDict>,
+        send: Py<PyAny>,
+    ) -> PyResult<Option<RequestRecord>> {
         let py = scope.py();
         let root_path = scope.get_item(intern!(py, "root_path"))?;
         if self.own_path_of(scope, root_path.as_ref())?.is_some() {
@@ -200,11 +242,14 @@ impl Beacon {
             self.scan_headers(headers, &mut scan);
         }
         let trace = self.shared.tracer.as_ref().map(|tracer| {
-            let traceparents: Vec<&[u8]> = scan.traceparents.iter().map(|v| v.as_bytes(py)).collect();
+            let traceparents: Vec<&[u8]> =
+                scan.traceparents.iter().map(|v| v.as_bytes(py)).collect();
             let tracestate = (!scan.tracestate.is_empty()).then(|| scan.tracestate.join(","));
             tracer.start(&traceparents, tracestate.as_deref())
         });
-        let request_id = scan.request_id.unwrap_or_else(|| PyBytes::new(py, &generate_request_id()).unbind());
+        let request_id = scan
+            .request_id
+            .unwrap_or_else(|| PyBytes::new(py, &generate_request_id()).unbind());
         let outer_root_path = match root_path {
             Some(root_path) => root_path.unbind(),
             None => PyString::intern(py, "").into_any().unbind(),
@@ -231,7 +276,9 @@ impl Beacon {
     /// `--root-path` put the prefix in front of the path as well, so it is tried without it too.
     fn own_path(&self, scope: &Bound<'_, PyDict>) -> PyResult<Option<String>> {
         let root_path = scope.get_item(intern!(scope.py(), "root_path"))?;
-        Ok(self.own_path_of(scope, root_path.as_ref())?.map(str::to_owned))
+        Ok(self
+            .own_path_of(scope, root_path.as_ref())?
+            .map(str::to_owned))
     }
 
     /// Renders `/metrics` for the given `Accept` header; returns `(body, content_type)`.
@@ -240,13 +287,19 @@ impl Beacon {
     fn render_metrics(&self, py: Python<'_>, accept: Option<&str>) -> (Py<PyBytes>, &'static str) {
         let shared = &self.shared;
         let (text, format) = py.detach(|| shared.render(accept));
-        (PyBytes::new(py, text.as_bytes()).unbind(), format.content_type())
+        (
+            PyBytes::new(py, text.as_bytes()).unbind(),
+            format.content_type(),
+        )
     }
 
     /// The file in /dev/shm the workers of this instance share, or None (one process).
     #[getter]
     fn shared_path(&self) -> Option<String> {
-        self.shared.metrics.shared_path().map(|p| p.display().to_string())
+        self.shared
+            .metrics
+            .shared_path()
+            .map(|p| p.display().to_string())
     }
 
     /// Why sharing the metrics failed (then each worker keeps its own), or None.
@@ -263,9 +316,23 @@ impl Beacon {
     fn watch_event_loop(&self, py: Python<'_>, post: Py<PyAny>, thread_id: i32) -> PyResult<()> {
         let shared = Arc::clone(&self.shared);
         let watch = LoopWatch::new(move |lag| shared.metrics.heartbeat(lag, loop_watch::INTERVAL));
-        let answer = Py::new(py, LoopProbeAnswer { watch: Arc::clone(&watch) })?;
-        watch.spawn(thread_id, PythonProbe { post, answer }).map_err(|e| ConfigError::new_err(format!("cannot start the event-loop watchdog: {e}")))?;
-        if let Some(previous) = self.loop_watch.lock().unwrap_or_else(PoisonError::into_inner).replace(watch) {
+        let answer = Py::new(
+            py,
+            LoopProbeAnswer {
+                watch: Arc::clone(&watch),
+            },
+        )?;
+        watch
+            .spawn(thread_id, PythonProbe { post, answer })
+            .map_err(|e| {
+                ConfigError::new_err(format!("cannot start the event-loop watchdog: {e}"))
+            })?;
+        if let Some(previous) = self
+            .loop_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(watch)
+        {
             previous.stop();
         }
         Ok(())
@@ -273,7 +340,12 @@ impl Beacon {
 
     /// Stops the event-loop watchdog (within 100 ms; it never waits for the thread).
     fn stop_watching_event_loop(&self) {
-        if let Some(watch) = self.loop_watch.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(watch) = self
+            .loop_watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             watch.stop();
         }
     }
@@ -281,20 +353,34 @@ impl Beacon {
     /// Serves /health, /ready and /metrics on `host:port` from a thread that never needs the
     /// interpreter. Returns "serving", or "standby" when another process (another worker of the
     /// instance) holds the port: this one takes over if it goes away. Once per process.
-    fn start_side_port(&self, py: Python<'_>, host: &str, port: u16) -> PyResult<Option<&'static str>> {
+    fn start_side_port(
+        &self,
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+    ) -> PyResult<Option<&'static str>> {
         let pid = std::process::id();
-        let mut started = self.side_port_pid.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut started = self
+            .side_port_pid
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if *started == Some(pid) {
             return Ok(None);
         }
         let address: SocketAddr = format!("{host}:{port}")
             .parse()
             .or_else(|_| format!("[{host}]:{port}").parse())
-            .map_err(|_| ConfigError::new_err(format!("side port address {host}:{port} is not an IP address and port")))?;
+            .map_err(|_| {
+                ConfigError::new_err(format!(
+                    "side port address {host}:{port} is not an IP address and port"
+                ))
+            })?;
         let shared: Arc<dyn ProbeAnswers> = Arc::clone(&self.shared) as Arc<dyn ProbeAnswers>;
         let outcome = py
             .detach(|| side_port::start(address, shared))
-            .map_err(|e| ConfigError::new_err(format!("cannot serve the side port on {address}: {e}")))?;
+            .map_err(|e| {
+                ConfigError::new_err(format!("cannot serve the side port on {address}: {e}"))
+            })?;
         *started = Some(pid);
         Ok(Some(match outcome {
             SidePortStart::Serving => "serving",
@@ -305,7 +391,9 @@ impl Beacon {
     /// Sends the spans queued so far; waits at most `timeout` seconds, detached from the
     /// interpreter. True when everything went out (or tracing is off).
     fn flush_traces(&self, py: Python<'_>, timeout: f64) -> bool {
-        let Some(tracer) = self.shared.tracer.as_ref() else { return true };
+        let Some(tracer) = self.shared.tracer.as_ref() else {
+            return true;
+        };
         let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or_default();
         py.detach(|| tracer.flush(timeout))
     }
@@ -319,24 +407,39 @@ impl Beacon {
     /// The `/ready` answer: `(status_code, health+json body)`.
     fn ready_response(&self, py: Python<'_>) -> (u16, Py<PyBytes>) {
         let report = self.shared.readiness.report_json();
-        (report.status_code, PyBytes::new(py, report.body.as_bytes()).unbind())
+        (
+            report.status_code,
+            PyBytes::new(py, report.body.as_bytes()).unbind(),
+        )
     }
 
     /// Declares a dependency check.
     fn register_check(&self, name: &str, critical: bool) -> PyResult<()> {
-        self.shared.readiness.register_check(name, critical).map_err(to_py_err)
+        self.shared
+            .readiness
+            .register_check(name, critical)
+            .map_err(to_py_err)
     }
 
     /// Stores the result of one run of a check.
     #[pyo3(signature = (name, passed, duration_seconds, output=None))]
-    fn report_check(&self, name: &str, passed: bool, duration_seconds: f64, output: Option<String>) -> PyResult<()> {
+    fn report_check(
+        &self,
+        name: &str,
+        passed: bool,
+        duration_seconds: f64,
+        output: Option<String>,
+    ) -> PyResult<()> {
         let outcome = CheckOutcome {
             passed,
             duration: Duration::try_from_secs_f64(duration_seconds.max(0.0)).unwrap_or_default(),
             observed_at: SystemTime::now(),
             output: output.unwrap_or_default(),
         };
-        self.shared.readiness.report(name, outcome).map_err(to_py_err)
+        self.shared
+            .readiness
+            .report(name, outcome)
+            .map_err(to_py_err)
     }
 
     /// Sets `service_name` on `target_info` (the app's title, learnt at startup).
@@ -344,7 +447,11 @@ impl Beacon {
         if let Some(tracer) = &self.shared.tracer {
             tracer.set_service_name(&service_name);
         }
-        self.shared.target.write().unwrap_or_else(PoisonError::into_inner).service_name = service_name;
+        self.shared
+            .target
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .service_name = service_name;
     }
 
     /// Startup has completed: `/ready` may pass from now on.
@@ -389,19 +496,35 @@ impl Beacon {
 }
 
 impl Beacon {
-    fn own_path_of(&self, scope: &Bound<'_, PyDict>, root_path: Option<&Bound<'_, PyAny>>) -> PyResult<Option<&str>> {
+    fn own_path_of(
+        &self,
+        scope: &Bound<'_, PyDict>,
+        root_path: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<&str>> {
         if self.own_paths.is_empty() {
             return Ok(None);
         }
-        let Some(path) = scope.get_item(intern!(scope.py(), "path"))? else { return Ok(None) };
-        let Ok(path) = path.cast::<PyString>() else { return Ok(None) };
+        let Some(path) = scope.get_item(intern!(scope.py(), "path"))? else {
+            return Ok(None);
+        };
+        let Ok(path) = path.cast::<PyString>() else {
+            return Ok(None);
+        };
         let path = path.to_str()?;
         let root = match root_path.map(|r| r.cast::<PyString>()) {
             Some(Ok(root)) => root.to_str()?,
             _ => "",
         };
-        let unprefixed = if root.is_empty() { None } else { path.strip_prefix(root) };
-        Ok(self.own_paths.iter().map(String::as_str).find(|own| *own == path || Some(*own) == unprefixed))
+        let unprefixed = if root.is_empty() {
+            None
+        } else {
+            path.strip_prefix(root)
+        };
+        Ok(self
+            .own_paths
+            .iter()
+            .map(String::as_str)
+            .find(|own| *own == path || Some(*own) == unprefixed))
     }
 
     /// Reads the headers the request needs: the request id (the first valid one of its name;
@@ -415,7 +538,9 @@ impl Beacon {
             }
             return;
         }
-        let Ok(items) = headers.try_iter() else { return };
+        let Ok(items) = headers.try_iter() else {
+            return;
+        };
         for item in items.flatten() {
             self.scan_header(&item, scan);
         }
@@ -432,8 +557,12 @@ impl Beacon {
                 _ => return,
             },
         };
-        let Ok(name) = name.cast::<PyBytes>() else { return };
-        let Ok(value) = value.cast_into::<PyBytes>() else { return };
+        let Ok(name) = name.cast::<PyBytes>() else {
+            return;
+        };
+        let Ok(value) = value.cast_into::<PyBytes>() else {
+            return;
+        };
         let name = name.as_bytes();
         if name.eq_ignore_ascii_case(&self.request_id_header) {
             if scan.request_id.is_none() && !scan.request_id_seen {

@@ -16,7 +16,9 @@ impl ContextVar {
     pub fn new(var: &Bound<'_, PyAny>) -> PyResult<Self> {
         // SAFETY: a type check on a live object.
         if unsafe { ffi::PyContextVar_CheckExact(var.as_ptr()) } == 0 {
-            return Err(PyTypeError::new_err("current_request must be a contextvars.ContextVar"));
+            return Err(PyTypeError::new_err(
+                "current_request must be a contextvars.ContextVar",
+            ));
         }
         Ok(ContextVar(var.clone().unbind()))
     }
@@ -27,7 +29,9 @@ impl ContextVar {
         let py = value.py();
         // SAFETY: both objects are alive and the GIL is held; returns a new reference or NULL
         // with an exception set.
-        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyContextVar_Set(self.0.as_ptr(), value.as_ptr())) }
+        unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyContextVar_Set(self.0.as_ptr(), value.as_ptr()))
+        }
     }
 
     /// `var.reset(token)`; fails (RuntimeError/ValueError) for a token of another context.

@@ -4,7 +4,12 @@ use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::PyErr;
 
-create_exception!(caddy_beacon, BeaconError, PyException, "Base class of every caddy_beacon error.");
+create_exception!(
+    caddy_beacon,
+    BeaconError,
+    PyException,
+    "Base class of every caddy_beacon error."
+);
 create_exception!(
     caddy_beacon,
     ConfigError,

@@ -30,9 +30,16 @@ pub struct RequestCall {
 
 enum Stage {
     /// Not stepped yet: the app has not been called.
-    Created { scope: Py<PyAny>, receive: Py<PyAny> },
+    Created {
+        scope: Py<PyAny>,
+        receive: Py<PyAny>,
+    },
     /// The app's coroutine (or its `__await__` iterator) runs; the tokens undo the context.
-    Running { inner: Py<PyAny>, context_token: Py<PyAny>, otel_token: Option<Py<PyAny>> },
+    Running {
+        inner: Py<PyAny>,
+        context_token: Py<PyAny>,
+        otel_token: Option<Py<PyAny>>,
+    },
     Done,
 }
 
@@ -43,20 +50,34 @@ enum Step<'py> {
 }
 
 impl RequestCall {
-    pub fn new(armed: Arc<Armed>, record: Py<RequestRecord>, scope: Py<PyAny>, receive: Py<PyAny>) -> Self {
-        RequestCall { armed, record, stage: Stage::Created { scope, receive } }
+    pub fn new(
+        armed: Arc<Armed>,
+        record: Py<RequestRecord>,
+        scope: Py<PyAny>,
+        receive: Py<PyAny>,
+    ) -> Self {
+        RequestCall {
+            armed,
+            record,
+            stage: Stage::Created { scope, receive },
+        }
     }
 
     /// Runs the start of `__call__`: the record becomes the current request (and the current
     /// OpenTelemetry span's parent), and the app is called with the record as its `send`.
     fn start(&mut self, py: Python<'_>) -> PyResult<()> {
-        let Stage::Created { scope, receive } = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::Created { scope, receive } = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
             return Ok(());
         };
         let record = self.record.bind(py);
         let context_token = self.armed.current_request.set(record)?.unbind();
         // From here on the context is set: every way out goes through `finish` or `fail`.
-        self.stage = Stage::Running { inner: py.None(), context_token, otel_token: None };
+        self.stage = Stage::Running {
+            inner: py.None(),
+            context_token,
+            otel_token: None,
+        };
         if let Some(otel) = &self.armed.otel {
             match otel.attach.call1(py, (record,)) {
                 Ok(token) => {
@@ -88,7 +109,9 @@ impl RequestCall {
             self.start(py)?;
         }
         let Stage::Running { inner, .. } = &self.stage else {
-            return Err(PyRuntimeError::new_err("cannot reuse already awaited coroutine"));
+            return Err(PyRuntimeError::new_err(
+                "cannot reuse already awaited coroutine",
+            ));
         };
         let inner = inner.bind(py).clone();
         match send(&inner, value) {
@@ -108,7 +131,12 @@ impl RequestCall {
 
     /// Undoes the context (in reverse order of `start`); errors are the caller's to weigh.
     fn leave_context(&mut self, py: Python<'_>) -> PyResult<()> {
-        let Stage::Running { context_token, otel_token, .. } = std::mem::replace(&mut self.stage, Stage::Done) else {
+        let Stage::Running {
+            context_token,
+            otel_token,
+            ..
+        } = std::mem::replace(&mut self.stage, Stage::Done)
+        else {
             return Ok(());
         };
         let detached = match (&self.armed.otel, otel_token) {
@@ -140,7 +168,6 @@ impl RequestCall {
             }
         }
     }
-
 }
 
 #[pymethods]
@@ -236,14 +263,21 @@ fn awaitable_iterator(awaitable: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyAny>>
         Ok(method) => method.call0(),
         Err(_) => Err(PyTypeError::new_err(format!(
             "the app returned {}, which can't be used in 'await' expression",
-            awaitable.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "an object".into())
+            awaitable
+                .get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|_| "an object".into())
         ))),
     }
 }
 
 /// `PyIter_Send`: Some(value) when the iterator yielded, None when it returned.
 #[allow(unsafe_code)]
-fn send<'py>(iterator: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+fn send<'py>(
+    iterator: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = iterator.py();
     let mut result: *mut ffi::PyObject = std::ptr::null_mut();
     // SAFETY: both objects are alive (borrowed for the call) and the GIL is held; PyIter_Send

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Instant;
 
 use beacon_core::trace::context::to_hex;
-use beacon_core::trace::span::{HttpServerFacts, SpanText};
 use beacon_core::trace::context::RequestTrace;
+use beacon_core::trace::span::{HttpServerFacts, SpanText};
 use beacon_core::{HttpMethod, UNMATCHED_ROUTE};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::intern;
@@ -78,7 +78,13 @@ impl RequestRecord {
         }
     }
 
-    fn record(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> bool {
+    fn record(
+        &self,
+        py: Python<'_>,
+        status: u16,
+        route: Option<&str>,
+        context: Option<&RequestContext>,
+    ) -> bool {
         if self.finished.swap(true, Ordering::AcqRel) {
             return false;
         }
@@ -87,21 +93,39 @@ impl RequestRecord {
         let label = route.unwrap_or(UNMATCHED_ROUTE);
         match (&self.trace, &self.shared.tracer) {
             (Some(trace), Some(tracer)) if trace.sampled => {
-                self.shared.metrics.request_finished_traced(self.method, label, status, nanos, (trace.trace_id, trace.span_id));
+                self.shared.metrics.request_finished_traced(
+                    self.method,
+                    label,
+                    status,
+                    nanos,
+                    (trace.trace_id, trace.span_id),
+                );
                 let facts = self.span_facts(py, status, route, context);
                 tracer.finish(trace, facts, elapsed, status >= 500);
             }
-            _ => self.shared.metrics.request_finished(self.method, label, status, nanos),
+            _ => self
+                .shared
+                .metrics
+                .request_finished(self.method, label, status, nanos),
         }
         true
     }
 
     /// What the server span is made from (on the export thread): the texts are copied out of
     /// the Python objects into one buffer.
-    fn span_facts(&self, py: Python<'_>, status: u16, route: Option<&str>, context: Option<&RequestContext>) -> HttpServerFacts {
+    fn span_facts(
+        &self,
+        py: Python<'_>,
+        status: u16,
+        route: Option<&str>,
+        context: Option<&RequestContext>,
+    ) -> HttpServerFacts {
         // Enough for the texts of a usual request; a longer one grows the buffer once or twice.
         let mut facts = HttpServerFacts::new(self.method, status, 256);
-        facts.set(SpanText::RequestId, &header_text(self.request_id.as_bytes(py)));
+        facts.set(
+            SpanText::RequestId,
+            &header_text(self.request_id.as_bytes(py)),
+        );
         if let Some(id) = self.app_request_id.get() {
             facts.set(SpanText::ResponseRequestId, &header_text(id));
         }
@@ -139,7 +163,10 @@ impl RequestRecord {
     }
 
     fn context(&self) -> Option<Arc<RequestContext>> {
-        self.context.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.context
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Records with the route the framework matched, read from the scope now.
@@ -147,7 +174,9 @@ impl RequestRecord {
         let Some(context) = self.context() else {
             return Ok(self.record(py, status, None, None));
         };
-        let route = context.route_labels.label_of(context.scope.bind(py), context.outer_root_path.bind(py))?;
+        let route = context
+            .route_labels
+            .label_of(context.scope.bind(py), context.outer_root_path.bind(py))?;
         Ok(self.record(py, status, route.as_deref(), Some(&context)))
     }
 
@@ -158,7 +187,8 @@ impl RequestRecord {
     ) -> PyResult<Bound<'py, PyDict>> {
         let py = message.py();
         if let Some(status) = message.get_item(intern!(py, "status"))? {
-            self.status.store(status.extract::<u16>().unwrap_or(0), Ordering::Relaxed);
+            self.status
+                .store(status.extract::<u16>().unwrap_or(0), Ordering::Relaxed);
         }
         // A copy, never an in-place edit: an app may reuse its message dicts and header lists.
         let copy = message.copy()?;
@@ -177,7 +207,10 @@ impl RequestRecord {
             Some(value) => {
                 let _ = self.app_request_id.set(value);
             }
-            None => headers.append(PyTuple::new(py, [name.as_any(), self.request_id.bind(py).as_any()])?)?,
+            None => headers.append(PyTuple::new(
+                py,
+                [name.as_any(), self.request_id.bind(py).as_any()],
+            )?)?,
         }
         if self.shared.readiness.is_draining() && is_http1(context.scope.bind(py))? {
             // While draining, each HTTP/1.1 connection carries one more request and closes, so a
@@ -185,7 +218,10 @@ impl RequestRecord {
             // server) dials again for the next one: refused once the app is gone, which it
             // retries elsewhere, instead of racing the server's close of an idle keep-alive
             // connection (a reset it cannot retry for a POST).
-            headers.append(PyTuple::new(py, [PyBytes::new(py, b"connection"), PyBytes::new(py, b"close")])?)?;
+            headers.append(PyTuple::new(
+                py,
+                [PyBytes::new(py, b"connection"), PyBytes::new(py, b"close")],
+            )?)?;
         }
         copy.set_item(intern!(py, "headers"), headers)?;
         Ok(copy)
@@ -199,7 +235,9 @@ impl RequestRecord {
     /// the server's own awaitable.
     fn __call__(&self, py: Python<'_>, message: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let Some(context) = self.context() else {
-            return Err(PyRuntimeError::new_err("send() called after the request was closed"));
+            return Err(PyRuntimeError::new_err(
+                "send() called after the request was closed",
+            ));
         };
         // ASGI messages are dicts; anything else is handed on untouched for the server to judge.
         let message = match message.cast_into::<PyDict>() {
@@ -254,7 +292,10 @@ impl RequestRecord {
     /// The carried `tracestate` ("" when none).
     #[getter]
     fn trace_state(&self) -> String {
-        self.trace.as_ref().map(|t| t.trace_state.clone()).unwrap_or_default()
+        self.trace
+            .as_ref()
+            .map(|t| t.trace_state.clone())
+            .unwrap_or_default()
     }
 
     /// Whether the request has been recorded.
@@ -266,7 +307,10 @@ impl RequestRecord {
     /// Whether the request is still being handled (`close` has not run).
     #[getter]
     fn open(&self) -> bool {
-        self.context.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+        self.context
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
     }
 
     /// Ends the request: records it like `finish` if that has not happened yet, then lets go of
@@ -274,7 +318,11 @@ impl RequestRecord {
     #[pyo3(signature = (status=None))]
     pub(crate) fn close(&self, py: Python<'_>, status: Option<u16>) -> PyResult<bool> {
         let recorded = self.finish(py, status);
-        let released = self.context.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let released = self
+            .context
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         drop(released);
         recorded
     }
@@ -321,15 +369,25 @@ impl Drop for RequestRecord {
 fn own_header(headers: &Bound<'_, PyList>, name: &[u8]) -> PyResult<Option<Vec<u8>>> {
     for pair in headers.iter() {
         let (key, value) = match pair.cast::<PyTuple>() {
-            Ok(tuple) if tuple.len() == 2 => (tuple.get_borrowed_item(0)?.to_owned(), tuple.get_borrowed_item(1)?.to_owned()),
+            Ok(tuple) if tuple.len() == 2 => (
+                tuple.get_borrowed_item(0)?.to_owned(),
+                tuple.get_borrowed_item(1)?.to_owned(),
+            ),
             _ => match (pair.get_item(0), pair.get_item(1)) {
                 (Ok(key), Ok(value)) => (key, value),
                 _ => continue, // not a pair: the server will say so
             },
         };
-        let Ok(key) = key.cast::<PyBytes>() else { continue };
+        let Ok(key) = key.cast::<PyBytes>() else {
+            continue;
+        };
         if key.as_bytes().eq_ignore_ascii_case(name) {
-            return Ok(Some(value.cast::<PyBytes>().map(|v| v.as_bytes().to_vec()).unwrap_or_default()));
+            return Ok(Some(
+                value
+                    .cast::<PyBytes>()
+                    .map(|v| v.as_bytes().to_vec())
+                    .unwrap_or_default(),
+            ));
         }
     }
     Ok(None)
@@ -360,7 +418,9 @@ fn message_kind(kind: &Bound<'_, PyAny>) -> PyResult<Option<MessageKind>> {
     if kind.is(intern!(py, "http.response.start")) {
         return Ok(Some(MessageKind::Start));
     }
-    let Ok(kind) = kind.cast::<PyString>() else { return Ok(None) };
+    let Ok(kind) = kind.cast::<PyString>() else {
+        return Ok(None);
+    };
     Ok(match kind.to_str()? {
         "http.response.start" => Some(MessageKind::Start),
         "http.response.body" => Some(MessageKind::Body),
@@ -373,7 +433,10 @@ fn message_kind(kind: &Bound<'_, PyAny>) -> PyResult<Option<MessageKind>> {
 fn is_http1(scope: &Bound<'_, PyDict>) -> PyResult<bool> {
     let version = scope.get_item(intern!(scope.py(), "http_version"))?;
     Ok(match version {
-        Some(version) => version.extract::<&str>().map(|v| v.starts_with('1')).unwrap_or(false),
+        Some(version) => version
+            .extract::<&str>()
+            .map(|v| v.starts_with('1'))
+            .unwrap_or(false),
         None => true, // ASGI's default is 1.1
     })
 }

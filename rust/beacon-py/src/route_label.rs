@@ -37,15 +37,22 @@ struct Resolved {
 
 impl RouteLabels {
     pub fn new(fallback: Py<PyAny>) -> Self {
-        RouteLabels { fallback, resolved: Mutex::new(FnvHashMap::default()) }
+        RouteLabels {
+            fallback,
+            resolved: Mutex::new(FnvHashMap::default()),
+        }
     }
 
     /// The label of a finished request, or None when no route matched.
-    pub fn label_of(&self, scope: &Bound<'_, PyDict>, outer_root_path: &Bound<'_, PyAny>) -> PyResult<Option<Arc<str>>> {
+    pub fn label_of(
+        &self,
+        scope: &Bound<'_, PyDict>,
+        outer_root_path: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Arc<str>>> {
         let py = scope.py();
         let route = match scope.get_item(intern!(py, "route"))? {
             Some(route) if !route.is_none() => route,
-            _ => return self.from_fallback(scope, outer_root_path),
+            _ => return self.label_by_fallback(scope, outer_root_path),
         };
         let context = effective_route_context(scope)?;
         let root_path = scope.get_item(intern!(py, "root_path"))?;
@@ -64,21 +71,47 @@ impl RouteLabels {
     }
 
     /// Outside mounts: the template of (route, context), resolved on their first request.
-    fn unmounted_label(&self, route: Bound<'_, PyAny>, context: Option<Bound<'_, PyAny>>) -> PyResult<Option<Arc<str>>> {
-        let key = (route.as_ptr() as usize, context.as_ref().map_or(0, |c| c.as_ptr() as usize));
-        if let Some(resolved) = self.resolved.lock().unwrap_or_else(PoisonError::into_inner).get(&key) {
+    fn unmounted_label(
+        &self,
+        route: Bound<'_, PyAny>,
+        context: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Option<Arc<str>>> {
+        let key = (
+            route.as_ptr() as usize,
+            context.as_ref().map_or(0, |c| c.as_ptr() as usize),
+        );
+        if let Some(resolved) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
             return Ok(resolved.label.clone());
         }
         let label = template_of(&route, context.as_ref())?.map(Arc::<str>::from);
         let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
         if resolved.len() < MAX_RESOLVED {
-            resolved.insert(key, Resolved { _route: route.unbind(), _context: context.map(Bound::unbind), label: label.clone() });
+            resolved.insert(
+                key,
+                Resolved {
+                    _route: route.unbind(),
+                    _context: context.map(Bound::unbind),
+                    label: label.clone(),
+                },
+            );
         }
         Ok(label)
     }
 
-    fn from_fallback(&self, scope: &Bound<'_, PyDict>, outer_root_path: &Bound<'_, PyAny>) -> PyResult<Option<Arc<str>>> {
-        let label = self.fallback.bind(scope.py()).call1((scope, outer_root_path))?;
+    fn label_by_fallback(
+        &self,
+        scope: &Bound<'_, PyDict>,
+        outer_root_path: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Arc<str>>> {
+        let label = self
+            .fallback
+            .bind(scope.py())
+            .call1((scope, outer_root_path))?;
         if label.is_none() {
             return Ok(None);
         }
@@ -89,18 +122,30 @@ impl RouteLabels {
 /// FastAPI's `scope["fastapi"]["effective_route_context"]`, when there is one.
 fn effective_route_context<'py>(scope: &Bound<'py, PyDict>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = scope.py();
-    let Some(fastapi) = scope.get_item(intern!(py, "fastapi"))? else { return Ok(None) };
-    let Ok(fastapi) = fastapi.cast::<PyDict>() else { return Ok(None) };
+    let Some(fastapi) = scope.get_item(intern!(py, "fastapi"))? else {
+        return Ok(None);
+    };
+    let Ok(fastapi) = fastapi.cast::<PyDict>() else {
+        return Ok(None);
+    };
     fastapi.get_item(intern!(py, "effective_route_context"))
 }
 
 /// What mounts below the middleware added to `root_path`; None when they added nothing.
-fn mount_prefix<'a>(root_path: Option<&'a Bound<'_, PyAny>>, outer_root_path: &'a Bound<'_, PyAny>) -> PyResult<Option<&'a str>> {
-    let Some(root_path) = root_path else { return Ok(None) };
+fn mount_prefix<'a>(
+    root_path: Option<&'a Bound<'_, PyAny>>,
+    outer_root_path: &'a Bound<'_, PyAny>,
+) -> PyResult<Option<&'a str>> {
+    let Some(root_path) = root_path else {
+        return Ok(None);
+    };
     if root_path.is(outer_root_path) {
         return Ok(None);
     }
-    let (Ok(root), Ok(outer)) = (root_path.cast::<PyString>(), outer_root_path.cast::<PyString>()) else {
+    let (Ok(root), Ok(outer)) = (
+        root_path.cast::<PyString>(),
+        outer_root_path.cast::<PyString>(),
+    ) else {
         return Ok(None);
     };
     let (root, outer) = (root.to_str()?, outer.to_str()?);
@@ -110,7 +155,10 @@ fn mount_prefix<'a>(root_path: Option<&'a Bound<'_, PyAny>>, outer_root_path: &'
     Ok(Some(root.strip_prefix(outer).unwrap_or(root)))
 }
 
-fn template_of(route: &Bound<'_, PyAny>, context: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+fn template_of(
+    route: &Bound<'_, PyAny>,
+    context: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<String>> {
     let py = route.py();
     if let Some(context) = context {
         let original = context.getattr_opt(intern!(py, "original_route"))?;

@@ -55,7 +55,11 @@ pub fn positive_seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value)
         .ok()
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| ConfigError::new_err(format!("{name} must be a positive number of seconds, got {value}")))
+        .ok_or_else(|| {
+            ConfigError::new_err(format!(
+                "{name} must be a positive number of seconds, got {value}"
+            ))
+        })
 }
 
 impl Settings {
@@ -71,7 +75,9 @@ impl Settings {
     pub fn request_id_header(&self) -> PyResult<String> {
         let name = &self.request_id_header;
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            return Err(ConfigError::new_err(format!("request_id_header {name:?} is not a valid HTTP header name")));
+            return Err(ConfigError::new_err(format!(
+                "request_id_header {name:?} is not a valid HTTP header name"
+            )));
         }
         Ok(name.to_ascii_lowercase())
     }
@@ -85,7 +91,8 @@ impl Settings {
 impl TracingSettings {
     /// The sampler and the exporter's settings, checked.
     pub fn exporter(&self) -> PyResult<(Sampler, ExporterConfig)> {
-        let sampler = Sampler::from_name(self.sampler.as_deref(), self.sampler_arg.as_deref()).map_err(to_py_err)?;
+        let sampler = Sampler::from_name(self.sampler.as_deref(), self.sampler_arg.as_deref())
+            .map_err(to_py_err)?;
         let tls = TlsFiles::load(
             "OTEL_EXPORTER_OTLP_CERTIFICATE / _CLIENT_CERTIFICATE / _CLIENT_KEY",
             self.certificate.as_ref(),
@@ -103,7 +110,11 @@ impl TracingSettings {
             queue_size: self.queue_size,
             batch_size: self.batch_size.min(self.queue_size),
             interval: positive_seconds("trace_interval", self.interval)?,
-            resource: self.resource.iter().map(|(k, v)| (k.clone().into(), AttributeValue::Str(v.clone()))).collect(),
+            resource: self
+                .resource
+                .iter()
+                .map(|(k, v)| (k.clone().into(), AttributeValue::Str(v.clone())))
+                .collect(),
         };
         config.validate().map_err(to_py_err)?;
         Ok((sampler, config))

@@ -15,8 +15,16 @@ static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 /// Runs one JSON command against the instance's registry; returns the JSON reply.
 pub fn call(input: &[u8]) -> Vec<u8> {
     let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-    let reply = registry.get_or_insert_with(Registry::default).handle_json(input);
-    serde_json::to_vec(&reply).unwrap_or_else(|e| format!("{{\"status\":500,\"error\":{:?},\"changed\":[],\"events\":[],\"data\":null}}", e.to_string()).into_bytes())
+    let reply = registry
+        .get_or_insert_with(Registry::default)
+        .handle_json(input);
+    serde_json::to_vec(&reply).unwrap_or_else(|e| {
+        format!(
+            "{{\"status\":500,\"error\":{:?},\"changed\":[],\"events\":[],\"data\":null}}",
+            e.to_string()
+        )
+        .into_bytes()
+    })
 }
 
 // `no_mangle` counts as unsafe code: these three names are the module's whole ABI, chosen so
@@ -44,7 +52,10 @@ mod exports {
         // SAFETY: the host only frees what `beacon_alloc` or `beacon_call` handed out, once, with
         // the length it was given: a boxed slice of exactly that length, leaked by `forget`.
         unsafe {
-            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(pointer as usize as *mut u8, len as usize)));
+            drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                pointer as usize as *mut u8,
+                len as usize,
+            )));
         }
     }
 
@@ -53,7 +64,8 @@ mod exports {
     pub extern "C" fn beacon_call(pointer: u32, len: u32) -> u64 {
         // SAFETY: the host wrote `len` bytes at `pointer`, a buffer from `beacon_alloc`, and does not
         // touch it during this call.
-        let input = unsafe { std::slice::from_raw_parts(pointer as usize as *const u8, len as usize) };
+        let input =
+            unsafe { std::slice::from_raw_parts(pointer as usize as *const u8, len as usize) };
         let reply = call(input).into_boxed_slice();
         let length = reply.len() as u64;
         let address = Box::into_raw(reply) as *mut u8 as usize as u64;
@@ -67,7 +79,9 @@ mod tests {
 
     #[test]
     fn commands_go_through_the_instance_registry() {
-        let reply: serde_json::Value = serde_json::from_slice(&call(br#"{"op":"configure","pool":"abi-test","claim":1}"#)).unwrap();
+        let reply: serde_json::Value =
+            serde_json::from_slice(&call(br#"{"op":"configure","pool":"abi-test","claim":1}"#))
+                .unwrap();
         assert_eq!(reply["status"], 200);
         let reply: serde_json::Value = serde_json::from_slice(&call(b"{")).unwrap();
         assert_eq!(reply["status"], 400);

@@ -53,16 +53,22 @@ pub struct OwnSockets {
 impl OwnSockets {
     /// Parses the host's lists; a malformed entry is a bad command.
     pub fn parse(listeners: &[String], local: &[IpAddr]) -> Result<Self, RegistryError> {
-        let mut own = OwnSockets { local: local.iter().copied().map(canonical).collect(), ..OwnSockets::default() };
+        let mut own = OwnSockets {
+            local: local.iter().copied().map(canonical).collect(),
+            ..OwnSockets::default()
+        };
         for text in listeners {
             if let Some(path) = text.strip_prefix("unix/") {
                 own.paths.push(path.to_owned());
                 continue;
             }
-            let socket = text
-                .parse::<SocketAddr>()
-                .map_err(|_| RegistryError::BadRequest(format!("listener {text:?}: expected ip:port or unix//path")))?;
-            own.sockets.push(SocketAddr::new(canonical(socket.ip()), socket.port()));
+            let socket = text.parse::<SocketAddr>().map_err(|_| {
+                RegistryError::BadRequest(format!(
+                    "listener {text:?}: expected ip:port or unix//path"
+                ))
+            })?;
+            own.sockets
+                .push(SocketAddr::new(canonical(socket.ip()), socket.port()));
         }
         Ok(own)
     }
@@ -80,24 +86,37 @@ impl OwnSockets {
     fn reached_by(&self, ip: IpAddr, port: u16) -> Option<SocketAddr> {
         // Linux connects 0.0.0.0 and :: to the host itself, as it does loopback.
         let this_host = ip.is_loopback() || ip.is_unspecified();
-        self.sockets.iter().copied().filter(|socket| socket.port() == port).find(|socket| {
-            let listening = socket.ip();
-            if listening.is_unspecified() {
-                this_host || self.local.contains(&ip)
-            } else if listening.is_loopback() {
-                this_host
-            } else {
-                listening == ip
-            }
-        })
+        self.sockets
+            .iter()
+            .copied()
+            .filter(|socket| socket.port() == port)
+            .find(|socket| {
+                let listening = socket.ip();
+                if listening.is_unspecified() {
+                    this_host || self.local.contains(&ip)
+                } else if listening.is_loopback() {
+                    this_host
+                } else {
+                    listening == ip
+                }
+            })
     }
 }
 
 /// Ranges refused unless an `allow` entry inside them names them, with why.
 pub const GUARDED: [(&str, &str); 12] = [
-    ("0.0.0.0/8", "the unspecified network (dialling it reaches this host)"),
-    ("::/128", "the unspecified address (dialling it reaches this host)"),
-    ("169.254.0.0/16", "link-local, where cloud metadata services answer (169.254.169.254)"),
+    (
+        "0.0.0.0/8",
+        "the unspecified network (dialling it reaches this host)",
+    ),
+    (
+        "::/128",
+        "the unspecified address (dialling it reaches this host)",
+    ),
+    (
+        "169.254.0.0/16",
+        "link-local, where cloud metadata services answer (169.254.169.254)",
+    ),
     ("fe80::/10", "link-local"),
     ("fd00:ec2::254/128", "AWS's IPv6 metadata service"),
     ("fd20:ce::254/128", "Google Cloud's IPv6 metadata service"),
@@ -106,68 +125,119 @@ pub const GUARDED: [(&str, &str); 12] = [
     ("224.0.0.0/4", "multicast"),
     ("ff00::/8", "multicast"),
     ("240.0.0.0/4", "reserved or broadcast"),
-    ("64:ff9b:1::/48", "a local-use NAT64 prefix (the IPv4 address it carries cannot be read)"),
+    (
+        "64:ff9b:1::/48",
+        "a local-use NAT64 prefix (the IPv4 address it carries cannot be read)",
+    ),
 ];
 
 impl Admission {
     /// Parses `allow`: CIDRs, addresses, `unix//prefix`.
     pub fn new(allow: &[String]) -> Result<Self, RegistryError> {
-        Ok(Admission { allow: allow.iter().map(|text| parse_rule(text)).collect::<Result<Vec<_>, _>>()? })
+        Ok(Admission {
+            allow: allow
+                .iter()
+                .map(|text| parse_rule(text))
+                .collect::<Result<Vec<_>, _>>()?,
+        })
     }
 
     /// Ok when `address` may join; `resolved` holds the addresses a DNS name resolved to (empty
     /// for an IP address or a Unix socket). Err(Refused) says why not.
-    pub fn admit(&self, address: &str, resolved: &[IpAddr], own: &OwnSockets) -> Result<(), RegistryError> {
+    pub fn admit(
+        &self,
+        address: &str,
+        resolved: &[IpAddr],
+        own: &OwnSockets,
+    ) -> Result<(), RegistryError> {
         if let Some(path) = address.strip_prefix("unix/") {
             return self.admit_socket(address, path, own);
         }
         let Some((host, port)) = address.rsplit_once(':') else {
-            return Err(RegistryError::BadRequest(format!("address {address:?}: expected host:port")));
+            return Err(RegistryError::BadRequest(format!(
+                "address {address:?}: expected host:port"
+            )));
         };
-        let port: u16 = port.parse().map_err(|_| RegistryError::BadRequest(format!("address {address:?}: bad port")))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| RegistryError::BadRequest(format!("address {address:?}: bad port")))?;
         let ips = match literal_ip(host) {
             Some(ip) => vec![ip],
             None if resolved.is_empty() => {
-                return Err(RegistryError::BadRequest(format!("address {address:?}: the host name did not resolve")));
+                return Err(RegistryError::BadRequest(format!(
+                    "address {address:?}: the host name did not resolve"
+                )));
             }
             None => resolved.to_vec(),
         };
-        ips.into_iter().try_for_each(|ip| self.admit_ip(address, canonical(ip), port, own))
+        ips.into_iter()
+            .try_for_each(|ip| self.admit_ip(address, canonical(ip), port, own))
     }
 
-    fn admit_socket(&self, address: &str, path: &str, own: &OwnSockets) -> Result<(), RegistryError> {
+    fn admit_socket(
+        &self,
+        address: &str,
+        path: &str,
+        own: &OwnSockets,
+    ) -> Result<(), RegistryError> {
         if own.paths.iter().any(|listening| listening == path) {
-            return Err(refused(address, "that socket is where this Caddy itself listens (its admin API, or a site: a loop)"));
+            return Err(refused(
+                address,
+                "that socket is where this Caddy itself listens (its admin API, or a site: a loop)",
+            ));
         }
-        if self.allow.iter().any(|rule| matches!(rule, Rule::UnixPrefix(prefix) if path.starts_with(prefix.as_str()))) {
+        if self.allow.iter().any(
+            |rule| matches!(rule, Rule::UnixPrefix(prefix) if path.starts_with(prefix.as_str())),
+        ) {
             return Ok(());
         }
         Err(refused(address, "Unix sockets are refused unless the pool's allow list names them (allow unix//run/app/)"))
     }
 
-    fn admit_ip(&self, address: &str, ip: IpAddr, port: u16, own: &OwnSockets) -> Result<(), RegistryError> {
+    fn admit_ip(
+        &self,
+        address: &str,
+        ip: IpAddr,
+        port: u16,
+        own: &OwnSockets,
+    ) -> Result<(), RegistryError> {
         for view in views(ip) {
-            let who = if view == ip { ip.to_string() } else { format!("{ip}, which carries {view},") };
+            let who = if view == ip {
+                ip.to_string()
+            } else {
+                format!("{ip}, which carries {view},")
+            };
             if let Some(socket) = own.reached_by(view, port) {
                 let why = format!("{who} at port {port} reaches this Caddy itself ({socket}: its admin API, or a site: a loop)");
                 return Err(refused(address, &why));
             }
             if let Some((range, why)) = guarded(view) {
                 if !self.opens(range, view) {
-                    return Err(refused(address, &format!("{who} is {why}; only an allow entry inside {range} lets it in")));
+                    return Err(refused(
+                        address,
+                        &format!("{who} is {why}; only an allow entry inside {range} lets it in"),
+                    ));
                 }
             }
         }
-        let allowed = self.allow.iter().any(|rule| matches!(rule, Rule::Net(net) if net.contains(&ip)));
+        let allowed = self
+            .allow
+            .iter()
+            .any(|rule| matches!(rule, Rule::Net(net) if net.contains(&ip)));
         if !self.allow.is_empty() && !allowed {
-            return Err(refused(address, &format!("{ip} is outside the pool's allow list")));
+            return Err(refused(
+                address,
+                &format!("{ip} is outside the pool's allow list"),
+            ));
         }
         Ok(())
     }
 
     /// Whether an `allow` entry that lies inside the guarded `range` names `ip`.
     fn opens(&self, range: IpNet, ip: IpAddr) -> bool {
-        self.allow.iter().any(|rule| matches!(rule, Rule::Net(net) if net.contains(&ip) && range.contains(net)))
+        self.allow
+            .iter()
+            .any(|rule| matches!(rule, Rule::Net(net) if net.contains(&ip) && range.contains(net)))
     }
 
     /// The `allow` list as written, for `GET /beacon/pools`.
@@ -226,7 +296,10 @@ fn views(ip: IpAddr) -> Vec<IpAddr> {
     if prefix(96, 0xffff_0000 << 32) {
         views.push(v4(0)); // IPv4-translated (SIIT)
     }
-    if prefix(96, u128::from(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0))) {
+    if prefix(
+        96,
+        u128::from(Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0)),
+    ) {
         views.push(v4(0)); // NAT64, well-known prefix
     }
     if prefix(16, 0x2002 << 112) {
@@ -246,11 +319,15 @@ fn views(ip: IpAddr) -> Vec<IpAddr> {
 fn parse_rule(text: &str) -> Result<Rule, RegistryError> {
     if let Some(path) = text.strip_prefix("unix/") {
         if !path.starts_with('/') || path.bytes().any(|b| b.is_ascii_control()) {
-            return Err(RegistryError::BadRequest(format!("allow {text:?}: a Unix socket prefix is written unix//run/app/")));
+            return Err(RegistryError::BadRequest(format!(
+                "allow {text:?}: a Unix socket prefix is written unix//run/app/"
+            )));
         }
         return Ok(Rule::UnixPrefix(path.to_owned()));
     }
-    let bad = || RegistryError::BadRequest(format!("allow {text:?}: expected a CIDR (10.0.0.0/8, fd00::/8), an IP address, or unix//path-prefix"));
+    let bad = || {
+        RegistryError::BadRequest(format!("allow {text:?}: expected a CIDR (10.0.0.0/8, fd00::/8), an IP address, or unix//path-prefix"))
+    };
     if text.contains('/') {
         let net: IpNet = text.parse().map_err(|_| bad())?;
         return Ok(Rule::Net(match net {
@@ -261,7 +338,12 @@ fn parse_rule(text: &str) -> Result<Rule, RegistryError> {
             other => other.trunc(),
         }));
     }
-    let ip = canonical(text.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().map_err(|_| bad())?);
+    let ip = canonical(
+        text.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .map_err(|_| bad())?,
+    );
     let prefix = if ip.is_ipv4() { 32 } else { 128 };
     Ok(Rule::Net(IpNet::new(ip, prefix).map_err(|_| bad())?))
 }
@@ -283,24 +365,52 @@ mod tests {
 
     /// Caddy's default: the admin API on loopback, a site on all interfaces of a host at 10.0.0.9.
     fn admin() -> OwnSockets {
-        own(&["127.0.0.1:2019", "[::1]:2019", "unix//run/caddy/admin.sock", "0.0.0.0:443"], &["10.0.0.9", "fd00::9"])
+        own(
+            &[
+                "127.0.0.1:2019",
+                "[::1]:2019",
+                "unix//run/caddy/admin.sock",
+                "0.0.0.0:443",
+            ],
+            &["10.0.0.9", "fd00::9"],
+        )
     }
 
     fn status(policy: &Admission, address: &str, own: &OwnSockets) -> u16 {
-        policy.admit(address, &[], own).map_or_else(|e| e.status(), |()| 200)
+        policy
+            .admit(address, &[], own)
+            .map_or_else(|e| e.status(), |()| 200)
     }
 
     #[test]
     fn refuses_by_default_what_would_expose_the_host() {
         let open = policy(&[]);
         for address in [
-            "169.254.169.254:80", "[fe80::1]:80", "[::ffff:169.254.169.254]:80", "[fd00:ec2::254]:80", "[fd20:ce::254]:80",
-            "100.100.100.200:80", "192.0.0.192:80", "unix//var/run/docker.sock",
-            "0.0.0.0:22", "0.1.2.3:22", "[::]:22", "224.0.0.1:80", "[ff02::1]:80", "255.255.255.255:80", "240.1.2.3:80",
+            "169.254.169.254:80",
+            "[fe80::1]:80",
+            "[::ffff:169.254.169.254]:80",
+            "[fd00:ec2::254]:80",
+            "[fd20:ce::254]:80",
+            "100.100.100.200:80",
+            "192.0.0.192:80",
+            "unix//var/run/docker.sock",
+            "0.0.0.0:22",
+            "0.1.2.3:22",
+            "[::]:22",
+            "224.0.0.1:80",
+            "[ff02::1]:80",
+            "255.255.255.255:80",
+            "240.1.2.3:80",
         ] {
             assert_eq!(status(&open, address, &admin()), 403, "{address}");
         }
-        for address in ["127.0.0.1:8001", "10.0.0.5:8000", "[::1]:8001", "[::ffff:10.0.0.5]:8000", "10.0.0.9:8000"] {
+        for address in [
+            "127.0.0.1:8001",
+            "10.0.0.5:8000",
+            "[::1]:8001",
+            "[::ffff:10.0.0.5]:8000",
+            "10.0.0.9:8000",
+        ] {
             assert_eq!(status(&open, address, &admin()), 200, "{address}");
         }
     }
@@ -309,18 +419,43 @@ mod tests {
     fn this_caddy_is_refused_on_every_address_that_reaches_it() {
         let open = policy(&[]);
         // Loopback admin: all of 127.0.0.0/8 and ::1, in every spelling, at its port only.
-        for address in ["127.0.0.1:2019", "127.0.0.2:2019", "127.1.2.3:2019", "[::1]:2019", "[::ffff:127.0.0.2]:2019", "0.0.0.0:2019"] {
+        for address in [
+            "127.0.0.1:2019",
+            "127.0.0.2:2019",
+            "127.1.2.3:2019",
+            "[::1]:2019",
+            "[::ffff:127.0.0.2]:2019",
+            "0.0.0.0:2019",
+        ] {
             assert_eq!(status(&open, address, &admin()), 403, "{address}");
         }
-        assert_eq!(status(&open, "10.0.0.9:2019", &admin()), 200, "the admin API is on loopback only");
+        assert_eq!(
+            status(&open, "10.0.0.9:2019", &admin()),
+            200,
+            "the admin API is on loopback only"
+        );
         // A site on all interfaces: loopback and the host's own addresses at its port.
-        for address in ["127.0.0.5:443", "10.0.0.9:443", "[fd00::9]:443", "[::ffff:10.0.0.9]:443"] {
+        for address in [
+            "127.0.0.5:443",
+            "10.0.0.9:443",
+            "[fd00::9]:443",
+            "[::ffff:10.0.0.9]:443",
+        ] {
             assert_eq!(status(&open, address, &admin()), 403, "{address}");
         }
-        assert_eq!(status(&open, "10.0.0.8:443", &admin()), 200, "another host's port 443");
+        assert_eq!(
+            status(&open, "10.0.0.8:443", &admin()),
+            200,
+            "another host's port 443"
+        );
         // The admin API on all interfaces (compose's setting): the pod's own address too.
         let wildcard = own(&["[::]:2999"], &["10.244.0.7"]);
-        for address in ["127.0.0.2:2999", "10.244.0.7:2999", "[::ffff:127.0.0.2]:2999", "[::127.0.0.1]:2999"] {
+        for address in [
+            "127.0.0.2:2999",
+            "10.244.0.7:2999",
+            "[::ffff:127.0.0.2]:2999",
+            "[::127.0.0.1]:2999",
+        ] {
             assert_eq!(status(&open, address, &wildcard), 403, "{address}");
         }
         // A socket on one address: that address.
@@ -330,9 +465,22 @@ mod tests {
         assert_eq!(status(&open, "unix//run/caddy/admin.sock", &admin()), 403);
         // No allow list lets it in.
         let everything = policy(&["0.0.0.0/0", "::/0", "unix//"]);
-        for address in ["127.0.0.1:2019", "127.9.9.9:2019", "10.244.0.7:2999", "unix//run/caddy/admin.sock"] {
-            let own = if address.ends_with("2999") { &wildcard } else { &admin() };
-            assert_eq!(everything.admit(address, &[], own).unwrap_err().status(), 403, "{address}");
+        for address in [
+            "127.0.0.1:2019",
+            "127.9.9.9:2019",
+            "10.244.0.7:2999",
+            "unix//run/caddy/admin.sock",
+        ] {
+            let own = if address.ends_with("2999") {
+                &wildcard
+            } else {
+                &admin()
+            };
+            assert_eq!(
+                everything.admit(address, &[], own).unwrap_err().status(),
+                403,
+                "{address}"
+            );
         }
     }
 
@@ -340,20 +488,24 @@ mod tests {
     fn an_ipv4_address_inside_an_ipv6_one_is_judged_too() {
         let open = policy(&[]);
         for address in [
-            "[64:ff9b::a9fe:a9fe]:80",       // NAT64 of 169.254.169.254
-            "[2002:a9fe:a9fe::1]:80",        // 6to4
-            "[::a9fe:a9fe]:80",              // IPv4-compatible
-            "[::ffff:0:a9fe:a9fe]:80",       // IPv4-translated
-            "[2001:0:a9fe:a9fe::1]:80",      // Teredo server
+            "[64:ff9b::a9fe:a9fe]:80",                   // NAT64 of 169.254.169.254
+            "[2002:a9fe:a9fe::1]:80",                    // 6to4
+            "[::a9fe:a9fe]:80",                          // IPv4-compatible
+            "[::ffff:0:a9fe:a9fe]:80",                   // IPv4-translated
+            "[2001:0:a9fe:a9fe::1]:80",                  // Teredo server
             "[2001:0:4136:e378:8000:63bf:5601:5601]:80", // Teredo client: !0x56015601 = 169.254.169.254
-            "[fe80::5efe:a9fe:a9fe]:80",     // ISATAP (link-local anyway)
-            "[2001:db8::200:5efe:a9fe:a9fe]:80", // ISATAP on a global prefix
-            "[64:ff9b::7f00:1]:2019",        // NAT64 of this Caddy's admin API
-            "[64:ff9b:1::a9fe:a9fe]:80",     // local-use NAT64: the position is unknown
+            "[fe80::5efe:a9fe:a9fe]:80",                 // ISATAP (link-local anyway)
+            "[2001:db8::200:5efe:a9fe:a9fe]:80",         // ISATAP on a global prefix
+            "[64:ff9b::7f00:1]:2019",                    // NAT64 of this Caddy's admin API
+            "[64:ff9b:1::a9fe:a9fe]:80",                 // local-use NAT64: the position is unknown
         ] {
             assert_eq!(status(&open, address, &admin()), 403, "{address}");
         }
-        for address in ["[64:ff9b::a00:5]:80", "[2002:a00:5::1]:80", "[2001:db8::1]:80"] {
+        for address in [
+            "[64:ff9b::a00:5]:80",
+            "[2002:a00:5::1]:80",
+            "[2001:db8::1]:80",
+        ] {
             assert_eq!(status(&open, address, &admin()), 200, "{address}");
         }
     }
@@ -361,16 +513,37 @@ mod tests {
     #[test]
     fn a_guard_opens_only_to_an_allow_entry_inside_it() {
         let broad = policy(&["fd00::/8", "0.0.0.0/0", "unix//"]);
-        for address in ["[fd00:ec2::254]:80", "169.254.169.254:80", "[64:ff9b::a9fe:a9fe]:80", "224.0.0.1:80"] {
+        for address in [
+            "[fd00:ec2::254]:80",
+            "169.254.169.254:80",
+            "[64:ff9b::a9fe:a9fe]:80",
+            "224.0.0.1:80",
+        ] {
             assert_eq!(status(&broad, address, &admin()), 403, "{address}");
         }
         assert_eq!(status(&broad, "[fd00::5]:80", &admin()), 200);
-        assert_eq!(status(&broad, "unix//run/app/a.sock", &admin()), 200, "a unix prefix names sockets");
+        assert_eq!(
+            status(&broad, "unix//run/app/a.sock", &admin()),
+            200,
+            "a unix prefix names sockets"
+        );
         let named = policy(&["169.254.10.0/24", "fd00:ec2::254", "10.0.0.0/8"]);
-        assert_eq!(status(&named, "169.254.10.1:80", &admin()), 200, "named, so admitted");
+        assert_eq!(
+            status(&named, "169.254.10.1:80", &admin()),
+            200,
+            "named, so admitted"
+        );
         assert_eq!(status(&named, "[fd00:ec2::254]:80", &admin()), 200);
-        assert_eq!(status(&named, "169.254.169.254:80", &admin()), 403, "outside the named part");
-        assert_eq!(status(&named, "[64:ff9b::a9fe:a0a]:80", &admin()), 403, "the IPv6 form is not in allow");
+        assert_eq!(
+            status(&named, "169.254.169.254:80", &admin()),
+            403,
+            "outside the named part"
+        );
+        assert_eq!(
+            status(&named, "[64:ff9b::a9fe:a0a]:80", &admin()),
+            403,
+            "the IPv6 form is not in allow"
+        );
     }
 
     #[test]
@@ -379,7 +552,12 @@ mod tests {
         assert_eq!(status(&strict, "10.1.2.3:8000", &admin()), 200);
         assert_eq!(status(&strict, "[::ffff:10.1.2.3]:8000", &admin()), 200);
         assert_eq!(status(&strict, "unix//run/app/a.sock", &admin()), 200);
-        for address in ["127.0.0.1:8001", "192.168.1.1:80", "unix//var/run/docker.sock", "[2002:a01:203::1]:80"] {
+        for address in [
+            "127.0.0.1:8001",
+            "192.168.1.1:80",
+            "unix//var/run/docker.sock",
+            "[2002:a01:203::1]:80",
+        ] {
             assert_eq!(status(&strict, address, &admin()), 403, "{address}");
         }
         assert!(OwnSockets::parse(&["localhost:2019".into()], &[]).is_err());
@@ -390,18 +568,55 @@ mod tests {
     fn names_are_judged_by_what_they_resolved_to() {
         let strict = policy(&["10.0.0.0/8"]);
         let inside: [IpAddr; 1] = ["10.0.0.7".parse().unwrap()];
-        let metadata: [IpAddr; 2] = ["10.0.0.7".parse().unwrap(), "169.254.169.254".parse().unwrap()];
+        let metadata: [IpAddr; 2] = [
+            "10.0.0.7".parse().unwrap(),
+            "169.254.169.254".parse().unwrap(),
+        ];
         let loopback: [IpAddr; 1] = ["127.0.0.2".parse().unwrap()];
-        assert_eq!(strict.admit("app-1.internal:8000", &inside, &admin()), Ok(()));
-        assert_eq!(strict.admit("app-1.internal:8000", &metadata, &admin()).unwrap_err().status(), 403);
-        assert_eq!(policy(&[]).admit("rebind.example:80", &metadata[1..], &admin()).unwrap_err().status(), 403);
-        assert_eq!(policy(&[]).admit("rebind.example:2019", &loopback, &admin()).unwrap_err().status(), 403);
-        assert_eq!(strict.admit("app-1.internal:8000", &[], &admin()).unwrap_err().status(), 400, "unresolved");
+        assert_eq!(
+            strict.admit("app-1.internal:8000", &inside, &admin()),
+            Ok(())
+        );
+        assert_eq!(
+            strict
+                .admit("app-1.internal:8000", &metadata, &admin())
+                .unwrap_err()
+                .status(),
+            403
+        );
+        assert_eq!(
+            policy(&[])
+                .admit("rebind.example:80", &metadata[1..], &admin())
+                .unwrap_err()
+                .status(),
+            403
+        );
+        assert_eq!(
+            policy(&[])
+                .admit("rebind.example:2019", &loopback, &admin())
+                .unwrap_err()
+                .status(),
+            403
+        );
+        assert_eq!(
+            strict
+                .admit("app-1.internal:8000", &[], &admin())
+                .unwrap_err()
+                .status(),
+            400,
+            "unresolved"
+        );
     }
 
     #[test]
     fn bad_rules_are_refused_with_the_rule_named() {
-        for bad in ["10.0.0.0/33", "not-a-cidr", "10.0.0/8", "unix/relative", "fe80::/129"] {
+        for bad in [
+            "10.0.0.0/33",
+            "not-a-cidr",
+            "10.0.0/8",
+            "unix/relative",
+            "fe80::/129",
+        ] {
             let error = Admission::new(&[bad.to_string()]).unwrap_err();
             assert!(error.to_string().contains(bad), "{bad}: {error}");
         }

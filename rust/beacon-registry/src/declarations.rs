@@ -46,27 +46,47 @@ pub struct Declarations {
 
 impl Declarations {
     /// Stages claim `id` on `pool`. A pool no claim names yet counts toward [`MAX_POOLS`].
-    pub fn stage(&mut self, id: u64, pool: &str, settings: PoolSettings) -> Result<(), RegistryError> {
+    pub fn stage(
+        &mut self,
+        id: u64,
+        pool: &str,
+        settings: PoolSettings,
+    ) -> Result<(), RegistryError> {
         if self.claims.contains_key(&id) {
-            return Err(RegistryError::BadRequest(format!("claim {id} is staged already")));
+            return Err(RegistryError::BadRequest(format!(
+                "claim {id} is staged already"
+            )));
         }
         if !self.claimed(pool) && self.pools().len() >= MAX_POOLS {
             return Err(RegistryError::TooManyPools(MAX_POOLS));
         }
-        self.claims.insert(id, Claim { pool: pool.to_owned(), settings, committed: false });
+        self.claims.insert(
+            id,
+            Claim {
+                pool: pool.to_owned(),
+                settings,
+                committed: false,
+            },
+        );
         Ok(())
     }
 
     /// Commits claim `id`; returns its pool.
     pub fn commit(&mut self, id: u64) -> Result<String, RegistryError> {
-        let claim = self.claims.get_mut(&id).ok_or(RegistryError::UnknownClaim(id))?;
+        let claim = self
+            .claims
+            .get_mut(&id)
+            .ok_or(RegistryError::UnknownClaim(id))?;
         claim.committed = true;
         Ok(claim.pool.clone())
     }
 
     /// Releases claim `id`; returns its pool.
     pub fn release(&mut self, id: u64) -> Result<String, RegistryError> {
-        self.claims.remove(&id).map(|claim| claim.pool).ok_or(RegistryError::UnknownClaim(id))
+        self.claims
+            .remove(&id)
+            .map(|claim| claim.pool)
+            .ok_or(RegistryError::UnknownClaim(id))
     }
 
     /// Whether any claim, staged or committed, names `pool`.
@@ -77,11 +97,18 @@ impl Declarations {
     /// The settings of `pool`'s newest committed claim: what it runs with; None while no
     /// running config declares it.
     pub fn active(&self, pool: &str) -> Option<&PoolSettings> {
-        self.claims.values().rev().find(|claim| claim.committed && claim.pool == pool).map(|claim| &claim.settings)
+        self.claims
+            .values()
+            .rev()
+            .find(|claim| claim.committed && claim.pool == pool)
+            .map(|claim| &claim.settings)
     }
 
     fn pools(&self) -> BTreeSet<&str> {
-        self.claims.values().map(|claim| claim.pool.as_str()).collect()
+        self.claims
+            .values()
+            .map(|claim| claim.pool.as_str())
+            .collect()
     }
 }
 
@@ -90,7 +117,10 @@ mod tests {
     use super::*;
 
     fn settings(slow_start_ms: u64) -> PoolSettings {
-        PoolSettings { slow_start_ms, ..PoolSettings::default() }
+        PoolSettings {
+            slow_start_ms,
+            ..PoolSettings::default()
+        }
     }
 
     #[test]
@@ -100,11 +130,19 @@ mod tests {
         assert_eq!(declared.active("api"), None, "staged only");
         assert_eq!(declared.commit(1).unwrap(), "api");
         declared.stage(2, "api", settings(20)).unwrap();
-        assert_eq!(declared.active("api").unwrap().slow_start_ms, 10, "the reload has not started yet");
+        assert_eq!(
+            declared.active("api").unwrap().slow_start_ms,
+            10,
+            "the reload has not started yet"
+        );
         declared.commit(2).unwrap();
         assert_eq!(declared.active("api").unwrap().slow_start_ms, 20);
         declared.release(2).unwrap();
-        assert_eq!(declared.active("api").unwrap().slow_start_ms, 10, "back to the config still running");
+        assert_eq!(
+            declared.active("api").unwrap().slow_start_ms,
+            10,
+            "back to the config still running"
+        );
         declared.release(1).unwrap();
         assert!(!declared.claimed("api") && declared.active("api").is_none());
         assert_eq!(declared.release(1), Err(RegistryError::UnknownClaim(1)));
@@ -117,9 +155,17 @@ mod tests {
         for id in 0..MAX_POOLS as u64 {
             declared.stage(id, &format!("p{id}"), settings(0)).unwrap();
         }
-        assert_eq!(declared.stage(9_999, "one-more", settings(0)), Err(RegistryError::TooManyPools(MAX_POOLS)));
-        declared.stage(10_000, "p7", settings(0)).expect("a pool already declared takes more claims");
-        assert!(declared.stage(10_000, "p8", settings(0)).is_err(), "a claim is staged once");
+        assert_eq!(
+            declared.stage(9_999, "one-more", settings(0)),
+            Err(RegistryError::TooManyPools(MAX_POOLS))
+        );
+        declared
+            .stage(10_000, "p7", settings(0))
+            .expect("a pool already declared takes more claims");
+        assert!(
+            declared.stage(10_000, "p8", settings(0)).is_err(),
+            "a claim is staged once"
+        );
         declared.release(3).unwrap();
         declared.stage(10_001, "one-more", settings(0)).unwrap();
     }

@@ -34,7 +34,9 @@ impl RegistryError {
     pub fn status(&self) -> u16 {
         match self {
             RegistryError::BadCommand(_) | RegistryError::BadRequest(_) => 400,
-            RegistryError::UnknownPool(_) | RegistryError::UnknownUpstream(_) | RegistryError::UnknownClaim(_) => 404,
+            RegistryError::UnknownPool(_)
+            | RegistryError::UnknownUpstream(_)
+            | RegistryError::UnknownClaim(_) => 404,
             RegistryError::Full(_) | RegistryError::TooManyPools(_) => 409,
             RegistryError::Refused(_) => 403,
         }

@@ -16,7 +16,10 @@ pub struct HealthPolicy {
 impl Default for HealthPolicy {
     fn default() -> Self {
         // Caddy's own defaults for active checks.
-        HealthPolicy { passes: 1, fails: 1 }
+        HealthPolicy {
+            passes: 1,
+            fails: 1,
+        }
     }
 }
 
@@ -36,14 +39,19 @@ pub struct ProbeResult {
 /// Whether a probe passed, and why not.
 pub fn judge(probe: &ProbeResult) -> Result<(), String> {
     let Some(status) = probe.status else {
-        return Err(probe.error.clone().unwrap_or_else(|| "no answer".to_owned()));
+        return Err(probe
+            .error
+            .clone()
+            .unwrap_or_else(|| "no answer".to_owned()));
     };
     if !(200..300).contains(&status) {
         return Err(format!("answered {status}"));
     }
     // An `application/health+json` body (caddy-beacon's /ready) can say "fail" with a 2xx when
     // an app is configured so; believe the body.
-    if let Ok(serde_json::Value::Object(body)) = serde_json::from_str::<serde_json::Value>(&probe.body) {
+    if let Ok(serde_json::Value::Object(body)) =
+        serde_json::from_str::<serde_json::Value>(&probe.body)
+    {
         if body.get("status").and_then(serde_json::Value::as_str) == Some("fail") {
             return Err("its health+json body says \"fail\"".to_owned());
         }
@@ -80,7 +88,11 @@ mod tests {
     use super::*;
 
     fn probe(status: Option<u16>, body: &str) -> ProbeResult {
-        ProbeResult { status, body: body.to_owned(), error: status.is_none().then(|| "connection refused".to_owned()) }
+        ProbeResult {
+            status,
+            body: body.to_owned(),
+            error: status.is_none().then(|| "connection refused".to_owned()),
+        }
     }
 
     #[test]
@@ -88,7 +100,10 @@ mod tests {
         assert!(judge(&probe(Some(200), r#"{"status":"pass","checks":{}}"#)).is_ok());
         assert!(judge(&probe(Some(200), r#"{"status":"warn"}"#)).is_ok());
         assert!(judge(&probe(Some(204), "")).is_ok());
-        assert_eq!(judge(&probe(Some(503), r#"{"status":"fail"}"#)).unwrap_err(), "answered 503");
+        assert_eq!(
+            judge(&probe(Some(503), r#"{"status":"fail"}"#)).unwrap_err(),
+            "answered 503"
+        );
         assert!(judge(&probe(Some(200), r#"{"status":"fail"}"#)).is_err());
         assert_eq!(judge(&probe(None, "")).unwrap_err(), "connection refused");
         assert!(judge(&probe(Some(200), "not json")).is_ok());
@@ -96,11 +111,18 @@ mod tests {
 
     #[test]
     fn thresholds_need_consecutive_results() {
-        let policy = HealthPolicy { passes: 2, fails: 3 };
+        let policy = HealthPolicy {
+            passes: 2,
+            fails: 3,
+        };
         let mut count = HealthCount::default();
         assert_eq!(count.count(false, true, policy), None);
         assert_eq!(count.count(false, true, policy), None);
-        assert_eq!(count.count(true, true, policy), None, "a pass resets the fails");
+        assert_eq!(
+            count.count(true, true, policy),
+            None,
+            "a pass resets the fails"
+        );
         assert_eq!(count.count(false, true, policy), None);
         assert_eq!(count.count(false, true, policy), None);
         assert_eq!(count.count(false, true, policy), Some(false));

@@ -75,7 +75,10 @@ impl Upstream {
     /// name is dialled at the first address the name resolved to when it was judged; dialling
     /// the name would resolve it again, to wherever it points by then (DNS rebinding).
     pub fn dial(&self) -> String {
-        let port = self.address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok());
+        let port = self
+            .address
+            .rsplit_once(':')
+            .and_then(|(_, port)| port.parse::<u16>().ok());
         match (self.resolved.first(), port) {
             (Some(ip), Some(port)) => SocketAddr::new(*ip, port).to_string(),
             _ => self.address.clone(),
@@ -121,7 +124,10 @@ impl Pool {
     /// Takes on a config's settings. Members the new admission policy refuses are not removed
     /// here: see [`Pool::refused_members`].
     pub fn configure(&mut self, settings: &PoolSettings) {
-        self.policy = HealthPolicy { passes: settings.policy.passes.max(1), fails: settings.policy.fails.max(1) };
+        self.policy = HealthPolicy {
+            passes: settings.policy.passes.max(1),
+            fails: settings.policy.fails.max(1),
+        };
         self.slow_start_ms = settings.slow_start_ms;
         self.admission = settings.admission.clone();
     }
@@ -131,10 +137,14 @@ impl Pool {
     pub fn refused_members(&self, own: &OwnSockets) -> Vec<(String, String)> {
         self.upstreams
             .iter()
-            .filter_map(|u| match self.admission.admit(&u.address, &u.resolved, own) {
-                Err(error) if error.status() == 403 => Some((u.address.clone(), error.to_string())),
-                _ => None,
-            })
+            .filter_map(
+                |u| match self.admission.admit(&u.address, &u.resolved, own) {
+                    Err(error) if error.status() == 403 => {
+                        Some((u.address.clone(), error.to_string()))
+                    }
+                    _ => None,
+                },
+            )
             .collect()
     }
 
@@ -145,7 +155,14 @@ impl Pool {
     /// Registers `address` (with `weight`, or the default), or renews it (a new registration of
     /// a draining upstream means its companion started again: it is served again; a weight
     /// given replaces the one it had). `resolved` is what its name resolved to, judged already.
-    pub fn register(&mut self, address: &str, resolved: &[IpAddr], lease_ms: u64, weight: Option<u32>, now_ms: u64) -> Result<Change, RegistryError> {
+    pub fn register(
+        &mut self,
+        address: &str,
+        resolved: &[IpAddr],
+        lease_ms: u64,
+        weight: Option<u32>,
+        now_ms: u64,
+    ) -> Result<Change, RegistryError> {
         let lease_ms = lease_ms.clamp(LEASE_RANGE_MS.0, LEASE_RANGE_MS.1);
         let weight = weight.map(check_weight).transpose()?;
         if let Some(index) = self.index(address) {
@@ -158,7 +175,13 @@ impl Pool {
             upstream.weight = weight.unwrap_or(upstream.weight);
             self.eligibility_changed(index, before.0, now_ms);
             let upstream = &self.upstreams[index];
-            return Ok(if (upstream.eligible(), upstream.weight, upstream.dial()) == before { Change::None } else { Change::Offer });
+            return Ok(
+                if (upstream.eligible(), upstream.weight, upstream.dial()) == before {
+                    Change::None
+                } else {
+                    Change::Offer
+                },
+            );
         }
         if self.upstreams.len() >= MAX_UPSTREAMS {
             return Err(RegistryError::Full(MAX_UPSTREAMS));
@@ -183,9 +206,16 @@ impl Pool {
     }
 
     /// Sets the weight of a known upstream (0: standby).
-    pub fn set_weight(&mut self, address: &str, weight: u32, now_ms: u64) -> Result<Change, RegistryError> {
+    pub fn set_weight(
+        &mut self,
+        address: &str,
+        weight: u32,
+        now_ms: u64,
+    ) -> Result<Change, RegistryError> {
         let weight = check_weight(weight)?;
-        let index = self.index(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+        let index = self
+            .index(address)
+            .ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
         let upstream = &mut self.upstreams[index];
         if upstream.weight == weight {
             return Ok(Change::None);
@@ -204,8 +234,12 @@ impl Pool {
     fn settled(&self, upstream: &Upstream, now_ms: u64) -> bool {
         let window = self.slow_start_ms;
         upstream.eligible()
-            && upstream.eligible_since_ms.is_some_and(|since| now_ms.saturating_sub(since) >= window)
-            && upstream.ramp_from_ms.is_none_or(|from| now_ms.saturating_sub(from) >= window)
+            && upstream
+                .eligible_since_ms
+                .is_some_and(|since| now_ms.saturating_sub(since) >= window)
+            && upstream
+                .ramp_from_ms
+                .is_none_or(|from| now_ms.saturating_sub(from) >= window)
     }
 
     /// Keeps the slow-start bookkeeping of upstream `index` true after a change: one that just
@@ -217,7 +251,11 @@ impl Pool {
         }
         let ramps = is
             && self.slow_start_ms > 0
-            && self.upstreams.iter().enumerate().any(|(other, u)| other != index && self.settled(u, now_ms));
+            && self
+                .upstreams
+                .iter()
+                .enumerate()
+                .any(|(other, u)| other != index && self.settled(u, now_ms));
         let upstream = &mut self.upstreams[index];
         upstream.eligible_since_ms = is.then_some(now_ms);
         upstream.ramp_from_ms = ramps.then_some(now_ms);
@@ -226,14 +264,18 @@ impl Pool {
     /// The weight `upstream` gets at `now_ms`: its own, or, while it ramps, a share growing
     /// linearly from a twentieth of it (never below 1 for a member that is offered at all).
     pub fn effective_weight(&self, upstream: &Upstream, now_ms: u64) -> u32 {
-        let (Some(from), window) = (upstream.ramp_from_ms, self.slow_start_ms) else { return upstream.weight };
+        let (Some(from), window) = (upstream.ramp_from_ms, self.slow_start_ms) else {
+            return upstream.weight;
+        };
         let elapsed = now_ms.saturating_sub(from);
         if window == 0 || elapsed >= window {
             return upstream.weight;
         }
         let share = elapsed.max(window / SLOW_START_FLOOR);
         let weight = (u64::from(upstream.weight) * share).div_ceil(window);
-        u32::try_from(weight).unwrap_or(upstream.weight).clamp(1, upstream.weight.max(1))
+        u32::try_from(weight)
+            .unwrap_or(upstream.weight)
+            .clamp(1, upstream.weight.max(1))
     }
 
     /// When `upstream`'s slow start ends, while it ramps.
@@ -244,20 +286,33 @@ impl Pool {
 
     /// Extends the lease of a known upstream; `resolved`, when given, is what its name resolves
     /// to now, judged already.
-    pub fn renew(&mut self, address: &str, resolved: &[IpAddr], now_ms: u64) -> Result<Change, RegistryError> {
-        let upstream = self.find(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+    pub fn renew(
+        &mut self,
+        address: &str,
+        resolved: &[IpAddr],
+        now_ms: u64,
+    ) -> Result<Change, RegistryError> {
+        let upstream = self
+            .find(address)
+            .ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
         upstream.lease_expires_ms = now_ms.saturating_add(upstream.lease_ms);
         if resolved.is_empty() || upstream.resolved == resolved {
             return Ok(Change::None);
         }
         let before = upstream.dial();
         upstream.resolved = resolved.to_vec();
-        Ok(if upstream.dial() == before { Change::None } else { Change::Offer })
+        Ok(if upstream.dial() == before {
+            Change::None
+        } else {
+            Change::Offer
+        })
     }
 
     /// Stops offering `address` to new requests.
     pub fn drain(&mut self, address: &str) -> Result<Change, RegistryError> {
-        let index = self.index(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+        let index = self
+            .index(address)
+            .ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
         let upstream = &mut self.upstreams[index];
         let was = upstream.eligible();
         if std::mem::replace(&mut upstream.draining, true) {
@@ -278,14 +333,23 @@ impl Pool {
     }
 
     /// Counts one probe of `address`; Some(new verdict) when it changed.
-    pub fn probed(&mut self, address: &str, probe: &ProbeResult, now_ms: u64) -> Result<Option<bool>, RegistryError> {
+    pub fn probed(
+        &mut self,
+        address: &str,
+        probe: &ProbeResult,
+        now_ms: u64,
+    ) -> Result<Option<bool>, RegistryError> {
         let policy = self.policy;
-        let index = self.index(address).ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
+        let index = self
+            .index(address)
+            .ok_or_else(|| RegistryError::UnknownUpstream(address.to_owned()))?;
         let upstream = &mut self.upstreams[index];
         let verdict = judge(probe);
         upstream.last_probe_ms = Some(now_ms);
         upstream.last_error = verdict.clone().err();
-        let changed = upstream.count.count(verdict.is_ok(), upstream.healthy, policy);
+        let changed = upstream
+            .count
+            .count(verdict.is_ok(), upstream.healthy, policy);
         if let Some(healthy) = changed {
             let was = upstream.eligible();
             upstream.healthy = healthy;
@@ -311,21 +375,38 @@ impl Pool {
     /// the weight it gets now.
     pub fn offer(&self, now_ms: u64) -> Offer {
         let eligible = self.upstreams.iter().filter(|u| u.eligible());
-        let upstreams =
-            eligible.clone().map(|u| Offered { address: u.address.clone(), dial: u.dial(), weight: self.effective_weight(u, now_ms) }).collect();
-        let ramping = eligible.clone().any(|u| self.ramp_until(u, now_ms).is_some());
-        Offer { upstreams, refresh_in_ms: ramping.then_some(RAMP_REFRESH_MS) }
+        let upstreams = eligible
+            .clone()
+            .map(|u| Offered {
+                address: u.address.clone(),
+                dial: u.dial(),
+                weight: self.effective_weight(u, now_ms),
+            })
+            .collect();
+        let ramping = eligible
+            .clone()
+            .any(|u| self.ramp_until(u, now_ms).is_some());
+        Offer {
+            upstreams,
+            refresh_in_ms: ramping.then_some(RAMP_REFRESH_MS),
+        }
     }
 
     /// The addresses offered at `now_ms`, in order (for tests and logs).
     pub fn offered_addresses(&self, now_ms: u64) -> Vec<String> {
-        self.offer(now_ms).upstreams.into_iter().map(|o| o.address).collect()
+        self.offer(now_ms)
+            .upstreams
+            .into_iter()
+            .map(|o| o.address)
+            .collect()
     }
 }
 
 fn check_weight(weight: u32) -> Result<u32, RegistryError> {
     if weight > MAX_WEIGHT {
-        return Err(RegistryError::BadRequest(format!("weight {weight}: use 0 (standby) to {MAX_WEIGHT}")));
+        return Err(RegistryError::BadRequest(format!(
+            "weight {weight}: use 0 (standby) to {MAX_WEIGHT}"
+        )));
     }
     Ok(weight)
 }
@@ -335,31 +416,62 @@ mod tests {
     use super::*;
 
     fn pool() -> Pool {
-        Pool { policy: HealthPolicy { passes: 2, fails: 2 }, ..Pool::default() }
+        Pool {
+            policy: HealthPolicy {
+                passes: 2,
+                fails: 2,
+            },
+            ..Pool::default()
+        }
     }
 
     fn slow(window_ms: u64) -> Pool {
-        Pool { slow_start_ms: window_ms, ..Pool::default() }
+        Pool {
+            slow_start_ms: window_ms,
+            ..Pool::default()
+        }
     }
 
     fn weights(pool: &Pool, now_ms: u64) -> Vec<(String, u32)> {
-        pool.offer(now_ms).upstreams.into_iter().map(|o| (o.address, o.weight)).collect()
+        pool.offer(now_ms)
+            .upstreams
+            .into_iter()
+            .map(|o| (o.address, o.weight))
+            .collect()
     }
 
     fn refused() -> ProbeResult {
-        ProbeResult { status: None, body: String::new(), error: Some("connection refused".into()) }
+        ProbeResult {
+            status: None,
+            body: String::new(),
+            error: Some("connection refused".into()),
+        }
     }
 
     fn ok() -> ProbeResult {
-        ProbeResult { status: Some(200), body: r#"{"status":"pass"}"#.into(), error: None }
+        ProbeResult {
+            status: Some(200),
+            body: r#"{"status":"pass"}"#.into(),
+            error: None,
+        }
     }
 
     #[test]
     fn registration_is_idempotent_and_ordered() {
         let mut pool = pool();
-        assert_eq!(pool.register("b:1", &[], 10_000, None, 0).unwrap(), Change::Offer);
-        assert_eq!(pool.register("a:1", &[], 10_000, None, 0).unwrap(), Change::Offer);
-        assert_eq!(pool.register("b:1", &[], 10_000, None, 5).unwrap(), Change::None, "a second registration renews");
+        assert_eq!(
+            pool.register("b:1", &[], 10_000, None, 0).unwrap(),
+            Change::Offer
+        );
+        assert_eq!(
+            pool.register("a:1", &[], 10_000, None, 0).unwrap(),
+            Change::Offer
+        );
+        assert_eq!(
+            pool.register("b:1", &[], 10_000, None, 5).unwrap(),
+            Change::None,
+            "a second registration renews"
+        );
         assert_eq!(pool.offered_addresses(0), ["b:1", "a:1"]);
         assert_eq!(pool.upstreams[0].lease_expires_ms, 10_005);
     }
@@ -373,7 +485,10 @@ mod tests {
         assert_eq!(pool.expire(2_000), ["b:1"]);
         assert_eq!(pool.offered_addresses(0), ["a:1"]);
         assert_eq!(pool.expire(3_500), ["a:1"]);
-        assert!(matches!(pool.renew("a:1", &[], 3_600), Err(RegistryError::UnknownUpstream(_))));
+        assert!(matches!(
+            pool.renew("a:1", &[], 3_600),
+            Err(RegistryError::UnknownUpstream(_))
+        ));
         // Leases are clamped to a sane range.
         pool.register("c:1", &[], 5, None, 0).unwrap();
         assert_eq!(pool.upstreams[0].lease_ms, LEASE_RANGE_MS.0);
@@ -383,16 +498,32 @@ mod tests {
     fn a_name_is_dialled_at_the_address_it_was_admitted_at() {
         let mut pool = pool();
         let first: [IpAddr; 2] = ["10.0.0.5".parse().unwrap(), "10.0.0.6".parse().unwrap()];
-        pool.register("app.internal:8000", &first, 10_000, None, 0).unwrap();
+        pool.register("app.internal:8000", &first, 10_000, None, 0)
+            .unwrap();
         assert_eq!(pool.upstreams[0].dial(), "10.0.0.5:8000");
         assert_eq!(pool.offer(0).upstreams[0].dial, "10.0.0.5:8000");
-        assert_eq!(pool.renew("app.internal:8000", &first[1..], 5).unwrap(), Change::Offer, "moved: the offer changes");
+        assert_eq!(
+            pool.renew("app.internal:8000", &first[1..], 5).unwrap(),
+            Change::Offer,
+            "moved: the offer changes"
+        );
         assert_eq!(pool.upstreams[0].dial(), "10.0.0.6:8000");
-        assert_eq!(pool.renew("app.internal:8000", &[], 6).unwrap(), Change::None, "not resolved this time: the admitted one stays");
+        assert_eq!(
+            pool.renew("app.internal:8000", &[], 6).unwrap(),
+            Change::None,
+            "not resolved this time: the admitted one stays"
+        );
         assert_eq!(pool.upstreams[0].dial(), "10.0.0.6:8000");
         pool.register("[::1]:8001", &[], 10_000, None, 0).unwrap();
         assert_eq!(pool.upstreams[1].dial(), "[::1]:8001");
-        pool.register("v6.internal:80", &["fd00::5".parse().unwrap()], 10_000, None, 0).unwrap();
+        pool.register(
+            "v6.internal:80",
+            &["fd00::5".parse().unwrap()],
+            10_000,
+            None,
+            0,
+        )
+        .unwrap();
         assert_eq!(pool.upstreams[2].dial(), "[fd00::5]:80");
     }
 
@@ -406,7 +537,10 @@ mod tests {
         assert_eq!(pool.offered_addresses(0), ["b:1"]);
         assert_eq!(pool.upstreams.len(), 2);
         // Its companion started again: served again.
-        assert_eq!(pool.register("a:1", &[], 10_000, None, 1).unwrap(), Change::Offer);
+        assert_eq!(
+            pool.register("a:1", &[], 10_000, None, 1).unwrap(),
+            Change::Offer
+        );
         assert_eq!(pool.offered_addresses(0), ["a:1", "b:1"]);
         assert_eq!(pool.remove("a:1").unwrap(), Change::Offer);
         assert!(pool.remove("a:1").is_err());
@@ -419,7 +553,10 @@ mod tests {
         assert_eq!(pool.probed("a:1", &refused(), 1).unwrap(), None);
         assert_eq!(pool.probed("a:1", &refused(), 2).unwrap(), Some(false));
         assert_eq!(pool.offered_addresses(0), Vec::<String>::new());
-        assert_eq!(pool.upstreams[0].last_error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            pool.upstreams[0].last_error.as_deref(),
+            Some("connection refused")
+        );
         assert_eq!(pool.probed("a:1", &ok(), 3).unwrap(), None);
         assert_eq!(pool.probed("a:1", &ok(), 4).unwrap(), Some(true));
         assert_eq!(pool.offered_addresses(0), ["a:1"]);
@@ -429,9 +566,19 @@ mod tests {
     fn a_pool_has_a_cap() {
         let mut pool = pool();
         for i in 0..MAX_UPSTREAMS {
-            pool.register(&format!("10.0.{}.{}:80", i / 256, i % 256), &[], 10_000, None, 0).unwrap();
+            pool.register(
+                &format!("10.0.{}.{}:80", i / 256, i % 256),
+                &[],
+                10_000,
+                None,
+                0,
+            )
+            .unwrap();
         }
-        assert!(matches!(pool.register("10.9.9.9:80", &[], 10_000, None, 0), Err(RegistryError::Full(_))));
+        assert!(matches!(
+            pool.register("10.9.9.9:80", &[], 10_000, None, 0),
+            Err(RegistryError::Full(_))
+        ));
     }
 
     #[test]
@@ -441,13 +588,30 @@ mod tests {
         pool.register("b:1", &[], 10_000, None, 0).unwrap();
         assert_eq!(weights(&pool, 0), [("a:1".into(), 10), ("b:1".into(), 100)]);
         assert_eq!(pool.set_weight("a:1", 0, 1).unwrap(), Change::Offer);
-        assert_eq!(pool.offered_addresses(1), ["b:1"], "standby: known, not offered");
+        assert_eq!(
+            pool.offered_addresses(1),
+            ["b:1"],
+            "standby: known, not offered"
+        );
         assert_eq!(pool.set_weight("a:1", 0, 2).unwrap(), Change::None);
-        assert_eq!(pool.register("a:1", &[], 10_000, Some(50), 3).unwrap(), Change::Offer);
-        assert_eq!(pool.register("a:1", &[], 10_000, None, 4).unwrap(), Change::None, "no weight given keeps the one it has");
+        assert_eq!(
+            pool.register("a:1", &[], 10_000, Some(50), 3).unwrap(),
+            Change::Offer
+        );
+        assert_eq!(
+            pool.register("a:1", &[], 10_000, None, 4).unwrap(),
+            Change::None,
+            "no weight given keeps the one it has"
+        );
         assert_eq!(weights(&pool, 4)[0].1, 50);
-        assert!(matches!(pool.set_weight("a:1", MAX_WEIGHT + 1, 5), Err(RegistryError::BadRequest(_))));
-        assert!(matches!(pool.set_weight("z:1", 1, 5), Err(RegistryError::UnknownUpstream(_))));
+        assert!(matches!(
+            pool.set_weight("a:1", MAX_WEIGHT + 1, 5),
+            Err(RegistryError::BadRequest(_))
+        ));
+        assert!(matches!(
+            pool.set_weight("z:1", 1, 5),
+            Err(RegistryError::UnknownUpstream(_))
+        ));
     }
 
     #[test]
@@ -457,7 +621,11 @@ mod tests {
         // The first member of a fresh pool is not throttled; after the window it is settled.
         assert_eq!(weights(&pool, 0), [("old:1".into(), 100)]);
         pool.register("new:1", &[], 60_000, None, 20_000).unwrap();
-        assert_eq!(weights(&pool, 20_000)[1], ("new:1".into(), 5), "starts at a twentieth");
+        assert_eq!(
+            weights(&pool, 20_000)[1],
+            ("new:1".into(), 5),
+            "starts at a twentieth"
+        );
         assert_eq!(weights(&pool, 25_000)[1], ("new:1".into(), 50));
         assert_eq!(pool.offer(25_000).refresh_in_ms, Some(RAMP_REFRESH_MS));
         assert_eq!(weights(&pool, 30_000)[1], ("new:1".into(), 100));
@@ -469,14 +637,25 @@ mod tests {
     fn a_fresh_deployment_is_not_throttled() {
         let mut pool = slow(10_000);
         for (i, address) in ["a:1", "b:1", "c:1"].iter().enumerate() {
-            pool.register(address, &[], 10_000, None, i as u64 * 1_000).unwrap();
+            pool.register(address, &[], 10_000, None, i as u64 * 1_000)
+                .unwrap();
         }
-        assert!(weights(&pool, 2_000).iter().all(|(_, w)| *w == 100), "{:?}", weights(&pool, 2_000));
+        assert!(
+            weights(&pool, 2_000).iter().all(|(_, w)| *w == 100),
+            "{:?}",
+            weights(&pool, 2_000)
+        );
     }
 
     #[test]
     fn coming_back_healthy_or_from_standby_ramps_again() {
-        let mut pool = Pool { policy: HealthPolicy { passes: 1, fails: 1 }, ..slow(10_000) };
+        let mut pool = Pool {
+            policy: HealthPolicy {
+                passes: 1,
+                fails: 1,
+            },
+            ..slow(10_000)
+        };
         pool.register("a:1", &[], 60_000, None, 0).unwrap();
         pool.register("b:1", &[], 60_000, None, 0).unwrap();
         pool.probed("b:1", &refused(), 20_000).unwrap();
@@ -485,7 +664,11 @@ mod tests {
         assert_eq!(weights(&pool, 30_000)[1].1, 5);
         pool.set_weight("b:1", 0, 45_000).unwrap();
         pool.set_weight("b:1", 200, 50_000).unwrap();
-        assert_eq!(weights(&pool, 50_000)[1].1, 10, "a twentieth of its new weight");
+        assert_eq!(
+            weights(&pool, 50_000)[1].1,
+            10,
+            "a twentieth of its new weight"
+        );
         // Slow start off: at once.
         pool.slow_start_ms = 0;
         pool.set_weight("b:1", 0, 60_000).unwrap();

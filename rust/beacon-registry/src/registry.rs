@@ -73,13 +73,23 @@ pub enum Command {
         now_ms: u64,
     },
     /// Someone changes the weight of `address` (0: standby).
-    Weight { pool: String, address: String, weight: u32, now_ms: u64 },
+    Weight {
+        pool: String,
+        address: String,
+        weight: u32,
+        now_ms: u64,
+    },
     /// A companion is stopping: no new requests for `address`.
     Drain { pool: String, address: String },
     /// A companion is gone: forget `address`.
     Remove { pool: String, address: String },
     /// The host probed `address`.
-    Probed { pool: String, address: String, now_ms: u64, result: ProbeResult },
+    Probed {
+        pool: String,
+        address: String,
+        now_ms: u64,
+        result: ProbeResult,
+    },
     /// Time passed: end expired leases.
     Tick { now_ms: u64 },
     /// The members to offer for `pool` now, in order, with their weights.
@@ -128,7 +138,12 @@ pub struct Registry {
 }
 
 fn event(name: &'static str, pool: &str, address: &str) -> Event {
-    Event { name, pool: pool.to_owned(), address: address.to_owned(), reason: None }
+    Event {
+        name,
+        pool: pool.to_owned(),
+        address: address.to_owned(),
+        reason: None,
+    }
 }
 
 impl Registry {
@@ -136,7 +151,10 @@ impl Registry {
     pub fn handle_json(&mut self, input: &[u8]) -> Reply {
         match serde_json::from_slice::<Command>(input) {
             Ok(command) => self.handle(command),
-            Err(error) => failure(&RegistryError::BadCommand(error.to_string()), Reply::default()),
+            Err(error) => failure(
+                &RegistryError::BadCommand(error.to_string()),
+                Reply::default(),
+            ),
         }
     }
 
@@ -151,16 +169,32 @@ impl Registry {
 
     fn pool(&mut self, name: &str) -> Result<&mut Pool, RegistryError> {
         check_pool_name(name)?;
-        self.pools.get_mut(name).ok_or_else(|| RegistryError::UnknownPool(name.to_owned()))
+        self.pools
+            .get_mut(name)
+            .ok_or_else(|| RegistryError::UnknownPool(name.to_owned()))
     }
 
     fn apply(&mut self, command: Command, reply: &mut Reply) -> Result<(), RegistryError> {
         match command {
-            Command::Configure { pool, claim, passes, fails, slow_start_ms, allow } => {
+            Command::Configure {
+                pool,
+                claim,
+                passes,
+                fails,
+                slow_start_ms,
+                allow,
+            } => {
                 check_pool_name(&pool)?;
                 let defaults = HealthPolicy::default();
-                let policy = HealthPolicy { passes: passes.unwrap_or(defaults.passes), fails: fails.unwrap_or(defaults.fails) };
-                let settings = PoolSettings { policy, slow_start_ms, admission: Admission::new(&allow)? };
+                let policy = HealthPolicy {
+                    passes: passes.unwrap_or(defaults.passes),
+                    fails: fails.unwrap_or(defaults.fails),
+                };
+                let settings = PoolSettings {
+                    policy,
+                    slow_start_ms,
+                    admission: Admission::new(&allow)?,
+                };
                 self.declared.stage(claim, &pool, settings)?;
                 reply.data = json!({ "pool": pool, "claim": claim });
             }
@@ -175,23 +209,43 @@ impl Registry {
                 let pool = self.declared.release(claim)?;
                 let gone = !self.declared.claimed(&pool) && self.pools.contains_key(&pool);
                 if gone {
-                    for upstream in self.pools.remove(&pool).map(|p| p.upstreams).unwrap_or_default() {
-                        let reason = Some("no running config declares its pool any more".to_owned());
-                        reply.events.push(Event { reason, ..event("removed", &pool, &upstream.address) });
+                    for upstream in self
+                        .pools
+                        .remove(&pool)
+                        .map(|p| p.upstreams)
+                        .unwrap_or_default()
+                    {
+                        let reason =
+                            Some("no running config declares its pool any more".to_owned());
+                        reply.events.push(Event {
+                            reason,
+                            ..event("removed", &pool, &upstream.address)
+                        });
                     }
                 } else {
                     self.take_settings(&pool, reply);
                 }
                 reply.data = json!({ "pool": pool, "gone": gone });
             }
-            Command::Host { listeners, local_addresses } => {
+            Command::Host {
+                listeners,
+                local_addresses,
+            } => {
                 self.own = OwnSockets::parse(&listeners, &local_addresses)?;
                 let names: Vec<String> = self.pools.keys().cloned().collect();
                 for name in names {
                     self.remove_refused(&name, reply);
                 }
             }
-            Command::Register { pool, address, lease_ms, weight, resolved, listeners, now_ms } => {
+            Command::Register {
+                pool,
+                address,
+                lease_ms,
+                weight,
+                resolved,
+                listeners,
+                now_ms,
+            } => {
                 check_dial_address(&address)?;
                 let own = self.own.merged(&OwnSockets::parse(&listeners, &[])?);
                 let target = self.pool(&pool)?;
@@ -201,11 +255,21 @@ impl Registry {
                     if known && refusal.status() == 403 {
                         target.remove(&address)?;
                         reply.changed.push(pool.clone());
-                        reply.events.push(Event { reason: Some(refusal.to_string()), ..event("removed", &pool, &address) });
+                        reply.events.push(Event {
+                            reason: Some(refusal.to_string()),
+                            ..event("removed", &pool, &address)
+                        });
                     }
                     return Err(refusal);
                 }
-                if target.register(&address, &resolved, lease_ms.unwrap_or(DEFAULT_LEASE_MS), weight, now_ms)? == Change::Offer {
+                if target.register(
+                    &address,
+                    &resolved,
+                    lease_ms.unwrap_or(DEFAULT_LEASE_MS),
+                    weight,
+                    now_ms,
+                )? == Change::Offer
+                {
                     reply.changed.push(pool.clone());
                 }
                 if !known {
@@ -214,14 +278,22 @@ impl Registry {
                 let upstream = target.upstreams.iter().find(|u| u.address == address);
                 reply.data = upstream.map_or(Value::Null, |u| json!({"lease_ms": u.lease_ms, "weight": u.weight, "created": !known, "dial": u.dial()}));
             }
-            Command::Renew { pool, address, resolved, now_ms } => {
+            Command::Renew {
+                pool,
+                address,
+                resolved,
+                now_ms,
+            } => {
                 let own = self.own.clone();
                 let target = self.pool(&pool)?;
                 if !resolved.is_empty() && target.upstreams.iter().any(|u| u.address == address) {
                     if let Err(refusal) = target.admission.admit(&address, &resolved, &own) {
                         target.remove(&address)?;
                         reply.changed.push(pool.clone());
-                        reply.events.push(Event { reason: Some(refusal.to_string()), ..event("removed", &pool, &address) });
+                        reply.events.push(Event {
+                            reason: Some(refusal.to_string()),
+                            ..event("removed", &pool, &address)
+                        });
                         return Err(refusal);
                     }
                 }
@@ -229,7 +301,12 @@ impl Registry {
                     reply.changed.push(pool.clone());
                 }
             }
-            Command::Weight { pool, address, weight, now_ms } => {
+            Command::Weight {
+                pool,
+                address,
+                weight,
+                now_ms,
+            } => {
                 let target = self.pool(&pool)?;
                 if target.set_weight(&address, weight, now_ms)? == Change::Offer {
                     reply.changed.push(pool.clone());
@@ -247,12 +324,28 @@ impl Registry {
                 reply.changed.push(pool.clone());
                 reply.events.push(event("removed", &pool, &address));
             }
-            Command::Probed { pool, address, now_ms, result } => {
+            Command::Probed {
+                pool,
+                address,
+                now_ms,
+                result,
+            } => {
                 let target = self.pool(&pool)?;
                 if let Some(healthy) = target.probed(&address, &result, now_ms)? {
-                    let reason = target.upstreams.iter().find(|u| u.address == address).and_then(|u| u.last_error.clone());
+                    let reason = target
+                        .upstreams
+                        .iter()
+                        .find(|u| u.address == address)
+                        .and_then(|u| u.last_error.clone());
                     reply.changed.push(pool.clone());
-                    reply.events.push(Event { reason, ..event(if healthy { "healthy" } else { "unhealthy" }, &pool, &address) });
+                    reply.events.push(Event {
+                        reason,
+                        ..event(
+                            if healthy { "healthy" } else { "unhealthy" },
+                            &pool,
+                            &address,
+                        )
+                    });
                 }
             }
             Command::Tick { now_ms } => {
@@ -261,7 +354,9 @@ impl Registry {
                     if !gone.is_empty() {
                         reply.changed.push(name.clone());
                     }
-                    reply.events.extend(gone.iter().map(|address| event("expired", name, address)));
+                    reply
+                        .events
+                        .extend(gone.iter().map(|address| event("expired", name, address)));
                 }
             }
             Command::Offer { pool, now_ms } => reply.data = json!(self.pool(&pool)?.offer(now_ms)),
@@ -273,18 +368,26 @@ impl Registry {
     /// Gives `pool` the settings of its newest committed claim, and removes the members they
     /// refuse.
     fn take_settings(&mut self, name: &str, reply: &mut Reply) {
-        let (Some(settings), Some(pool)) = (self.declared.active(name), self.pools.get_mut(name)) else { return };
+        let (Some(settings), Some(pool)) = (self.declared.active(name), self.pools.get_mut(name))
+        else {
+            return;
+        };
         pool.configure(settings);
         self.remove_refused(name, reply);
     }
 
     /// Removes the members of `name` that its admission policy refuses now.
     fn remove_refused(&mut self, name: &str, reply: &mut Reply) {
-        let Some(pool) = self.pools.get_mut(name) else { return };
+        let Some(pool) = self.pools.get_mut(name) else {
+            return;
+        };
         for (address, why) in pool.refused_members(&self.own) {
             if pool.remove(&address).is_ok() {
                 reply.changed.push(name.to_owned());
-                reply.events.push(Event { reason: Some(why), ..event("removed", name, &address) });
+                reply.events.push(Event {
+                    reason: Some(why),
+                    ..event("removed", name, &address)
+                });
             }
         }
         reply.changed.dedup();
@@ -301,8 +404,13 @@ impl Registry {
                     .map(|u| {
                         let mut value = serde_json::to_value(u).unwrap_or(Value::Null);
                         value["dial"] = json!(u.dial());
-                        value["lease_expires_in_ms"] = json!(u.lease_expires_ms.saturating_sub(now_ms));
-                        value["effective_weight"] = json!(if u.eligible() { pool.effective_weight(u, now_ms) } else { 0 });
+                        value["lease_expires_in_ms"] =
+                            json!(u.lease_expires_ms.saturating_sub(now_ms));
+                        value["effective_weight"] = json!(if u.eligible() {
+                            pool.effective_weight(u, now_ms)
+                        } else {
+                            0
+                        });
                         value["slow_start_until_ms"] = json!(pool.ramp_until(u, now_ms));
                         value
                     })
@@ -323,13 +431,24 @@ impl Registry {
 
 impl Default for Reply {
     fn default() -> Self {
-        Reply { status: 200, error: None, changed: Vec::new(), events: Vec::new(), data: Value::Null }
+        Reply {
+            status: 200,
+            error: None,
+            changed: Vec::new(),
+            events: Vec::new(),
+            data: Value::Null,
+        }
     }
 }
 
 /// The reply to a refused command, with whatever it changed before it was refused.
 fn failure(error: &RegistryError, done: Reply) -> Reply {
-    Reply { status: error.status(), error: Some(error.to_string()), data: Value::Null, ..done }
+    Reply {
+        status: error.status(),
+        error: Some(error.to_string()),
+        data: Value::Null,
+        ..done
+    }
 }
 
 #[cfg(test)]
@@ -358,109 +477,311 @@ mod tests {
 
     fn offered(registry: &mut Registry) -> Value {
         let offer = run(registry, json!({"op": "offer", "pool": "api", "now_ms": 0})).data;
-        json!(offer["upstreams"].as_array().unwrap().iter().map(|u| u["address"].clone()).collect::<Vec<_>>())
+        json!(offer["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["address"].clone())
+            .collect::<Vec<_>>())
     }
 
     #[test]
     fn a_companion_lifecycle_through_json() {
         let mut registry = Registry::default();
-        assert_eq!(run(&mut registry, json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 0})).status, 404, "pool not declared yet");
-        assert_eq!(declare(&mut registry, json!({"pool": "api", "passes": 1, "fails": 2})).status, 200);
-        let registered = run(&mut registry, json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "lease_ms": 5000, "now_ms": 0}));
-        assert_eq!((registered.status, registered.changed.clone()), (200, vec!["api".to_owned()]));
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 0})
+            )
+            .status,
+            404,
+            "pool not declared yet"
+        );
+        assert_eq!(
+            declare(
+                &mut registry,
+                json!({"pool": "api", "passes": 1, "fails": 2})
+            )
+            .status,
+            200
+        );
+        let registered = run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "lease_ms": 5000, "now_ms": 0}),
+        );
+        assert_eq!(
+            (registered.status, registered.changed.clone()),
+            (200, vec!["api".to_owned()])
+        );
         assert_eq!(registered.events[0].name, "registered");
         assert_eq!(offered(&mut registry), json!(["127.0.0.1:8001"]));
-        let again = run(&mut registry, json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 10}));
-        assert!(again.changed.is_empty() && again.events.is_empty(), "re-registering is a renewal: {again:?}");
+        let again = run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 10}),
+        );
+        assert!(
+            again.changed.is_empty() && again.events.is_empty(),
+            "re-registering is a renewal: {again:?}"
+        );
 
-        let probe = |ok: bool| json!({"op": "probed", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 20,
-            "result": if ok { json!({"status": 200, "body": "{\"status\":\"pass\"}"}) } else { json!({"status": 503, "body": "{\"status\":\"fail\"}"}) }});
-        assert!(run(&mut registry, probe(false)).events.is_empty(), "fails: 2");
+        let probe = |ok: bool| {
+            json!({"op": "probed", "pool": "api", "address": "127.0.0.1:8001", "now_ms": 20,
+            "result": if ok { json!({"status": 200, "body": "{\"status\":\"pass\"}"}) } else { json!({"status": 503, "body": "{\"status\":\"fail\"}"}) }})
+        };
+        assert!(
+            run(&mut registry, probe(false)).events.is_empty(),
+            "fails: 2"
+        );
         let down = run(&mut registry, probe(false));
-        assert_eq!((down.events[0].name, down.events[0].reason.as_deref()), ("unhealthy", Some("answered 503")));
+        assert_eq!(
+            (down.events[0].name, down.events[0].reason.as_deref()),
+            ("unhealthy", Some("answered 503"))
+        );
         assert_eq!(offered(&mut registry), json!([]));
         assert_eq!(run(&mut registry, probe(true)).events[0].name, "healthy");
 
         let pools = run(&mut registry, json!({"op": "pools", "now_ms": 1000})).data;
         let upstream = &pools["pools"]["api"]["upstreams"][0];
-        assert_eq!((upstream["address"].as_str(), upstream["healthy"].as_bool(), upstream["draining"].as_bool()), (Some("127.0.0.1:8001"), Some(true), Some(false)));
+        assert_eq!(
+            (
+                upstream["address"].as_str(),
+                upstream["healthy"].as_bool(),
+                upstream["draining"].as_bool()
+            ),
+            (Some("127.0.0.1:8001"), Some(true), Some(false))
+        );
         // Re-registered at 10 ms with the default 15 s lease.
         assert_eq!(upstream["lease_expires_in_ms"], json!(14010));
 
-        assert_eq!(run(&mut registry, json!({"op": "drain", "pool": "api", "address": "127.0.0.1:8001"})).events[0].name, "draining");
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "drain", "pool": "api", "address": "127.0.0.1:8001"})
+            )
+            .events[0]
+                .name,
+            "draining"
+        );
         assert_eq!(offered(&mut registry), json!([]));
-        assert_eq!(run(&mut registry, json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})).changed, ["api"]);
-        assert_eq!(run(&mut registry, json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})).status, 404);
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})
+            )
+            .changed,
+            ["api"]
+        );
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "remove", "pool": "api", "address": "127.0.0.1:8001"})
+            )
+            .status,
+            404
+        );
     }
 
     #[test]
     fn the_number_of_pools_is_bounded() {
         let mut registry = Registry::default();
         for i in 0..MAX_POOLS {
-            assert_eq!(declare(&mut registry, json!({"pool": format!("p{i}")})).status, 200);
+            assert_eq!(
+                declare(&mut registry, json!({"pool": format!("p{i}")})).status,
+                200
+            );
         }
-        assert_eq!(declare(&mut registry, json!({"pool": "one-more"})).status, 409);
-        assert_eq!(declare(&mut registry, json!({"pool": "p7", "passes": 3})).status, 200, "a known pool is reconfigured");
+        assert_eq!(
+            declare(&mut registry, json!({"pool": "one-more"})).status,
+            409
+        );
+        assert_eq!(
+            declare(&mut registry, json!({"pool": "p7", "passes": 3})).status,
+            200,
+            "a known pool is reconfigured"
+        );
     }
 
     #[test]
     fn a_refused_config_changes_nothing() {
         let mut registry = Registry::default();
-        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 1, "allow": ["10.0.0.0/8"]})).status, 200);
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "configure", "pool": "api", "claim": 1, "allow": ["10.0.0.0/8"]})
+            )
+            .status,
+            200
+        );
         run(&mut registry, json!({"op": "commit", "claim": 1}));
-        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0}));
+        run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0}),
+        );
         // A config declaring 1,030 pools, one of them a stricter api: refused at the 1,025th.
-        assert_eq!(run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 2, "allow": ["192.168.0.0/16"]})).status, 200);
-        let refused = (0..1030).map(|i| run(&mut registry, json!({"op": "configure", "pool": format!("p{i}"), "claim": 100 + i}))).position(|r| r.status == 409);
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "configure", "pool": "api", "claim": 2, "allow": ["192.168.0.0/16"]})
+            )
+            .status,
+            200
+        );
+        let refused = (0..1030)
+            .map(|i| {
+                run(
+                    &mut registry,
+                    json!({"op": "configure", "pool": format!("p{i}"), "claim": 100 + i}),
+                )
+            })
+            .position(|r| r.status == 409);
         assert_eq!(refused, Some(MAX_POOLS - 1), "api counts too");
-        assert_eq!(offered(&mut registry), json!(["10.0.0.5:80"]), "staged settings do not run");
+        assert_eq!(
+            offered(&mut registry),
+            json!(["10.0.0.5:80"]),
+            "staged settings do not run"
+        );
         // Caddy unloads it: every claim it staged is released.
         for claim in std::iter::once(2).chain(100..100 + MAX_POOLS as u64 - 1) {
-            assert_eq!(run(&mut registry, json!({"op": "release", "claim": claim})).status, 200);
+            assert_eq!(
+                run(&mut registry, json!({"op": "release", "claim": claim})).status,
+                200
+            );
         }
-        assert_eq!(run(&mut registry, json!({"op": "pools", "now_ms": 0})).data["pools"].as_object().map(|p| p.len()), Some(1));
-        assert_eq!(run(&mut registry, json!({"op": "register", "pool": "p3", "address": "10.0.0.6:80", "now_ms": 0})).status, 404);
+        assert_eq!(
+            run(&mut registry, json!({"op": "pools", "now_ms": 0})).data["pools"]
+                .as_object()
+                .map(|p| p.len()),
+            Some(1)
+        );
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "register", "pool": "p3", "address": "10.0.0.6:80", "now_ms": 0})
+            )
+            .status,
+            404
+        );
         assert_eq!(offered(&mut registry), json!(["10.0.0.5:80"]));
-        assert_eq!(declare(&mut registry, json!({"pool": "new-one"})).status, 200, "a later config declares new pools");
+        assert_eq!(
+            declare(&mut registry, json!({"pool": "new-one"})).status,
+            200,
+            "a later config declares new pools"
+        );
     }
 
     #[test]
     fn a_pool_lives_as_long_as_a_running_config_declares_it() {
         let mut registry = Registry::default();
-        run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 1}));
-        assert_eq!(run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0})).status, 404, "staged only");
+        run(
+            &mut registry,
+            json!({"op": "configure", "pool": "api", "claim": 1}),
+        );
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0})
+            )
+            .status,
+            404,
+            "staged only"
+        );
         run(&mut registry, json!({"op": "commit", "claim": 1}));
-        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0}));
+        run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "10.0.0.5:80", "now_ms": 0}),
+        );
         // A reload: the new config's claim commits before the old one is released.
-        run(&mut registry, json!({"op": "configure", "pool": "api", "claim": 2, "slow_start_ms": 5000}));
+        run(
+            &mut registry,
+            json!({"op": "configure", "pool": "api", "claim": 2, "slow_start_ms": 5000}),
+        );
         run(&mut registry, json!({"op": "commit", "claim": 2}));
         let released = run(&mut registry, json!({"op": "release", "claim": 1}));
         assert_eq!(released.data, json!({"pool": "api", "gone": false}));
-        assert_eq!(offered(&mut registry), json!(["10.0.0.5:80"]), "members outlive a reload");
-        assert_eq!(run(&mut registry, json!({"op": "pools", "now_ms": 0})).data["pools"]["api"]["slow_start_ms"], 5000);
+        assert_eq!(
+            offered(&mut registry),
+            json!(["10.0.0.5:80"]),
+            "members outlive a reload"
+        );
+        assert_eq!(
+            run(&mut registry, json!({"op": "pools", "now_ms": 0})).data["pools"]["api"]
+                ["slow_start_ms"],
+            5000
+        );
         // A config without the pool replaces it.
         let gone = run(&mut registry, json!({"op": "release", "claim": 2}));
-        assert_eq!((gone.data["gone"].as_bool(), gone.events[0].name, gone.changed.len()), (Some(true), "removed", 0));
-        assert_eq!(run(&mut registry, json!({"op": "offer", "pool": "api", "now_ms": 0})).status, 404);
-        assert_eq!(run(&mut registry, json!({"op": "release", "claim": 2})).status, 404);
+        assert_eq!(
+            (
+                gone.data["gone"].as_bool(),
+                gone.events[0].name,
+                gone.changed.len()
+            ),
+            (Some(true), "removed", 0)
+        );
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "offer", "pool": "api", "now_ms": 0})
+            )
+            .status,
+            404
+        );
+        assert_eq!(
+            run(&mut registry, json!({"op": "release", "claim": 2})).status,
+            404
+        );
     }
 
     #[test]
     fn a_name_that_moves_somewhere_refused_is_removed_at_its_renewal() {
         let mut registry = Registry::default();
         declare(&mut registry, json!({"pool": "api"}));
-        run(&mut registry, json!({"op": "host", "listeners": ["127.0.0.1:2019"], "local_addresses": ["10.0.0.9"]}));
-        let registered = run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["10.0.0.5"], "now_ms": 0}));
-        assert_eq!((registered.status, registered.data["dial"].as_str()), (200, Some("10.0.0.5:2019")));
-        let moved = run(&mut registry, json!({"op": "renew", "pool": "api", "address": "app.test:2019", "resolved": ["127.0.0.2"], "now_ms": 10}));
-        assert_eq!((moved.status, moved.changed.clone(), moved.events[0].name), (403, vec!["api".to_owned()], "removed"));
-        assert!(moved.events[0].reason.as_deref().is_some_and(|r| r.contains("reaches this Caddy itself")), "{moved:?}");
+        run(
+            &mut registry,
+            json!({"op": "host", "listeners": ["127.0.0.1:2019"], "local_addresses": ["10.0.0.9"]}),
+        );
+        let registered = run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["10.0.0.5"], "now_ms": 0}),
+        );
+        assert_eq!(
+            (registered.status, registered.data["dial"].as_str()),
+            (200, Some("10.0.0.5:2019"))
+        );
+        let moved = run(
+            &mut registry,
+            json!({"op": "renew", "pool": "api", "address": "app.test:2019", "resolved": ["127.0.0.2"], "now_ms": 10}),
+        );
+        assert_eq!(
+            (moved.status, moved.changed.clone(), moved.events[0].name),
+            (403, vec!["api".to_owned()], "removed")
+        );
+        assert!(
+            moved.events[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("reaches this Caddy itself")),
+            "{moved:?}"
+        );
         assert_eq!(offered(&mut registry), json!([]));
-        let again = run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["169.254.169.254"], "now_ms": 20}));
-        assert_eq!((again.status, again.events.len()), (403, 0), "refused, and nothing to remove");
+        let again = run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["169.254.169.254"], "now_ms": 20}),
+        );
+        assert_eq!(
+            (again.status, again.events.len()),
+            (403, 0),
+            "refused, and nothing to remove"
+        );
         // Re-registering a known member is judged too.
-        run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["10.0.0.5"], "now_ms": 30}));
-        let rebound = run(&mut registry, json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["169.254.169.254"], "now_ms": 40}));
+        run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["10.0.0.5"], "now_ms": 30}),
+        );
+        let rebound = run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "app.test:2019", "resolved": ["169.254.169.254"], "now_ms": 40}),
+        );
         assert_eq!((rebound.status, rebound.events[0].name), (403, "removed"));
     }
 
@@ -468,13 +789,36 @@ mod tests {
     fn a_member_that_reaches_caddy_under_new_facts_is_removed() {
         let mut registry = Registry::default();
         declare(&mut registry, json!({"pool": "api"}));
-        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.9:2999", "now_ms": 0}));
-        run(&mut registry, json!({"op": "register", "pool": "api", "address": "10.0.0.5:2999", "now_ms": 0}));
+        run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "10.0.0.9:2999", "now_ms": 0}),
+        );
+        run(
+            &mut registry,
+            json!({"op": "register", "pool": "api", "address": "10.0.0.5:2999", "now_ms": 0}),
+        );
         // A reload moved the admin API onto all interfaces at port 2999; this host is 10.0.0.9.
-        let moved = run(&mut registry, json!({"op": "host", "listeners": ["0.0.0.0:2999"], "local_addresses": ["10.0.0.9"]}));
-        assert_eq!((moved.changed.clone(), moved.events.len(), moved.events[0].address.as_str()), (vec!["api".to_owned()], 1, "10.0.0.9:2999"));
+        let moved = run(
+            &mut registry,
+            json!({"op": "host", "listeners": ["0.0.0.0:2999"], "local_addresses": ["10.0.0.9"]}),
+        );
+        assert_eq!(
+            (
+                moved.changed.clone(),
+                moved.events.len(),
+                moved.events[0].address.as_str()
+            ),
+            (vec!["api".to_owned()], 1, "10.0.0.9:2999")
+        );
         assert_eq!(offered(&mut registry), json!(["10.0.0.5:2999"]));
-        assert_eq!(run(&mut registry, json!({"op": "host", "listeners": ["localhost:2019"]})).status, 400);
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "host", "listeners": ["localhost:2019"]})
+            )
+            .status,
+            400
+        );
     }
 
     #[test]
@@ -482,13 +826,29 @@ mod tests {
         let mut registry = Registry::default();
         for pool in ["a", "b"] {
             declare(&mut registry, json!({"pool": pool}));
-            run(&mut registry, json!({"op": "register", "pool": pool, "address": "10.0.0.1:80", "lease_ms": 2000, "now_ms": 0}));
+            run(
+                &mut registry,
+                json!({"op": "register", "pool": pool, "address": "10.0.0.1:80", "lease_ms": 2000, "now_ms": 0}),
+            );
         }
-        run(&mut registry, json!({"op": "renew", "pool": "a", "address": "10.0.0.1:80", "now_ms": 1500}));
+        run(
+            &mut registry,
+            json!({"op": "renew", "pool": "a", "address": "10.0.0.1:80", "now_ms": 1500}),
+        );
         let tick = run(&mut registry, json!({"op": "tick", "now_ms": 2500}));
         assert_eq!(tick.changed, ["b"]);
-        assert_eq!((tick.events[0].name, tick.events[0].pool.as_str()), ("expired", "b"));
-        assert_eq!(run(&mut registry, json!({"op": "renew", "pool": "b", "address": "10.0.0.1:80", "now_ms": 2600})).status, 404);
+        assert_eq!(
+            (tick.events[0].name, tick.events[0].pool.as_str()),
+            ("expired", "b")
+        );
+        assert_eq!(
+            run(
+                &mut registry,
+                json!({"op": "renew", "pool": "b", "address": "10.0.0.1:80", "now_ms": 2600})
+            )
+            .status,
+            404
+        );
     }
 
     #[test]
@@ -498,10 +858,22 @@ mod tests {
         for (input, status) in [
             (&b"not json"[..], 400),
             (br#"{"op":"explode"}"#, 400),
-            (br#"{"op":"register","pool":"api","address":"nope","now_ms":0}"#, 400),
-            (br#"{"op":"register","pool":"api","address":"10.0.0.1:80","now_ms":0,"extra":1}"#, 400),
-            (br#"{"op":"register","pool":"../x","address":"10.0.0.1:80","now_ms":0}"#, 400),
-            (br#"{"op":"drain","pool":"api","address":"10.0.0.9:80"}"#, 404),
+            (
+                br#"{"op":"register","pool":"api","address":"nope","now_ms":0}"#,
+                400,
+            ),
+            (
+                br#"{"op":"register","pool":"api","address":"10.0.0.1:80","now_ms":0,"extra":1}"#,
+                400,
+            ),
+            (
+                br#"{"op":"register","pool":"../x","address":"10.0.0.1:80","now_ms":0}"#,
+                400,
+            ),
+            (
+                br#"{"op":"drain","pool":"api","address":"10.0.0.9:80"}"#,
+                404,
+            ),
         ] {
             let reply = registry.handle_json(input);
             assert_eq!(reply.status, status, "{}", String::from_utf8_lossy(input));

@@ -28,12 +28,20 @@ impl AdminAddress {
     /// `https://host:port` (Caddy's remote admin), which uses `tls` (the system's roots alone
     /// when None).
     pub fn parse(text: &str, tls: Option<&Arc<TlsFiles>>) -> Result<AdminAddress, AgentError> {
-        let usage = |why: &str| AgentError::Usage(format!("--admin {text:?}: {why} (e.g. --admin http://localhost:2019)"));
+        let usage = |why: &str| {
+            AgentError::Usage(format!(
+                "--admin {text:?}: {why} (e.g. --admin http://localhost:2019)"
+            ))
+        };
         if let Some(path) = text.strip_prefix("unix/") {
             if !path.starts_with('/') || path.len() < 2 {
                 return Err(usage("a Unix socket is written unix//absolute/path.sock"));
             }
-            return Ok(AdminAddress { endpoint: Endpoint::Unix(PathBuf::from(path)), display: text.to_owned(), tls: None });
+            return Ok(AdminAddress {
+                endpoint: Endpoint::Unix(PathBuf::from(path)),
+                display: text.to_owned(),
+                tls: None,
+            });
         }
         let (scheme, rest) = match text.strip_prefix("https://") {
             Some(rest) => ("https", rest),
@@ -43,11 +51,19 @@ impl AdminAddress {
         if rest.contains('/') {
             return Err(usage("give the address only, without a path"));
         }
-        let authority = if let Some(port) = rest.strip_prefix(':') { format!("localhost:{port}") } else { rest.to_owned() };
+        let authority = if let Some(port) = rest.strip_prefix(':') {
+            format!("localhost:{port}")
+        } else {
+            rest.to_owned()
+        };
         match authority.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
                 let tls = (scheme == "https").then(|| tls.cloned().unwrap_or_default());
-                Ok(AdminAddress { display: format!("{scheme}://{authority}"), endpoint: Endpoint::Tcp(authority), tls })
+                Ok(AdminAddress {
+                    display: format!("{scheme}://{authority}"),
+                    endpoint: Endpoint::Tcp(authority),
+                    tls,
+                })
             }
             _ => Err(usage("expected host:port")),
         }
@@ -63,9 +79,14 @@ impl AdminAddress {
         match &self.endpoint {
             Endpoint::Unix(_) => true,
             Endpoint::Tcp(authority) => {
-                let host = authority.rsplit_once(':').map_or(authority.as_str(), |(host, _)| host);
+                let host = authority
+                    .rsplit_once(':')
+                    .map_or(authority.as_str(), |(host, _)| host);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
             }
         }
     }
@@ -88,7 +109,11 @@ impl AdminClient {
     pub fn new(address: AdminAddress) -> Result<Self, AgentError> {
         let http = HttpClient::new(&address.endpoint, address.tls.as_deref())
             .map_err(|e| AgentError::Usage(format!("--admin {}: {e}", address.display)))?;
-        Ok(AdminClient { address, timeout: Duration::from_secs(5), http })
+        Ok(AdminClient {
+            address,
+            timeout: Duration::from_secs(5),
+            http,
+        })
     }
 
     /// The address this client talks to.
@@ -100,20 +125,41 @@ impl AdminClient {
         let mut reason = reason.to_string();
         // TLS failures, said in the terms of the flags that fix them.
         if reason.contains("invalid peer certificate") {
-            reason.push_str(" (Caddy's certificate is not trusted: give the CA that issued it with --admin-ca)");
-        } else if ["UnknownCA", "BadCertificate", "CertificateRequired", "AccessDenied"].iter().any(|alert| reason.contains(&format!("alert: {alert}"))) {
+            reason.push_str(
+                " (Caddy's certificate is not trusted: give the CA that issued it with --admin-ca)",
+            );
+        } else if [
+            "UnknownCA",
+            "BadCertificate",
+            "CertificateRequired",
+            "AccessDenied",
+        ]
+        .iter()
+        .any(|alert| reason.contains(&format!("alert: {alert}")))
+        {
             reason.push_str(" (Caddy refused our client certificate: --admin-cert must be one its admin.remote access_control lists)");
         }
-        AgentError::Unreachable { admin: self.address.url(), reason }
+        AgentError::Unreachable {
+            admin: self.address.url(),
+            reason,
+        }
     }
 
     /// Sends one request and reads the whole response.
-    pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>, if_match: Option<&str>) -> Result<AdminResponse, AgentError> {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        if_match: Option<&str>,
+    ) -> Result<AdminResponse, AgentError> {
         let mut headers = vec![("Accept", "application/json")];
         if let Some(tag) = if_match {
             headers.push(("If-Match", tag));
         }
-        self.http.send(method, path, &headers, body, self.timeout, MAX_ANSWER).map_err(|e| self.unreachable(e))
+        self.http
+            .send(method, path, &headers, body, self.timeout, MAX_ANSWER)
+            .map_err(|e| self.unreachable(e))
     }
 
     /// GET that must answer 200; the body parsed as JSON.
@@ -140,7 +186,12 @@ impl AdminClient {
     /// The error for an unexpected answer, with Caddy's `{"error": ...}` text when there is one.
     pub fn api_error(&self, method: &str, path: &str, response: &AdminResponse) -> AgentError {
         let message = error_message(&response.body);
-        AgentError::Api { admin: self.address.url(), request: format!("{method} {path}"), status: response.status, message }
+        AgentError::Api {
+            admin: self.address.url(),
+            request: format!("{method} {path}"),
+            status: response.status,
+            message,
+        }
     }
 }
 
@@ -149,7 +200,13 @@ pub fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().chars().take(300).collect())
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(body)
+                .trim()
+                .chars()
+                .take(300)
+                .collect()
+        })
 }
 
 #[cfg(test)]
@@ -159,17 +216,47 @@ mod tests {
     #[test]
     fn parses_admin_addresses() {
         let tcp = |text: &str| AdminAddress::parse(text, None).unwrap().endpoint;
-        assert_eq!(tcp("http://localhost:2019"), Endpoint::Tcp("localhost:2019".into()));
-        assert_eq!(tcp("127.0.0.1:2019/"), Endpoint::Tcp("127.0.0.1:2019".into()));
+        assert_eq!(
+            tcp("http://localhost:2019"),
+            Endpoint::Tcp("localhost:2019".into())
+        );
+        assert_eq!(
+            tcp("127.0.0.1:2019/"),
+            Endpoint::Tcp("127.0.0.1:2019".into())
+        );
         assert_eq!(tcp(":2019"), Endpoint::Tcp("localhost:2019".into()));
-        assert_eq!(tcp("unix//run/caddy/admin.sock"), Endpoint::Unix("/run/caddy/admin.sock".into()));
-        assert!(AdminAddress::parse("unix//run/a.sock", None).unwrap().is_local());
-        assert!(AdminAddress::parse("http://[::1]:2019", None).unwrap().is_local());
-        assert!(!AdminAddress::parse("http://caddy:2019", None).unwrap().is_local());
+        assert_eq!(
+            tcp("unix//run/caddy/admin.sock"),
+            Endpoint::Unix("/run/caddy/admin.sock".into())
+        );
+        assert!(AdminAddress::parse("unix//run/a.sock", None)
+            .unwrap()
+            .is_local());
+        assert!(AdminAddress::parse("http://[::1]:2019", None)
+            .unwrap()
+            .is_local());
+        assert!(!AdminAddress::parse("http://caddy:2019", None)
+            .unwrap()
+            .is_local());
         let remote = AdminAddress::parse("https://caddy:2021", None).unwrap();
-        assert_eq!((remote.display.as_str(), remote.tls.is_some()), ("https://caddy:2021", true));
-        assert_eq!(AdminAddress::parse("http://caddy:2019", Some(&Arc::default())).unwrap().tls, None);
-        for bad in ["localhost", "http://h:port", "https://h", "http://h:2019/config", "unix/relative.sock", ""] {
+        assert_eq!(
+            (remote.display.as_str(), remote.tls.is_some()),
+            ("https://caddy:2021", true)
+        );
+        assert_eq!(
+            AdminAddress::parse("http://caddy:2019", Some(&Arc::default()))
+                .unwrap()
+                .tls,
+            None
+        );
+        for bad in [
+            "localhost",
+            "http://h:port",
+            "https://h",
+            "http://h:2019/config",
+            "unix/relative.sock",
+            "",
+        ] {
             let error = AdminAddress::parse(bad, None).unwrap_err();
             assert_eq!(error.exit_code(), 64, "{bad}: {error}");
         }

@@ -27,7 +27,9 @@ pub fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 
 /// Whether some object in `config` is tagged `"@id": id`.
 pub fn contains_id(config: &Value, id: &str) -> bool {
-    objects(config).into_iter().any(|object| text(object, "@id") == Some(id))
+    objects(config)
+        .into_iter()
+        .any(|object| text(object, "@id") == Some(id))
 }
 
 #[cfg(test)]

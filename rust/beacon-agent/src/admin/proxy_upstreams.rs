@@ -48,7 +48,10 @@ pub fn wait_until_drained(
     loop {
         match proxy_upstreams(client) {
             Ok(upstreams) => {
-                running = upstreams.iter().find(|u| u.address == address).map_or(0, |u| u.num_requests);
+                running = upstreams
+                    .iter()
+                    .find(|u| u.address == address)
+                    .map_or(0, |u| u.num_requests);
                 if running == 0 {
                     return Ok(0);
                 }

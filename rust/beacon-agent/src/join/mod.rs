@@ -105,15 +105,29 @@ pub trait Membership: Send {
 
 /// Joins one Caddy in `mode` and keeps it so until the companion leaves; returns how leaving
 /// went. `events_address` is where this Caddy streams health events, for config edits.
-pub fn join(caddy: CaddyLink, upstream: &Upstream, mode: &JoinMode, events_address: Option<String>) -> LeaveReport {
+pub fn join(
+    caddy: CaddyLink,
+    upstream: &Upstream,
+    mode: &JoinMode,
+    events_address: Option<String>,
+) -> LeaveReport {
     let config_edit = |settings: &ConfigEditSettings| -> Box<dyn Membership> {
-        Box::new(Reconciler::new(caddy.clone(), upstream.clone(), settings.clone(), events_address.clone()))
+        Box::new(Reconciler::new(
+            caddy.clone(),
+            upstream.clone(),
+            settings.clone(),
+            events_address.clone(),
+        ))
     };
     let membership = match mode {
         JoinMode::ConfigEdit(settings) => config_edit(settings),
         JoinMode::Pool { pool, fallback } => match choose(&caddy, pool, fallback.as_ref()) {
             None => return LeaveReport::default(),
-            Some(Chosen::Pool) => Box::new(PoolMember::new(caddy.clone(), pool.clone(), upstream.dial.clone())),
+            Some(Chosen::Pool) => Box::new(PoolMember::new(
+                caddy.clone(),
+                pool.clone(),
+                upstream.dial.clone(),
+            )),
             Some(Chosen::ConfigEdit(settings)) => config_edit(settings),
         },
     };
@@ -152,7 +166,11 @@ enum Chosen<'a> {
 /// Asks Caddy whether it runs the beacon module, until it answers (None: the companion left
 /// first). Without a fallback, a Caddy lacking the module is an error retried like the others
 /// (it may be replaced by one that has it).
-fn choose<'a>(caddy: &CaddyLink, pool: &PoolSettings, fallback: Option<&'a ConfigEditSettings>) -> Option<Chosen<'a>> {
+fn choose<'a>(
+    caddy: &CaddyLink,
+    pool: &PoolSettings,
+    fallback: Option<&'a ConfigEditSettings>,
+) -> Option<Chosen<'a>> {
     let admin = caddy.admin();
     let mut retries = Retries::new(admin.clone());
     loop {

@@ -12,11 +12,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::admin::beacon_api::{ActionError, BeaconApi, Member, PoolAction};
+use crate::backoff::Backoff;
 use crate::join::leave::{LeaveReport, Unreachable};
 use crate::join::{CaddyLink, Membership, Step};
 use crate::log;
 use crate::state::lock;
-use crate::backoff::Backoff;
 
 /// What pool mode needs from the options.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,12 @@ pub struct PoolMember {
 impl PoolMember {
     /// A member that has not registered yet.
     pub fn new(caddy: CaddyLink, pool: PoolSettings, address: String) -> Self {
-        PoolMember { caddy, pool, address, last_renewal: Instant::now() }
+        PoolMember {
+            caddy,
+            pool,
+            address,
+            last_renewal: Instant::now(),
+        }
     }
 
     fn api(&self) -> BeaconApi<'_> {
@@ -57,7 +62,10 @@ impl PoolMember {
     fn read(&self) -> Result<Option<Member>, String> {
         match self.api().pools() {
             Ok(Some(listing)) => Ok(listing.member(&self.pool.name, &self.address).cloned()),
-            Ok(None) => Err(format!("Caddy at {} no longer answers GET /beacon/pools (404)", self.caddy.admin())),
+            Ok(None) => Err(format!(
+                "Caddy at {} no longer answers GET /beacon/pools (404)",
+                self.caddy.admin()
+            )),
             Err(error) => Err(error.to_string()),
         }
     }
@@ -81,13 +89,22 @@ impl PoolMember {
         let mut state = lock(&self.caddy.state);
         state.weight = Some(member.weight);
         state.in_flight = Some(member.in_flight);
-        if let Some(transition) = state.board.apply_module_verdict(&self.address, member.healthy, Instant::now()) {
+        if let Some(transition) =
+            state
+                .board
+                .apply_module_verdict(&self.address, member.healthy, Instant::now())
+        {
             state.note_transition(&self.address, &transition, "beacon module");
         }
     }
 
     fn register(&self) -> Result<(), ActionError> {
-        let registered = self.api().register(&self.pool.name, &self.address, self.pool.lease, self.pool.weight)?;
+        let registered = self.api().register(
+            &self.pool.name,
+            &self.address,
+            self.pool.lease,
+            self.pool.weight,
+        )?;
         let mut state = lock(&self.caddy.state);
         state.registered = true;
         state.weight = Some(registered.weight);
@@ -155,7 +172,9 @@ impl Membership for PoolMember {
                 lock(&self.caddy.state).registered = false;
                 self.failed(error.to_string())
             }
-            Err(ActionError::Refused(error) | ActionError::Failed(error)) => self.failed(error.to_string()),
+            Err(ActionError::Refused(error) | ActionError::Failed(error)) => {
+                self.failed(error.to_string())
+            }
         }
     }
 
@@ -163,7 +182,12 @@ impl Membership for PoolMember {
     fn leave(&mut self, deadline: Instant) -> LeaveReport {
         let started = Instant::now();
         let admin = self.caddy.admin();
-        let report = |still_in_flight: u64, error: Option<String>| LeaveReport { admin: admin.clone(), still_in_flight, elapsed: started.elapsed(), error };
+        let report = |still_in_flight: u64, error: Option<String>| LeaveReport {
+            admin: admin.clone(),
+            still_in_flight,
+            elapsed: started.elapsed(),
+            error,
+        };
         if !lock(&self.caddy.state).registered {
             return report(0, None);
         }
@@ -182,15 +206,25 @@ impl Membership for PoolMember {
                     let message = error.to_string();
                     self.caddy.note_error(&message);
                     if unreachable.given_up() || Instant::now() >= deadline {
-                        log::error(format!("could not drain {} at {admin}: {message}", self.address));
+                        log::error(format!(
+                            "could not drain {} at {admin}: {message}",
+                            self.address
+                        ));
                         lock(&self.caddy.state).registered = false;
                         return report(0, Some(message));
                     }
-                    thread::sleep(backoff.next_delay().min(deadline.saturating_duration_since(Instant::now())));
+                    thread::sleep(
+                        backoff
+                            .next_delay()
+                            .min(deadline.saturating_duration_since(Instant::now())),
+                    );
                 }
             }
         }
-        log::info(format!("{} is draining in pool {} of Caddy at {}", self.address, self.pool.name, admin));
+        log::info(format!(
+            "{} is draining in pool {} of Caddy at {}",
+            self.address, self.pool.name, admin
+        ));
         // 2. Wait for what is in flight.
         let mut in_flight = 0;
         while Instant::now() < deadline {
@@ -215,10 +249,18 @@ impl Membership for PoolMember {
         lock(&self.caddy.state).registered = false;
         let error = match removed {
             Ok(()) | Err(ActionError::NotFound) => None,
-            Err(ActionError::Refused(error) | ActionError::Failed(error)) => Some(error.to_string()),
+            Err(ActionError::Refused(error) | ActionError::Failed(error)) => {
+                Some(error.to_string())
+            }
         };
         if in_flight == 0 {
-            log::info(format!("{} drained and removed from pool {} at {} in {:.2}s", self.address, self.pool.name, admin, started.elapsed().as_secs_f64()));
+            log::info(format!(
+                "{} drained and removed from pool {} at {} in {:.2}s",
+                self.address,
+                self.pool.name,
+                admin,
+                started.elapsed().as_secs_f64()
+            ));
         } else {
             log::warn(format!("{in_flight} request(s) to {} were still in flight at {admin} when the drain timeout ended", self.address));
         }

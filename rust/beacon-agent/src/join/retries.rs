@@ -18,7 +18,11 @@ pub struct Retries {
 impl Retries {
     /// For the Caddy at `admin`.
     pub fn new(admin: String) -> Self {
-        Retries { admin, backoff: Backoff::new(Duration::from_secs(10)), said: None }
+        Retries {
+            admin,
+            backoff: Backoff::new(Duration::from_secs(10)),
+            said: None,
+        }
     }
 
     /// A failure worth retrying soon: says `message` unless it was the last thing said;

@@ -51,12 +51,24 @@ pub struct RunOptions {
 /// Runs until the companion stops; returns the exit code.
 pub fn run(options: RunOptions) -> Result<i32, AgentError> {
     // Before anything starts: a client that cannot be built is bad usage, exit 64.
-    let clients = options.admins.iter().map(|admin| AdminClient::new(admin.clone())).collect::<Result<Vec<_>, _>>()?;
+    let clients = options
+        .admins
+        .iter()
+        .map(|admin| AdminClient::new(admin.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
     let (sender, happenings) = channel();
     signals::listen(sender.clone())?;
     let control = Arc::new(Control::default());
-    let caddies: Vec<Arc<Mutex<CaddyState>>> =
-        options.admins.iter().map(|a| Arc::new(Mutex::new(CaddyState { admin: a.url(), ..Default::default() }))).collect();
+    let caddies: Vec<Arc<Mutex<CaddyState>>> = options
+        .admins
+        .iter()
+        .map(|a| {
+            Arc::new(Mutex::new(CaddyState {
+                admin: a.url(),
+                ..Default::default()
+            }))
+        })
+        .collect();
     let report = Arc::new(Report {
         upstream: options.upstream.dial.clone(),
         control: control.clone(),
@@ -68,18 +80,43 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
         serve_status(listen, report.clone())?;
     }
 
-    let app = if options.command.is_empty() { None } else { Some(supervisor::spawn(&options.command, sender.clone())?) };
+    let app = if options.command.is_empty() {
+        None
+    } else {
+        Some(supervisor::spawn(&options.command, sender.clone())?)
+    };
     if let Some(app) = &app {
-        log::info(format!("started {:?} (pid {})", options.command.join(" "), app.pid()));
+        log::info(format!(
+            "started {:?} (pid {})",
+            options.command.join(" "),
+            app.pid()
+        ));
     }
     let started = Instant::now();
     let stop_probing = Arc::new(AtomicBool::new(false));
     readiness::wait_for_readiness(options.ready.clone(), sender.clone(), stop_probing.clone())?;
-    let links = clients.into_iter().zip(caddies).map(|(client, state)| CaddyLink { client, state, control: control.clone() });
+    let links = clients
+        .into_iter()
+        .zip(caddies)
+        .map(|(client, state)| CaddyLink {
+            client,
+            state,
+            control: control.clone(),
+        });
     let memberships = start_memberships(links.collect(), &options)?;
 
-    let leave = Leave { control: control.clone(), stop_probing, memberships: Some(memberships), sender };
-    let mut shutdown = Shutdown::new(app, leave, options.drain_timeout, options.upstream.dial.clone());
+    let leave = Leave {
+        control: control.clone(),
+        stop_probing,
+        memberships: Some(memberships),
+        sender,
+    };
+    let mut shutdown = Shutdown::new(
+        app,
+        leave,
+        options.drain_timeout,
+        options.upstream.dial.clone(),
+    );
     for happening in happenings.iter() {
         let exit = match happening {
             Happening::AppReady => {
@@ -115,21 +152,36 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
 /// explicit one that cannot be bound is bad usage.
 fn serve_status(listen: Listen, report: Arc<Report>) -> Result<(), AgentError> {
     let listener = status_server::bind(listen).map_err(|e| {
-        AgentError::Usage(format!("--listen {}: {e} (give each companion on a host its own port, or --listen off)", listen.address))
+        AgentError::Usage(format!(
+            "--listen {}: {e} (give each companion on a host its own port, or --listen off)",
+            listen.address
+        ))
     })?;
-    let bound = status_server::start(listener, report).map_err(|e| AgentError::Setup(format!("cannot serve --listen {}: {e}", listen.address)))?;
-    log::info(format!("status on http://{bound}/status and http://{bound}/metrics"));
+    let bound = status_server::start(listener, report)
+        .map_err(|e| AgentError::Setup(format!("cannot serve --listen {}: {e}", listen.address)))?;
+    log::info(format!(
+        "status on http://{bound}/status and http://{bound}/metrics"
+    ));
     Ok(())
 }
 
 /// One membership thread per Caddy. In a mode that may edit Caddy's config, each Caddy's events
 /// sink starts first (pool members read the module's verdict instead).
-fn start_memberships(links: Vec<CaddyLink>, options: &RunOptions) -> Result<Vec<JoinHandle<LeaveReport>>, AgentError> {
+fn start_memberships(
+    links: Vec<CaddyLink>,
+    options: &RunOptions,
+) -> Result<Vec<JoinHandle<LeaveReport>>, AgentError> {
     links
         .into_iter()
         .map(|link| {
             let events_address = options.mode.config_edit().and_then(|settings| {
-                let address = events_sink::start_for(&settings.events, link.client.address(), &options.upstream, &link.state, &link.control);
+                let address = events_sink::start_for(
+                    &settings.events,
+                    link.client.address(),
+                    &options.upstream,
+                    &link.state,
+                    &link.control,
+                );
                 lock(&link.state).events_address.clone_from(&address);
                 address
             });

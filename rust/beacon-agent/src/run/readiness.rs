@@ -32,23 +32,42 @@ impl ReadyProbe {
     /// (over its Unix socket for a `unix//` upstream). Default: `/ready` on the upstream.
     pub fn parse(text: Option<&str>, upstream: &Upstream) -> Result<ReadyProbe, AgentError> {
         let text = text.unwrap_or("/ready");
-        let usage = |why: &str| AgentError::Usage(format!("--ready-url {text:?}: {why} (e.g. --ready-url http://127.0.0.1:8000/ready)"));
+        let usage = |why: &str| {
+            AgentError::Usage(format!(
+                "--ready-url {text:?}: {why} (e.g. --ready-url http://127.0.0.1:8000/ready)"
+            ))
+        };
         if text.starts_with('/') {
             let display = match &upstream.endpoint {
                 Endpoint::Tcp(authority) => format!("http://{authority}{text}"),
                 Endpoint::Unix(_) => format!("{}{text}", upstream.dial),
             };
-            return Ok(ReadyProbe { endpoint: upstream.endpoint.clone(), path: text.to_owned(), display });
+            return Ok(ReadyProbe {
+                endpoint: upstream.endpoint.clone(),
+                path: text.to_owned(),
+                display,
+            });
         }
         if text.starts_with("https://") {
-            return Err(usage("https is not supported; probe the app over plain http"));
+            return Err(usage(
+                "https is not supported; probe the app over plain http",
+            ));
         }
-        let rest = text.strip_prefix("http://").ok_or_else(|| usage("expected http://host:port/path or /path"))?;
+        let rest = text
+            .strip_prefix("http://")
+            .ok_or_else(|| usage("expected http://host:port/path or /path"))?;
         let (authority, path) = rest.find('/').map_or((rest, "/"), |i| rest.split_at(i));
-        if authority.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+        if authority
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
             return Err(usage("expected host:port after http://"));
         }
-        Ok(ReadyProbe { endpoint: Endpoint::Tcp(authority.to_owned()), path: path.to_owned(), display: text.to_owned() })
+        Ok(ReadyProbe {
+            endpoint: Endpoint::Tcp(authority.to_owned()),
+            path: path.to_owned(),
+            display: text.to_owned(),
+        })
     }
 
     /// The client probes go out through (built once per probing thread).
@@ -60,7 +79,14 @@ impl ReadyProbe {
     /// and an answer past 1 MiB fails it (a readiness body is a few hundred bytes).
     pub fn check(&self, client: &HttpClient) -> Result<(), String> {
         let response = client
-            .send("GET", &self.path, &[("Accept", "application/json")], None, PROBE_TIMEOUT, PROBE_MAX_ANSWER)
+            .send(
+                "GET",
+                &self.path,
+                &[("Accept", "application/json")],
+                None,
+                PROBE_TIMEOUT,
+                PROBE_MAX_ANSWER,
+            )
             .map_err(|e| format!("{}: {e}", self.display))?;
         if response.status == 200 {
             Ok(())
@@ -72,7 +98,11 @@ impl ReadyProbe {
 
 /// Probes every 100 ms until the app is ready (then sends [`Happening::AppReady`]) or `stop`
 /// is set; says what it sees every 10 s meanwhile.
-pub fn wait_for_readiness(probe: ReadyProbe, sender: Sender<Happening>, stop: Arc<AtomicBool>) -> Result<(), AgentError> {
+pub fn wait_for_readiness(
+    probe: ReadyProbe,
+    sender: Sender<Happening>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), AgentError> {
     let started = Instant::now();
     thread::Builder::new()
         .name("ready-probe".into())
@@ -93,7 +123,10 @@ pub fn wait_for_readiness(probe: ReadyProbe, sender: Sender<Happening>, stop: Ar
                     }
                     Err(why) => {
                         if last_said.is_none_or(|at| at.elapsed() >= Duration::from_secs(10)) {
-                            log::info(format!("waiting for the app to be ready ({why}; {:.0}s so far)", started.elapsed().as_secs_f64()));
+                            log::info(format!(
+                                "waiting for the app to be ready ({why}; {:.0}s so far)",
+                                started.elapsed().as_secs_f64()
+                            ));
                             last_said = Some(Instant::now());
                         }
                     }
@@ -112,13 +145,26 @@ mod tests {
     #[test]
     fn parses_ready_urls() {
         let tcp = Upstream::parse("127.0.0.1:8001").unwrap();
-        assert_eq!(ReadyProbe::parse(None, &tcp).unwrap().display, "http://127.0.0.1:8001/ready");
+        assert_eq!(
+            ReadyProbe::parse(None, &tcp).unwrap().display,
+            "http://127.0.0.1:8001/ready"
+        );
         let other = ReadyProbe::parse(Some("http://127.0.0.1:9000/healthz?x=1"), &tcp).unwrap();
-        assert_eq!((other.endpoint, other.path.as_str()), (Endpoint::Tcp("127.0.0.1:9000".into()), "/healthz?x=1"));
+        assert_eq!(
+            (other.endpoint, other.path.as_str()),
+            (Endpoint::Tcp("127.0.0.1:9000".into()), "/healthz?x=1")
+        );
         let unix = Upstream::parse("unix//run/app.sock").unwrap();
-        assert_eq!(ReadyProbe::parse(None, &unix).unwrap().display, "unix//run/app.sock/ready");
+        assert_eq!(
+            ReadyProbe::parse(None, &unix).unwrap().display,
+            "unix//run/app.sock/ready"
+        );
         for bad in ["ready", "https://a:1/ready", "http://a/ready", "http://:1/"] {
-            assert_eq!(ReadyProbe::parse(Some(bad), &tcp).unwrap_err().exit_code(), 64, "{bad}");
+            assert_eq!(
+                ReadyProbe::parse(Some(bad), &tcp).unwrap_err().exit_code(),
+                64,
+                "{bad}"
+            );
         }
     }
 }

@@ -60,10 +60,13 @@ impl Leave {
         self.control.set(Phase::Leaving { deadline });
         if let Some(handles) = self.memberships.take() {
             let sender = self.sender.clone();
-            let _ = thread::Builder::new().name("drain-wait".into()).spawn(move || {
-                let reports: Vec<LeaveReport> = handles.into_iter().filter_map(|h| h.join().ok()).collect();
-                let _ = sender.send(Happening::Drained(reports));
-            });
+            let _ = thread::Builder::new()
+                .name("drain-wait".into())
+                .spawn(move || {
+                    let reports: Vec<LeaveReport> =
+                        handles.into_iter().filter_map(|h| h.join().ok()).collect();
+                    let _ = sender.send(Happening::Drained(reports));
+                });
         }
     }
 }
@@ -80,7 +83,13 @@ pub struct Shutdown {
 impl Shutdown {
     /// Serving, with `app` supervised (None: an app that runs elsewhere).
     pub fn new(app: Option<App>, leave: Leave, drain_timeout: Duration, upstream: String) -> Self {
-        Shutdown { stage: Stage::Serving, app, leave, drain_timeout, upstream }
+        Shutdown {
+            stage: Stage::Serving,
+            app,
+            leave,
+            drain_timeout,
+            upstream,
+        }
     }
 
     /// The app, to pass other signals to.
@@ -96,13 +105,20 @@ impl Shutdown {
                 signals::name(signal),
                 self.upstream,
                 self.drain_timeout.as_secs_f64(),
-                if self.app.is_some() { " before stopping the app" } else { "" }
+                if self.app.is_some() {
+                    " before stopping the app"
+                } else {
+                    ""
+                }
             ));
             self.leave.begin(Instant::now() + self.drain_timeout);
             self.stage = Stage::Draining { signal };
             return None;
         }
-        log::warn(format!("second {}: stopping now without waiting for the drain", signals::name(signal)));
+        log::warn(format!(
+            "second {}: stopping now without waiting for the drain",
+            signals::name(signal)
+        ));
         match (&self.app, self.stage) {
             (None, _) => Some(1),
             (Some(app), Stage::Draining { .. }) => {
@@ -119,8 +135,11 @@ impl Shutdown {
     pub fn app_exited(&mut self, status: ExitStatus) -> Option<i32> {
         match self.stage {
             Stage::Serving => {
-                log::warn(format!("the app exited by itself ({status}); removing it from Caddy"));
-                self.leave.begin(Instant::now() + self.drain_timeout.min(DRAIN_AFTER_APP_EXIT));
+                log::warn(format!(
+                    "the app exited by itself ({status}); removing it from Caddy"
+                ));
+                self.leave
+                    .begin(Instant::now() + self.drain_timeout.min(DRAIN_AFTER_APP_EXIT));
                 self.stage = Stage::FinishingDrain { status };
                 None
             }
@@ -142,7 +161,11 @@ impl Shutdown {
                 self.stage = Stage::StoppingApp { signal };
                 None
             }
-            (Stage::Draining { .. }, None) => Some(if reports.iter().all(LeaveReport::is_clean) { 0 } else { 1 }),
+            (Stage::Draining { .. }, None) => Some(if reports.iter().all(LeaveReport::is_clean) {
+                0
+            } else {
+                1
+            }),
             (Stage::Serving | Stage::StoppingApp { .. }, _) => None,
         }
     }

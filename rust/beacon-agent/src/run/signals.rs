@@ -5,20 +5,25 @@
 use std::sync::mpsc::Sender;
 use std::thread;
 
-use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH};
+use signal_hook::consts::signal::{
+    SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2, SIGWINCH,
+};
 use signal_hook::iterator::Signals;
 
 use crate::run::supervisor::Happening;
 use crate::AgentError;
 
 /// Signals passed straight to the app.
-pub const PASSED_ON: [i32; 7] = [SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGTTIN, SIGTTOU, SIGWINCH];
+pub const PASSED_ON: [i32; 7] = [
+    SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT, SIGTTIN, SIGTTOU, SIGWINCH,
+];
 
 /// Starts delivering signals to `sender`.
 pub fn listen(sender: Sender<Happening>) -> Result<(), AgentError> {
     let mut wanted = vec![SIGTERM, SIGINT];
     wanted.extend(PASSED_ON);
-    let mut signals = Signals::new(wanted).map_err(|e| AgentError::Setup(format!("cannot handle signals: {e}")))?;
+    let mut signals = Signals::new(wanted)
+        .map_err(|e| AgentError::Setup(format!("cannot handle signals: {e}")))?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -33,7 +33,9 @@ pub struct App {
 
 /// Starts `command` and reports its exit on `events`.
 pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, AgentError> {
-    let (program, args) = command.split_first().ok_or_else(|| AgentError::Usage("nothing to run after --".into()))?;
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| AgentError::Usage("nothing to run after --".into()))?;
     let mut builder = Command::new(program);
     // The app keeps its own drain delay (caddy-beacon's middleware serves on for 5 s after
     // SIGTERM by default): an HTTP/2 connection that a Caddy reload left on the superseded
@@ -41,8 +43,13 @@ pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, Agent
     // retries those requests elsewhere only with zero-wait `lb_retries` (see the Caddyfile).
     builder.args(args).process_group(0);
     die_with_parent(&mut builder);
-    let mut child = builder.spawn().map_err(|e| AgentError::Usage(format!("cannot start {program:?}: {e}")))?;
-    let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|_| AgentError::Setup("the app's pid is out of range".into()))?);
+    let mut child = builder
+        .spawn()
+        .map_err(|e| AgentError::Usage(format!("cannot start {program:?}: {e}")))?;
+    let pid = Pid::from_raw(
+        i32::try_from(child.id())
+            .map_err(|_| AgentError::Setup("the app's pid is out of range".into()))?,
+    );
     thread::Builder::new()
         .name("app-wait".into())
         .spawn(move || {
@@ -50,7 +57,11 @@ pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, Agent
                 let _ = events.send(Happening::AppExited(status));
             }
         })
-        .map_err(|e| AgentError::Setup(format!("cannot start the thread that waits for the app: {e}")))?;
+        .map_err(|e| {
+            AgentError::Setup(format!(
+                "cannot start the thread that waits for the app: {e}"
+            ))
+        })?;
     Ok(App { pid })
 }
 
@@ -67,7 +78,9 @@ fn die_with_parent(builder: &mut Command) {
             nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(std::io::Error::from)?;
             // The parent may have died between fork and prctl.
             if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("caddy-beacon exited while starting the app"));
+                return Err(std::io::Error::other(
+                    "caddy-beacon exited while starting the app",
+                ));
             }
             Ok(())
         });

@@ -67,8 +67,14 @@ pub fn parse_event(line: &str) -> Option<Event> {
     }
     Some(match value.get("name").and_then(Value::as_str) {
         Some(name @ ("healthy" | "unhealthy")) => {
-            let host = value.pointer("/data/host").and_then(Value::as_str)?.to_owned();
-            Event::Health { host, healthy: name == "healthy" }
+            let host = value
+                .pointer("/data/host")
+                .and_then(Value::as_str)?
+                .to_owned();
+            Event::Health {
+                host,
+                healthy: name == "healthy",
+            }
         }
         Some("started") => Event::Started,
         _ => Event::Other,
@@ -82,8 +88,14 @@ pub fn parse_gauges(metrics: &str) -> Vec<(String, bool)> {
         .filter_map(|line| line.strip_prefix("caddy_reverse_proxy_upstreams_healthy{"))
         .filter_map(|rest| {
             let (labels, value) = rest.rsplit_once('}')?;
-            let upstream = labels.split(',').find_map(|l| l.trim().strip_prefix("upstream=\""))?.strip_suffix('"')?;
-            Some((upstream.to_owned(), value.trim().parse::<f64>().ok()? == 1.0))
+            let upstream = labels
+                .split(',')
+                .find_map(|l| l.trim().strip_prefix("upstream=\""))?
+                .strip_suffix('"')?;
+            Some((
+                upstream.to_owned(),
+                value.trim().parse::<f64>().ok()? == 1.0,
+            ))
         })
         .collect()
 }
@@ -137,7 +149,11 @@ impl HealthBoard {
     pub fn apply_gauges(&mut self, gauges: &[(String, bool)], now: Instant) -> Vec<Transition> {
         let mut transitions = Vec::new();
         for (host, healthy) in gauges {
-            let recent_event = self.readings.get(host).and_then(|r| r.last_event).is_some_and(|at| now.duration_since(at) < GAUGE_LAG);
+            let recent_event = self
+                .readings
+                .get(host)
+                .and_then(|r| r.last_event)
+                .is_some_and(|at| now.duration_since(at) < GAUGE_LAG);
             if !recent_event {
                 transitions.extend(self.set(host, *healthy, Source::Metrics, now));
             }
@@ -145,7 +161,13 @@ impl HealthBoard {
         transitions
     }
 
-    fn set(&mut self, host: &str, healthy: bool, source: Source, now: Instant) -> Option<Transition> {
+    fn set(
+        &mut self,
+        host: &str,
+        healthy: bool,
+        source: Source,
+        now: Instant,
+    ) -> Option<Transition> {
         match self.readings.get_mut(host) {
             Some(reading) if reading.healthy == healthy => {
                 reading.source = source;
@@ -153,18 +175,44 @@ impl HealthBoard {
             }
             Some(reading) => {
                 let was = reading.healthy;
-                *reading = Reading { healthy, since: now, source, last_event: reading.last_event };
-                Some(Transition { host: host.to_owned(), healthy, was: Some(was) })
+                *reading = Reading {
+                    healthy,
+                    since: now,
+                    source,
+                    last_event: reading.last_event,
+                };
+                Some(Transition {
+                    host: host.to_owned(),
+                    healthy,
+                    was: Some(was),
+                })
             }
             None => {
-                self.readings.insert(host.to_owned(), Reading { healthy, since: now, source, last_event: None });
-                Some(Transition { host: host.to_owned(), healthy, was: None })
+                self.readings.insert(
+                    host.to_owned(),
+                    Reading {
+                        healthy,
+                        since: now,
+                        source,
+                        last_event: None,
+                    },
+                );
+                Some(Transition {
+                    host: host.to_owned(),
+                    healthy,
+                    was: None,
+                })
             }
         }
     }
 
     /// Records the beacon module's verdict on an upstream; a transition when it changed.
-    pub fn apply_module_verdict(&mut self, host: &str, healthy: bool, now: Instant) -> Option<Transition> {
+    pub fn apply_module_verdict(
+        &mut self,
+        host: &str,
+        healthy: bool,
+        now: Instant,
+    ) -> Option<Transition> {
         self.set(host, healthy, Source::Module, now)
     }
 
@@ -175,7 +223,10 @@ impl HealthBoard {
 
     /// How long an upstream has been unhealthy without a break, if it is.
     pub fn unhealthy_for(&self, host: &str, now: Instant) -> Option<Duration> {
-        self.readings.get(host).filter(|r| !r.healthy).map(|r| now.duration_since(r.since))
+        self.readings
+            .get(host)
+            .filter(|r| !r.healthy)
+            .map(|r| now.duration_since(r.since))
     }
 
     /// Forgets an upstream (after it was removed).
@@ -191,12 +242,25 @@ mod tests {
     #[test]
     fn parses_caddy_event_lines() {
         let line = r#"{"level":"debug","ts":1.5,"logger":"events","msg":"event","name":"unhealthy","id":"x","origin":"http.handlers.reverse_proxy","data":{"host":"127.0.0.1:9003"}}"#;
-        assert_eq!(parse_event(line), Some(Event::Health { host: "127.0.0.1:9003".into(), healthy: false }));
-        let started = r#"{"level":"debug","logger":"events","msg":"event","name":"started","data":null}"#;
+        assert_eq!(
+            parse_event(line),
+            Some(Event::Health {
+                host: "127.0.0.1:9003".into(),
+                healthy: false
+            })
+        );
+        let started =
+            r#"{"level":"debug","logger":"events","msg":"event","name":"started","data":null}"#;
         assert_eq!(parse_event(started), Some(Event::Started));
-        assert_eq!(parse_event(r#"{"logger":"http.log","name":"healthy"}"#), None);
+        assert_eq!(
+            parse_event(r#"{"logger":"http.log","name":"healthy"}"#),
+            None
+        );
         assert_eq!(parse_event("not json"), None);
-        assert_eq!(parse_event(r#"{"logger":"events","name":"healthy","data":{}}"#), None);
+        assert_eq!(
+            parse_event(r#"{"logger":"events","name":"healthy","data":{}}"#),
+            None
+        );
     }
 
     #[test]
@@ -204,31 +268,78 @@ mod tests {
         let mut board = HealthBoard::default();
         let t0 = Instant::now();
         assert_eq!(board.apply_gauges(&[("a:1".into(), true)], t0).len(), 1);
-        let change = board.apply_event(Event::Health { host: "a:1".into(), healthy: false }, t0 + Duration::from_secs(1));
-        assert_eq!(change, Some(Transition { host: "a:1".into(), healthy: false, was: Some(true) }));
+        let change = board.apply_event(
+            Event::Health {
+                host: "a:1".into(),
+                healthy: false,
+            },
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(
+            change,
+            Some(Transition {
+                host: "a:1".into(),
+                healthy: false,
+                was: Some(true)
+            })
+        );
         // The gauge still says healthy for a while: ignored.
-        assert!(board.apply_gauges(&[("a:1".into(), true)], t0 + Duration::from_secs(5)).is_empty());
+        assert!(board
+            .apply_gauges(&[("a:1".into(), true)], t0 + Duration::from_secs(5))
+            .is_empty());
         assert!(!board.get("a:1").unwrap().healthy);
-        assert_eq!(board.unhealthy_for("a:1", t0 + Duration::from_secs(11)), Some(Duration::from_secs(10)));
+        assert_eq!(
+            board.unhealthy_for("a:1", t0 + Duration::from_secs(11)),
+            Some(Duration::from_secs(10))
+        );
         // Long after the event, the gauge is trusted again.
-        assert_eq!(board.apply_gauges(&[("a:1".into(), true)], t0 + Duration::from_secs(30)).len(), 1);
-        assert_eq!(board.unhealthy_for("a:1", t0 + Duration::from_secs(31)), None);
+        assert_eq!(
+            board
+                .apply_gauges(&[("a:1".into(), true)], t0 + Duration::from_secs(30))
+                .len(),
+            1
+        );
+        assert_eq!(
+            board.unhealthy_for("a:1", t0 + Duration::from_secs(31)),
+            None
+        );
     }
 
     #[test]
     fn a_reload_does_not_restart_the_unhealthy_clock() {
         let mut board = HealthBoard::default();
         let t0 = Instant::now();
-        board.apply_event(Event::Health { host: "a:1".into(), healthy: false }, t0);
+        board.apply_event(
+            Event::Health {
+                host: "a:1".into(),
+                healthy: false,
+            },
+            t0,
+        );
         board.apply_event(Event::Started, t0 + Duration::from_secs(5));
         // After a reload Caddy re-reports the same state: no transition, same start.
-        assert_eq!(board.apply_event(Event::Health { host: "a:1".into(), healthy: false }, t0 + Duration::from_secs(6)), None);
-        assert_eq!(board.unhealthy_for("a:1", t0 + Duration::from_secs(8)), Some(Duration::from_secs(8)));
+        assert_eq!(
+            board.apply_event(
+                Event::Health {
+                    host: "a:1".into(),
+                    healthy: false
+                },
+                t0 + Duration::from_secs(6)
+            ),
+            None
+        );
+        assert_eq!(
+            board.unhealthy_for("a:1", t0 + Duration::from_secs(8)),
+            Some(Duration::from_secs(8))
+        );
     }
 
     #[test]
     fn reads_the_healthy_gauge() {
         let metrics = "# TYPE caddy_reverse_proxy_upstreams_healthy gauge\ncaddy_reverse_proxy_upstreams_healthy{upstream=\"10.0.0.1:80\"} 1\ncaddy_reverse_proxy_upstreams_healthy{upstream=\"10.0.0.2:80\"} 0\n";
-        assert_eq!(parse_gauges(metrics), vec![("10.0.0.1:80".into(), true), ("10.0.0.2:80".into(), false)]);
+        assert_eq!(
+            parse_gauges(metrics),
+            vec![("10.0.0.1:80".into(), true), ("10.0.0.2:80".into(), false)]
+        );
     }
 }

@@ -46,7 +46,10 @@ pub struct Control {
 
 impl Default for Control {
     fn default() -> Self {
-        Control { phase: Mutex::new((Phase::WaitingForApp, 0)), changed: Condvar::new() }
+        Control {
+            phase: Mutex::new((Phase::WaitingForApp, 0)),
+            changed: Condvar::new(),
+        }
     }
 }
 
@@ -75,7 +78,10 @@ impl Control {
     pub fn wait(&self, timeout: Duration) -> Phase {
         let guard = lock(&self.phase);
         let seen = guard.1;
-        let (guard, _) = self.changed.wait_timeout_while(guard, timeout, |state| state.1 == seen).unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |state| state.1 == seen)
+            .unwrap_or_else(|e| e.into_inner());
         guard.0
     }
 }
@@ -131,7 +137,10 @@ impl CaddyState {
             self.became_unhealthy += 1;
         }
         let word = if *healthy { "healthy" } else { "UNHEALTHY" };
-        let message = format!("Caddy at {} reports {host} {word} (active health check, via its {source})", self.admin);
+        let message = format!(
+            "Caddy at {} reports {host} {word} (active health check, via its {source})",
+            self.admin
+        );
         match (healthy, was) {
             (true, Some(false)) | (true, None) => log::info(message),
             _ => log::warn(message),

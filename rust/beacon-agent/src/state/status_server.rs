@@ -81,41 +81,121 @@ impl Report {
             }
         };
         let ready = f64::from(u8::from(self.app_ready.load(Ordering::Relaxed)));
-        family("beacon_companion_app_ready", "gauge", "1 once the app passed its readiness check.", vec![(format!("upstream=\"{upstream}\""), ready)]);
-        let states: Vec<(String, std::sync::MutexGuard<'_, CaddyState>)> =
-            self.caddies.iter().map(|c| lock(c)).map(|s| (format!("admin=\"{}\",upstream=\"{upstream}\"", escape(&s.admin)), s)).collect();
-        let per = |f: &dyn Fn(&CaddyState) -> Option<f64>| states.iter().filter_map(|(l, s)| f(s).map(|v| (l.clone(), v))).collect::<Vec<_>>();
-        family("beacon_companion_registered", "gauge", "1 while the upstream is in this Caddy's config.", per(&|s| Some(f64::from(u8::from(s.registered)))));
+        family(
+            "beacon_companion_app_ready",
+            "gauge",
+            "1 once the app passed its readiness check.",
+            vec![(format!("upstream=\"{upstream}\""), ready)],
+        );
+        let states: Vec<(String, std::sync::MutexGuard<'_, CaddyState>)> = self
+            .caddies
+            .iter()
+            .map(|c| lock(c))
+            .map(|s| {
+                (
+                    format!("admin=\"{}\",upstream=\"{upstream}\"", escape(&s.admin)),
+                    s,
+                )
+            })
+            .collect();
+        let per = |f: &dyn Fn(&CaddyState) -> Option<f64>| {
+            states
+                .iter()
+                .filter_map(|(l, s)| f(s).map(|v| (l.clone(), v)))
+                .collect::<Vec<_>>()
+        };
+        family(
+            "beacon_companion_registered",
+            "gauge",
+            "1 while the upstream is in this Caddy's config.",
+            per(&|s| Some(f64::from(u8::from(s.registered)))),
+        );
         family(
             "beacon_companion_upstream_healthy",
             "gauge",
             "Caddy's active health-check result for the upstream (absent until Caddy reports one).",
-            per(&|s| s.board.get(&self.upstream).map(|r| f64::from(u8::from(r.healthy)))),
+            per(&|s| {
+                s.board
+                    .get(&self.upstream)
+                    .map(|r| f64::from(u8::from(r.healthy)))
+            }),
         );
-        family("beacon_companion_upstream_in_flight", "gauge", "Requests in flight to the upstream, as Caddy counts them.", per(&|s| s.in_flight.map(|v| v as f64)));
-        family("beacon_companion_registrations_total", "counter", "Writes that added the upstream to Caddy's config.", per(&|s| Some(s.registrations as f64)));
+        family(
+            "beacon_companion_upstream_in_flight",
+            "gauge",
+            "Requests in flight to the upstream, as Caddy counts them.",
+            per(&|s| s.in_flight.map(|v| v as f64)),
+        );
+        family(
+            "beacon_companion_registrations_total",
+            "counter",
+            "Writes that added the upstream to Caddy's config.",
+            per(&|s| Some(s.registrations as f64)),
+        );
         let mut transitions = Vec::new();
         for (labels, state) in &states {
-            transitions.push((format!("{labels},to=\"healthy\""), state.became_healthy as f64));
-            transitions.push((format!("{labels},to=\"unhealthy\""), state.became_unhealthy as f64));
+            transitions.push((
+                format!("{labels},to=\"healthy\""),
+                state.became_healthy as f64,
+            ));
+            transitions.push((
+                format!("{labels},to=\"unhealthy\""),
+                state.became_unhealthy as f64,
+            ));
         }
-        family("beacon_companion_health_transitions_total", "counter", "Changes of Caddy's health verdict on the upstream.", transitions);
-        family("beacon_companion_admin_errors_total", "counter", "Failed Admin API requests (unreachable, 5xx, refused changes).", per(&|s| Some(s.admin_errors as f64)));
-        family("beacon_companion_reaped_total", "counter", "Entries of vanished companions removed from this Caddy.", per(&|s| Some(s.reaped as f64)));
+        family(
+            "beacon_companion_health_transitions_total",
+            "counter",
+            "Changes of Caddy's health verdict on the upstream.",
+            transitions,
+        );
+        family(
+            "beacon_companion_admin_errors_total",
+            "counter",
+            "Failed Admin API requests (unreachable, 5xx, refused changes).",
+            per(&|s| Some(s.admin_errors as f64)),
+        );
+        family(
+            "beacon_companion_reaped_total",
+            "counter",
+            "Entries of vanished companions removed from this Caddy.",
+            per(&|s| Some(s.reaped as f64)),
+        );
         out
     }
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The routes: `/status` and `/metrics`, both answered from a few locks' worth of state.
 pub fn app(report: Arc<Report>) -> Router {
     let (status, metrics) = (report.clone(), report);
     let router = Router::new()
-        .route("/status", get(move || std::future::ready(Response::new(StatusCode::OK, "application/json", status.status().to_string() + "\n"))))
-        .route("/metrics", get(move || std::future::ready(Response::new(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", metrics.metrics()))));
+        .route(
+            "/status",
+            get(move || {
+                std::future::ready(Response::new(
+                    StatusCode::OK,
+                    "application/json",
+                    status.status().to_string() + "\n",
+                ))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                std::future::ready(Response::new(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics.metrics(),
+                ))
+            }),
+        );
     with_fallback(router, "try /status or /metrics")
 }
 
@@ -149,11 +229,13 @@ pub fn bind(listen: Listen) -> io::Result<TcpListener> {
 pub fn start(listener: TcpListener, report: Arc<Report>) -> io::Result<SocketAddr> {
     let bound = listener.local_addr()?;
     let app = app(report);
-    thread::Builder::new().name("status".into()).spawn(move || {
-        if let Err(error) = serve(listener, app, Limits::default()) {
-            log::warn(format!("the status endpoint on {bound} stopped: {error}"));
-        }
-    })?;
+    thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            if let Err(error) = serve(listener, app, Limits::default()) {
+                log::warn(format!("the status endpoint on {bound} stopped: {error}"));
+            }
+        })?;
     Ok(bound)
 }
 
@@ -163,7 +245,12 @@ mod tests {
 
     #[test]
     fn renders_status_and_metrics() {
-        let caddy = Arc::new(Mutex::new(CaddyState { admin: "http://localhost:2019".into(), registered: true, registrations: 1, ..Default::default() }));
+        let caddy = Arc::new(Mutex::new(CaddyState {
+            admin: "http://localhost:2019".into(),
+            registered: true,
+            registrations: 1,
+            ..Default::default()
+        }));
         let report = Report {
             upstream: "127.0.0.1:8001".into(),
             control: Arc::new(Control::default()),

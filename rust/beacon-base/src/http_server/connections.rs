@@ -31,7 +31,11 @@ pub(super) struct Connections {
 
 impl Connections {
     pub(super) fn new(cap: usize) -> Self {
-        Connections { cap: cap.max(1), next_id: AtomicU64::new(0), open: Mutex::default() }
+        Connections {
+            cap: cap.max(1),
+            next_id: AtomicU64::new(0),
+            open: Mutex::default(),
+        }
     }
 
     fn open(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
@@ -42,7 +46,11 @@ impl Connections {
     pub(super) fn admit(self: &Arc<Self>) -> Option<Connection> {
         let mut open = self.open();
         if open.len() >= self.cap {
-            let oldest_idle = open.iter().filter(|(_, e)| !e.busy).min_by_key(|(_, e)| e.idle_since).map(|(id, _)| *id)?;
+            let oldest_idle = open
+                .iter()
+                .filter(|(_, e)| !e.busy)
+                .min_by_key(|(_, e)| e.idle_since)
+                .map(|(id, _)| *id)?;
             if let Some(evicted) = open.remove(&oldest_idle) {
                 // notify_one keeps a permit, so the connection's task sees it even if it is not
                 // waiting at this instant.
@@ -51,8 +59,19 @@ impl Connections {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let close = Arc::new(Notify::new());
-        open.insert(id, Entry { busy: false, idle_since: Instant::now(), close: close.clone() });
-        Some(Connection { id, close, connections: self.clone() })
+        open.insert(
+            id,
+            Entry {
+                busy: false,
+                idle_since: Instant::now(),
+                close: close.clone(),
+            },
+        );
+        Some(Connection {
+            id,
+            close,
+            connections: self.clone(),
+        })
     }
 
     fn set_busy(&self, id: u64, busy: bool) {
@@ -102,7 +121,10 @@ impl Connection {
 
     /// A handle the request handler uses to mark the connection busy.
     pub(super) fn busy_marker(&self) -> BusyMarker {
-        BusyMarker { id: self.id, connections: self.connections.clone() }
+        BusyMarker {
+            id: self.id,
+            connections: self.connections.clone(),
+        }
     }
 }
 
@@ -149,11 +171,21 @@ mod unit {
         let third = connections.admit().unwrap();
         // The first is busy: the second, idle, made room.
         assert_eq!(connections.len(), 2);
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-        let closed = runtime.block_on(async { tokio::time::timeout(Duration::from_millis(50), second.closed()).await.is_ok() });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let closed = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), second.closed())
+                .await
+                .is_ok()
+        });
         assert!(closed, "the idle connection was told to close");
         let _also_working = third.busy_marker().enter();
-        assert!(connections.admit().is_none(), "with every connection busy a new one is turned away");
+        assert!(
+            connections.admit().is_none(),
+            "with every connection busy a new one is turned away"
+        );
         drop(first);
         assert_eq!(connections.len(), 1);
     }

@@ -48,14 +48,22 @@ pub(super) async fn read_first_head(stream: &mut TcpStream, timeout: Duration) -
             return verdict;
         }
         if head.len() >= MAX_HEAD {
-            return refuse("431 Request Header Fields Too Large", "the request head is larger than 16 KiB");
+            return refuse(
+                "431 Request Header Fields Too Large",
+                "the request head is larger than 16 KiB",
+            );
         }
         let mut chunk = [0u8; 4096];
         match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return FirstHead::Nothing,
             Ok(Ok(read)) => head.extend_from_slice(&chunk[..read]),
             Err(_) if head.is_empty() => return FirstHead::Nothing,
-            Err(_) => return refuse("408 Request Timeout", "the request head did not arrive in time"),
+            Err(_) => {
+                return refuse(
+                    "408 Request Timeout",
+                    "the request head did not arrive in time",
+                )
+            }
         }
     }
 }
@@ -66,7 +74,11 @@ pub(super) fn judge(head: &[u8]) -> Option<FirstHead> {
     // A LF not preceded by CR anywhere in what arrived so far: refuse at once rather than guess
     // where this head ends (a proxy in front may have guessed differently).
     let scanned = end.map_or(head.len(), |e| e + 4);
-    if head[..scanned].iter().enumerate().any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r')) {
+    if head[..scanned]
+        .iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    {
         return Some(refuse("400 Bad Request", "lines must end with CRLF"));
     }
     if let Some(line_end) = head.windows(2).position(|w| w == b"\r\n") {
@@ -84,10 +96,16 @@ pub(super) fn judge(head: &[u8]) -> Option<FirstHead> {
         chunked |= name.eq_ignore_ascii_case(b"transfer-encoding");
     }
     if fields > MAX_HEADERS {
-        return Some(refuse("431 Request Header Fields Too Large", "more than 100 header fields"));
+        return Some(refuse(
+            "431 Request Header Fields Too Large",
+            "more than 100 header fields",
+        ));
     }
     if length && chunked {
-        return Some(refuse("400 Bad Request", "both Content-Length and Transfer-Encoding"));
+        return Some(refuse(
+            "400 Bad Request",
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     Some(FirstHead::Complete(head.to_vec()))
 }
@@ -98,11 +116,17 @@ fn check_request_line(line: &[u8]) -> Option<FirstHead> {
         return Some(refuse("400 Bad Request", "expected METHOD TARGET HTTP/1.1"));
     };
     if method.is_empty() || target.is_empty() || !target.iter().all(|b| b.is_ascii_graphic()) {
-        return Some(refuse("400 Bad Request", "the request target must be visible ASCII"));
+        return Some(refuse(
+            "400 Bad Request",
+            "the request target must be visible ASCII",
+        ));
     }
     match *version {
         b"HTTP/1.1" | b"HTTP/1.0" => None,
-        v if v.starts_with(b"HTTP/") => Some(refuse("505 HTTP Version Not Supported", "this server speaks HTTP/1.0 and HTTP/1.1")),
+        v if v.starts_with(b"HTTP/") => Some(refuse(
+            "505 HTTP Version Not Supported",
+            "this server speaks HTTP/1.0 and HTTP/1.1",
+        )),
         _ => Some(refuse("400 Bad Request", "expected METHOD TARGET HTTP/1.1")),
     }
 }
@@ -133,15 +157,39 @@ mod unit {
 
     #[test]
     fn judges_heads() {
-        assert_eq!(status(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"), Some("complete"));
-        assert_eq!(status(b"GET /health HTTP/1.1\r\nHost: a\r\n"), None, "needs more");
+        assert_eq!(
+            status(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Some("complete")
+        );
+        assert_eq!(
+            status(b"GET /health HTTP/1.1\r\nHost: a\r\n"),
+            None,
+            "needs more"
+        );
         assert_eq!(status(b"GET /hea"), None, "needs more");
         assert_eq!(status(b"GET /health\r\n\r\n"), Some("400 Bad Request"));
-        assert_eq!(status(b"GET /health HTTP/1.1\nHost: a\n\n"), Some("400 Bad Request"));
-        assert_eq!(status(b"GET /health HTTP/2.0\r\n"), Some("505 HTTP Version Not Supported"));
-        assert_eq!(status(b"GET /h\xc3\xa9 HTTP/1.1\r\n\r\n"), Some("400 Bad Request"));
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"), Some("400 Bad Request"));
-        let many: Vec<u8> = [&b"GET / HTTP/1.1\r\n"[..], &b"X: y\r\n".repeat(101), b"\r\n"].concat();
+        assert_eq!(
+            status(b"GET /health HTTP/1.1\nHost: a\n\n"),
+            Some("400 Bad Request")
+        );
+        assert_eq!(
+            status(b"GET /health HTTP/2.0\r\n"),
+            Some("505 HTTP Version Not Supported")
+        );
+        assert_eq!(
+            status(b"GET /h\xc3\xa9 HTTP/1.1\r\n\r\n"),
+            Some("400 Bad Request")
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Some("400 Bad Request")
+        );
+        let many: Vec<u8> = [
+            &b"GET / HTTP/1.1\r\n"[..],
+            &b"X: y\r\n".repeat(101),
+            b"\r\n",
+        ]
+        .concat();
         assert_eq!(status(&many), Some("431 Request Header Fields Too Large"));
     }
 }

@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{header, HeaderValue};
 pub use axum::http::StatusCode;
+use axum::http::{header, HeaderValue};
 use axum::response::IntoResponse;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -56,7 +56,11 @@ impl Default for Limits {
     fn default() -> Self {
         // A probe head arrives in one packet; 5 s is generous and still well under the 10 s a
         // kubelet waits by default. 90 s of keep-alive outlasts a 15 s or 60 s scrape interval.
-        Limits { max_connections: 64, head_timeout: Duration::from_secs(5), idle_timeout: Duration::from_secs(90) }
+        Limits {
+            max_connections: 64,
+            head_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+        }
     }
 }
 
@@ -74,12 +78,20 @@ pub struct Response {
 impl Response {
     /// A response.
     pub fn new(status: StatusCode, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
-        Response { status, content_type, body: body.into() }
+        Response {
+            status,
+            content_type,
+            body: body.into(),
+        }
     }
 
     /// 404 with a hint.
     pub fn not_found(hint: &str) -> Self {
-        Response::new(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", format!("not found: {hint}\n"))
+        Response::new(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            format!("not found: {hint}\n"),
+        )
     }
 }
 
@@ -88,7 +100,10 @@ impl IntoResponse for Response {
         let mut response = axum::response::Response::new(Body::from(self.body));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
@@ -105,7 +120,11 @@ pub fn with_fallback(router: Router, hint: &'static str) -> Router {
 /// as rendering 1,000 series: the thread that answers `/health` never waits for them.
 pub async fn off_thread(work: impl FnOnce() -> Response + Send + 'static) -> Response {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|_| {
-        Response::new(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "the answer could not be produced\n")
+        Response::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "the answer could not be produced\n",
+        )
     })
 }
 
@@ -123,7 +142,11 @@ pub fn serve(listener: TcpListener, app: Router, limits: Limits) -> io::Result<(
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let connections = Arc::new(Connections::new(limits.max_connections));
-        tokio::spawn(connections.clone().close_idle_every_second(limits.idle_timeout));
+        tokio::spawn(
+            connections
+                .clone()
+                .close_idle_every_second(limits.idle_timeout),
+        );
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
@@ -135,7 +158,9 @@ pub fn serve(listener: TcpListener, app: Router, limits: Limits) -> io::Result<(
                 }
                 Err(error) => return Err(error),
             };
-            let Some(connection) = connections.admit() else { continue };
+            let Some(connection) = connections.admit() else {
+                continue;
+            };
             let app = app.clone();
             tokio::spawn(async move {
                 let closed = connection.closed();
@@ -149,10 +174,18 @@ pub fn serve(listener: TcpListener, app: Router, limits: Limits) -> io::Result<(
 }
 
 fn is_transient(error: &io::Error) -> bool {
-    !matches!(error.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::NotConnected | io::ErrorKind::Unsupported)
+    !matches!(
+        error.kind(),
+        io::ErrorKind::InvalidInput | io::ErrorKind::NotConnected | io::ErrorKind::Unsupported
+    )
 }
 
-async fn serve_connection(mut stream: TcpStream, app: Router, limits: Limits, connection: &connections::Connection) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    app: Router,
+    limits: Limits,
+    connection: &connections::Connection,
+) {
     let _ = stream.set_nodelay(true);
     let head = match read_first_head(&mut stream, limits.head_timeout).await {
         FirstHead::Complete(head) => head,
@@ -163,18 +196,25 @@ async fn serve_connection(mut stream: TcpStream, app: Router, limits: Limits, co
         FirstHead::Nothing => return,
     };
     let busy = connection.busy_marker();
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        let guard = busy.enter();
-        let call = tower::ServiceExt::oneshot(app.clone(), request.map(Body::new));
-        async move {
-            let response = call.await;
-            drop(guard);
-            response
-        }
-    });
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let guard = busy.enter();
+            let call = tower::ServiceExt::oneshot(app.clone(), request.map(Body::new));
+            async move {
+                let response = call.await;
+                drop(guard);
+                response
+            }
+        });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(limits.head_timeout).max_buf_size(first_head::MAX_HEAD).keep_alive(true);
-    let _ = builder.serve_connection(TokioIo::new(Prefixed::new(head, stream)), service).await;
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(first_head::MAX_HEAD)
+        .keep_alive(true);
+    let _ = builder
+        .serve_connection(TokioIo::new(Prefixed::new(head, stream)), service)
+        .await;
 }
 
 #[cfg(test)]

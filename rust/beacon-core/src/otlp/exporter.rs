@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 pub use crate::otlp::settings::{ExporterConfig, Protocol};
 use crate::otlp::transport::Transport;
-use beacon_base::random::fork_generation;
 use crate::request_id::generate_request_id;
 use crate::trace::span::{Attribute, AttributeValue, SpanRecord};
+use beacon_base::random::fork_generation;
 
 /// Counters, exported as metrics.
 #[derive(Debug, Default)]
@@ -72,7 +72,10 @@ impl SpanExporter {
 
     /// Sets the resource's `service.name` for threads started from now on.
     pub fn set_service_name(&self, name: &str) {
-        *self.service_name.lock().unwrap_or_else(PoisonError::into_inner) = name.to_owned();
+        *self
+            .service_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = name.to_owned();
     }
 
     /// The counters.
@@ -94,7 +97,11 @@ impl SpanExporter {
         let pipeline = Arc::new(Pipeline::default());
         let config = Arc::clone(&self.config);
         let stats = Arc::clone(&self.stats);
-        let service_name = self.service_name.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let service_name = self
+            .service_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let for_thread = Arc::clone(&pipeline);
         thread::Builder::new()
             .name("caddy-beacon-otlp".into())
@@ -111,8 +118,13 @@ impl SpanExporter {
     /// Queues a finished span; never blocks on the network. Drops it (and counts it) when the
     /// queue is full.
     pub fn submit(&self, span: SpanRecord) {
-        let Some(pipeline) = self.pipeline(true) else { return };
-        let mut queue = pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(pipeline) = self.pipeline(true) else {
+            return;
+        };
+        let mut queue = pipeline
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if queue.spans.len() >= self.config.queue_size {
             drop(queue);
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -129,21 +141,33 @@ impl SpanExporter {
     /// Sends everything queued so far; waits at most `timeout`. True when it all went out (or
     /// nothing was queued).
     pub fn flush(&self, timeout: Duration) -> bool {
-        let Some(pipeline) = self.pipeline(false) else { return true };
+        let Some(pipeline) = self.pipeline(false) else {
+            return true;
+        };
         let wanted = {
-            let mut queue = pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = pipeline
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             queue.flush_requested += 1;
             queue.flush_requested
         };
         pipeline.wake.notify_one();
         let deadline = Instant::now() + timeout;
-        let mut flushed = pipeline.flushed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut flushed = pipeline
+            .flushed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         while *flushed < wanted {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            flushed = pipeline.flushed_changed.wait_timeout(flushed, left).unwrap_or_else(PoisonError::into_inner).0;
+            flushed = pipeline
+                .flushed_changed
+                .wait_timeout(flushed, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
         }
         true
     }
@@ -152,7 +176,11 @@ impl SpanExporter {
 impl Drop for SpanExporter {
     fn drop(&mut self) {
         if let Some(pipeline) = self.pipeline(false) {
-            pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner).closed = true;
+            pipeline
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .closed = true;
             pipeline.wake.notify_one();
         }
     }
@@ -165,7 +193,10 @@ struct FailureLog {
 impl FailureLog {
     fn report(&mut self, config: &ExporterConfig, spans: usize, reason: &str) {
         let now = Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < Duration::from_secs(60)) {
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(60))
+        {
             return;
         }
         self.last = Some(now);
@@ -202,11 +233,25 @@ fn send_batch(
     }
 }
 
-fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats, pipeline: &Pipeline) {
+fn export_loop(
+    config: &ExporterConfig,
+    service_name: &str,
+    stats: &ExportStats,
+    pipeline: &Pipeline,
+) {
     // The thread runs once per process, so this is where a process gets its instance id
     // (unless the configuration names one).
-    let mut resource: Vec<Attribute> = vec![("service.name".into(), AttributeValue::Str(service_name.to_owned()))];
-    resource.extend(config.resource.iter().filter(|(key, _)| key != "service.name").cloned());
+    let mut resource: Vec<Attribute> = vec![(
+        "service.name".into(),
+        AttributeValue::Str(service_name.to_owned()),
+    )];
+    resource.extend(
+        config
+            .resource
+            .iter()
+            .filter(|(key, _)| key != "service.name")
+            .cloned(),
+    );
     if !resource.iter().any(|(key, _)| key == "service.instance.id") {
         let id = String::from_utf8_lossy(&generate_request_id()).into_owned();
         resource.push(("service.instance.id".into(), AttributeValue::Str(id)));
@@ -219,21 +264,35 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
     let mut next_send = Instant::now() + config.interval;
     loop {
         let (mut spans, flush_requested, closed) = {
-            let mut queue = pipeline.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut queue = pipeline
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             loop {
                 let due = Instant::now() >= next_send;
-                if due || queue.closed || queue.spans.len() >= config.batch_size || queue.flush_requested > flushes_done {
+                if due
+                    || queue.closed
+                    || queue.spans.len() >= config.batch_size
+                    || queue.flush_requested > flushes_done
+                {
                     break;
                 }
                 let wait = next_send.saturating_duration_since(Instant::now());
-                queue = pipeline.wake.wait_timeout(queue, wait).unwrap_or_else(PoisonError::into_inner).0;
+                queue = pipeline
+                    .wake
+                    .wait_timeout(queue, wait)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
             // The queue is left with room for a batch, so the request path's push does not grow
             // it (growing moved the queued spans, ~200 instructions per span under callgrind);
             // the allocation happens here, on the export thread.
             let spans = match queue.spans.is_empty() {
                 true => Vec::new(),
-                false => std::mem::replace(&mut queue.spans, Vec::with_capacity(config.batch_size.min(config.queue_size))),
+                false => std::mem::replace(
+                    &mut queue.spans,
+                    Vec::with_capacity(config.batch_size.min(config.queue_size)),
+                ),
             };
             (spans, queue.flush_requested, queue.closed)
         };
@@ -245,7 +304,10 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
         }
         if flush_requested > flushes_done {
             flushes_done = flush_requested;
-            *pipeline.flushed.lock().unwrap_or_else(PoisonError::into_inner) = flushes_done;
+            *pipeline
+                .flushed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = flushes_done;
             pipeline.flushed_changed.notify_all();
         }
         if closed {
@@ -257,8 +319,8 @@ fn export_loop(config: &ExporterConfig, service_name: &str, stats: &ExportStats,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::span::{HttpServerFacts, SpanRecord, SpanText};
     use crate::trace::context::RequestTrace;
+    use crate::trace::span::{HttpServerFacts, SpanRecord, SpanText};
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
@@ -301,7 +363,9 @@ mod tests {
                 let mut buf = vec![0u8; 65536];
                 let n = stream.read(&mut buf).unwrap();
                 requests.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").unwrap();
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .unwrap();
             }
             requests
         });
@@ -311,14 +375,22 @@ mod tests {
         }
         assert!(exporter.flush(Duration::from_secs(5)));
         let requests = server.join().unwrap();
-        assert!(requests[0].starts_with("POST /v1/traces HTTP/1.1\r\n"), "{}", requests[0]);
+        assert!(
+            requests[0].starts_with("POST /v1/traces HTTP/1.1\r\n"),
+            "{}",
+            requests[0]
+        );
         assert!(requests[0].contains("authorization: Bearer t\r\n"));
         assert_eq!(exporter.stats().exported.load(Ordering::Relaxed), 3);
     }
 
     #[test]
     fn a_full_queue_drops_and_an_unreachable_collector_fails() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let exporter = SpanExporter::new(config(port, 3, Duration::from_secs(600)));
         for n in 0..5 {
             exporter.submit(span(n));
@@ -327,7 +399,8 @@ mod tests {
         assert!(exporter.stats().dropped.load(Ordering::Relaxed) <= 2);
         assert!(exporter.flush(Duration::from_secs(5)));
         let stats = exporter.stats();
-        let accounted = stats.dropped.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed);
+        let accounted =
+            stats.dropped.load(Ordering::Relaxed) + stats.failed.load(Ordering::Relaxed);
         assert_eq!(accounted, 5);
         assert_eq!(stats.exported.load(Ordering::Relaxed), 0);
     }

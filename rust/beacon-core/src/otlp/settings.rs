@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use beacon_base::tls_files::TlsFiles;
 use crate::trace::span::Attribute;
 use crate::BeaconError;
+use beacon_base::tls_files::TlsFiles;
 
 /// The OTLP transports (`OTEL_EXPORTER_OTLP_PROTOCOL`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,8 +64,12 @@ impl ExporterConfig {
     /// that HTTP (or gRPC metadata) cannot carry, TLS files given for a plain `http://` URL
     /// (they would be silently unused), empty queues.
     pub fn validate(&self) -> Result<(), BeaconError> {
-        let url = reqwest::Url::parse(&self.endpoint)
-            .map_err(|e| BeaconError::InvalidExport(format!("the OTLP endpoint {:?} is not a URL: {e}", self.endpoint)))?;
+        let url = reqwest::Url::parse(&self.endpoint).map_err(|e| {
+            BeaconError::InvalidExport(format!(
+                "the OTLP endpoint {:?} is not a URL: {e}",
+                self.endpoint
+            ))
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
             return Err(BeaconError::InvalidExport(format!(
                 "the OTLP endpoint {:?} must be http://host[:port][/path] or https://…",
@@ -74,11 +78,16 @@ impl ExporterConfig {
         }
         for (name, value) in &self.headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return Err(BeaconError::InvalidExport(format!("OTLP header name {name:?} is not a valid HTTP header name")));
+                return Err(BeaconError::InvalidExport(format!(
+                    "OTLP header name {name:?} is not a valid HTTP header name"
+                )));
             }
             // HeaderValue accepts obs-text; we do not: only visible ASCII, spaces and tabs, so
             // no CR or LF can split a header and a gRPC metadata value is always ASCII.
-            if !value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            if !value
+                .bytes()
+                .all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+            {
                 return Err(BeaconError::InvalidExport(format!(
                     "the value of OTLP header {name:?} holds characters a header cannot carry (control characters or non-ASCII)"
                 )));
@@ -91,7 +100,9 @@ impl ExporterConfig {
             )));
         }
         if self.queue_size == 0 || self.batch_size == 0 {
-            return Err(BeaconError::InvalidExport("span queue and batch sizes must be at least 1".into()));
+            return Err(BeaconError::InvalidExport(
+                "span queue and batch sizes must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -120,23 +131,41 @@ pub(crate) mod tests {
     fn protocols() {
         assert_eq!(Protocol::parse("grpc").unwrap(), Protocol::Grpc);
         assert_eq!(Protocol::parse("").unwrap(), Protocol::HttpProtobuf);
-        assert!(Protocol::parse("thrift").unwrap_err().to_string().contains("http/protobuf, http/json, grpc"));
+        assert!(Protocol::parse("thrift")
+            .unwrap_err()
+            .to_string()
+            .contains("http/protobuf, http/json, grpc"));
     }
 
     #[test]
     fn refuses_what_cannot_work() {
-        assert!(config("https://otlp.example.com/v1/traces").validate().is_ok());
+        assert!(config("https://otlp.example.com/v1/traces")
+            .validate()
+            .is_ok());
         assert!(config("http://[::1]:4318/v1/traces").validate().is_ok());
-        for bad in ["localhost:4318", "ftp://h/v1/traces", "http://", "not a url"] {
+        for bad in [
+            "localhost:4318",
+            "ftp://h/v1/traces",
+            "http://",
+            "not a url",
+        ] {
             assert!(config(bad).validate().is_err(), "{bad}");
         }
         let mut injected = config("http://127.0.0.1:4318/v1/traces");
         injected.headers = vec![("x-key".into(), "a\r\nx-evil: 1".into())];
-        assert!(injected.validate().unwrap_err().to_string().contains("x-key"));
+        assert!(injected
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("x-key"));
         injected.headers = vec![("bad name".into(), "1".into())];
         assert!(injected.validate().is_err());
         let mut plain_with_ca = config("http://127.0.0.1:4318/v1/traces");
         plain_with_ca.tls.ca_pem = Some(b"pem".to_vec());
-        assert!(plain_with_ca.validate().unwrap_err().to_string().contains("https://"));
+        assert!(plain_with_ca
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("https://"));
     }
 }

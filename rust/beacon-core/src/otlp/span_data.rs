@@ -8,7 +8,9 @@ use std::borrow::Cow;
 use std::str::FromStr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, StringValue, Value};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
@@ -20,7 +22,9 @@ pub fn key_value((key, value): Attribute) -> KeyValue {
     let value = match value {
         AttributeValue::Str(text) => Value::String(text.into()),
         AttributeValue::Int(number) => Value::I64(number),
-        AttributeValue::StrArray(items) => Value::Array(Array::String(items.into_iter().map(StringValue::from).collect())),
+        AttributeValue::StrArray(items) => Value::Array(Array::String(
+            items.into_iter().map(StringValue::from).collect(),
+        )),
     };
     KeyValue::new(key, value)
 }
@@ -43,18 +47,29 @@ pub fn span_data(record: SpanRecord, scope: &InstrumentationScope) -> SpanData {
             false,
             trace_state,
         ),
-        parent_span_id: trace.parent_span_id.map_or(SpanId::INVALID, SpanId::from_bytes),
+        parent_span_id: trace
+            .parent_span_id
+            .map_or(SpanId::INVALID, SpanId::from_bytes),
         // A parent always comes from another process (Caddy, or whoever called the app).
         parent_span_is_remote: trace.parent_span_id.is_some(),
         span_kind: SpanKind::Server,
         name: Cow::Owned(record.http.span_name()),
         start_time: UNIX_EPOCH + Duration::from_nanos(trace.start_unix_nanos),
         end_time: UNIX_EPOCH + Duration::from_nanos(record.end_unix_nanos),
-        attributes: record.http.attributes().into_iter().map(key_value).collect(),
+        attributes: record
+            .http
+            .attributes()
+            .into_iter()
+            .map(key_value)
+            .collect(),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links: SpanLinks::default(),
-        status: if record.error { Status::error("") } else { Status::Unset },
+        status: if record.error {
+            Status::error("")
+        } else {
+            Status::Unset
+        },
         instrumentation_scope: scope.clone(),
     }
 }
@@ -62,8 +77,8 @@ pub fn span_data(record: SpanRecord, scope: &InstrumentationScope) -> SpanData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::span::{HttpServerFacts, SpanText};
     use crate::trace::context::RequestTrace;
+    use crate::trace::span::{HttpServerFacts, SpanText};
     use crate::HttpMethod;
 
     #[test]
@@ -90,13 +105,28 @@ mod tests {
         let data = span_data(record, &scope);
         assert_eq!(data.span_context.trace_id(), TraceId::from_bytes([1; 16]));
         assert!(data.span_context.is_sampled());
-        assert_eq!(data.span_context.trace_state().get("rojo"), Some("00f067aa0ba902b7"));
+        assert_eq!(
+            data.span_context.trace_state().get("rojo"),
+            Some("00f067aa0ba902b7")
+        );
         assert_eq!(data.parent_span_id, SpanId::from_bytes([3; 8]));
         assert!(data.parent_span_is_remote);
-        assert_eq!(data.end_time.duration_since(data.start_time).unwrap(), Duration::from_nanos(2_000));
+        assert_eq!(
+            data.end_time.duration_since(data.start_time).unwrap(),
+            Duration::from_nanos(2_000)
+        );
         assert_eq!(data.name, "GET /items/{id}");
-        assert_eq!(data.attributes[1], KeyValue::new("http.response.status_code", 500i64));
-        assert_eq!(data.attributes[2], KeyValue::new("http.request.header.x-request-id", Value::Array(Array::String(vec!["rid".into()]))));
+        assert_eq!(
+            data.attributes[1],
+            KeyValue::new("http.response.status_code", 500i64)
+        );
+        assert_eq!(
+            data.attributes[2],
+            KeyValue::new(
+                "http.request.header.x-request-id",
+                Value::Array(Array::String(vec!["rid".into()]))
+            )
+        );
         assert!(matches!(data.status, Status::Error { .. }));
     }
 }

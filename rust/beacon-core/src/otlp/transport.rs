@@ -20,9 +20,9 @@ use opentelemetry_sdk::Resource;
 
 use crate::otlp::settings::{ExporterConfig, Protocol};
 use crate::otlp::span_data::{key_value, span_data};
+use crate::trace::span::{Attribute, SpanRecord};
 use beacon_base::error_chain::error_chain;
 use beacon_base::tls_files::configure_reqwest;
-use crate::trace::span::{Attribute, SpanRecord};
 
 // reqwest's client, keeping the cause of the last failed request: the exporter reports a
 // failed connection only as "network error", which does not tell a wrong CA from a closed port.
@@ -37,7 +37,10 @@ impl HttpClient for ExplainedClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let result = self.inner.send_bytes(request).await;
         if let Err(error) = &result {
-            *self.last_error.lock().unwrap_or_else(PoisonError::into_inner) = Some(error_chain(error.as_ref()));
+            *self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(error_chain(error.as_ref()));
         }
         result
     }
@@ -54,23 +57,34 @@ pub struct Transport {
 fn header_map(headers: &[(String, String)]) -> Result<http::HeaderMap, String> {
     let mut map = http::HeaderMap::new();
     for (name, value) in headers {
-        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name:?}: {e}"))?;
-        let value = http::HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+        let name = http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| format!("header {name:?}: {e}"))?;
+        let value =
+            http::HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
         map.append(name, value);
     }
     Ok(map)
 }
 
-fn http_exporter(config: &ExporterConfig, last_error: &Arc<Mutex<Option<String>>>) -> Result<opentelemetry_otlp::SpanExporter, String> {
+fn http_exporter(
+    config: &ExporterConfig,
+    last_error: &Arc<Mutex<Option<String>>>,
+) -> Result<opentelemetry_otlp::SpanExporter, String> {
     let https = config.endpoint.starts_with("https://");
-    let client = configure_reqwest(reqwest::Client::builder().timeout(config.timeout), https.then_some(&config.tls))
-        .map_err(|e| e.to_string())?
-        .build()
-        .map_err(|e| error_chain(&e))?;
+    let client = configure_reqwest(
+        reqwest::Client::builder().timeout(config.timeout),
+        https.then_some(&config.tls),
+    )
+    .map_err(|e| e.to_string())?
+    .build()
+    .map_err(|e| error_chain(&e))?;
     let headers: HashMap<String, String> = config.headers.iter().cloned().collect();
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(ExplainedClient { inner: client, last_error: Arc::clone(last_error) })
+        .with_http_client(ExplainedClient {
+            inner: client,
+            last_error: Arc::clone(last_error),
+        })
         .with_endpoint(config.endpoint.clone())
         .with_protocol(match config.protocol {
             Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
@@ -123,20 +137,42 @@ impl Transport {
                 Protocol::HttpProtobuf | Protocol::HttpJson => http_exporter(config, &last_error)?,
             }
         };
-        exporter.set_resource(&Resource::builder_empty().with_attributes(resource.iter().cloned().map(key_value)).build());
-        let scope = InstrumentationScope::builder("caddy-beacon").with_version(env!("CARGO_PKG_VERSION")).build();
-        Ok(Transport { runtime, exporter, last_error, scope })
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_attributes(resource.iter().cloned().map(key_value))
+                .build(),
+        );
+        let scope = InstrumentationScope::builder("caddy-beacon")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        Ok(Transport {
+            runtime,
+            exporter,
+            last_error,
+            scope,
+        })
     }
 
     /// Exports one batch (retrying as the policy allows, within the timeout). The error says
     /// why the collector did not take it.
     pub fn send(&self, spans: Vec<SpanRecord>) -> Result<(), String> {
-        let batch = spans.into_iter().map(|record| span_data(record, &self.scope)).collect();
-        self.last_error.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let batch = spans
+            .into_iter()
+            .map(|record| span_data(record, &self.scope))
+            .collect();
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let result = self.runtime.block_on(self.exporter.export(batch));
         result.map_err(|error| {
             let text = error.to_string();
-            match self.last_error.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            match self
+                .last_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
                 Some(cause) => format!("{text} ({cause})"),
                 None => text,
             }

@@ -40,7 +40,10 @@ impl TraceParent {
             return None;
         }
         let version = decode_hex::<1>(&value[0..2])?[0];
-        if version == 0xff || (version == 0 && value.len() != 55) || (value.len() > 55 && value[55] != b'-') {
+        if version == 0xff
+            || (version == 0 && value.len() != 55)
+            || (value.len() > 55 && value[55] != b'-')
+        {
             return None;
         }
         let trace_id = decode_hex::<16>(&value[3..35])?;
@@ -49,7 +52,11 @@ impl TraceParent {
         if trace_id == [0; 16] || parent_id == [0; 8] {
             return None;
         }
-        Some(TraceParent { trace_id, parent_id, flags })
+        Some(TraceParent {
+            trace_id,
+            parent_id,
+            flags,
+        })
     }
 
     /// Whether the caller sampled the trace.
@@ -75,7 +82,11 @@ pub const MAX_TRACESTATE_LEN: usize = 512;
 /// Returns the `tracestate` to carry, or None when it is malformed or too long (the spec says
 /// to drop it then). Several header lines are joined with commas first.
 pub fn validate_tracestate(value: &str) -> Option<String> {
-    let members: Vec<&str> = value.split(',').map(str::trim).filter(|m| !m.is_empty()).collect();
+    let members: Vec<&str> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
     if members.is_empty() || members.len() > 32 {
         return None;
     }
@@ -83,10 +94,14 @@ pub fn validate_tracestate(value: &str) -> Option<String> {
         let (key, val) = member.split_once('=')?;
         let key_ok = !key.is_empty()
             && key.len() <= 256
-            && key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-*/@".contains(&b));
         let val_ok = !val.is_empty()
             && val.len() <= 256
-            && val.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
+            && val
+                .bytes()
+                .all(|b| (0x20..=0x7e).contains(&b) && b != b',' && b != b'=')
             && !val.ends_with(' ');
         if !key_ok || !val_ok {
             return None;
@@ -148,7 +163,12 @@ mod tests {
             b"0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
         ] {
-            assert_eq!(TraceParent::parse(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                TraceParent::parse(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -160,7 +180,10 @@ mod tests {
 
     #[test]
     fn tracestate_is_carried_when_valid() {
-        assert_eq!(validate_tracestate("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7").as_deref(), Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"));
+        assert_eq!(
+            validate_tracestate("congo=t61rcWkgMzE, rojo=00f067aa0ba902b7").as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+        );
         assert_eq!(validate_tracestate("no-equals"), None);
         assert_eq!(validate_tracestate("UPPER=1"), None);
         assert_eq!(validate_tracestate(&format!("k={}", "v".repeat(600))), None);

@@ -34,10 +34,14 @@ impl Default for Sampler {
 }
 
 fn ratio(arg: Option<&str>) -> Result<f64, BeaconError> {
-    let Some(arg) = arg.map(str::trim).filter(|a| !a.is_empty()) else { return Ok(1.0) };
+    let Some(arg) = arg.map(str::trim).filter(|a| !a.is_empty()) else {
+        return Ok(1.0);
+    };
     match arg.parse::<f64>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
-        _ => Err(BeaconError::InvalidSampler(format!("OTEL_TRACES_SAMPLER_ARG={arg:?} is not a ratio between 0 and 1"))),
+        _ => Err(BeaconError::InvalidSampler(format!(
+            "OTEL_TRACES_SAMPLER_ARG={arg:?} is not a ratio between 0 and 1"
+        ))),
     }
 }
 
@@ -70,7 +74,9 @@ impl Sampler {
             (Sampler::ParentBased(_), Some(parent)) => parent.sampled(),
             (Sampler::ParentBased(RootSampler::AlwaysOn), None) => true,
             (Sampler::ParentBased(RootSampler::AlwaysOff), None) => false,
-            (Sampler::ParentBased(RootSampler::TraceIdRatio(r)), None) => ratio_decision(*r, trace_id),
+            (Sampler::ParentBased(RootSampler::TraceIdRatio(r)), None) => {
+                ratio_decision(*r, trace_id)
+            }
         }
     }
 }
@@ -89,7 +95,11 @@ mod tests {
     use super::*;
 
     fn parent(sampled: bool) -> TraceParent {
-        TraceParent { trace_id: [1; 16], parent_id: [2; 8], flags: u8::from(sampled) }
+        TraceParent {
+            trace_id: [1; 16],
+            parent_id: [2; 8],
+            flags: u8::from(sampled),
+        }
     }
 
     #[test]
@@ -116,7 +126,10 @@ mod tests {
     #[test]
     fn names_and_errors() {
         assert_eq!(Sampler::from_name(None, None).unwrap(), Sampler::default());
-        assert_eq!(Sampler::from_name(Some("always_off"), None).unwrap(), Sampler::AlwaysOff);
+        assert_eq!(
+            Sampler::from_name(Some("always_off"), None).unwrap(),
+            Sampler::AlwaysOff
+        );
         assert!(Sampler::from_name(Some("sometimes"), None).is_err());
         assert!(Sampler::from_name(Some("traceidratio"), Some("2")).is_err());
     }

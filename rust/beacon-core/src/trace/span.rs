@@ -66,7 +66,12 @@ pub struct HttpServerFacts {
 impl HttpServerFacts {
     /// Facts without texts yet; `capacity` is the expected length of all texts together.
     pub fn new(method: HttpMethod, status: u16, capacity: usize) -> Self {
-        HttpServerFacts { method, status, texts: String::with_capacity(capacity), ranges: [None; TEXTS] }
+        HttpServerFacts {
+            method,
+            status,
+            texts: String::with_capacity(capacity),
+            ranges: [None; TEXTS],
+        }
     }
 
     /// Sets one text (a later call for the same text replaces it).
@@ -93,10 +98,19 @@ impl HttpServerFacts {
     pub fn attributes(&self) -> Vec<Attribute> {
         let text = |which| self.get(which).map(str::to_owned);
         let mut attributes: Vec<Attribute> = Vec::with_capacity(12);
-        attributes.push(("http.request.method".into(), AttributeValue::Str(self.method.as_label().into())));
-        attributes.push(("http.response.status_code".into(), AttributeValue::Int(i64::from(self.status))));
+        attributes.push((
+            "http.request.method".into(),
+            AttributeValue::Str(self.method.as_label().into()),
+        ));
+        attributes.push((
+            "http.response.status_code".into(),
+            AttributeValue::Int(i64::from(self.status)),
+        ));
         if let Some(id) = text(SpanText::RequestId) {
-            attributes.push(("http.request.header.x-request-id".into(), AttributeValue::StrArray(vec![id])));
+            attributes.push((
+                "http.request.header.x-request-id".into(),
+                AttributeValue::StrArray(vec![id]),
+            ));
         }
         let named = [
             (SpanText::Route, "http.route"),
@@ -112,7 +126,10 @@ impl HttpServerFacts {
         }
         if let Some(host) = self.get(SpanText::Host) {
             let (address, port) = split_host(host);
-            attributes.push(("server.address".into(), AttributeValue::Str(address.to_owned())));
+            attributes.push((
+                "server.address".into(),
+                AttributeValue::Str(address.to_owned()),
+            ));
             if let Some(port) = port {
                 attributes.push(("server.port".into(), AttributeValue::Int(i64::from(port))));
             }
@@ -121,7 +138,10 @@ impl HttpServerFacts {
             attributes.push(("user_agent.original".into(), AttributeValue::Str(agent)));
         }
         if let Some(id) = text(SpanText::ResponseRequestId) {
-            attributes.push(("http.response.header.x-request-id".into(), AttributeValue::StrArray(vec![id])));
+            attributes.push((
+                "http.response.header.x-request-id".into(),
+                AttributeValue::StrArray(vec![id]),
+            ));
         }
         attributes
     }
@@ -130,10 +150,12 @@ impl HttpServerFacts {
 /// `host[:port]` of a `Host` header; a bracketed IPv6 address without a port stays whole.
 fn split_host(host: &str) -> (&str, Option<u16>) {
     match host.rsplit_once(':') {
-        Some((address, port)) if !address.is_empty() && !host.ends_with(']') => match port.parse::<u16>() {
-            Ok(port) => (address, Some(port)),
-            Err(_) => (host, None),
-        },
+        Some((address, port)) if !address.is_empty() && !host.ends_with(']') => {
+            match port.parse::<u16>() {
+                Ok(port) => (address, Some(port)),
+                Err(_) => (host, None),
+            }
+        }
         _ => (host, None),
     }
 }
@@ -182,8 +204,13 @@ mod tests {
                 "http.response.header.x-request-id"
             ]
         );
-        assert!(facts.attributes().contains(&("server.port".into(), AttributeValue::Int(8443))));
-        assert_eq!(HttpServerFacts::new(HttpMethod::Other, 404, 0).span_name(), "_OTHER");
+        assert!(facts
+            .attributes()
+            .contains(&("server.port".into(), AttributeValue::Int(8443))));
+        assert_eq!(
+            HttpServerFacts::new(HttpMethod::Other, 404, 0).span_name(),
+            "_OTHER"
+        );
     }
 
     #[test]
@@ -192,7 +219,10 @@ mod tests {
         assert_eq!(split_host("example.com:80"), ("example.com", Some(80)));
         assert_eq!(split_host("[::1]"), ("[::1]", None));
         assert_eq!(split_host("[::1]:8080"), ("[::1]", Some(8080)));
-        assert_eq!(split_host("example.com:notaport"), ("example.com:notaport", None));
+        assert_eq!(
+            split_host("example.com:notaport"),
+            ("example.com:notaport", None)
+        );
         assert_eq!(split_host(":80"), (":80", None));
     }
 }

@@ -19,7 +19,10 @@ pub(super) fn remove_id(value: &mut Value, id: &str) {
 pub(super) fn add_upstream(config: &mut Value, admin_path: &str, entry: Value) {
     let pointer = admin_path.strip_prefix("/config").unwrap_or(admin_path);
     if let Some(Value::Object(handler)) = config.pointer_mut(pointer) {
-        match handler.entry("upstreams").or_insert_with(|| Value::Array(Vec::new())) {
+        match handler
+            .entry("upstreams")
+            .or_insert_with(|| Value::Array(Vec::new()))
+        {
             Value::Array(items) => items.push(entry),
             other => *other = Value::Array(vec![entry]),
         }
@@ -39,7 +42,9 @@ pub(super) fn set_pointer(config: &mut Value, pointer: &str, value: Value) {
             map.insert((*key).to_owned(), value);
             return;
         }
-        current = map.entry((*key).to_owned()).or_insert_with(|| Value::Object(serde_json::Map::new()));
+        current = map
+            .entry((*key).to_owned())
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
     }
 }
 
@@ -62,17 +67,41 @@ mod tests {
         let mut config = json!({"apps": {"http": {"h": {"handler": "reverse_proxy"}}},
                                 "other": [{"@id": "keep"}, {"@id": "mine", "dial": "a:1"}]});
         let before = config.clone();
-        add_upstream(&mut config, "/config/apps/http/h", json!({"@id": "mine2", "dial": "a:1"}));
-        add_upstream(&mut config, "/config/apps/http/h", json!({"@id": "mine3", "dial": "a:2"}));
-        assert_eq!(config["apps"]["http"]["h"]["upstreams"].as_array().unwrap().len(), 2);
-        set_pointer(&mut config, "/logging/logs/caddy-beacon-events-x", json!({"level": "DEBUG"}));
-        assert_eq!(config["logging"]["logs"]["caddy-beacon-events-x"]["level"], "DEBUG");
+        add_upstream(
+            &mut config,
+            "/config/apps/http/h",
+            json!({"@id": "mine2", "dial": "a:1"}),
+        );
+        add_upstream(
+            &mut config,
+            "/config/apps/http/h",
+            json!({"@id": "mine3", "dial": "a:2"}),
+        );
+        assert_eq!(
+            config["apps"]["http"]["h"]["upstreams"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        set_pointer(
+            &mut config,
+            "/logging/logs/caddy-beacon-events-x",
+            json!({"level": "DEBUG"}),
+        );
+        assert_eq!(
+            config["logging"]["logs"]["caddy-beacon-events-x"]["level"],
+            "DEBUG"
+        );
         remove_id(&mut config, "mine");
         assert_eq!(config["other"], json!([{"@id": "keep"}]));
         remove_id(&mut config, "mine2");
         remove_id(&mut config, "mine3");
         remove_pointer(&mut config, "/logging/logs/caddy-beacon-events-x");
-        config["apps"]["http"]["h"].as_object_mut().unwrap().remove("upstreams");
+        config["apps"]["http"]["h"]
+            .as_object_mut()
+            .unwrap()
+            .remove("upstreams");
         config.as_object_mut().unwrap().remove("logging");
         let mut expected = before;
         expected["other"] = json!([{"@id": "keep"}]);

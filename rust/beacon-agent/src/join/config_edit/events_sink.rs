@@ -59,9 +59,18 @@ pub fn start_for(
     // Only Caddy may write events: its admin host's addresses (loopback for a local Caddy).
     let allowed: Vec<IpAddr> = match &admin.endpoint {
         Endpoint::Unix(_) => vec![IpAddr::from([127, 0, 0, 1])],
-        Endpoint::Tcp(authority) => authority.to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default(),
+        Endpoint::Tcp(authority) => authority
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).collect())
+            .unwrap_or_default(),
     };
-    match start(bind, allowed, upstream.dial.clone(), state.clone(), control.clone()) {
+    match start(
+        bind,
+        allowed,
+        upstream.dial.clone(),
+        state.clone(),
+        control.clone(),
+    ) {
         Ok(bound) => Some(format!("tcp/{bound}")),
         Err(error) => {
             explain_off(&format!("cannot listen on {bind}: {error}"));
@@ -83,57 +92,79 @@ fn start(
     let listener = TcpListener::bind(bind)?;
     let address = listener.local_addr()?;
     listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-    thread::Builder::new().name("events-sink".into()).spawn(move || {
-        runtime.block_on(async move {
-            let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
-            let mut open: VecDeque<Arc<Notify>> = VecDeque::new();
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    thread::Builder::new()
+        .name("events-sink".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let mut open: VecDeque<Arc<Notify>> = VecDeque::new();
+                loop {
+                    let (stream, peer) = match listener.accept().await {
+                        Ok(accepted) => accepted,
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    let ip = peer.ip();
+                    if !(allowed.contains(&ip)
+                        || (ip.is_loopback() && allowed.iter().any(IpAddr::is_loopback)))
+                    {
                         continue;
                     }
-                };
-                let ip = peer.ip();
-                if !(allowed.contains(&ip) || (ip.is_loopback() && allowed.iter().any(IpAddr::is_loopback))) {
-                    continue;
-                }
-                open.retain(|close| Arc::strong_count(close) > 1);
-                if open.len() >= MAX_CONNECTIONS {
-                    if let Some(oldest) = open.pop_front() {
-                        oldest.notify_one();
+                    open.retain(|close| Arc::strong_count(close) > 1);
+                    if open.len() >= MAX_CONNECTIONS {
+                        if let Some(oldest) = open.pop_front() {
+                            oldest.notify_one();
+                        }
                     }
+                    let close = Arc::new(Notify::new());
+                    open.push_back(close.clone());
+                    let (state, control, mine) = (state.clone(), control.clone(), mine.clone());
+                    tokio::spawn(async move {
+                        tokio::select! {
+                            () = read_events(stream, &mine, &state, &control) => {}
+                            () = close.notified() => {}
+                        }
+                    });
                 }
-                let close = Arc::new(Notify::new());
-                open.push_back(close.clone());
-                let (state, control, mine) = (state.clone(), control.clone(), mine.clone());
-                tokio::spawn(async move {
-                    tokio::select! {
-                        () = read_events(stream, &mine, &state, &control) => {}
-                        () = close.notified() => {}
-                    }
-                });
-            }
-        });
-    })?;
+            });
+        })?;
     Ok(address)
 }
 
-async fn read_events(stream: tokio::net::TcpStream, mine: &str, state: &Mutex<CaddyState>, control: &Control) {
+async fn read_events(
+    stream: tokio::net::TcpStream,
+    mine: &str,
+    state: &Mutex<CaddyState>,
+    control: &Control,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
         line.clear();
-        match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line).await {
+        match (&mut reader)
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
             Ok(0) | Err(_) => return,
             Ok(_) if line.last() != Some(&b'\n') && line.len() as u64 >= MAX_LINE => {
                 // An oversized line: skip to its end rather than parse half of it.
                 let mut rest = Vec::new();
                 loop {
                     rest.clear();
-                    match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut rest).await {
+                    match (&mut reader)
+                        .take(MAX_LINE)
+                        .read_until(b'\n', &mut rest)
+                        .await
+                    {
                         Ok(0) | Err(_) => return,
                         Ok(_) if rest.last() == Some(&b'\n') => break,
                         Ok(_) => {}
@@ -141,8 +172,12 @@ async fn read_events(stream: tokio::net::TcpStream, mine: &str, state: &Mutex<Ca
                 }
             }
             Ok(_) => {
-                let Ok(text) = std::str::from_utf8(&line) else { continue };
-                let Some(event) = parse_event(text.trim_end()) else { continue };
+                let Ok(text) = std::str::from_utf8(&line) else {
+                    continue;
+                };
+                let Some(event) = parse_event(text.trim_end()) else {
+                    continue;
+                };
                 let reload = event == Event::Started;
                 let mut guard = lock(state);
                 if let Some(transition) = guard.board.apply_event(event, Instant::now()) {
@@ -164,7 +199,11 @@ fn default_bind(caddy_is_local: bool, upstream_host: Option<&str>) -> Option<Soc
         return Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     }
     // A remote Caddy reaches this host at the address it dials for the app.
-    let ip: IpAddr = upstream_host?.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+    let ip: IpAddr = upstream_host?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
     Some(SocketAddr::new(ip, 0))
 }
 
@@ -201,25 +240,54 @@ mod tests {
     fn junk_huge_lines_and_many_connections_do_not_stop_the_events() {
         let state = Arc::new(Mutex::new(CaddyState::default()));
         let control = Arc::new(Control::default());
-        let address = start("127.0.0.1:0".parse().unwrap(), vec!["127.0.0.1".parse().unwrap()], "127.0.0.1:9".into(), state.clone(), control).unwrap();
+        let address = start(
+            "127.0.0.1:0".parse().unwrap(),
+            vec!["127.0.0.1".parse().unwrap()],
+            "127.0.0.1:9".into(),
+            state.clone(),
+            control,
+        )
+        .unwrap();
         // More connections than the sink keeps: the oldest ones are closed, nothing piles up.
-        let idle: Vec<TcpStream> = (0..3 * MAX_CONNECTIONS).map(|_| TcpStream::connect(address).unwrap()).collect();
+        let idle: Vec<TcpStream> = (0..3 * MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(address).unwrap())
+            .collect();
         let mut caddy = TcpStream::connect(address).unwrap();
         caddy.write_all(b"not json\n\xff\xfe\n").unwrap();
         caddy.write_all(&vec![b'x'; 3 * MAX_LINE as usize]).unwrap();
         caddy.write_all(b"\n").unwrap();
-        caddy.write_all(healthy_line("127.0.0.1:9", false).as_bytes()).unwrap();
-        assert!(eventually(|| verdict(&state, "127.0.0.1:9") == Some(false)), "the event after the junk was read");
+        caddy
+            .write_all(healthy_line("127.0.0.1:9", false).as_bytes())
+            .unwrap();
+        assert!(
+            eventually(|| verdict(&state, "127.0.0.1:9") == Some(false)),
+            "the event after the junk was read"
+        );
         let mut first = &idle[0];
-        first.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        assert_eq!(std::io::Read::read(&mut first, &mut [0u8; 1]).unwrap(), 0, "the oldest connection was closed");
+        first
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        assert_eq!(
+            std::io::Read::read(&mut first, &mut [0u8; 1]).unwrap(),
+            0,
+            "the oldest connection was closed"
+        );
     }
 
     #[test]
     fn binds_where_caddy_can_connect() {
-        assert_eq!(default_bind(true, None), Some(SocketAddr::from(([127, 0, 0, 1], 0))));
-        assert_eq!(default_bind(false, Some("10.0.0.5")), Some("10.0.0.5:0".parse().unwrap()));
-        assert_eq!(default_bind(false, Some("[fd00::5]")), Some("[fd00::5]:0".parse().unwrap()));
+        assert_eq!(
+            default_bind(true, None),
+            Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+        );
+        assert_eq!(
+            default_bind(false, Some("10.0.0.5")),
+            Some("10.0.0.5:0".parse().unwrap())
+        );
+        assert_eq!(
+            default_bind(false, Some("[fd00::5]")),
+            Some("[fd00::5]:0".parse().unwrap())
+        );
         // A DNS name cannot be bound: events stay off, the gauge is used.
         assert_eq!(default_bind(false, Some("app.internal")), None);
     }

@@ -40,7 +40,11 @@ impl Reconciler {
                         break;
                     }
                     error = Some(e.to_string());
-                    thread::sleep(backoff.next_delay().min(deadline.saturating_duration_since(Instant::now())));
+                    thread::sleep(
+                        backoff
+                            .next_delay()
+                            .min(deadline.saturating_duration_since(Instant::now())),
+                    );
                     continue;
                 }
             };
@@ -53,14 +57,19 @@ impl Reconciler {
                 self.warn_if_last_healthy(&snapshot);
             }
             let sink_pointer = format!("/logging/logs/{}", self.log_name());
-            let has_sink = self.events_address.is_some() && snapshot.config.pointer(&sink_pointer).is_some();
+            let has_sink =
+                self.events_address.is_some() && snapshot.config.pointer(&sink_pointer).is_some();
             let mut wanted = snapshot.config.clone();
             remove_id(&mut wanted, &id);
             remove_pointer(&mut wanted, &sink_pointer);
             let targeted = (!has_sink).then(|| ("DELETE", format!("/id/{id}"), None));
             match self.apply(&snapshot, &wanted, targeted) {
                 Ok(true) => {
-                    log::info(format!("removed {} from Caddy at {}; draining", self.upstream.dial, self.admin()));
+                    log::info(format!(
+                        "removed {} from Caddy at {}; draining",
+                        self.upstream.dial,
+                        self.admin()
+                    ));
                     removed = true;
                     break;
                 }
@@ -71,7 +80,11 @@ impl Reconciler {
                 }
                 Err(Attempt::Retry(message)) => {
                     error = Some(message);
-                    thread::sleep(backoff.next_delay().min(deadline.saturating_duration_since(Instant::now())));
+                    thread::sleep(
+                        backoff
+                            .next_delay()
+                            .min(deadline.saturating_duration_since(Instant::now())),
+                    );
                 }
                 Err(Attempt::Done) => break,
             }
@@ -79,13 +92,27 @@ impl Reconciler {
         lock(&self.caddy.state).registered = false;
         if !removed {
             let error = error.unwrap_or_else(|| "the drain timeout ended first".to_owned());
-            log::error(format!("could not remove {} from Caddy at {}: {error}", self.upstream.dial, self.admin()));
-            return LeaveReport { admin: self.admin(), still_in_flight: 0, elapsed: started.elapsed(), error: Some(error) };
+            log::error(format!(
+                "could not remove {} from Caddy at {}: {error}",
+                self.upstream.dial,
+                self.admin()
+            ));
+            return LeaveReport {
+                admin: self.admin(),
+                still_in_flight: 0,
+                elapsed: started.elapsed(),
+                error: Some(error),
+            };
         }
         let still_in_flight = self.drain(deadline);
         let elapsed = started.elapsed();
         if still_in_flight == 0 {
-            log::info(format!("{} drained at {} in {:.2}s", self.upstream.dial, self.admin(), elapsed.as_secs_f64()));
+            log::info(format!(
+                "{} drained at {} in {:.2}s",
+                self.upstream.dial,
+                self.admin(),
+                elapsed.as_secs_f64()
+            ));
         } else {
             log::warn(format!(
                 "{still_in_flight} request(s) to {} were still in flight at {} when the drain timeout ended",
@@ -93,24 +120,30 @@ impl Reconciler {
                 self.admin()
             ));
         }
-        LeaveReport { admin: self.admin(), still_in_flight, elapsed, error: None }
+        LeaveReport {
+            admin: self.admin(),
+            still_in_flight,
+            elapsed,
+            error: None,
+        }
     }
-
 
     /// Waits for requests in flight to the removed upstream; returns what is left at `deadline`.
     fn drain(&self, deadline: Instant) -> u64 {
-        let running = wait_until_drained(&self.caddy.client, &self.upstream.dial, deadline, |error| {
-            self.count_error(&error.to_string());
-            Ok(())
-        })
-        .unwrap_or(0);
+        let running =
+            wait_until_drained(&self.caddy.client, &self.upstream.dial, deadline, |error| {
+                self.count_error(&error.to_string());
+                Ok(())
+            })
+            .unwrap_or(0);
         lock(&self.caddy.state).in_flight = Some(running);
         running
     }
 
-
     fn warn_if_last_healthy(&self, snapshot: &Snapshot) {
-        let Ok(located) = locate(&snapshot.config, &self.settings.target) else { return };
+        let Ok(located) = locate(&snapshot.config, &self.settings.target) else {
+            return;
+        };
         let state = lock(&self.caddy.state);
         let others_healthy = located
             .upstreams
@@ -130,5 +163,4 @@ impl Reconciler {
             ));
         }
     }
-
 }

@@ -90,8 +90,20 @@ struct Snapshot {
 
 impl Reconciler {
     /// A reconciler that has not looked at Caddy yet.
-    pub fn new(caddy: CaddyLink, upstream: Upstream, settings: ConfigEditSettings, events_address: Option<String>) -> Self {
-        Reconciler { caddy, upstream, settings, events_address, blocked: None, last_full_check: None }
+    pub fn new(
+        caddy: CaddyLink,
+        upstream: Upstream,
+        settings: ConfigEditSettings,
+        events_address: Option<String>,
+    ) -> Self {
+        Reconciler {
+            caddy,
+            upstream,
+            settings,
+            events_address,
+            blocked: None,
+            last_full_check: None,
+        }
     }
 
     fn id(&self) -> String {
@@ -108,19 +120,38 @@ impl Reconciler {
 
     fn read(&self) -> Result<Snapshot, AgentError> {
         let response = self.caddy.client.request("GET", "/config/", None, None)?;
-        let invalid = |message: String| AgentError::Api { admin: self.admin(), request: "GET /config/".into(), status: response.status, message };
+        let invalid = |message: String| AgentError::Api {
+            admin: self.admin(),
+            request: "GET /config/".into(),
+            status: response.status,
+            message,
+        };
         if response.status != 200 {
             return Err(self.caddy.client.api_error("GET", "/config/", &response));
         }
-        let config = serde_json::from_slice(&response.body).map_err(|e| invalid(format!("Caddy's config is not JSON: {e}")))?;
-        let etag = response.etag.clone().ok_or_else(|| invalid("Caddy sent no Etag with its config".into()))?;
+        let config = serde_json::from_slice(&response.body)
+            .map_err(|e| invalid(format!("Caddy's config is not JSON: {e}")))?;
+        let etag = response
+            .etag
+            .clone()
+            .ok_or_else(|| invalid("Caddy sent no Etag with its config".into()))?;
         Ok(Snapshot { config, etag })
     }
 
     /// Sends one change computed from `snapshot`. Ok(true) applied, Ok(false) conflict (re-read).
-    fn change(&self, method: &str, path: &str, body: Option<&Value>, snapshot: &Snapshot) -> Result<bool, Attempt> {
+    fn change(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        snapshot: &Snapshot,
+    ) -> Result<bool, Attempt> {
         let body = body.map(|b| b.to_string().into_bytes());
-        match self.caddy.client.request(method, path, body.as_deref(), Some(&snapshot.etag)) {
+        match self
+            .caddy
+            .client
+            .request(method, path, body.as_deref(), Some(&snapshot.etag))
+        {
             // The change may or may not have been applied: the next read tells.
             Err(error) => {
                 self.count_error(&error.to_string());
@@ -129,11 +160,16 @@ impl Reconciler {
             Ok(response) if response.status == 200 => Ok(true),
             Ok(response) => {
                 let error = self.caddy.client.api_error(method, path, &response);
-                let AgentError::Api { message, .. } = &error else { unreachable!("api_error builds Api") };
+                let AgentError::Api { message, .. } = &error else {
+                    unreachable!("api_error builds Api")
+                };
                 // 412: someone changed the config since our read. 409: an array we wanted to
                 // create appeared meanwhile. 404 on DELETE: gone already. "duplicate ID": our
                 // entry is there already (a previous attempt landed).
-                if response.status == 412 || response.status == 409 || message.contains("duplicate ID") {
+                if response.status == 412
+                    || response.status == 409
+                    || message.contains("duplicate ID")
+                {
                     return Ok(false);
                 }
                 if method == "DELETE" && response.status == 404 {
@@ -143,7 +179,10 @@ impl Reconciler {
                 if response.status >= 500 {
                     Err(Attempt::Retry(error.to_string()))
                 } else {
-                    Err(Attempt::Blocked { etag: snapshot.etag.clone(), message: error.to_string() })
+                    Err(Attempt::Blocked {
+                        etag: snapshot.etag.clone(),
+                        message: error.to_string(),
+                    })
                 }
             }
         }
@@ -157,7 +196,12 @@ impl Reconciler {
     /// one object differs, else the whole config in one PATCH (guarded by If-Match like every
     /// change, so nothing but the companion's own objects can differ). Every write reloads all
     /// of Caddy, and each reload can cost clients a connection: one write, not two.
-    fn apply(&self, snapshot: &Snapshot, wanted: &Value, targeted: Option<(&str, String, Option<Value>)>) -> Result<bool, Attempt> {
+    fn apply(
+        &self,
+        snapshot: &Snapshot,
+        wanted: &Value,
+        targeted: Option<(&str, String, Option<Value>)>,
+    ) -> Result<bool, Attempt> {
         match targeted {
             Some((method, path, body)) => self.change(method, &path, body.as_ref(), snapshot),
             None => self.change("PATCH", "/config/", Some(wanted), snapshot),
@@ -169,7 +213,9 @@ impl Membership for Reconciler {
     /// Checks the entry is there (cheaply, or fully every few seconds with Caddy's verdicts and
     /// reaping) and adds what is missing.
     fn step(&mut self) -> Step {
-        let full_check_due = self.last_full_check.is_none_or(|at| at.elapsed() >= FULL_CHECK_INTERVAL);
+        let full_check_due = self
+            .last_full_check
+            .is_none_or(|at| at.elapsed() >= FULL_CHECK_INTERVAL);
         let attempt = match self.still_registered() {
             Ok(true) if !full_check_due => Attempt::Done,
             Ok(present) => {
@@ -212,7 +258,11 @@ impl Membership for Reconciler {
             // Permanent for this config: said once, retried only when the config changes.
             Attempt::Blocked { etag, message } => {
                 lock(&self.caddy.state).last_error = Some(message.clone());
-                let line = format!("cannot register {} with Caddy at {}: {message}", self.upstream.dial, self.admin());
+                let line = format!(
+                    "cannot register {} with Caddy at {}: {message}",
+                    self.upstream.dial,
+                    self.admin()
+                );
                 self.blocked = Some((etag, message));
                 Step::Blocked(line)
             }

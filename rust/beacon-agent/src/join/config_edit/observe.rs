@@ -33,22 +33,32 @@ impl Reconciler {
         }
     }
 
-
     /// Removes other companions' entries in the same proxy that Caddy has found unhealthy for
     /// longer than `reap_after` (their companion was killed and could not deregister).
     pub(super) fn reap(&self, reap_after: Duration, snapshot: &Snapshot) {
-        let Ok(located) = locate(&snapshot.config, &self.settings.target) else { return };
+        let Ok(located) = locate(&snapshot.config, &self.settings.target) else {
+            return;
+        };
         let now = Instant::now();
         let victim = {
             let state = lock(&self.caddy.state);
-            located.upstreams.unwrap_or_default().into_iter().find_map(|entry| {
-                let id = entry.get("@id").and_then(Value::as_str)?.to_owned();
-                let dial = entry.get("dial").and_then(Value::as_str)?.to_owned();
-                let unhealthy_for = state.board.unhealthy_for(&dial, now)?;
-                (id.starts_with(OWNED_ID_PREFIX) && dial != self.upstream.dial && unhealthy_for >= reap_after).then_some((id, dial, unhealthy_for))
-            })
+            located
+                .upstreams
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|entry| {
+                    let id = entry.get("@id").and_then(Value::as_str)?.to_owned();
+                    let dial = entry.get("dial").and_then(Value::as_str)?.to_owned();
+                    let unhealthy_for = state.board.unhealthy_for(&dial, now)?;
+                    (id.starts_with(OWNED_ID_PREFIX)
+                        && dial != self.upstream.dial
+                        && unhealthy_for >= reap_after)
+                        .then_some((id, dial, unhealthy_for))
+                })
         };
-        let Some((id, dial, unhealthy_for)) = victim else { return };
+        let Some((id, dial, unhealthy_for)) = victim else {
+            return;
+        };
         if let Ok(true) = self.change("DELETE", &format!("/id/{id}"), None, snapshot) {
             log::warn(format!(
                 "reaped {dial} from Caddy at {}: unhealthy for {:.0}s and registered by a companion that is gone",
@@ -60,7 +70,10 @@ impl Reconciler {
             state.board.forget(&dial);
             drop(state);
             // Its events sink too, if it had one (same suffix).
-            let sink = format!("/config/logging/logs/{EVENTS_LOG_PREFIX}{}", &id[OWNED_ID_PREFIX.len()..]);
+            let sink = format!(
+                "/config/logging/logs/{EVENTS_LOG_PREFIX}{}",
+                &id[OWNED_ID_PREFIX.len()..]
+            );
             if let Ok(snapshot) = self.read() {
                 if snapshot.config.pointer(&sink["/config".len()..]).is_some() {
                     let _ = self.change("DELETE", &sink, None, &snapshot);
@@ -69,16 +82,18 @@ impl Reconciler {
         }
     }
 
-
     /// Is our entry there? Err when the admin could not say.
     pub(super) fn still_registered(&self) -> Result<bool, String> {
         let path = format!("/id/{}", self.id());
         match self.caddy.client.request("GET", &path, None, None) {
             Ok(response) if response.status == 200 => Ok(true),
             Ok(response) if response.status == 404 => Ok(false),
-            Ok(response) => Err(self.caddy.client.api_error("GET", &path, &response).to_string()),
+            Ok(response) => Err(self
+                .caddy
+                .client
+                .api_error("GET", &path, &response)
+                .to_string()),
             Err(error) => Err(error.to_string()),
         }
     }
-
 }

@@ -42,14 +42,31 @@ impl Reconciler {
                     return Attempt::Retry(error.to_string());
                 }
             };
-            if let Some((etag, message)) = self.blocked.as_ref().filter(|(etag, _)| *etag == snapshot.etag) {
-                return Attempt::Blocked { etag: etag.clone(), message: message.clone() };
+            if let Some((etag, message)) = self
+                .blocked
+                .as_ref()
+                .filter(|(etag, _)| *etag == snapshot.etag)
+            {
+                return Attempt::Blocked {
+                    etag: etag.clone(),
+                    message: message.clone(),
+                };
             }
             let located = match locate(&snapshot.config, &self.settings.target) {
                 Ok(located) => located,
-                Err(error) => return Attempt::Blocked { etag: snapshot.etag, message: error.to_string() },
+                Err(error) => {
+                    return Attempt::Blocked {
+                        etag: snapshot.etag,
+                        message: error.to_string(),
+                    }
+                }
             };
-            let present = located.upstreams.as_deref().unwrap_or_default().iter().any(|u| u.get("@id").and_then(Value::as_str) == Some(&id));
+            let present = located
+                .upstreams
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|u| u.get("@id").and_then(Value::as_str) == Some(&id));
             // Ours but elsewhere: the site's proxy moved (a new Caddyfile); it goes.
             let stray = !present && contains_id(&snapshot.config, &id);
             let sink = self.wanted_sink();
@@ -74,12 +91,20 @@ impl Reconciler {
                 // answers 409 if someone else just did, and we re-read); otherwise append.
                 (false, true, false) => Some(match located.upstreams {
                     Some(_) => ("POST", format!("{}/upstreams", located.path), Some(entry)),
-                    None => ("PUT", format!("{}/upstreams", located.path), Some(json!([entry]))),
+                    None => (
+                        "PUT",
+                        format!("{}/upstreams", located.path),
+                        Some(json!([entry])),
+                    ),
                 }),
                 // Only the sink: PUT creates it, PATCH replaces an outdated one (a restarted
                 // companion listens on a new port).
                 (true, false, false) => {
-                    let method = if snapshot.config.pointer(&sink_pointer).is_some() { "PATCH" } else { "PUT" };
+                    let method = if snapshot.config.pointer(&sink_pointer).is_some() {
+                        "PATCH"
+                    } else {
+                        "PUT"
+                    };
                     Some((method, format!("/config{sink_pointer}"), sink.clone()))
                 }
                 _ => None,
@@ -91,7 +116,12 @@ impl Reconciler {
                     state.registered = true;
                     state.last_error = None;
                     drop(state);
-                    log::info(format!("registered {} with Caddy at {} ({})", self.upstream.dial, self.admin(), self.settings.target.describe()));
+                    log::info(format!(
+                        "registered {} with Caddy at {} ({})",
+                        self.upstream.dial,
+                        self.admin(),
+                        self.settings.target.describe()
+                    ));
                 }
                 Ok(true) => {}
                 Ok(false) => thread::sleep(jitter(Duration::from_millis(200))),
@@ -100,5 +130,4 @@ impl Reconciler {
         }
         Attempt::Retry("the config kept changing under every attempt".to_owned())
     }
-
 }

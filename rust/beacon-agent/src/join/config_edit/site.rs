@@ -66,56 +66,103 @@ pub fn locate(config: &Value, target: &Target) -> Result<Located, LocateError> {
         Target::HandlerId(id) => {
             let mut found = Vec::new();
             find_by_id(config, id, "/config".to_owned(), &mut found);
-            let path = found.pop().ok_or_else(|| LocateError::Missing(target.describe()))?;
+            let path = found
+                .pop()
+                .ok_or_else(|| LocateError::Missing(target.describe()))?;
             let handler = pointer(config, &path);
-            if handler.and_then(|h| h.get("handler")).and_then(Value::as_str) != Some("reverse_proxy") {
-                return Err(LocateError::NotAProxy(format!("the object tagged @id {id:?} is not a reverse_proxy handler")));
+            if handler
+                .and_then(|h| h.get("handler"))
+                .and_then(Value::as_str)
+                != Some("reverse_proxy")
+            {
+                return Err(LocateError::NotAProxy(format!(
+                    "the object tagged @id {id:?} is not a reverse_proxy handler"
+                )));
             }
             path
         }
         Target::Site(site) => {
             let (host, port) = split_site(site);
-            let servers = config.pointer("/apps/http/servers").and_then(Value::as_object);
+            let servers = config
+                .pointer("/apps/http/servers")
+                .and_then(Value::as_object);
             let mut proxies = Vec::new();
             let mut site_found = false;
             for (name, server) in servers.into_iter().flatten() {
-                let listens = server.get("listen").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let listens = server
+                    .get("listen")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 let port_matches = port.is_none_or(|port| {
-                    listens.iter().filter_map(Value::as_str).any(|l| l.rsplit_once(':').is_some_and(|(_, p)| p == port))
+                    listens
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .any(|l| l.rsplit_once(':').is_some_and(|(_, p)| p == port))
                 });
                 if !port_matches {
                     continue;
                 }
-                let routes = server.get("routes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let routes = server
+                    .get("routes")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 for (index, route) in routes.iter().enumerate() {
                     if !route_matches_host(route, host) {
                         continue;
                     }
                     site_found = true;
-                    find_proxies(route, format!("/config/apps/http/servers/{name}/routes/{index}"), &mut proxies);
+                    find_proxies(
+                        route,
+                        format!("/config/apps/http/servers/{name}/routes/{index}"),
+                        &mut proxies,
+                    );
                 }
             }
             if !site_found {
                 return Err(LocateError::Missing(target.describe()));
             }
             match proxies.len() {
-                0 => return Err(LocateError::NotAProxy(format!("{} has no reverse_proxy handler", target.describe()))),
+                0 => {
+                    return Err(LocateError::NotAProxy(format!(
+                        "{} has no reverse_proxy handler",
+                        target.describe()
+                    )))
+                }
                 1 => proxies.remove(0),
-                count => return Err(LocateError::Ambiguous { what: target.describe(), count }),
+                count => {
+                    return Err(LocateError::Ambiguous {
+                        what: target.describe(),
+                        count,
+                    })
+                }
             }
         }
     };
     let handler = pointer(config, &path);
     // A proxy fed by a dynamic source ignores static upstreams: an entry added there would
     // never get a request.
-    if let Some(source) = handler.and_then(|h| h.pointer("/dynamic_upstreams/source")).and_then(Value::as_str) {
-        let advice = match handler.and_then(|h| h.pointer("/dynamic_upstreams/pool")).and_then(Value::as_str) {
+    if let Some(source) = handler
+        .and_then(|h| h.pointer("/dynamic_upstreams/source"))
+        .and_then(Value::as_str)
+    {
+        let advice = match handler
+            .and_then(|h| h.pointer("/dynamic_upstreams/pool"))
+            .and_then(Value::as_str)
+        {
             Some(pool) if source == "beacon" => format!("join its pool with --pool {pool}"),
             _ => "it cannot be joined by editing its upstreams".to_owned(),
         };
-        return Err(LocateError::NotAProxy(format!("{} takes its upstreams from `dynamic {source}`: {advice}", target.describe())));
+        return Err(LocateError::NotAProxy(format!(
+            "{} takes its upstreams from `dynamic {source}`: {advice}",
+            target.describe()
+        )));
     }
-    let upstreams = handler.and_then(|h| h.get("upstreams")).and_then(Value::as_array).cloned();
+    let upstreams = handler
+        .and_then(|h| h.get("upstreams"))
+        .and_then(Value::as_array)
+        .cloned();
     Ok(Located { path, upstreams })
 }
 
@@ -125,10 +172,15 @@ fn pointer<'a>(config: &'a Value, admin_path: &str) -> Option<&'a Value> {
 
 /// `http://api.example.com:8080` → (Some("api.example.com"), Some("8080")); `:8080` → (None, Some).
 fn split_site(site: &str) -> (Option<&str>, Option<&str>) {
-    let rest = site.strip_prefix("http://").or_else(|| site.strip_prefix("https://")).unwrap_or(site);
+    let rest = site
+        .strip_prefix("http://")
+        .or_else(|| site.strip_prefix("https://"))
+        .unwrap_or(site);
     let rest = rest.trim_end_matches('/');
     let (host, port) = match rest.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (host, Some(port)),
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, Some(port))
+        }
         _ => (rest, None),
     };
     let port = port.or(match site {
@@ -204,7 +256,12 @@ mod tests {
         let config = serde_json::json!({"apps": {"http": {"servers": {"srv0": {"listen": [":8080"], "routes": [{"handle": [
             {"handler": "reverse_proxy", "dynamic_upstreams": {"source": "beacon", "pool": "app"}}]}]}}}}});
         let error = locate(&config, &Target::Site(":8080".into())).unwrap_err();
-        assert!(error.to_string().ends_with("takes its upstreams from `dynamic beacon`: join its pool with --pool app"), "{error}");
+        assert!(
+            error.to_string().ends_with(
+                "takes its upstreams from `dynamic beacon`: join its pool with --pool app"
+            ),
+            "{error}"
+        );
     }
     use serde_json::json;
 
@@ -222,18 +279,32 @@ mod tests {
     #[test]
     fn finds_the_proxy_of_a_site() {
         let found = locate(&config(), &Target::Site(":8080".into())).unwrap();
-        assert_eq!(found.path, "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0");
+        assert_eq!(
+            found.path,
+            "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
+        );
         assert_eq!(found.upstreams, None);
         let found = locate(&config(), &Target::Site("http://a.example.com:9090".into())).unwrap();
-        assert_eq!(found.path, "/config/apps/http/servers/srv1/routes/0/handle/0");
+        assert_eq!(
+            found.path,
+            "/config/apps/http/servers/srv1/routes/0/handle/0"
+        );
         assert_eq!(found.upstreams.unwrap().len(), 1);
-        assert_eq!(locate(&config(), &Target::Site("a.example.com".into())).unwrap().path, "/config/apps/http/servers/srv1/routes/0/handle/0");
+        assert_eq!(
+            locate(&config(), &Target::Site("a.example.com".into()))
+                .unwrap()
+                .path,
+            "/config/apps/http/servers/srv1/routes/0/handle/0"
+        );
     }
 
     #[test]
     fn finds_a_tagged_handler() {
         let found = locate(&config(), &Target::HandlerId("api-proxy".into())).unwrap();
-        assert_eq!(found.path, "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0");
+        assert_eq!(
+            found.path,
+            "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
+        );
     }
 
     #[test]
