@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def start_variant(
             return process
         except OSError:
             if process.poll() is not None:
-                raise SystemExit(f"variant {name} exited with {process.returncode}")
+                raise SystemExit(f"variant {name} exited with {process.returncode}") from None
             time.sleep(0.2)
     process.kill()
     raise SystemExit(f"variant {name} did not start within {startup_seconds}s")

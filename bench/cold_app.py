@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 import time
 
+import caddy_beacon
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-import caddy_beacon
 
 COLD_REQUESTS = 50
 COLD_SECONDS = 0.05
@@ -27,4 +26,6 @@ async def whoami(_request: object) -> JSONResponse:
     return JSONResponse({"pid": os.getpid()})
 
 
-app = caddy_beacon.BeaconMiddleware(Starlette(routes=[Route("/whoami", whoami)]), service_name="cold-app", drain_seconds=0)
+app = caddy_beacon.BeaconMiddleware(
+    Starlette(routes=[Route("/whoami", whoami)]), service_name="cold-app", drain_seconds=0
+)

@@ -43,7 +43,9 @@ RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" 
 PIP_COMMAND = Path(sys.executable).parent / "caddy-beacon"
 
 
-def replica(tmp: Path, caddy: Caddy, *, env: dict[str, str] | None = None, program: Path | None = None, port: int | None = None) -> Companion:
+def replica(
+    tmp: Path, caddy: Caddy, *, env: dict[str, str] | None = None, program: Path | None = None, port: int | None = None
+) -> Companion:
     port = port or free_port()
     return launch_companion(
         tmp, caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), env=env,
@@ -55,7 +57,9 @@ def stop(companion: Companion) -> None:
     companion.cleanup()
 
 
-def ready_to_routed(tmp: Path, rounds: int, caddy: Caddy | None = None, launch: Callable[..., Companion] | None = None) -> list[float]:
+def ready_to_routed(
+    tmp: Path, rounds: int, caddy: Caddy | None = None, launch: Callable[..., Companion] | None = None
+) -> list[float]:
     """From each replica's readiness passing to the first request Caddy routes to it: through
     `caddy` and replicas from `launch(env=...)` (by default a stock Caddy, config edits)."""
     owned = caddy is None
@@ -130,7 +134,7 @@ def rolling_restart(tmp: Path, tls: bool, keepalive: bool) -> tuple[int, int, in
                 running[port] = replica(tmp, caddy, port=port)
                 running[port].wait_registered()
                 new_pid = running[port].app_pid()
-                wait_until(lambda: new_pid in load.pids, timeout=20)
+                wait_until(lambda new_pid=new_pid: new_pid in load.pids, timeout=20)
             time.sleep(1)
         return load.ok, len(load.failures), load.resent
     finally:
@@ -174,7 +178,9 @@ def main() -> None:
         tmp = Path(directory)
 
         def show(name: str, values: list[float]) -> None:
-            print(f"{name:<44} median {statistics.median(values) * 1000:7.0f} ms   max {max(values) * 1000:7.0f} ms   ({len(values)} rounds)")
+            print(
+                f"{name:<44} median {statistics.median(values) * 1000:7.0f} ms   max {max(values) * 1000:7.0f} ms   ({len(values)} rounds)"
+            )
 
         if not options.footprint_only:
             show("app ready -> first request routed", ready_to_routed(tmp, options.rounds))
@@ -186,13 +192,18 @@ def main() -> None:
                 ("HTTP/1.1 keep-alive, no retries", False, True),
             ]:
                 ok, failed, resent = rolling_restart(tmp, tls, keepalive)
-                print(f"rolling restart, {label:<40} {ok:6d} ok {failed:4d} failed" + (f" ({resent} sent again after GOAWAY)" if tls else ""))
+                print(
+                    f"rolling restart, {label:<40} {ok:6d} ok {failed:4d} failed"
+                    + (f" ({resent} sent again after GOAWAY)" if tls else "")
+                )
         for label, program in [("standalone binary (release)", RELEASE), ("pip-installed command", PIP_COMMAND)]:
             if not program.exists():
                 print(f"{label}: {program} missing, skipped")
                 continue
             rss, cpu = footprint(tmp, program, options.idle_seconds)
-            print(f"companion idle, {label:<30} RSS {rss:6.1f} MiB   CPU {cpu:5.2f} % of a core over {options.idle_seconds:.0f} s")
+            print(
+                f"companion idle, {label:<30} RSS {rss:6.1f} MiB   CPU {cpu:5.2f} % of a core over {options.idle_seconds:.0f} s"
+            )
 
 
 if __name__ == "__main__":

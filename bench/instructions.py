@@ -116,9 +116,17 @@ def main() -> None:
     print(f"{'variant':<22}{'instr/request':>15}{'extra vs bare':>15}{'ratio':>8}{'event loop':>13}{'loop ratio':>12}")
     for name, count in counts.items():
         loop = loop_counts[name]
-        print(f"{name:<22}{count:>15,.0f}{count - bare:>15,.0f}{bare / count:>8.3f}{loop:>13,.0f}{bare_loop / loop:>12.3f}")
+        print(
+            f"{name:<22}{count:>15,.0f}{count - bare:>15,.0f}{bare / count:>8.3f}{loop:>13,.0f}{bare_loop / loop:>12.3f}"
+        )
     if args.json:
-        results = {"requests": args.requests, "path": args.path, "instructions": counts, "event_loop": loop_counts, "runs": runs}
+        results = {
+            "requests": args.requests,
+            "path": args.path,
+            "instructions": counts,
+            "event_loop": loop_counts,
+            "runs": runs,
+        }
         args.json.write_text(json.dumps(results, indent=2))
 
 

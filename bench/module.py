@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -50,7 +49,9 @@ def start_caddy(tmp: Path, mode: Mode) -> Caddy:
     return launch_caddy(tmp, POOL_SITE, module=True) if mode == "module" else launch_caddy(tmp, SITE)
 
 
-def replica(tmp: Path, caddy: Caddy, mode: Mode, *, port: int | None = None, env: dict[str, str] | None = None) -> Companion:
+def replica(
+    tmp: Path, caddy: Caddy, mode: Mode, *, port: int | None = None, env: dict[str, str] | None = None
+) -> Companion:
     port = port or free_port()
     joining = ("--pool", "api") if mode == "module" else ()
     return launch_companion(
@@ -64,13 +65,18 @@ def rss_mib(pid: int) -> float:
 
 
 def wrk(url: str, seconds: float) -> float:
-    out = subprocess.run(["wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", "-c32", f"-d{max(1, round(seconds))}s", url],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    ).stdout
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
 
 def caddyfile(tmp: Path, name: str, admin_port: int, sites: str) -> Path:
     path = tmp / name
-    path.write_text("{\n\tadmin 127.0.0.1:%d\n\tauto_https off\n\tpersist_config off\n}\n%s" % (admin_port, sites))
+    path.write_text(f"{{\n\tadmin 127.0.0.1:{admin_port}\n\tauto_https off\n\tpersist_config off\n}}\n{sites}")
     return path
 
 
@@ -83,7 +89,7 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
     taken after the same load through it."""
     backends = [free_port(), free_port()]
     listed = " ".join(f"127.0.0.1:{p}" for p in backends)
-    static = "\treverse_proxy %s {\n\t\tlb_policy round_robin\n\t}" % listed
+    static = f"\treverse_proxy {listed} {{\n\t\tlb_policy round_robin\n\t}}"
     dynamic = "\treverse_proxy {\n\t\tdynamic beacon bench {\n\t\t\thealth_uri /\n\t\t\thealth_interval 1s\n\t\t}\n\t\tlb_policy round_robin\n\t}"
     ends = "".join(site(p, '\trespond "ok"') for p in backends)
     static_port, dynamic_port, stock_port = free_port(), free_port(), free_port()
@@ -103,9 +109,15 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
     try:
         with caddy.admin_client() as admin:
             for port in backends:
-                response = admin.post("/beacon/pools/bench/register", json={"address": f"127.0.0.1:{port}", "lease_ms": 300_000})
+                response = admin.post(
+                    "/beacon/pools/bench/register", json={"address": f"127.0.0.1:{port}", "lease_ms": 300_000}
+                )
                 assert response.status_code == 200, response.text
-        for url in (f"http://127.0.0.1:{static_port}/", f"http://127.0.0.1:{dynamic_port}/", f"http://127.0.0.1:{stock_port}/"):
+        for url in (
+            f"http://127.0.0.1:{static_port}/",
+            f"http://127.0.0.1:{dynamic_port}/",
+            f"http://127.0.0.1:{stock_port}/",
+        ):
             assert httpx.get(url, timeout=5).text == "ok", url
         wrk(f"http://127.0.0.1:{static_port}/", 1)  # warm up
         ratios = []
@@ -115,7 +127,9 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
                 order.reverse()
             rates = {name: wrk(f"http://127.0.0.1:{port}/", seconds) for name, port in order}
             ratios.append(rates["dynamic"] / rates["static"])
-            print(f"  round {round_ + 1}: static {rates['static']:.0f} req/s, dynamic beacon {rates['dynamic']:.0f} req/s")
+            print(
+                f"  round {round_ + 1}: static {rates['static']:.0f} req/s, dynamic beacon {rates['dynamic']:.0f} req/s"
+            )
         module_rss = rss_mib(caddy.process.pid)
         for _ in range(rounds):
             wrk(f"http://127.0.0.1:{stock_port}/", seconds)
@@ -129,7 +143,9 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
 def ready_to_routed(tmp: Path, mode: Mode, rounds: int) -> list[float]:
     caddy = start_caddy(tmp, mode)
     try:
-        return companion_bench.ready_to_routed(tmp, rounds, caddy, lambda **options: replica(tmp, caddy, mode, **options))
+        return companion_bench.ready_to_routed(
+            tmp, rounds, caddy, lambda **options: replica(tmp, caddy, mode, **options)
+        )
     finally:
         caddy.stop()
 
@@ -142,7 +158,10 @@ def rolling_restart(tmp: Path, mode: Mode, restarts: int) -> dict[str, tuple[int
     try:
         for companion in running.values():
             companion.wait_registered()
-        with Load(caddy.base_url, threads=2, keepalive=True) as keepalive, Load(caddy.base_url, threads=2, keepalive=False) as fresh:
+        with (
+            Load(caddy.base_url, threads=2, keepalive=True) as keepalive,
+            Load(caddy.base_url, threads=2, keepalive=False) as fresh,
+        ):
             wait_until(lambda: len(keepalive.pids) == 2 and len(fresh.pids) == 2, timeout=20)
             for _ in range(restarts):
                 for port in ports:
@@ -152,9 +171,12 @@ def rolling_restart(tmp: Path, mode: Mode, restarts: int) -> dict[str, tuple[int
                     running[port] = replica(tmp, caddy, mode, port=port)
                     running[port].wait_registered()
                     new_pid = running[port].app_pid()
-                    wait_until(lambda: new_pid in keepalive.pids and new_pid in fresh.pids, timeout=20)
+                    wait_until(lambda new_pid=new_pid: new_pid in keepalive.pids and new_pid in fresh.pids, timeout=20)
             time.sleep(1)
-        return {"keep-alive": (keepalive.ok, len(keepalive.failures)), "new connection per request": (fresh.ok, len(fresh.failures))}
+        return {
+            "keep-alive": (keepalive.ok, len(keepalive.failures)),
+            "new connection per request": (fresh.ok, len(fresh.failures)),
+        }
     finally:
         for companion in running.values():
             companion.cleanup()
@@ -179,11 +201,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         ratios, module_rss, stock_rss = throughput(tmp, options.rounds, options.seconds)
-        print(f"throughput, dynamic beacon / static upstreams: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})")
-        print(f"Caddy RSS after the same load: with the module {module_rss:.1f} MiB, stock {stock_rss:.1f} MiB")
-        show: Callable[[str, list[float]], None] = lambda name, values: print(
-            f"{name:<44} median {statistics.median(values) * 1000:7.0f} ms   max {max(values) * 1000:7.0f} ms"
+        print(
+            f"throughput, dynamic beacon / static upstreams: median {statistics.median(ratios):.3f} (min {min(ratios):.3f}, max {max(ratios):.3f})"
         )
+        print(f"Caddy RSS after the same load: with the module {module_rss:.1f} MiB, stock {stock_rss:.1f} MiB")
+
+        def show(name: str, values: list[float]) -> None:
+            print(f"{name:<44} median {statistics.median(values) * 1000:7.0f} ms   max {max(values) * 1000:7.0f} ms")
+
         for mode in ("module", "stock"):
             show(f"app ready -> first routed ({mode})", ready_to_routed(tmp, mode, options.rounds))
         for mode in ("module", "stock"):

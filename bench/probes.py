@@ -46,7 +46,9 @@ def attack(port: int, pid: int, args: argparse.Namespace, label: str, during: ob
         tricklers.close()
         idle.close()
     print(f"{label:<38} {run.summary()}")
-    print(f"{'':<38} RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB, threads {threads0} -> {threads1}, idle sockets opened {len(idle.sockets)}")
+    print(
+        f"{'':<38} RSS {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB, threads {threads0} -> {threads1}, idle sockets opened {len(idle.sockets)}"
+    )
 
 
 def side_port(tmp: Path, args: argparse.Namespace) -> None:

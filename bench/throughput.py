@@ -89,7 +89,9 @@ def main() -> None:
     for round_number in range(args.rounds):
         for variant in variants:
             variant.port = free_port()
-            variant.process = start_variant(variant.name, variant.port, ["taskset", "-c", args.server_cpu], otlp_endpoint=sink_url)
+            variant.process = start_variant(
+                variant.name, variant.port, ["taskset", "-c", args.server_cpu], otlp_endpoint=sink_url
+            )
         try:
             for variant in variants:  # warm-up: imports, first-request caches
                 subprocess.run(["wrk", "-t1", "-c4", "-d1s", f"http://127.0.0.1:{variant.port}{args.path}"],
@@ -114,8 +116,12 @@ def main() -> None:
             "variant": variant.name,
             "requests_per_second": rps,
             "cpu_us_per_request": cpu * 1e6,
-            "cpu_ratio": statistics.median(b / v for b, v in zip(bare.cpu_per_request, variant.cpu_per_request)),
-            "rps_ratio": statistics.median(v / b for b, v in zip(bare.requests_per_second, variant.requests_per_second)),
+            "cpu_ratio": statistics.median(
+                b / v for b, v in zip(bare.cpu_per_request, variant.cpu_per_request, strict=True)
+            ),
+            "rps_ratio": statistics.median(
+                v / b for b, v in zip(bare.requests_per_second, variant.requests_per_second, strict=True)
+            ),
         }
         results.append(row)
         print(f"{variant.name:<22}{rps:>16.0f}{cpu * 1e6:>12.1f}{row['cpu_ratio']:>11.3f}{row['rps_ratio']:>11.3f}")

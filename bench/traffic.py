@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.module import caddyfile, require_module_caddy_and_wrk, site, wrk  # noqa: E402
 from tests.companion_process import Companion, launch_companion  # noqa: E402
-from tests.conftest import MODULE_CADDY, Caddy, _start_caddy, free_port, launch_caddy, wait_until  # noqa: E402
+from tests.conftest import MODULE_CADDY, Caddy, _start_caddy, free_port, launch_caddy  # noqa: E402
 
 SIZES = (1, 20, 200)
 
@@ -74,15 +74,30 @@ def pool_size(tmp: Path, rounds: int, seconds: float) -> None:
         listed = " ".join(f"127.0.0.1:{p}" for p in ports[:size])
         sites[f"static list {size}"] = (free_port(), f"\treverse_proxy {listed} {{\n\t\tlb_policy round_robin\n\t}}")
     for size in SIZES:
-        sites[f"pool {size}"] = (free_port(), "\treverse_proxy {\n" + pool_block(f"all{size}") + "\t\tlb_policy round_robin\n\t}")
-        sites[f"pool {size}, choices 2"] = (free_port(), "\treverse_proxy {\n" + pool_block(f"two{size}", "choices 2") + "\t\tlb_policy round_robin\n\t}")
+        sites[f"pool {size}"] = (
+            free_port(),
+            "\treverse_proxy {\n" + pool_block(f"all{size}") + "\t\tlb_policy round_robin\n\t}",
+        )
+        sites[f"pool {size}, choices 2"] = (
+            free_port(),
+            "\treverse_proxy {\n" + pool_block(f"two{size}", "choices 2") + "\t\tlb_policy round_robin\n\t}",
+        )
     # The pairing the README suggests: least_conn among two drawn (power of two choices).
     sites[f"pool {SIZES[-1]}, choices 2, least_conn"] = (
-        free_port(), "\treverse_proxy {\n" + pool_block(f"p2c{SIZES[-1]}", "choices 2") + "\t\tlb_policy least_conn\n\t}"
+        free_port(),
+        "\treverse_proxy {\n" + pool_block(f"p2c{SIZES[-1]}", "choices 2") + "\t\tlb_policy least_conn\n\t}",
     )
     admin = free_port()
     body = "".join(site(port, text) for port, text in sites.values())
-    proxy = _start_caddy(tmp, caddyfile(tmp, "Caddyfile-proxy", admin, body), {}, "", admin, log_name="caddy-proxy.log", binary=MODULE_CADDY)
+    proxy = _start_caddy(
+        tmp,
+        caddyfile(tmp, "Caddyfile-proxy", admin, body),
+        {},
+        "",
+        admin,
+        log_name="caddy-proxy.log",
+        binary=MODULE_CADDY,
+    )
     try:
         for size in SIZES:
             register(proxy, f"all{size}", ports[:size])
@@ -98,7 +113,9 @@ def pool_size(tmp: Path, rounds: int, seconds: float) -> None:
                 rates[name].append(wrk(f"http://127.0.0.1:{sites[name][0]}/", seconds))
             print(f"  round {round_ + 1}: " + ", ".join(f"{name} {rates[name][-1]:.0f}" for name in names), flush=True)
         base = statistics.median(rates["static 1"])
-        print(f"pool size: requests/s (median of {rounds} interleaved rounds, wrk -c32) and ratio to one static upstream")
+        print(
+            f"pool size: requests/s (median of {rounds} interleaved rounds, wrk -c32) and ratio to one static upstream"
+        )
         for name in names:
             print(f"  {name:<24} {statistics.median(rates[name]):9.0f}  {statistics.median(rates[name]) / base:5.3f}")
     finally:
@@ -122,12 +139,19 @@ def canary(tmp: Path, requests: int) -> None:
                   f"(10/210 = {10 / 210:.4f}; {share / (10 / 210) - 1:+.1%})")  # fmt: skip
             with caddy.admin_client() as admin:
                 changed_at = time.monotonic()
-                assert admin.post("/beacon/pools/canary/weight", json={"address": f"127.0.0.1:{ports[2]}", "weight": 0}).status_code == 200
+                assert (
+                    admin.post(
+                        "/beacon/pools/canary/weight", json={"address": f"127.0.0.1:{ports[2]}", "weight": 0}
+                    ).status_code
+                    == 200
+                )
             last_seen = changed_at
             while time.monotonic() - changed_at < 2:
                 if served_by(client) == str(ports[2]):
                     last_seen = time.monotonic()
-            print(f"weight 10 -> 0: last request served by the canary {(last_seen - changed_at) * 1000:.0f} ms after the change (2 s watched)")
+            print(
+                f"weight 10 -> 0: last request served by the canary {(last_seen - changed_at) * 1000:.0f} ms after the change (2 s watched)"
+            )
     finally:
         caddy.stop()
         ends.stop()
@@ -135,7 +159,11 @@ def canary(tmp: Path, requests: int) -> None:
 
 def slow_start(tmp: Path, window: int) -> None:
     ends, ports = backends(tmp, 3)
-    caddy = launch_caddy(tmp, "\treverse_proxy {\n" + pool_block("ramp", f"slow_start {window}s") + "\t\tlb_policy round_robin\n\t}", module=True)
+    caddy = launch_caddy(
+        tmp,
+        "\treverse_proxy {\n" + pool_block("ramp", f"slow_start {window}s") + "\t\tlb_policy round_robin\n\t}",
+        module=True,
+    )
     try:
         register(caddy, "ramp", ports[:2])
         time.sleep(window + 0.5)  # the two are settled
@@ -160,7 +188,9 @@ def slow_start(tmp: Path, window: int) -> None:
         stop.set()
         for thread in threads:
             thread.join()
-        print(f"slow start {window}s: share of requests the joining member served, second by second (equal share 1/3 = 0.333)")
+        print(
+            f"slow start {window}s: share of requests the joining member served, second by second (equal share 1/3 = 0.333)"
+        )
         for second in range(window + 1):
             window_answers = [a for t, a in seen if joined + second <= t < joined + second + 1]
             share = sum(a == str(ports[2]) for a in window_answers) / max(1, len(window_answers))
@@ -171,8 +201,21 @@ def slow_start(tmp: Path, window: int) -> None:
 
 
 def cold_replica(tmp: Path, caddy: Caddy, port: int) -> Companion:
-    command = [sys.executable, "-m", "uvicorn", "bench.cold_app:app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    companion = launch_companion(tmp, caddy, f"127.0.0.1:{port}", site="", command=command, args=("--pool", "cold", "--drain-timeout", "10s"))
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.cold_app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    companion = launch_companion(
+        tmp, caddy, f"127.0.0.1:{port}", site="", command=command, args=("--pool", "cold", "--drain-timeout", "10s")
+    )
     companion.wait_registered(timeout=30)
     return companion
 
@@ -184,7 +227,9 @@ def rolling_restart(tmp: Path, slow: bool) -> tuple[float, float, float, int, in
     requests waited behind a cold one."""
     options = ("slow_start 10s",) if slow else ()
     block = pool_block("cold", *options, health=("/ready", "500ms"))
-    caddy = launch_caddy(tmp, "\treverse_proxy {\n" + block + "\t\tlb_policy round_robin\n\t\tlb_retries 2\n\t}", module=True)
+    caddy = launch_caddy(
+        tmp, "\treverse_proxy {\n" + block + "\t\tlb_policy round_robin\n\t\tlb_retries 2\n\t}", module=True
+    )
     ports = [free_port() for _ in range(3)]
     running = {port: cold_replica(tmp, caddy, port) for port in ports}
     latencies: list[float] = []

@@ -40,8 +40,17 @@ def start(variant: str, workers: int, env: dict[str, str] | None = None) -> tupl
     ]  # fmt: skip
     if workers > 1:
         command += ["--workers", str(workers)]
-    full_env = {**os.environ, "BENCH_VARIANT": variant, "PYTHONPATH": str(ROOT), "BEACON_DRAIN_SECONDS": "0", "PYTHONHASHSEED": "0", **(env or {})}
-    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    full_env = {
+        **os.environ,
+        "BENCH_VARIANT": variant,
+        "PYTHONPATH": str(ROOT),
+        "BEACON_DRAIN_SECONDS": "0",
+        "PYTHONHASHSEED": "0",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -72,7 +81,12 @@ def tree_cpu(pid: int) -> float:
 
 
 def wrk(port: int, seconds: float, path: str = "/items/7") -> float:
-    result = subprocess.run(["wrk", "-t2", "-c32", f"-d{max(1, round(seconds))}s", f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{max(1, round(seconds))}s", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(re.search(r"(\d+) requests in", result.stdout).group(1))  # type: ignore[union-attr]
 
 
@@ -118,11 +132,16 @@ def health_under_load(seconds: float) -> None:
         load.start()
         time.sleep(1)
         results = {}
-        for name, url in (("side port", f"http://127.0.0.1:{side}/health"), ("app port", f"http://127.0.0.1:{port}/health")):
+        for name, url in (
+            ("side port", f"http://127.0.0.1:{side}/health"),
+            ("app port", f"http://127.0.0.1:{port}/health"),
+        ):
             results[name] = latencies(url, 100)
         load.join()
         for name, values in results.items():
-            print(f"/health on the {name:<9} while wrk saturates the app: p50 {percentile(values, 0.5) * 1000:7.2f} ms   p99 {percentile(values, 0.99) * 1000:7.2f} ms")
+            print(
+                f"/health on the {name:<9} while wrk saturates the app: p50 {percentile(values, 0.5) * 1000:7.2f} ms   p99 {percentile(values, 0.99) * 1000:7.2f} ms"
+            )
     finally:
         stop(process)
 
@@ -134,10 +153,21 @@ def scrape_time() -> None:
         for number in range(1000):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/r{number}", timeout=10).read()
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        series = len({line.split("}")[0] for line in body.splitlines() if line.startswith("http_server_request_duration_seconds_count{")})
-        for name, url in (("app port", f"http://127.0.0.1:{port}/metrics"), ("side port", f"http://127.0.0.1:{side}/metrics")):
+        series = len(
+            {
+                line.split("}")[0]
+                for line in body.splitlines()
+                if line.startswith("http_server_request_duration_seconds_count{")
+            }
+        )
+        for name, url in (
+            ("app port", f"http://127.0.0.1:{port}/metrics"),
+            ("side port", f"http://127.0.0.1:{side}/metrics"),
+        ):
             values = latencies(url, 50)
-            print(f"scrape /metrics, {series} series, 4 workers, {name:<9}: p50 {percentile(values, 0.5) * 1000:6.1f} ms   p99 {percentile(values, 0.99) * 1000:6.1f} ms   ({len(body) // 1024} KiB)")
+            print(
+                f"scrape /metrics, {series} series, 4 workers, {name:<9}: p50 {percentile(values, 0.5) * 1000:6.1f} ms   p99 {percentile(values, 0.99) * 1000:6.1f} ms   ({len(body) // 1024} KiB)"
+            )
     finally:
         stop(process)
 
@@ -153,7 +183,9 @@ def main() -> None:
         sys.exit("wrk is missing: apt-get install wrk")
     for workers in (int(n) for n in options.workers.split(",")):
         cpu, rps = throughput(workers, options.rounds, options.seconds)
-        print(f"caddy-beacon vs bare, {workers} worker{'s' if workers > 1 else ' '}: cpu ratio {cpu:.3f}   rps ratio {rps:.3f}   ({options.rounds} rounds)")
+        print(
+            f"caddy-beacon vs bare, {workers} worker{'s' if workers > 1 else ' '}: cpu ratio {cpu:.3f}   rps ratio {rps:.3f}   ({options.rounds} rounds)"
+        )
     if not options.only_throughput:
         health_under_load(options.seconds * 2)
         scrape_time()

@@ -11,9 +11,8 @@ import asyncio
 import logging
 import os
 
-from fastapi import APIRouter, FastAPI
-
 import caddy_beacon
+from fastapi import APIRouter, FastAPI
 
 logging.basicConfig(
     level=logging.INFO, format="%(asctime)s %(levelname)s [%(request_id)s %(trace_id)s] %(name)s: %(message)s"

@@ -68,7 +68,9 @@ def ensure_free(ports: list[int]) -> None:
         with socket.socket() as probe:
             probe.settimeout(0.5)
             if probe.connect_ex(("127.0.0.1", port)) == 0:
-                raise DemoError(f"port {port} is in use (an earlier demo or Caddy still running?); choose others, see --help")
+                raise DemoError(
+                    f"port {port} is in use (an earlier demo or Caddy still running?); choose others, see --help"
+                )
 
 
 def find_prometheus() -> str | None:
@@ -131,12 +133,30 @@ class Stack:
             self.spawn(
                 f"replica-{index}",
                 [
-                    str(BIN / "caddy-beacon"), "run",
-                    "--admin", self.admin, "--pool", "app", "--site", f":{args.port}",
-                    "--upstream", f"127.0.0.1:{app_port}", "--listen", f"127.0.0.1:{status_port}",
+                    str(BIN / "caddy-beacon"),
+                    "run",
+                    "--admin",
+                    self.admin,
+                    "--pool",
+                    "app",
+                    "--site",
+                    f":{args.port}",
+                    "--upstream",
+                    f"127.0.0.1:{app_port}",
+                    "--listen",
+                    f"127.0.0.1:{status_port}",
                     "--",
-                    sys.executable, "-m", "uvicorn", "examples.app:app", "--host", "127.0.0.1", "--port", str(app_port),
-                    "--timeout-keep-alive", "75", "--no-access-log",
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "examples.app:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(app_port),
+                    "--timeout-keep-alive",
+                    "75",
+                    "--no-access-log",
                 ],  # fmt: skip
                 {**otlp, "OTEL_SERVICE_NAME": "beacon-example", "PYTHONPATH": str(ROOT)},
             )
@@ -147,8 +167,11 @@ class Stack:
             self.spawn(
                 "prometheus",
                 [
-                    prometheus, f"--config.file={config}", f"--storage.tsdb.path={args.workdir / 'prometheus-data'}",
-                    f"--web.listen-address=127.0.0.1:{args.prometheus_port}", "--enable-feature=exemplar-storage",
+                    prometheus,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={args.workdir / 'prometheus-data'}",
+                    f"--web.listen-address=127.0.0.1:{args.prometheus_port}",
+                    "--enable-feature=exemplar-storage",
                 ],  # fmt: skip
             )
             self.prometheus = True
@@ -166,7 +189,9 @@ class Stack:
                 return
             time.sleep(0.1)
         if not self.stopping.is_set():
-            raise DemoError(f"{what} did not answer at {url} within {timeout:.0f}s; see {self.args.workdir / process_name}.log")
+            raise DemoError(
+                f"{what} did not answer at {url} within {timeout:.0f}s; see {self.args.workdir / process_name}.log"
+            )
 
     def stop(self) -> None:
         """Companions first (each removes its replica from Caddy, waits for its requests, then
@@ -204,7 +229,9 @@ class Stack:
     def table(self) -> tuple[str, str]:
         """The table, and the part of it that is state rather than counters (what a log shows)."""
         states = []
-        rows = [f"{'REPLICA':<18}{'PHASE':<10}{'APP READY':<11}{'IN CADDY':<10}{'CADDY SAYS':<12}{'IN-FLIGHT':<11}SERVED"]
+        rows = [
+            f"{'REPLICA':<18}{'PHASE':<10}{'APP READY':<11}{'IN CADDY':<10}{'CADDY SAYS':<12}{'IN-FLIGHT':<11}SERVED"
+        ]
         for app_port, status_port in zip(self.args.app_ports, self.args.status_ports, strict=True):
             address = f"127.0.0.1:{app_port}"
             try:
@@ -215,7 +242,9 @@ class Stack:
                 continue
             caddy = (status.get("caddies") or [{}])[0]
             health = {True: "healthy", False: "UNHEALTHY", None: "-"}[caddy.get("healthy")]
-            states.append(f"{address} {status.get('phase')} {status.get('app_ready')} {caddy.get('registered')} {health}")
+            states.append(
+                f"{address} {status.get('phase')} {status.get('app_ready')} {caddy.get('registered')} {health}"
+            )
             rows.append(
                 f"{address:<18}{status.get('phase', '?'):<10}{yes(status.get('app_ready')):<11}"
                 f"{yes(caddy.get('registered')):<10}{health:<12}{caddy.get('in_flight') or 0!s:<11}{served(app_port)}"
@@ -274,7 +303,10 @@ def caddy_binary() -> tuple[Path, str]:
     """The Caddy with the beacon module when `make caddy` built it, else the stock one."""
     if MODULE_CADDY.exists():
         return MODULE_CADDY, "module"
-    print("no Caddy with the beacon module (make caddy needs Go): running stock Caddy, registrations are config edits", flush=True)
+    print(
+        "no Caddy with the beacon module (make caddy needs Go): running stock Caddy, registrations are config edits",
+        flush=True,
+    )
     return BIN / "caddy", "stock"
 
 
@@ -295,7 +327,9 @@ def banner(stack: Stack) -> str:
         f"  spans from Caddy and the apps go to the OTLP receiver on 127.0.0.1:{args.otlp_port}",
     ]
     if stack.prometheus:
-        lines.append(f"  http://127.0.0.1:{args.prometheus_port}                            Prometheus (the dashboard's queries work here)")
+        lines.append(
+            f"  http://127.0.0.1:{args.prometheus_port}                            Prometheus (the dashboard's queries work here)"
+        )
     else:
         lines.append("  (no Prometheus installed: `make test` puts one in .venv/bin, or apt install prometheus)")
     lines.append(f"  logs: {args.workdir}/")
@@ -320,7 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args)
     with stop_on_signals(stack):
         try:
-            ensure_free([args.port, args.admin_port, args.otlp_port, args.prometheus_port, *args.app_ports, *args.status_ports])
+            ensure_free(
+                [args.port, args.admin_port, args.otlp_port, args.prometheus_port, *args.app_ports, *args.status_ports]
+            )
             stack.start()
             print(banner(stack), flush=True)
             if args.traffic > 0:

@@ -51,7 +51,9 @@ DISTRIBUTION = "caddy_beacon"
 
 
 def project_version() -> str:
-    found = re.search(r'^\[workspace\.package\][^\[]*?^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M | re.S)
+    found = re.search(
+        r'^\[workspace\.package\][^\[]*?^version = "([^"]+)"', (ROOT / "Cargo.toml").read_text(), re.M | re.S
+    )
     if not found:
         raise SystemExit("Cargo.toml: no [workspace.package] version")
     return found.group(1)
@@ -184,8 +186,12 @@ class Plan:
 
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m release.dist", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--python", action="append", metavar="3.N", help="a CPython version (repeatable; default: every supported one)")
-    parser.add_argument("--arch", action="append", choices=[*TARGETS, "native"], help="repeatable; default: x86_64 and aarch64")
+    parser.add_argument(
+        "--python", action="append", metavar="3.N", help="a CPython version (repeatable; default: every supported one)"
+    )
+    parser.add_argument(
+        "--arch", action="append", choices=[*TARGETS, "native"], help="repeatable; default: x86_64 and aarch64"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "dist")
     parser.add_argument("--no-sdist", action="store_true", help="wheels only")
     parser.add_argument("--plan", action="store_true", help="print the file names a build makes and stop")
@@ -205,7 +211,11 @@ def plan(argv: list[str], native: str) -> Plan:
     if any(a not in TARGETS for a in architectures):
         arguments.error(f"this machine is {native}: only {', '.join(TARGETS)} are built")
     return Plan(
-        list(dict.fromkeys(versions)), list(dict.fromkeys(architectures)), not options.no_sdist, options.out.resolve(), options.plan
+        list(dict.fromkeys(versions)),
+        list(dict.fromkeys(architectures)),
+        not options.no_sdist,
+        options.out.resolve(),
+        options.plan,
     )
 
 

@@ -27,8 +27,13 @@ SYSTEM_LIBRARIES = frozenset(
     {"libc.so.6", "libm.so.6", "libpthread.so.0", "libdl.so.2", "librt.so.1", "libgcc_s.so.1",
      "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1"}
 )  # fmt: skip
-MACHINES = {"x86_64": ("EM_X86_64", "/lib64/ld-linux-x86-64.so.2"), "aarch64": ("EM_AARCH64", "/lib/ld-linux-aarch64.so.1")}
-WHEEL_NAME = re.compile(r"(?P<name>[^-]+)-(?P<version>[^-]+)-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platforms>[^-]+)\.whl")
+MACHINES = {
+    "x86_64": ("EM_X86_64", "/lib64/ld-linux-x86-64.so.2"),
+    "aarch64": ("EM_AARCH64", "/lib/ld-linux-aarch64.so.1"),
+}
+WHEEL_NAME = re.compile(
+    r"(?P<name>[^-]+)-(?P<version>[^-]+)-(?P<python>[^-]+)-(?P<abi>[^-]+)-(?P<platforms>[^-]+)\.whl"
+)
 
 
 class WheelCheckFailed(Exception):
@@ -44,7 +49,7 @@ class ElfFacts:
 
     @property
     def glibc_text(self) -> str:
-        return "%d.%d" % self.glibc
+        return "{}.{}".format(*self.glibc)
 
 
 def elf_facts(data: bytes | Path) -> ElfFacts:
@@ -62,7 +67,7 @@ def elf_facts(data: bytes | Path) -> ElfFacts:
     for section in elf.iter_sections():
         if isinstance(section, DynamicSection):
             # pyelftools sets `needed` on DT_NEEDED tags only (hence getattr).
-            needed += [str(getattr(tag, "needed")) for tag in section.iter_tags("DT_NEEDED")]
+            needed += [str(getattr(tag, "needed")) for tag in section.iter_tags("DT_NEEDED")]  # noqa: B009
         if isinstance(section, GNUVerNeedSection):
             for _, auxiliaries in section.iter_versions():
                 for auxiliary in auxiliaries:
@@ -127,7 +132,9 @@ def check_wheel(wheel: Path) -> WheelReport:
         scripts = [name for name in names if re.fullmatch(r"[^/]+\.data/scripts/caddy-beacon", name)]
         modules = [name for name in names if re.fullmatch(r"caddy_beacon/_native\.[^/]*so", name)]
         if len(scripts) != 1 or len(modules) != 1:
-            raise WheelCheckFailed(f"{wheel.name}: expected one companion and one native module, found {scripts + modules}")
+            raise WheelCheckFailed(
+                f"{wheel.name}: expected one companion and one native module, found {scripts + modules}"
+            )
         companion_info = archive.getinfo(scripts[0])
         if (companion_info.external_attr >> 16) & 0o111 == 0:
             raise WheelCheckFailed(f"{wheel.name}: the companion is not marked executable")

@@ -8,10 +8,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -73,7 +73,7 @@ class Server:
 
     def value(self, name: str, **labels: str) -> float | None:
         """The value of the one sample with this name and (at least) these labels."""
-        found = [v for n, l, v in self.metrics() if n == name and all(l.get(k) == w for k, w in labels.items())]
+        found = [v for n, got, v in self.metrics() if n == name and all(got.get(k) == w for k, w in labels.items())]
         assert len(found) <= 1, f"{name}{labels} matches {len(found)} samples"
         return found[0] if found else None
 
@@ -132,11 +132,34 @@ def launch(
     elif server in ("hypercorn", "hypercorn-trio"):
         # asyncio, or trio (`-k trio`): the same app on either backend.
         worker_class = "trio" if server == "hypercorn-trio" else "asyncio"
-        command = [sys.executable, "-m", "hypercorn", app, "--bind", f"127.0.0.1:{port}", "-k", worker_class, "--workers", str(workers)]
+        command = [
+            sys.executable,
+            "-m",
+            "hypercorn",
+            app,
+            "--bind",
+            f"127.0.0.1:{port}",
+            "-k",
+            worker_class,
+            "--workers",
+            str(workers),
+        ]
     elif server in ("granian", "granian-asyncio"):
         # Its default loop (uvloop when installed), or asyncio's own.
         loop = ["--loop", "asyncio"] if server == "granian-asyncio" else []
-        command = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *loop, app]
+        command = [
+            str(Path(sys.executable).parent / "granian"),
+            "--interface",
+            "asgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            *loop,
+            app,
+        ]
     else:
         raise ValueError(server)
     command += list(args)
@@ -195,7 +218,9 @@ class Caddy:
     def admin_client(self) -> httpx.Client:
         """An HTTP client for the Admin API (over its Unix socket when it has one)."""
         if self.admin_socket:
-            return httpx.Client(base_url="http://localhost", transport=httpx.HTTPTransport(uds=self.admin_socket), timeout=5)
+            return httpx.Client(
+                base_url="http://localhost", transport=httpx.HTTPTransport(uds=self.admin_socket), timeout=5
+            )
         return httpx.Client(base_url=self.admin_url, timeout=5)
 
     def log(self) -> str:
@@ -248,7 +273,13 @@ def launch_repo_caddyfile(tmp_path: Path, env: dict[str, str], admin_port: int, 
     module, or the stock one when `CADDY_BEACON_MODE=stock`."""
     binary = CADDY if env.get("CADDY_BEACON_MODE") == "stock" else MODULE_CADDY
     return _start_caddy(
-        tmp_path, ROOT / "Caddyfile", env, f"http://127.0.0.1:{site_port}", admin_port, log_name=f"caddy-{site_port}.log", binary=binary
+        tmp_path,
+        ROOT / "Caddyfile",
+        env,
+        f"http://127.0.0.1:{site_port}",
+        admin_port,
+        log_name=f"caddy-{site_port}.log",
+        binary=binary,
     )
 
 
@@ -323,14 +354,19 @@ def launch_caddy(
         f"{global_options}"
         "}\n"
         f"{'https' if tls else 'http'}://127.0.0.1:{port} {{\n"
-        "\tbind 127.0.0.1\n"
-        + ("\ttls internal\n" if tls else "")
-        + site.replace("{port}", str(port))
-        + "\n}\n"
+        "\tbind 127.0.0.1\n" + ("\ttls internal\n" if tls else "") + site.replace("{port}", str(port)) + "\n}\n"
     )
     base_url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     return _start_caddy(
-        tmp_path, caddyfile, env or {}, base_url, admin_port, log_name=f"caddy-{port}.log", admin_socket=admin_socket, binary=binary, prefix=prefix
+        tmp_path,
+        caddyfile,
+        env or {},
+        base_url,
+        admin_port,
+        log_name=f"caddy-{port}.log",
+        admin_socket=admin_socket,
+        binary=binary,
+        prefix=prefix,
     )
 
 

@@ -86,14 +86,22 @@ class ControlPlane:
         return self.workdir / "certs" / "apiserver.crt"
 
     def start(self) -> None:
-        for binary, hint in ((KUBE_APISERVER, "make kubernetes"), (ETCD, "make kubernetes"), (KUBECTL, "make kubernetes")):
+        for binary, hint in (
+            (KUBE_APISERVER, "make kubernetes"),
+            (ETCD, "make kubernetes"),
+            (KUBECTL, "make kubernetes"),
+        ):
             if not binary.exists():
                 pytest.fail(f"{binary} is missing: `{hint}` (make test does)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         key, public = self.workdir / "sa.key", self.workdir / "sa.pub"
         subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True, capture_output=True)
-        subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(public)], check=True, capture_output=True)
-        (self.workdir / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,1,"system:masters"\n{CADDY_TOKEN},{CADDY_USER},2\n')
+        subprocess.run(
+            ["openssl", "rsa", "-in", str(key), "-pubout", "-out", str(public)], check=True, capture_output=True
+        )
+        (self.workdir / "tokens.csv").write_text(
+            f'{ADMIN_TOKEN},admin,1,"system:masters"\n{CADDY_TOKEN},{CADDY_USER},2\n'
+        )
         self.etcd = _start(
             [
                 str(ETCD), "--data-dir", str(self.workdir / "etcd"),
@@ -133,7 +141,9 @@ class ControlPlane:
             if self.apiserver.poll() is not None:
                 raise RuntimeError(f"kube-apiserver exited with {self.apiserver.returncode}:\n{self.log()}")
             try:
-                return httpx.get(f"{self.server}/readyz", headers=self._admin, verify=False, timeout=2).status_code == 200
+                return (
+                    httpx.get(f"{self.server}/readyz", headers=self._admin, verify=False, timeout=2).status_code == 200
+                )
             except httpx.TransportError:
                 return False
 
@@ -184,7 +194,9 @@ class ControlPlane:
         return self.write_kubeconfig(self.workdir / "caddy.kubeconfig", CADDY_TOKEN)
 
     def client(self, token: str = ADMIN_TOKEN) -> httpx.Client:
-        return httpx.Client(base_url=self.server, headers={"Authorization": f"Bearer {token}"}, verify=str(self.ca), timeout=10)
+        return httpx.Client(
+            base_url=self.server, headers={"Authorization": f"Bearer {token}"}, verify=str(self.ca), timeout=10
+        )
 
     def kubectl(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -192,7 +204,9 @@ class ControlPlane:
             input=input, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None, expect: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
+    def request(
+        self, method: str, path: str, body: dict[str, Any] | None = None, expect: tuple[int, ...] = (200, 201)
+    ) -> dict[str, Any]:
         with self.client() as client:
             response = client.request(method, path, json=body)
         assert response.status_code in expect, f"{method} {path}: {response.status_code} {response.text}"
@@ -239,7 +253,9 @@ class EndpointSlice:
     """One EndpointSlice of a Service, written the way the EndpointSlice controller writes it
     (labels kubernetes.io/service-name and endpointslice.kubernetes.io/managed-by)."""
 
-    def __init__(self, plane: ControlPlane, namespace: str, service: str, name: str, port: int, port_name: str = "http") -> None:
+    def __init__(
+        self, plane: ControlPlane, namespace: str, service: str, name: str, port: int, port_name: str = "http"
+    ) -> None:
         self.plane, self.namespace, self.service, self.name = plane, namespace, service, name
         self.port, self.port_name = port, port_name
         self.path = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
@@ -251,7 +267,10 @@ class EndpointSlice:
             "kind": "EndpointSlice",
             "metadata": {
                 "name": self.name,
-                "labels": {"kubernetes.io/service-name": self.service, "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"},
+                "labels": {
+                    "kubernetes.io/service-name": self.service,
+                    "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+                },
             },
             "addressType": "IPv4",
             "ports": [{"name": self.port_name, "port": self.port, "protocol": "TCP"}],
@@ -268,4 +287,3 @@ class EndpointSlice:
     def delete(self) -> None:
         self.plane.request("DELETE", f"{self.path}/{self.name}")
         self.created = False
-

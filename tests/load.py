@@ -24,7 +24,14 @@ class Load:
     that ran out before the test let it go (its caps too low for a slow machine, or for a fast
     one) fails the block, since the test then went on measuring nothing."""
 
-    def __init__(self, base_url: str, threads: int = 4, max_requests: int = 1_000_000, max_seconds: float = 180, keepalive: bool = False) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        threads: int = 4,
+        max_requests: int = 1_000_000,
+        max_seconds: float = 180,
+        keepalive: bool = False,
+    ) -> None:
         self.base_url, self.max_requests, self.deadline = base_url, max_requests, time.monotonic() + max_seconds
         self.keepalive = keepalive
         self.stop_event = threading.Event()
@@ -47,7 +54,9 @@ class Load:
         for thread in self.threads:
             thread.join(timeout=30)
         if ran_out and exc_type is None:
-            raise AssertionError(f"the load ran out ({self.total()} requests) before the test was done with it: raise its bounds")
+            raise AssertionError(
+                f"the load ran out ({self.total()} requests) before the test was done with it: raise its bounds"
+            )
 
     def _requests(self) -> Iterator[tuple[str, str, bytes, Callable[[int, bytes], bool]]]:
         n = 0
@@ -58,7 +67,12 @@ class Load:
                     return
             n += 1
             if n % 3 == 0:
-                yield "POST", "/items", b"{}", lambda status, body: status == 200 and json.loads(body) == {"created": "yes"}
+                yield (
+                    "POST",
+                    "/items",
+                    b"{}",
+                    lambda status, body: status == 200 and json.loads(body) == {"created": "yes"},
+                )
             elif n % 3 == 1:
                 yield "GET", f"/items/{n}", b"", lambda status, body, n=n: status == 200 and json.loads(body)["id"] == n
             else:
@@ -87,7 +101,10 @@ class Load:
             for method, path, body, check in self._requests():
                 try:
                     response = client.request(method, path, content=body or None)
-                    self._record(check(response.status_code, response.content), f"{method} {path} -> {response.status_code} {response.text[:100]}")
+                    self._record(
+                        check(response.status_code, response.content),
+                        f"{method} {path} -> {response.status_code} {response.text[:100]}",
+                    )
                 except httpx.HTTPError as error:
                     self._record(False, f"{method} {path}: {type(error).__name__}: {error}")
 

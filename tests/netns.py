@@ -50,7 +50,16 @@ def network_namespace(addresses: Sequence[str] = (), local_routes: Sequence[str]
 def with_hosts_file(hosts: Path) -> list[str]:
     """A command prefix that runs a program with `hosts` as its /etc/hosts (bind-mounted in a
     mount namespace of its own). Write the file in place to change what a name resolves to."""
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts)]
+    return [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$0" /etc/hosts && exec "$@"',
+        str(hosts),
+    ]
 
 
 @contextmanager
@@ -66,7 +75,11 @@ def peer_host(name: str, link: tuple[str, str], addresses: Sequence[str] = ()) -
         ip("link", "set", there, "netns", name)
         ip("addr", "add", f"{link[0]}/24", "dev", here)
         ip("link", "set", here, "up")
-        for command in (["link", "set", "lo", "up"], ["addr", "add", f"{link[1]}/24", "dev", there], ["link", "set", there, "up"]):
+        for command in (
+            ["link", "set", "lo", "up"],
+            ["addr", "add", f"{link[1]}/24", "dev", there],
+            ["link", "set", there, "up"],
+        ):
             ip("netns", "exec", name, "ip", *command)
         for address in addresses:
             ip("netns", "exec", name, "ip", "addr", "add", f"{address}/32", "dev", "lo")

@@ -52,7 +52,9 @@ def responders(peer: str) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
 
     def start(host: str, port: int, body: str) -> None:
-        process = subprocess.Popen(run_on(peer, [sys.executable, "-m", "tests.responder", host, str(port), body]), cwd=ROOT)
+        process = subprocess.Popen(
+            run_on(peer, [sys.executable, "-m", "tests.responder", host, str(port), body]), cwd=ROOT
+        )
         started.append(process)
 
         def answering() -> bool:
@@ -70,7 +72,9 @@ def responders(peer: str) -> Iterator[Any]:
         process.wait(timeout=5)
 
 
-def admission_caddy(caddies: Caddies, tmp_path: Path, *options: str, hosts: str = "", **launch: Any) -> tuple[Caddy, Path]:
+def admission_caddy(
+    caddies: Caddies, tmp_path: Path, *options: str, hosts: str = "", **launch: Any
+) -> tuple[Caddy, Path]:
     """The module Caddy with pool `api`, resolving names through a hosts file of its own
     (returned: rewrite it to move a name)."""
     if not MODULE_CADDY.exists():
@@ -98,7 +102,9 @@ def is_caddy_config(text: str) -> bool:
 def test_caddy_s_admin_api_is_refused_at_every_address_that_reaches_it(caddies: Caddies, tmp_path: Path) -> None:
     # On all interfaces, as compose.yml has it: Caddy also turns its Host check off there.
     port = free_port()
-    caddy, _ = admission_caddy(caddies, tmp_path, hosts="127.0.0.2 loopback.test\n", admin_host="0.0.0.0", admin_port=port)
+    caddy, _ = admission_caddy(
+        caddies, tmp_path, hosts="127.0.0.2 loopback.test\n", admin_host="0.0.0.0", admin_port=port
+    )
     reaching_caddy = [
         f"127.0.0.1:{port}", f"127.0.0.2:{port}", f"127.1.2.3:{port}", f"[::ffff:127.0.0.2]:{port}", f"[::1]:{port}",
         f"0.0.0.0:{port}", f"[::]:{port}", f"{OWN}:{port}", f"[::ffff:{OWN}]:{port}", f"loopback.test:{port}",
@@ -200,7 +206,16 @@ def test_no_shipped_allow_list_admits_a_metadata_address(caddies: Caddies) -> No
 
 def test_every_form_of_a_guarded_address_is_refused_without_an_allow_list(caddies: Caddies, tmp_path: Path) -> None:
     caddy, _ = admission_caddy(caddies, tmp_path)
-    for address in [*METADATA_FORMS, "[fe80::1]:80", "224.0.0.1:80", "[ff02::1]:80", "255.255.255.255:80", "240.0.0.1:80", "0.1.2.3:80", "[64:ff9b:1::a00:1]:80"]:
+    for address in [
+        *METADATA_FORMS,
+        "[fe80::1]:80",
+        "224.0.0.1:80",
+        "[ff02::1]:80",
+        "255.255.255.255:80",
+        "240.0.0.1:80",
+        "0.1.2.3:80",
+        "[64:ff9b:1::a00:1]:80",
+    ]:
         answer = act(caddy, "register", address)
         assert answer.status_code == 403, (address, answer.text)
     assert pool(caddy) == []
@@ -242,7 +257,9 @@ def test_a_refused_config_changes_nothing_and_the_next_one_loads(caddies: Caddie
         assert answer.status_code >= 400 and "pools are declared already" in answer.text, answer.text[:500]
         pools = client.get("/beacon/pools").json()["pools"]
     assert list(pools) == ["api"], f"{len(pools)} pools after a refused load"
-    assert pools["api"]["allow"] == ["10.0.0.0/8"] and [u["address"] for u in pools["api"]["upstreams"]] == ["10.0.0.5:80"]
+    assert pools["api"]["allow"] == ["10.0.0.0/8"] and [u["address"] for u in pools["api"]["upstreams"]] == [
+        "10.0.0.5:80"
+    ]
     assert act(caddy, "register", "10.0.0.6:80", pool_name="extra-3").status_code == 404
     assert caddy_metric(caddy, 'caddy_beacon_registrations_refused_total{pool="extra-3"}') == 0
 
@@ -282,6 +299,8 @@ def test_memory_stays_flat_while_unix_socket_members_churn(caddies: Caddies, tmp
         for first in range(2 * batch, 12 * batch, batch):
             churn(first)
         after = rss_bytes(caddy.process.pid)
-    print(f"\nFIGURE module Caddy RSS over 10,000 Unix-socket members churned: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
+    print(
+        f"\nFIGURE module Caddy RSS over 10,000 Unix-socket members churned: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB"
+    )
     assert pool(caddy) == []
     assert after - before < 8 * 2**20, f"grew {(after - before) / 2**20:.1f} MiB"

@@ -22,11 +22,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from caddy_beacon import BeaconMiddleware, ConfigError
 from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.responses import PlainTextResponse
 
-from caddy_beacon import BeaconMiddleware, ConfigError
 from tests.conftest import Server, wait_until
 
 PORTABLE = "tests.apps.portable:app"
@@ -46,10 +46,14 @@ def check_status(server: Server, name: str) -> str | None:
 
 
 @pytest.mark.parametrize("kind", SERVERS)
-def test_checks_metrics_and_the_watchdog_work_on_every_server(start: Callable[..., Server], tmp_path: Path, kind: str) -> None:
+def test_checks_metrics_and_the_watchdog_work_on_every_server(
+    start: Callable[..., Server], tmp_path: Path, kind: str
+) -> None:
     server = start(server=kind, app=PORTABLE, env={"TEST_STATE_DIR": str(tmp_path)})
     # Both checks run (one async on the app's loop, one plain function on a thread).
-    assert wait_until(lambda: ready(server)[0] == 200 and check_status(server, "threaded") == "pass", timeout=10), ready(server)
+    assert wait_until(lambda: ready(server)[0] == 200 and check_status(server, "threaded") == "pass", timeout=10), (
+        ready(server)
+    )
     (tmp_path / "fail").touch()
     assert wait_until(lambda: ready(server)[0] == 503, timeout=5), ready(server)
     assert "database refused" in json.dumps(ready(server)[1])
@@ -207,7 +211,11 @@ def test_one_request_id_per_response(backend: str) -> None:
             own = await client.get("/own", headers={"X-Request-ID": "caddy-id-123"})
             plain = await client.get("/plain", headers={"X-Request-ID": "caddy-id-123"})
             generated = await client.get("/plain")
-            return own.headers.get_list("x-request-id"), plain.headers.get_list("x-request-id"), generated.headers.get_list("x-request-id")
+            return (
+                own.headers.get_list("x-request-id"),
+                plain.headers.get_list("x-request-id"),
+                generated.headers.get_list("x-request-id"),
+            )
 
     own, plain, generated = run(backend, main)
     assert own == ["app-own-id"], "the app's own id wins, alone"
@@ -226,7 +234,9 @@ def test_no_blocking_call_reaches_the_event_loop(backend: str) -> None:
     async def main() -> int:
         with blockbuster.blockbuster_ctx():
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
-                statuses = [(await client.get(path)).status_code for path in ("/plain", "/own", "/metrics", "/health", "/ready")]
+                statuses = [
+                    (await client.get(path)).status_code for path in ("/plain", "/own", "/metrics", "/health", "/ready")
+                ]
         # /ready is 503 until the check's first run has passed: an answer, not a blocking call.
         assert statuses[:4] == [200, 200, 200, 200] and statuses[4] in (200, 503), statuses
         return len(statuses)
@@ -234,7 +244,9 @@ def test_no_blocking_call_reaches_the_event_loop(backend: str) -> None:
     assert run(backend, main) == 5
 
 
-def test_a_bad_telemetry_setting_from_the_environment_never_stops_the_app(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_bad_telemetry_setting_from_the_environment_never_stops_the_app(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "not-a-url")
     monkeypatch.setenv("BEACON_DRAIN_SECONDS", "soon")
     with caplog.at_level("WARNING", logger="caddy_beacon"):
@@ -265,7 +277,9 @@ def test_a_bad_telemetry_setting_from_the_environment_never_stops_a_real_server(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_worker_that_cannot_start_a_piece_still_serves(backend: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_worker_that_cannot_start_a_piece_still_serves(
+    backend: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A start that fails halfway (here: the loop cannot be told apart) is said once, and
     requests go on through the native path: no recursion, no failed request."""
     import caddy_beacon._middleware as middleware

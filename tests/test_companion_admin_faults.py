@@ -22,11 +22,16 @@ from tests.test_companion_run import PROXY, SITE, upstreams
 Launch = Callable[..., Companion]
 
 
-def test_admin_down_at_start_then_up(caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path) -> None:
+def test_admin_down_at_start_then_up(
+    caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path
+) -> None:
     app = start()
     site_port, admin_port = free_port(), free_port()
     companion = companions(
-        [], app.base_url.removeprefix("http://"), site=f"http://127.0.0.1:{site_port}", admins=[f"http://127.0.0.1:{admin_port}"]
+        [],
+        app.base_url.removeprefix("http://"),
+        site=f"http://127.0.0.1:{site_port}",
+        admins=[f"http://127.0.0.1:{admin_port}"],
     )
     assert wait_until(lambda: "cannot reach Caddy's Admin API" in companion.log(), timeout=10), companion.log()
     time.sleep(3)
@@ -55,7 +60,9 @@ def test_admin_answering_500_is_retried_until_it_recovers(
     saved = cert_file.read_bytes(), key_file.read_bytes()
     caddy = caddies(SITE)
     with caddy.admin_client() as client:
-        loaded = client.put("/config/apps/tls/certificates/load_files", json=[{"certificate": str(cert_file), "key": str(key_file)}])
+        loaded = client.put(
+            "/config/apps/tls/certificates/load_files", json=[{"certificate": str(cert_file), "key": str(key_file)}]
+        )
         assert loaded.status_code == 200, loaded.text
     cert_file.unlink()
     key_file.unlink()
@@ -105,10 +112,20 @@ class CuttingProxy:
                     return
                 request += chunk
             head, _, body = request.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
             while len(body) < length:
                 body += client.recv(65536)
-            lines = [b"Host: " + self.admin.encode() if line.lower().startswith(b"host:") else line for line in head.split(b"\r\n")]
+            lines = [
+                b"Host: " + self.admin.encode() if line.lower().startswith(b"host:") else line
+                for line in head.split(b"\r\n")
+            ]
             host, port = self.admin.rsplit(":", 1)
             with socket.create_connection((host, int(port)), timeout=5) as upstream:
                 upstream.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
@@ -144,13 +161,17 @@ def test_connections_cut_mid_change_create_no_duplicates(
     assert upstreams(caddy) == []
 
 
-def test_a_refused_request_is_reported_once(caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path) -> None:
+def test_a_refused_request_is_reported_once(
+    caddies: Caddies, companions: Launch, start: Callable[..., Server], tmp_path: Path
+) -> None:
     caddy = caddies(SITE, strict_origins=True)
     app = start()
     # The admin only accepts the Host 127.0.0.1:PORT: reaching it as localhost:PORT gets a
     # 403 every time (the mistake caddy-notes warns about).
     wrong_host = caddy.admin_url.replace("127.0.0.1", "localhost")
-    companion = companions(caddy, app.base_url.removeprefix("http://"), admins=[wrong_host], args=("--ready-url", f"{app.base_url}/ready"))
+    companion = companions(
+        caddy, app.base_url.removeprefix("http://"), admins=[wrong_host], args=("--ready-url", f"{app.base_url}/ready")
+    )
     assert wait_until(lambda: "host not allowed" in companion.log(), timeout=10), companion.log()
     time.sleep(4)
     assert companion.log().count("host not allowed") == 1, companion.log()
@@ -164,7 +185,10 @@ def test_a_missing_handler_is_reported_once_and_joined_when_it_appears(
     caddy = caddies(SITE)
     app = start()
     companion = companions(
-        caddy, app.base_url.removeprefix("http://"), site="", args=("--handler-id", "api-proxy", "--ready-url", f"{app.base_url}/ready")
+        caddy,
+        app.base_url.removeprefix("http://"),
+        site="",
+        args=("--handler-id", "api-proxy", "--ready-url", f"{app.base_url}/ready"),
     )
     assert wait_until(lambda: 'no handler @id "api-proxy"' in companion.log(), timeout=10), companion.log()
     time.sleep(3)
@@ -188,8 +212,24 @@ def test_a_missing_handler_is_reported_once_and_joined_when_it_appears(
         (["run", "--upstream", "h:1", "--site", ":80", "--listen", "everywhere"], "--listen"),
         (["run", "--upstream", "h:1", "--site", ":80", "--events", "maybe"], "--events"),
         (["run", "--upstream", "h:1", "--site", ":80", "--reap-after", "later"], "--reap-after"),
-        (["run", "--upstream", "h:1", "--site", ":80", "--admin", "https://h:2019", "--admin-ca", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
-        (["run", "--upstream", "h:1", "--site", ":80", "--admin", "https://h:2019", "--admin-cert", "/etc/hostname"], "--admin-key"),
+        (
+            [
+                "run",
+                "--upstream",
+                "h:1",
+                "--site",
+                ":80",
+                "--admin",
+                "https://h:2019",
+                "--admin-ca",
+                "/nonexistent/ca.pem",
+            ],
+            "/nonexistent/ca.pem",
+        ),
+        (
+            ["run", "--upstream", "h:1", "--site", ":80", "--admin", "https://h:2019", "--admin-cert", "/etc/hostname"],
+            "--admin-key",
+        ),
         (["run", "--upstream", "h:1", "--site", ":80", "--ready-url", "ready"], "--ready-url"),
     ],
 )
@@ -206,7 +246,17 @@ def test_a_status_port_in_use_is_a_usage_error() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = companion_cli("run", "--upstream", "127.0.0.1:1", "--site", ":80", "--listen", f"127.0.0.1:{port}", "--admin", "http://127.0.0.1:1")
+        result = companion_cli(
+            "run",
+            "--upstream",
+            "127.0.0.1:1",
+            "--site",
+            ":80",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--admin",
+            "http://127.0.0.1:1",
+        )
     assert result.returncode == 64, result
     assert "--listen" in result.stderr and "own port" in result.stderr
 

@@ -87,10 +87,21 @@ def launch_remote_caddy(tmp_path: Path, permissions: list[dict[str, list[str]]] 
     config.setdefault("apps", {})["pki"] = {"certificate_authorities": {"local": {"install_trust": False}}}
     config_path = tmp_path / "caddy.json"
     config_path.write_text(json.dumps(config))
-    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"), "XDG_DATA_HOME": str(tmp_path / "caddy-data")}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp_path / "caddy-config"),
+        "XDG_DATA_HOME": str(tmp_path / "caddy-data"),
+    }
     command = [str(MODULE_CADDY), "run", "--config", str(config_path)]
     log_path = tmp_path / "caddy.log"
-    caddy = Caddy(_run_caddy(command, env, log_path), f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}", log_path, command, env)
+    caddy = Caddy(
+        _run_caddy(command, env, log_path),
+        f"http://127.0.0.1:{port}",
+        f"http://127.0.0.1:{admin_port}",
+        log_path,
+        command,
+        env,
+    )
     _wait_for_admin(caddy)
 
     ca = tmp_path / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
@@ -104,7 +115,9 @@ def launch_remote_caddy(tmp_path: Path, permissions: list[dict[str, list[str]]] 
             context = ssl.create_default_context(cafile=str(ca))
             context.load_cert_chain(str(allowed.cert), str(allowed.key))
             # Any answer over mutual TLS will do (403 when the permissions leave /config/ out).
-            return httpx.get(f"https://127.0.0.1:{remote_port}/beacon/pools", verify=context, timeout=2).status_code == 200
+            return (
+                httpx.get(f"https://127.0.0.1:{remote_port}/beacon/pools", verify=context, timeout=2).status_code == 200
+            )
         except (httpx.TransportError, ssl.SSLError):
             return False
 
@@ -117,7 +130,9 @@ def tls_args(remote: RemoteAdminCaddy, client: ClientCertificate | None = None) 
     return ("--admin-ca", str(remote.ca), "--admin-cert", str(client.cert), "--admin-key", str(client.key))
 
 
-def test_joins_drains_and_leaves_through_the_remote_admin_over_mutual_tls(remote_caddy: RemoteAdminCaddy, companions: Launch) -> None:
+def test_joins_drains_and_leaves_through_the_remote_admin_over_mutual_tls(
+    remote_caddy: RemoteAdminCaddy, companions: Launch
+) -> None:
     app_port = free_port()
     companion = companions(
         remote_caddy.caddy, f"127.0.0.1:{app_port}", site="", admins=[remote_caddy.remote],
@@ -126,7 +141,9 @@ def test_joins_drains_and_leaves_through_the_remote_admin_over_mutual_tls(remote
     )  # fmt: skip
     companion.wait_registered()
     assert [m["address"] for m in pool(remote_caddy.caddy)] == [f"127.0.0.1:{app_port}"]
-    assert wait_until(lambda: httpx.get(f"{remote_caddy.caddy.base_url}/items/1", timeout=5).status_code == 200, timeout=10)
+    assert wait_until(
+        lambda: httpx.get(f"{remote_caddy.caddy.base_url}/items/1", timeout=5).status_code == 200, timeout=10
+    )
     assert companion.caddy()["admin"] == remote_caddy.remote
 
     status = companion_cli("status", "--admin", remote_caddy.remote, "--json", *tls_args(remote_caddy))
@@ -139,7 +156,9 @@ def test_joins_drains_and_leaves_through_the_remote_admin_over_mutual_tls(remote
     assert pool(remote_caddy.caddy) == []
 
 
-def test_a_certificate_allowed_only_the_beacon_routes_joins_drains_and_leaves(companions: Launch, tmp_path: Path) -> None:
+def test_a_certificate_allowed_only_the_beacon_routes_joins_drains_and_leaves(
+    companions: Launch, tmp_path: Path
+) -> None:
     """Least privilege: a companion whose certificate Caddy lets use /beacon/ and nothing else
     (not /config/, not /load) does all a pool member does; the rest of the admin API stays shut."""
     remote = launch_remote_caddy(tmp_path, permissions=[{"paths": ["/beacon/"], "methods": ["GET", "POST"]}])
@@ -156,8 +175,21 @@ def test_a_certificate_allowed_only_the_beacon_routes_joins_drains_and_leaves(co
         companion.wait_registered()
         (member,) = pool(remote.caddy)
         assert (member["address"], member["weight"]) == (f"127.0.0.1:{app_port}", 40)
-        assert wait_until(lambda: httpx.get(f"{remote.caddy.base_url}/items/1", timeout=5).status_code == 200, timeout=10)
-        weight = companion_cli("weight", "--upstream", f"127.0.0.1:{app_port}", "--pool", "api", "--weight", "70", "--admin", remote.remote, *tls_args(remote))
+        assert wait_until(
+            lambda: httpx.get(f"{remote.caddy.base_url}/items/1", timeout=5).status_code == 200, timeout=10
+        )
+        weight = companion_cli(
+            "weight",
+            "--upstream",
+            f"127.0.0.1:{app_port}",
+            "--pool",
+            "api",
+            "--weight",
+            "70",
+            "--admin",
+            remote.remote,
+            *tls_args(remote),
+        )
         assert weight.returncode == 0 and "weight 70" in weight.stdout, weight.stderr
         assert pool(remote.caddy)[0]["weight"] == 70
         companion.signal(signal.SIGTERM)

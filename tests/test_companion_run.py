@@ -26,6 +26,7 @@ from tests.conftest import ROOT, Caddies, Caddy, Server, free_port, launch_caddy
 from tests.h2_client import H2Connection
 from tests.load import Load
 
+
 def caddyfile_proxy(mode: str = "stock") -> str:
     """The `reverse_proxy` block of the repository's Caddyfile (no static upstreams; health
     checks, zero-wait retries, transport), so these tests run what users copy. Its import of
@@ -35,7 +36,9 @@ def caddyfile_proxy(mode: str = "stock") -> str:
     assert block, "the Caddyfile has no top-level reverse_proxy block"
     snippet = (ROOT / "deploy" / "caddy" / "upstreams" / f"{mode}.caddy").read_text()
     inlined = "\n".join(f"\t\t{line}" if line else "" for line in snippet.splitlines())
-    text, count = re.subn(r"^\t\timport deploy/caddy/upstreams/\S+\.caddy$", lambda _: inlined, block.group(0), flags=re.M)
+    text, count = re.subn(
+        r"^\t\timport deploy/caddy/upstreams/\S+\.caddy$", lambda _: inlined, block.group(0), flags=re.M
+    )
     assert count == 1, "the Caddyfile's proxy no longer imports its upstream snippet"
     return "\n" + text
 
@@ -84,7 +87,9 @@ def replica(launch: Launch, caddy: Caddy | list[Caddy], tmp_path: Path, *, env: 
             args: tuple[str, ...] = (), port: int | None = None) -> Companion:  # fmt: skip
     """A uvicorn replica on 127.0.0.1 under `caddy-beacon run -- uvicorn ...`."""
     port = port or free_port()
-    return launch(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), env=env, args=("--drain-timeout", "15s", *args))
+    return launch(
+        caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), env=env, args=("--drain-timeout", "15s", *args)
+    )
 
 
 def test_rolling_restart_under_load_fails_no_request(caddies: Caddies, companions: Launch, tmp_path: Path) -> None:
@@ -108,16 +113,23 @@ def _rolling_restart(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
             running[port] = replica(companions, caddy, tmp_path, port=port)
             running[port].wait_registered()
             new_pid = running[port].app_pid()
-            assert wait_until(lambda: new_pid in load.pids, timeout=20), "the restarted replica got no traffic"
+            assert wait_until(lambda new_pid=new_pid: new_pid in load.pids, timeout=20), (
+                "the restarted replica got no traffic"
+            )
             assert load.total() > before, "the load stalled during the restart"
         time.sleep(1)
-    print(f"\nFIGURE rolling restart (HTTP/2): {load.ok} requests ok, {len(load.failures)} failed, {load.resent} sent again after GOAWAY")
+    print(
+        f"\nFIGURE rolling restart (HTTP/2): {load.ok} requests ok, {len(load.failures)} failed, {load.resent} sent again after GOAWAY"
+    )
     assert load.ok > 200
     # Zero, including requests on an HTTP/2 connection a reload left on a superseded Caddy
     # server (it keeps the old upstream list): those must be retried on the live replica.
     stale = stale_config_failures(caddy, companions_logs(tmp_path))
     assert load.failures == [], (
-        f"{len(stale)} of them routed to an address already removed\n" + "\n".join(load.failures[:20]) + "\n" + caddy.log()[-20000:]
+        f"{len(stale)} of them routed to an address already removed\n"
+        + "\n".join(load.failures[:20])
+        + "\n"
+        + caddy.log()[-20000:]
     )
     assert len(upstreams(caddy)) == 2
 
@@ -175,8 +187,12 @@ def stale_config_failures(caddy: Caddy, companion_logs: str) -> list[tuple[float
     import datetime
 
     events: list[tuple[float, str, str]] = []
-    for when, verb, address in re.findall(r"^(\S+) caddy-beacon info: (removed|registered) (\S+)", companion_logs, re.M):
-        stamp = datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+    for when, verb, address in re.findall(
+        r"^(\S+) caddy-beacon info: (removed|registered) (\S+)", companion_logs, re.M
+    ):
+        stamp = (
+            datetime.datetime.strptime(when, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+        )
         events.append((stamp, verb, address))
     stale = []
     for line in caddy.log().splitlines():
@@ -218,7 +234,9 @@ def test_ten_companions_at_once_make_exactly_ten_upstreams(
     app = start()
     # Ten instances joining at the same moment; the app's readiness stands in for each one's.
     launched = [
-        companions(caddy, f"127.0.0.1:{free_port()}", args=("--ready-url", f"{app.base_url}/ready", "--reap-after", "off"))
+        companions(
+            caddy, f"127.0.0.1:{free_port()}", args=("--ready-url", f"{app.base_url}/ready", "--reap-after", "off")
+        )
         for _ in range(10)
     ]
     for companion in launched:
@@ -262,10 +280,15 @@ def test_health_verdicts_follow_caddy_active_checks(companions: Launch, caddy: C
     (state / "fail").unlink()
     assert wait_until(lambda: companion.caddy()["healthy"] is True, timeout=6), companion.status()
     metrics = companion.metrics()
-    assert 'to="unhealthy"} 1' in metrics and f'beacon_companion_upstream_healthy{{admin="{caddy.admin}",upstream="{companion.upstream}"}} 1' in metrics
+    assert (
+        'to="unhealthy"} 1' in metrics
+        and f'beacon_companion_upstream_healthy{{admin="{caddy.admin}",upstream="{companion.upstream}"}} 1' in metrics
+    )
 
 
-def test_sigterm_drains_requests_in_flight_before_the_app_stops(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+def test_sigterm_drains_requests_in_flight_before_the_app_stops(
+    companions: Launch, caddy: Caddy, tmp_path: Path
+) -> None:
     companion = replica(companions, caddy, tmp_path)
     companion.wait_registered()
     app_pid = companion.app_pid()
@@ -312,7 +335,9 @@ def test_an_app_that_dies_is_removed_and_its_status_passed_on(companions: Launch
     assert upstreams(caddy) == []
 
 
-def test_a_killed_companion_stops_its_app_and_is_reaped_by_the_next(companions: Launch, caddy: Caddy, tmp_path: Path) -> None:
+def test_a_killed_companion_stops_its_app_and_is_reaped_by_the_next(
+    companions: Launch, caddy: Caddy, tmp_path: Path
+) -> None:
     victim = replica(companions, caddy, tmp_path)
     victim.wait_registered()
     survivor = replica(companions, caddy, tmp_path, args=("--reap-after", "2s"))
@@ -330,7 +355,9 @@ def test_a_killed_companion_stops_its_app_and_is_reaped_by_the_next(companions: 
         return False
 
     assert wait_until(app_gone, timeout=25), "the app outlived its killed companion"
-    assert wait_until(lambda: [u["dial"] for u in upstreams(caddy)] == [survivor.upstream], timeout=20), upstreams(caddy)
+    assert wait_until(lambda: [u["dial"] for u in upstreams(caddy)] == [survivor.upstream], timeout=20), upstreams(
+        caddy
+    )
     assert len(event_sinks(caddy)) == 1
     assert survivor.caddy()["reaped"] == 1
     assert f"reaped {victim.upstream}" in survivor.log()

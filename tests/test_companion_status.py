@@ -8,15 +8,15 @@ import contextlib
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
 
 from tests.companion_process import companion_cli
 from tests.conftest import Caddies, Caddy, Server, free_port, launch_caddy, wait_until
+
 
 def companion(*args: str) -> subprocess.CompletedProcess[str]:
     return companion_cli(*args)
@@ -36,7 +36,9 @@ def test_status_reports_health_in_flight_and_ownership(start: Callable[..., Serv
     )
     try:
         # What a companion registers: an upstream with its own @id, appended to the proxy.
-        config = httpx.get(f"{caddy.admin_url}/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0").json()
+        config = httpx.get(
+            f"{caddy.admin_url}/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
+        ).json()
         assert config["handler"] == "reverse_proxy"
         owned = f"127.0.0.1:{free_port()}"
         added = httpx.post(
@@ -51,7 +53,9 @@ def test_status_reports_health_in_flight_and_ownership(start: Callable[..., Serv
             return {entry["address"]: entry for entry in json.loads(result.stdout)}
 
         # Caddy refreshes its health gauge every 10 s.
-        assert wait_until(lambda: statuses()[live]["healthy"] is True and statuses()[dead]["healthy"] is False, timeout=25)
+        assert wait_until(
+            lambda: statuses()[live]["healthy"] is True and statuses()[dead]["healthy"] is False, timeout=25
+        )
         entries = statuses()
         assert set(entries) >= {live, dead, owned}
         assert entries[live]["owned"] is False and entries[owned]["owned"] is True
@@ -75,7 +79,7 @@ def test_status_reports_health_in_flight_and_ownership(start: Callable[..., Serv
         ([], "a command is required"),
         (["deregister", "--upstream", "x:1", "--drain-timeout", "soon"], "is not a duration"),
         (["deregister"], "--upstream <HOST:PORT>"),
-        (["status", "--admin", "localhost"], "--admin \"localhost\": expected host:port"),
+        (["status", "--admin", "localhost"], '--admin "localhost": expected host:port'),
         (["frobnicate"], "unrecognized subcommand 'frobnicate'"),
     ],
 )
@@ -148,7 +152,9 @@ def test_deregister_removes_owned_entries_and_waits_for_in_flight_requests(
     assert again.returncode == 0 and "nothing to do" in again.stdout
 
 
-def test_deregister_never_touches_caddyfile_upstreams(caddies: Caddies, start: Callable[..., Server], tmp_path: Path) -> None:
+def test_deregister_never_touches_caddyfile_upstreams(
+    caddies: Caddies, start: Callable[..., Server], tmp_path: Path
+) -> None:
     app = start()
     address = app.base_url.removeprefix("http://")
     caddy = caddies(f"\treverse_proxy {address}")

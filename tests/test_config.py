@@ -6,10 +6,9 @@ import asyncio
 from collections.abc import MutableMapping
 from typing import Any
 
-import pytest
-
 import caddy_beacon
 import caddy_beacon._context
+import pytest
 from caddy_beacon import BeaconMiddleware, Check, ConfigError
 
 
@@ -90,7 +89,9 @@ def test_bad_environment_names_the_variable_and_falls_back_unless_strict(
     with caplog.at_level("WARNING", logger="caddy_beacon"):
         middleware = BeaconMiddleware(_noop_app)
     assert [r.getMessage() for r in caplog.records if message in r.getMessage()], caplog.text
-    defaults = BeaconMiddleware(_noop_app, **{variable.removeprefix("BEACON_").lower(): caddy_beacon_default(variable)}).config
+    defaults = BeaconMiddleware(
+        _noop_app, **{variable.removeprefix("BEACON_").lower(): caddy_beacon_default(variable)}
+    ).config
     assert middleware.config == defaults, "the default is used instead"
     with pytest.raises(ConfigError) as error:
         BeaconMiddleware(_noop_app, strict=True)
@@ -98,7 +99,12 @@ def test_bad_environment_names_the_variable_and_falls_back_unless_strict(
 
 
 def caddy_beacon_default(variable: str) -> object:
-    return {"BEACON_MAX_SERIES": 2000, "BEACON_DRAIN_SECONDS": 5.0, "BEACON_BUCKETS": None, "BEACON_READY_PATH": "/ready"}[variable]
+    return {
+        "BEACON_MAX_SERIES": 2000,
+        "BEACON_DRAIN_SECONDS": 5.0,
+        "BEACON_BUCKETS": None,
+        "BEACON_READY_PATH": "/ready",
+    }[variable]
 
 
 def test_bad_check_settings_raise_config_error() -> None:

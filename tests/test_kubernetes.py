@@ -78,15 +78,27 @@ def test_the_manifests_pass_the_api_server_s_strict_validation(plane: ControlPla
     assert any(name.startswith("configmap/caddy-config-") for name in applied), dry_run.stdout
 
     # The check is real: one misspelt field fails it.
-    misspelt = plane.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", input=rendered.replace("readinessProbe", "readynessProbe", 1))
-    assert misspelt.returncode != 0 and 'unknown field "spec.template.spec.containers[0].readynessProbe"' in misspelt.stderr, misspelt.stderr
+    misspelt = plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-f",
+        "-",
+        input=rendered.replace("readinessProbe", "readynessProbe", 1),
+    )
+    assert (
+        misspelt.returncode != 0
+        and 'unknown field "spec.template.spec.containers[0].readynessProbe"' in misspelt.stderr
+    ), misspelt.stderr
 
 
 def test_the_manifests_say_what_the_readme_promises(plane: ControlPlane, tmp_path: Path) -> None:
     documents = rendered_manifests(plane)
     # Caddy's identity may read endpointslices in its namespace, nothing else.
     role = find(documents, "Role", "caddy-endpointslices")
-    assert role["rules"] == [{"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}]
+    assert role["rules"] == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]}
+    ]
     binding = find(documents, "RoleBinding", "caddy-endpointslices")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "caddy", "namespace": "caddy-beacon"}]
     caddy = find(documents, "Deployment", "caddy")["spec"]["template"]
@@ -98,7 +110,9 @@ def test_the_manifests_say_what_the_readme_promises(plane: ControlPlane, tmp_pat
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert pod["spec"]["terminationGracePeriodSeconds"] > float(env["BEACON_DRAIN_SECONDS"]) + 10, "the grace period must outlast the drain"
+    assert pod["spec"]["terminationGracePeriodSeconds"] > float(env["BEACON_DRAIN_SECONDS"]) + 10, (
+        "the grace period must outlast the drain"
+    )
     assert app["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert find(documents, "PodDisruptionBudget", "app")["spec"]["minAvailable"] < app["spec"]["replicas"]
@@ -108,12 +122,16 @@ def test_the_manifests_say_what_the_readme_promises(plane: ControlPlane, tmp_pat
     # for that Service and port; the admin API stays on localhost.
     caddyfile = tmp_path / "Caddyfile"
     caddyfile.write_text(find(documents, "ConfigMap", "caddy-config")["data"]["Caddyfile"])
-    adapted = subprocess.run([str(MODULE_CADDY), "adapt", "--config", str(caddyfile)], capture_output=True, text=True, timeout=30)
+    adapted = subprocess.run(
+        [str(MODULE_CADDY), "adapt", "--config", str(caddyfile)], capture_output=True, text=True, timeout=30
+    )
     assert adapted.returncode == 0, adapted.stderr
     config = json.loads(adapted.stdout)
     assert config["admin"]["listen"] == "localhost:2019"
     sources = [value for value in walk(config) if value.get("source") == "beacon"]
-    assert [source["kubernetes"] for source in sources] == [{"namespace": "caddy-beacon", "service": "app", "port_name": "http"}]
+    assert [source["kubernetes"] for source in sources] == [
+        {"namespace": "caddy-beacon", "service": "app", "port_name": "http"}
+    ]
 
 
 def walk(value: Any) -> Iterator[dict[str, Any]]:
@@ -238,7 +256,11 @@ def kubernetes_caddy(caddies: Caddies, plane: ControlPlane, namespace: str, *opt
     if not MODULE_CADDY.exists():
         pytest.fail(f"{MODULE_CADDY} is missing: `make caddy` (make test does)")
     source = "\n".join(
-        [f"\t\t\tkubernetes {namespace}/app http", f"\t\t\tkubeconfig {plane.caddy_kubeconfig()}", *(f"\t\t\t{o}" for o in options)]
+        [
+            f"\t\t\tkubernetes {namespace}/app http",
+            f"\t\t\tkubeconfig {plane.caddy_kubeconfig()}",
+            *(f"\t\t\t{o}" for o in options),
+        ]
     )
     site = (
         "\treverse_proxy {\n"
@@ -283,7 +305,9 @@ def answering_pids(caddy: Caddy, requests: int = 20) -> set[int]:
 # --- membership -------------------------------------------------------------------------------
 
 
-def test_endpoints_join_and_leave_as_the_slices_say_without_a_config_change(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+def test_endpoints_join_and_leave_as_the_slices_say_without_a_config_change(
+    caddies: Caddies, plane: ControlPlane, clusters: Any
+) -> None:
     cluster = clusters(pods=2)
     a, b = cluster.pods
     caddy = kubernetes_caddy(caddies, plane, cluster.namespace)
@@ -293,14 +317,21 @@ def test_endpoints_join_and_leave_as_the_slices_say_without_a_config_change(cadd
     cluster.slice.write([a])
     assert wait_until(lambda: serving(caddy) == {cluster.address(a)}, timeout=5), members(caddy)
     assert answering_pids(caddy) == {a.pid()}
-    assert pool_view(caddy)["kubernetes"] == {"namespace": cluster.namespace, "service": "app", "port_name": "http", "watching": True}
+    assert pool_view(caddy)["kubernetes"] == {
+        "namespace": cluster.namespace,
+        "service": "app",
+        "port_name": "http",
+        "watching": True,
+    }
 
     # How long a change takes to reach Caddy's pool: from the start of the EndpointSlice write
     # (a GET and a PUT to the API server) to the pool listing showing it, polled every 5 ms.
     written = time.monotonic()
     cluster.slice.write([a, b])
     write_took = time.monotonic() - written
-    assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(b)}, timeout=5, interval=0.005), members(caddy)
+    assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(b)}, timeout=5, interval=0.005), (
+        members(caddy)
+    )
     joined_after = time.monotonic() - written
     assert answering_pids(caddy, 40) == {a.pid(), b.pid()}
 
@@ -308,8 +339,12 @@ def test_endpoints_join_and_leave_as_the_slices_say_without_a_config_change(cadd
     b.ready = b.serving = False
     written = time.monotonic()
     cluster.slice.write([a, b])
-    assert wait_until(lambda: members(caddy).get(cluster.address(b), {}).get("draining") is True, timeout=5, interval=0.005), members(caddy)
-    print(f"\nFIGURE EndpointSlice write to Caddy's pool: ready pod joined {joined_after * 1000:.0f} ms, unready pod draining {(time.monotonic() - written) * 1000:.0f} ms (the join's write itself took {write_took * 1000:.0f} ms)")
+    assert wait_until(
+        lambda: members(caddy).get(cluster.address(b), {}).get("draining") is True, timeout=5, interval=0.005
+    ), members(caddy)
+    print(
+        f"\nFIGURE EndpointSlice write to Caddy's pool: ready pod joined {joined_after * 1000:.0f} ms, unready pod draining {(time.monotonic() - written) * 1000:.0f} ms (the join's write itself took {write_took * 1000:.0f} ms)"
+    )
     assert answering_pids(caddy) == {a.pid()}
     # ... and recovers: it is served again.
     b.ready = b.serving = True
@@ -332,14 +367,20 @@ def test_endpoints_join_and_leave_as_the_slices_say_without_a_config_change(cadd
     assert wait_until(lambda: members(caddy) == {}, timeout=5), members(caddy)
     assert config_etag(caddy) == etag, "membership changed Caddy's config"
     status = Path(f"/proc/{caddy.process.pid}/status").read_text()
-    memory = {line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith(("RssAnon", "RssFile"))}
-    print(f"\nFIGURE module Caddy watching EndpointSlices: RssAnon {memory['RssAnon']} kB, RssFile {memory['RssFile']} kB")
+    memory = {
+        line.split(":")[0]: line.split()[1] for line in status.splitlines() if line.startswith(("RssAnon", "RssFile"))
+    }
+    print(
+        f"\nFIGURE module Caddy watching EndpointSlices: RssAnon {memory['RssAnon']} kB, RssFile {memory['RssFile']} kB"
+    )
     log = caddy.log()
     assert "watching EndpointSlices" in log
     assert log.count('"upstream registered"') >= 2 and '"upstream removed"' in log
 
 
-def test_a_terminating_pod_drains_with_a_request_in_flight(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+def test_a_terminating_pod_drains_with_a_request_in_flight(
+    caddies: Caddies, plane: ControlPlane, clusters: Any
+) -> None:
     cluster = clusters(pods=2)
     a, b = cluster.pods
     caddy = kubernetes_caddy(caddies, plane, cluster.namespace)
@@ -356,7 +397,9 @@ def test_a_terminating_pod_drains_with_a_request_in_flight(caddies: Caddies, pla
     a.ready, a.terminating = False, True
     cluster.slice.write([a, b])
     a.sigterm()
-    assert wait_until(lambda: members(caddy).get(cluster.address(a), {}).get("draining") is True, timeout=2), members(caddy)
+    assert wait_until(lambda: members(caddy).get(cluster.address(a), {}).get("draining") is True, timeout=2), members(
+        caddy
+    )
     assert wait_until(lambda: cluster.address(b) in serving(caddy), timeout=5), members(caddy)
     assert answering_pids(caddy) == {b.pid()}, "a draining pod got a new request"
     thread.join(timeout=20)
@@ -368,7 +411,9 @@ def test_a_terminating_pod_drains_with_a_request_in_flight(caddies: Caddies, pla
     assert wait_until(lambda: set(members(caddy)) == {cluster.address(b)}, timeout=5), members(caddy)
 
 
-def test_a_rolling_update_loses_no_request_and_changes_no_config(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+def test_a_rolling_update_loses_no_request_and_changes_no_config(
+    caddies: Caddies, plane: ControlPlane, clusters: Any
+) -> None:
     """maxSurge 1, maxUnavailable 0, as the manifest's Deployment: a new pod starts, turns
     ready and joins the slice; then an old one is deleted (terminating in the slice and SIGTERM
     at once) and leaves the slice once it has stopped. HTTP/1.1 with keep-alive and with a new
@@ -379,14 +424,21 @@ def test_a_rolling_update_loses_no_request_and_changes_no_config(caddies: Caddie
     live: list[RunningPod] = list(cluster.pods)
     cluster.slice.write(live)
     assert wait_until(lambda: len(serving(caddy)) == 3, timeout=5), members(caddy)
-    with Load(caddy.base_url, threads=2, keepalive=True, max_seconds=120) as keepalive, Load(caddy.base_url, threads=2, max_seconds=120) as fresh:
+    with (
+        Load(caddy.base_url, threads=2, keepalive=True, max_seconds=120) as keepalive,
+        Load(caddy.base_url, threads=2, max_seconds=120) as fresh,
+    ):
         loads = (keepalive, fresh)
-        assert wait_until(lambda: all(len(load.pids) == 3 for load in loads), timeout=20), "traffic did not reach every pod"
+        assert wait_until(lambda: all(len(load.pids) == 3 for load in loads), timeout=20), (
+            "traffic did not reach every pod"
+        )
         for old in list(cluster.pods[:3]):
             new = cluster.start_pod()
             live.append(new)
             cluster.slice.write(live)
-            assert wait_until(lambda: all(new.pid() in load.pids for load in loads), timeout=20), "the new pod got no traffic"
+            assert wait_until(lambda new=new: all(new.pid() in load.pids for load in loads), timeout=20), (
+                "the new pod got no traffic"
+            )
             old.ready, old.terminating = False, True
             cluster.slice.write(live)
             old.sigterm()
@@ -397,12 +449,16 @@ def test_a_rolling_update_loses_no_request_and_changes_no_config(caddies: Caddie
     assert set(members(caddy)) == {cluster.address(pod) for pod in live}
     assert config_etag(caddy) == etag, "the rolling update changed Caddy's config"
     for name, load in (("keep-alive", keepalive), ("new connection per request", fresh)):
-        print(f"\nFIGURE kubernetes rolling update of 3 pods, HTTP/1.1 {name}: {load.ok} ok, {len(load.failures)} failed")
+        print(
+            f"\nFIGURE kubernetes rolling update of 3 pods, HTTP/1.1 {name}: {load.ok} ok, {len(load.failures)} failed"
+        )
         assert load.ok > 200
         assert load.failures == [], f"{name}: " + "\n".join(load.failures[:20]) + "\n" + caddy.log()[-5000:]
 
 
-def test_the_pool_keeps_its_members_while_the_api_server_restarts(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+def test_the_pool_keeps_its_members_while_the_api_server_restarts(
+    caddies: Caddies, plane: ControlPlane, clusters: Any
+) -> None:
     cluster = clusters(pods=3)
     a, b, c = cluster.pods
     caddy = kubernetes_caddy(caddies, plane, cluster.namespace)
@@ -413,13 +469,17 @@ def test_the_pool_keeps_its_members_while_the_api_server_restarts(caddies: Caddi
         try:
             assert wait_until(lambda: "watching EndpointSlices failed" in caddy.log(), timeout=20), caddy.log()[-3000:]
             time.sleep(2)
-            assert serving(caddy) == {cluster.address(a), cluster.address(b)}, "members were lost while the API server was down"
+            assert serving(caddy) == {cluster.address(a), cluster.address(b)}, (
+                "members were lost while the API server was down"
+            )
             assert not watching(caddy)
         finally:
             plane.start_apiserver()
         # The watch resumes (client-go's reflector lists again) and follows new changes.
         cluster.slice.write([a, c])
-        assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(c)}, timeout=40), members(caddy)
+        assert wait_until(lambda: serving(caddy) == {cluster.address(a), cluster.address(c)}, timeout=40), members(
+            caddy
+        )
         assert wait_until(lambda: c.pid() in load.pids, timeout=10)
     assert "watching EndpointSlices again" in caddy.log()
     assert watching(caddy)
@@ -428,7 +488,9 @@ def test_the_pool_keeps_its_members_while_the_api_server_restarts(caddies: Caddi
     assert load.failures == [], "\n".join(load.failures[:20])
 
 
-def test_a_frozen_api_server_is_reported_and_the_members_stay(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+def test_a_frozen_api_server_is_reported_and_the_members_stay(
+    caddies: Caddies, plane: ControlPlane, clusters: Any
+) -> None:
     """SIGSTOP: the watch's connection stays open and says nothing. The module asks the API
     server something at every 15 s renewal, with a 10 s timeout."""
     cluster = clusters(pods=1)
@@ -448,11 +510,15 @@ def test_a_frozen_api_server_is_reported_and_the_members_stay(caddies: Caddies, 
         plane.thaw_apiserver()
     thawed = time.monotonic()
     assert wait_until(lambda: watching(caddy), timeout=60, interval=0.5), caddy.log()[-3000:]
-    print(f"\nFIGURE kubernetes API server frozen: reported {noticed:.1f} s after SIGSTOP, watching again {time.monotonic() - thawed:.1f} s after SIGCONT")
+    print(
+        f"\nFIGURE kubernetes API server frozen: reported {noticed:.1f} s after SIGSTOP, watching again {time.monotonic() - thawed:.1f} s after SIGCONT"
+    )
     assert "watching EndpointSlices failed" in caddy.log() and "watching EndpointSlices again" in caddy.log()
 
 
-def test_an_endpoint_at_caddy_s_own_admin_api_never_joins_and_is_counted_once(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+def test_an_endpoint_at_caddy_s_own_admin_api_never_joins_and_is_counted_once(
+    caddies: Caddies, plane: ControlPlane, clusters: Any
+) -> None:
     """The admin API on all interfaces at a port of its choosing (not 2019), and a slice that
     lists Caddy's own pod at that port: refused, counted once however often the slice changes,
     and the public site never answers with Caddy's config."""
@@ -476,7 +542,9 @@ def test_an_endpoint_at_caddy_s_own_admin_api_never_joins_and_is_counted_once(ca
 # --- identity and bad input -------------------------------------------------------------------
 
 
-def test_a_token_that_may_only_read_endpointslices_in_one_namespace_is_enough(plane: ControlPlane, clusters: Any) -> None:
+def test_a_token_that_may_only_read_endpointslices_in_one_namespace_is_enough(
+    plane: ControlPlane, clusters: Any
+) -> None:
     # Every test above watched with this identity; here: it can do nothing else.
     cluster = clusters(pods=0)
     with plane.client(CADDY_TOKEN) as client:
@@ -492,13 +560,17 @@ def test_a_token_that_may_only_read_endpointslices_in_one_namespace_is_enough(pl
             assert client.request(method, path, json={}).status_code == 403, (method, path)
 
 
-def test_a_namespace_caddy_may_not_read_is_logged_and_nothing_joins(caddies: Caddies, plane: ControlPlane, clusters: Any) -> None:
+def test_a_namespace_caddy_may_not_read_is_logged_and_nothing_joins(
+    caddies: Caddies, plane: ControlPlane, clusters: Any
+) -> None:
     cluster = clusters(pods=1)
     forbidden = f"t-{uuid.uuid4().hex[:10]}"
     plane.request("POST", "/api/v1/namespaces", {"metadata": {"name": forbidden}})
     EndpointSlice(plane, forbidden, "app", "app-xyz", cluster.port).write(cluster.pods)
     caddy = kubernetes_caddy(caddies, plane, forbidden)
-    assert wait_until(lambda: "watching EndpointSlices failed" in caddy.log() and "forbidden" in caddy.log(), timeout=20), caddy.log()[-3000:]
+    assert wait_until(
+        lambda: "watching EndpointSlices failed" in caddy.log() and "forbidden" in caddy.log(), timeout=20
+    ), caddy.log()[-3000:]
     assert members(caddy) == {}
     assert not watching(caddy)
     assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 503  # no upstream
@@ -507,19 +579,28 @@ def test_a_namespace_caddy_may_not_read_is_logged_and_nothing_joins(caddies: Cad
 @pytest.mark.parametrize(
     ("options", "says"),
     [
-        ("kubernetes Shop/app http\n\t\t\tkubeconfig {kubeconfig}", r'kubernetes: namespace \"Shop\": a lowercase RFC 1123 label'),
+        (
+            "kubernetes Shop/app http\n\t\t\tkubeconfig {kubeconfig}",
+            r"kubernetes: namespace \"Shop\": a lowercase RFC 1123 label",
+        ),
         ("kubernetes shop/app http\n\t\t\tkubeconfig /nonexistent/kubeconfig", "/nonexistent/kubeconfig"),
         ("kubernetes shop/app", "outside a cluster, give a kubeconfig file"),
         ("kubernetes shop", "expected <namespace>/<service>"),
     ],
 )
-def test_a_bad_kubernetes_source_is_refused_at_load_with_the_reason(plane: ControlPlane, tmp_path: Path, options: str, says: str) -> None:
+def test_a_bad_kubernetes_source_is_refused_at_load_with_the_reason(
+    plane: ControlPlane, tmp_path: Path, options: str, says: str
+) -> None:
     caddyfile = tmp_path / "Caddyfile"
     options = options.replace("{kubeconfig}", str(plane.caddy_kubeconfig()))
     caddyfile.write_text(
-        "{\n\tadmin off\n}\nhttp://127.0.0.1:1 {\n\treverse_proxy {\n\t\tdynamic beacon app {\n\t\t\t" + options + "\n\t\t}\n\t}\n}\n"
+        "{\n\tadmin off\n}\nhttp://127.0.0.1:1 {\n\treverse_proxy {\n\t\tdynamic beacon app {\n\t\t\t"
+        + options
+        + "\n\t\t}\n\t}\n}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    result = subprocess.run([str(MODULE_CADDY), "validate", "--config", str(caddyfile)], capture_output=True, text=True, timeout=30, env=env)
+    result = subprocess.run(
+        [str(MODULE_CADDY), "validate", "--config", str(caddyfile)], capture_output=True, text=True, timeout=30, env=env
+    )
     assert result.returncode != 0
     assert says in result.stderr, result.stderr[-2000:]

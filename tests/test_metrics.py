@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import websockets
@@ -123,7 +123,7 @@ def test_series_cap_refuses_new_series_and_counts_them(start: Callable[..., Serv
     for _ in range(4):
         server.fresh_get("/boom")  # refused
         server.get("/legacy/x")  # refused
-    series = {(l["http_route"], l["http_response_status_code"]) for n, l, _ in server.metrics() if n == COUNT}
+    series = {(got["http_route"], got["http_response_status_code"]) for n, got, _ in server.metrics() if n == COUNT}
     assert series == {("/items/{item_id}", "200"), ("/teapot", "418"), ("__unmatched__", "404")}
     assert server.value("beacon_series_dropped_total") == 8
     # Existing series keep counting after the cap is reached.
@@ -135,7 +135,7 @@ def test_series_cap_refuses_new_series_and_counts_them(start: Callable[..., Serv
 def test_custom_buckets_from_the_environment(start: Callable[..., Server]) -> None:
     server = start(env={"BEACON_BUCKETS": "0.05,0.2"})
     server.get("/sleep/0.1")
-    bounds = {l["le"]: v for n, l, v in server.metrics() if n == BUCKET and l["http_route"] == "/sleep/{seconds}"}
+    bounds = {got["le"]: v for n, got, v in server.metrics() if n == BUCKET and got["http_route"] == "/sleep/{seconds}"}
     assert bounds == {"0.05": 0, "0.2": 1, "+Inf": 1}
 
 
@@ -147,7 +147,9 @@ def test_bad_configuration_from_the_environment_is_said_once_and_fails_startup_o
         assert server.get("/items/1").status_code == 200
         lines = [line for line in server.log().splitlines() if "BEACON_BUCKETS='0.5,0.1'" in line]
         assert len(lines) == 1 and "strictly increasing" in lines[0] and "using the default" in lines[0], server.log()
-        assert server.value("http_server_request_duration_seconds_bucket", le="0.005") is not None, "the default buckets"
+        assert server.value("http_server_request_duration_seconds_bucket", le="0.005") is not None, (
+            "the default buckets"
+        )
     finally:
         server.stop()
     try:
@@ -158,4 +160,4 @@ def test_bad_configuration_from_the_environment_is_said_once_and_fails_startup_o
         raise AssertionError("a strict server started with invalid buckets")
     assert "BEACON_BUCKETS='0.5,0.1'" in message
     assert "strictly increasing" in message
-    assert "/health HTTP/1.1\" 200" not in message
+    assert '/health HTTP/1.1" 200' not in message

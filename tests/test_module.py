@@ -55,7 +55,14 @@ def caddy(caddies: Caddies) -> Caddy:
 EVENT_LOG = "\tlog events {\n\t\tlevel DEBUG\n\t\tinclude events\n\t}\n"
 
 
-def member(launch: Launch, caddy: Caddy, *, port: int | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Companion:
+def member(
+    launch: Launch,
+    caddy: Caddy,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = (),
+) -> Companion:
     """A uvicorn replica under `caddy-beacon run --pool api -- uvicorn ...`."""
     port = port or free_port()
     return launch(caddy, f"127.0.0.1:{port}", site="", command=uvicorn_command(port), env=env,
@@ -95,15 +102,22 @@ def test_replicas_join_and_serve_without_a_config_change(caddy: Caddy, companion
 
 
 @pytest.mark.parametrize("rounds", [2])
-def test_rolling_restarts_fail_no_request_for_either_http1_client(caddy: Caddy, companions: Launch, rounds: int) -> None:
+def test_rolling_restarts_fail_no_request_for_either_http1_client(
+    caddy: Caddy, companions: Launch, rounds: int
+) -> None:
     etag = config_etag(caddy)
     ports = [free_port(), free_port()]
     running = {port: member(companions, caddy, port=port) for port in ports}
     for companion in running.values():
         companion.wait_registered()
-    with Load(caddy.base_url, threads=2, keepalive=True) as keepalive, Load(caddy.base_url, threads=2, keepalive=False) as fresh:
+    with (
+        Load(caddy.base_url, threads=2, keepalive=True) as keepalive,
+        Load(caddy.base_url, threads=2, keepalive=False) as fresh,
+    ):
         loads = (keepalive, fresh)
-        assert wait_until(lambda: all(len(load.pids) == 2 for load in loads), timeout=20), "traffic did not reach both replicas"
+        assert wait_until(lambda: all(len(load.pids) == 2 for load in loads), timeout=20), (
+            "traffic did not reach both replicas"
+        )
         for _ in range(rounds):
             for port in ports:
                 old = running[port]
@@ -112,7 +126,9 @@ def test_rolling_restarts_fail_no_request_for_either_http1_client(caddy: Caddy, 
                 running[port] = member(companions, caddy, port=port)
                 running[port].wait_registered()
                 new_pid = running[port].app_pid()
-                assert wait_until(lambda: all(new_pid in load.pids for load in loads), timeout=20), "the new replica got no traffic"
+                assert wait_until(lambda new_pid=new_pid: all(new_pid in load.pids for load in loads), timeout=20), (
+                    "the new replica got no traffic"
+                )
         time.sleep(0.5)
     for name, load in (("keep-alive", keepalive), ("new connection per request", fresh)):
         print(f"\nFIGURE module rolling restart, HTTP/1.1 {name}: {load.ok} ok, {len(load.failures)} failed")
@@ -122,7 +138,9 @@ def test_rolling_restarts_fail_no_request_for_either_http1_client(caddy: Caddy, 
     assert sorted(u["address"] for u in pool(caddy)) == sorted(f"127.0.0.1:{port}" for port in ports)
 
 
-def test_a_websocket_survives_replicas_joining_and_leaving_without_stream_close_delay(caddy: Caddy, companions: Launch) -> None:
+def test_a_websocket_survives_replicas_joining_and_leaving_without_stream_close_delay(
+    caddy: Caddy, companions: Launch
+) -> None:
     from websockets.sync.client import connect
 
     assert "stream_close_delay" not in POOL_SITE
@@ -191,7 +209,9 @@ def test_after_caddy_is_killed_and_restarted_companions_register_again_once(cadd
     assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 200
 
 
-def test_the_modules_checks_take_a_failing_replica_out_and_bring_it_back(caddy: Caddy, companions: Launch, tmp_path: Path) -> None:
+def test_the_modules_checks_take_a_failing_replica_out_and_bring_it_back(
+    caddy: Caddy, companions: Launch, tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     state.mkdir()
     flaky = member(companions, caddy, env={"TEST_CHECKS": "toggle", "TEST_STATE_DIR": str(state)})
@@ -206,7 +226,9 @@ def test_the_modules_checks_take_a_failing_replica_out_and_bring_it_back(caddy: 
     failed_at = time.monotonic()
     # 2 failures 500 ms apart, plus the app's own check interval: well under 3 s.
     assert wait_until(lambda: listed(flaky.upstream)["healthy"] is False, timeout=3), pool(caddy)
-    print(f"\nFIGURE module took the failing replica out {time.monotonic() - failed_at:.2f}s after its readiness failed")
+    print(
+        f"\nFIGURE module took the failing replica out {time.monotonic() - failed_at:.2f}s after its readiness failed"
+    )
     assert "503" in (listed(flaky.upstream)["last_error"] or "")
     pids = {httpx.get(f"{caddy.base_url}/whoami", timeout=5).json()["pid"] for _ in range(20)}
     assert pids == {steady.app_pid()}, "traffic still reached the unhealthy replica"
@@ -225,10 +247,16 @@ def test_the_modules_checks_take_a_failing_replica_out_and_bring_it_back(caddy: 
     events = [json.loads(line) for line in caddy.log().splitlines() if '"logger":"events"' in line]
     health = [(e["name"], e["data"]["host"]) for e in events if e.get("name") in ("healthy", "unhealthy")]
     assert health == [("unhealthy", flaky.upstream), ("healthy", flaky.upstream)], health
-    assert all(e["origin"] == "http.reverse_proxy.upstreams.beacon" for e in events if e.get("name") in ("healthy", "unhealthy"))
+    assert all(
+        e["origin"] == "http.reverse_proxy.upstreams.beacon"
+        for e in events
+        if e.get("name") in ("healthy", "unhealthy")
+    )
 
 
-def test_a_pool_that_runs_dry_says_so_once_and_says_when_it_serves_again(caddy: Caddy, companions: Launch, tmp_path: Path) -> None:
+def test_a_pool_that_runs_dry_says_so_once_and_says_when_it_serves_again(
+    caddy: Caddy, companions: Launch, tmp_path: Path
+) -> None:
     state = tmp_path / "state"
     state.mkdir()
     only = member(companions, caddy, env={"TEST_CHECKS": "toggle", "TEST_STATE_DIR": str(state)})
@@ -284,7 +312,9 @@ def test_against_a_stock_caddy_the_pool_falls_back_to_config_edits(caddies: Cadd
     assert alone.wait(timeout=30) == 0, alone.log()
 
 
-def test_bad_input_to_the_admin_routes_gets_a_clear_4xx_and_caddy_keeps_serving(caddy: Caddy, companions: Launch) -> None:
+def test_bad_input_to_the_admin_routes_gets_a_clear_4xx_and_caddy_keeps_serving(
+    caddy: Caddy, companions: Launch
+) -> None:
     companion = member(companions, caddy)
     companion.wait_registered()
     with caddy.admin_client() as client:
@@ -306,7 +336,9 @@ def test_bad_input_to_the_admin_routes_gets_a_clear_4xx_and_caddy_keeps_serving(
 def test_one_companion_joins_the_pools_of_several_caddies(caddies: Caddies, companions: Launch) -> None:
     first, second = (caddies(POOL_SITE, module=True) for _ in range(2))
     port = free_port()
-    companion = companions([first, second], f"127.0.0.1:{port}", site="", command=uvicorn_command(port), args=("--pool", "api"))
+    companion = companions(
+        [first, second], f"127.0.0.1:{port}", site="", command=uvicorn_command(port), args=("--pool", "api")
+    )
     companion.wait_registered()
     for caddy in (first, second):
         assert [u["address"] for u in pool(caddy)] == [companion.upstream]
@@ -337,7 +369,9 @@ def test_replicas_get_traffic_only_once_ready(companions: Launch, caddy: Caddy, 
     state = tmp_path / "slow-state"
     state.mkdir()
     started = time.time()
-    slow = member(companions, caddy, env={"TEST_CHECKS": "warmup", "TEST_READY_AFTER": "5", "TEST_STATE_DIR": str(state)})
+    slow = member(
+        companions, caddy, env={"TEST_CHECKS": "warmup", "TEST_READY_AFTER": "5", "TEST_STATE_DIR": str(state)}
+    )
     served: list[tuple[int, float]] = []
     deadline = time.monotonic() + 40
     slow_pid = None

@@ -9,13 +9,14 @@ import asyncio
 import collections.abc
 import re
 import types
-from typing import Any, Callable
-
-import pytest
+from collections.abc import Callable
+from typing import Any
 
 import caddy_beacon
+import pytest
 from caddy_beacon import BeaconMiddleware, request_id
 from caddy_beacon._native import RequestCall
+
 from tests.conftest import Server
 
 Message = dict[str, Any]
@@ -53,7 +54,9 @@ def counts(middleware: BeaconMiddleware) -> dict[str, float]:
     """`http_response_status_code` → requests recorded, and the active gauge under "active"."""
     text = middleware._native.render_metrics(None)[0].decode()
     found: dict[str, float] = {}
-    for status, value in re.findall(r'http_server_request_duration_seconds_count\{[^}]*http_response_status_code="(\d+)"[^}]*\} (\S+)', text):
+    for status, value in re.findall(
+        r'http_server_request_duration_seconds_count\{[^}]*http_response_status_code="(\d+)"[^}]*\} (\S+)', text
+    ):
         found[status] = found.get(status, 0) + float(value)
     found["active"] = sum(float(v) for v in re.findall(r"http_server_active_requests\{[^}]*\} (\S+)", text))
     return found

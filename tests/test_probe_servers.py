@@ -79,7 +79,9 @@ def test_the_side_port_answers_them_while_a_handler_blocks_the_event_loop(side_a
         assert blocked.result().status_code == 200
 
 
-def test_the_companion_status_answers_probes_through_idle_floods_and_slow_clients(companion_status: tuple[Companion, int]) -> None:
+def test_the_companion_status_answers_probes_through_idle_floods_and_slow_clients(
+    companion_status: tuple[Companion, int],
+) -> None:
     companion, port = companion_status
     assert_probes_get_through(port, companion.process.pid, "/status")
 
@@ -101,7 +103,9 @@ def assert_malformed_requests_are_refused(port: int, path: str) -> None:
         status = answer.split(b"\r\n", 1)[0]
         assert answer == b"" or status.startswith((b"HTTP/1.1 4", b"HTTP/1.1 505")), f"{name}: {answer[:200]!r}"
         if answer:
-            assert b"connection: close" in answer.lower(), f"{name}: the connection must not be reused: {answer[:300]!r}"
+            assert b"connection: close" in answer.lower(), (
+                f"{name}: the connection must not be reused: {answer[:300]!r}"
+            )
         started = time.monotonic()
         after = probe(port, path, count=1, timeout=1.0, pause=0)
         assert after.answered == 1 and time.monotonic() - started < 0.1, f"after {name}: {after.summary()}"
@@ -197,7 +201,9 @@ def test_a_hostile_ready_endpoint_fails_the_companions_probe_on_time(
     hostile_ready: HostileReady, caddies: Caddies, companions: Launch
 ) -> None:
     caddy = caddies(SITE)
-    companion = companions(caddy, f"127.0.0.1:{free_port()}", args=("--ready-url", f"http://127.0.0.1:{hostile_ready.port}/ready"))
+    companion = companions(
+        caddy, f"127.0.0.1:{free_port()}", args=("--ready-url", f"http://127.0.0.1:{hostile_ready.port}/ready")
+    )
     assert wait_until(lambda: len(hostile_ready.durations) >= 3, timeout=20), companion.log()
     # Each probe gave up within its 2 s deadline, and the companion's memory stayed flat.
     assert max(hostile_ready.durations) < 2.5, hostile_ready.durations
@@ -212,7 +218,9 @@ def test_a_hostile_ready_endpoint_fails_the_companions_probe_on_time(
 def test_two_companions_with_default_flags_share_a_host(caddies: Caddies, companions: Launch) -> None:
     caddy = caddies(SITE)
     ports = [free_port(), free_port()]
-    first, second = (companions(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), status_port="default") for port in ports)
+    first, second = (
+        companions(caddy, f"127.0.0.1:{port}", command=uvicorn_command(port), status_port="default") for port in ports
+    )
     first.wait_registered()
     second.wait_registered()
     assert first.status_port != second.status_port

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -56,7 +56,9 @@ def test_invalid_ids_are_replaced_and_never_echoed(shared_server: Server, bad: b
         assert bad not in answer
         return
     assert head.startswith(b"HTTP/1.1 200"), head
-    echoed = [line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"x-request-id:")]
+    echoed = [
+        line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(b"x-request-id:")
+    ]
     assert len(echoed) == 1
     assert echoed[0] != bad.strip()
     assert UUID4.match(echoed[0].decode()), echoed

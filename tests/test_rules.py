@@ -29,7 +29,9 @@ def rule_files() -> list[Path]:
 
 
 def rules() -> list[dict[str, object]]:
-    return [rule for path in rule_files() for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]]
+    return [
+        rule for path in rule_files() for group in yaml.safe_load(path.read_text())["groups"] for rule in group["rules"]
+    ]
 
 
 def test_the_rules_pass_promtool_check() -> None:
@@ -43,7 +45,12 @@ def test_every_alert_has_promtool_tests_that_pass() -> None:
     result = promtool("test", "rules", *[str(t.relative_to(RULES)) for t in tests])
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("SUCCESS") == len(tests), result.stdout
-    tested = {alert["alertname"] for t in tests for case in yaml.safe_load(t.read_text())["tests"] for alert in case.get("alert_rule_test", [])}
+    tested = {
+        alert["alertname"]
+        for t in tests
+        for case in yaml.safe_load(t.read_text())["tests"]
+        for alert in case.get("alert_rule_test", [])
+    }
     fired = {
         alert["alertname"]
         for t in tests
@@ -66,7 +73,11 @@ def test_every_alert_says_how_bad_it_is_and_what_to_look_at_first() -> None:
 
 def test_each_objective_is_one_number_in_one_place() -> None:
     objectives = [rule for rule in rules() if str(rule.get("record", "")).startswith("beacon:slo_objective:")]
-    assert {str(r["record"]) for r in objectives} == {"beacon:slo_objective:availability", "beacon:slo_objective:caddy_availability", "beacon:slo_objective:latency"}
+    assert {str(r["record"]) for r in objectives} == {
+        "beacon:slo_objective:availability",
+        "beacon:slo_objective:caddy_availability",
+        "beacon:slo_objective:latency",
+    }
     for objective in objectives:
         assert re.fullmatch(r"vector\(0\.\d+\)", str(objective["expr"])), objective
     # Everything else refers to the objective rules: no objective is written into an expression.

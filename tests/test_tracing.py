@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from tests.conftest import Server, free_port, wait_until
 from examples.otlp_receiver import OtlpReceiver
+from tests.conftest import Server, free_port, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -39,7 +38,12 @@ def test_a_valid_traceparent_makes_the_span_its_child(start: Callable[..., Serve
     server = traced(start, receiver)
     response = server.get(
         "/items/5?q=1",
-        headers={"traceparent": PARENT, "tracestate": "congo=t61rcWkgMzE", "x-request-id": "rid-valid", "user-agent": "probe/1"},
+        headers={
+            "traceparent": PARENT,
+            "tracestate": "congo=t61rcWkgMzE",
+            "x-request-id": "rid-valid",
+            "user-agent": "probe/1",
+        },
     )
     assert response.status_code == 200
     [span] = spans_for(receiver, "rid-valid")

@@ -5,14 +5,14 @@ wrong CA, a collector that hangs, and settings that cannot work."""
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import trustme
-
 from caddy_beacon import BeaconMiddleware, ConfigError
+
 from examples.otlp_receiver import OtlpReceiver
 from tests.conftest import Server, wait_until
 from tests.otlp_grpc import CountingRelay, GrpcReceiver
@@ -192,13 +192,17 @@ def test_settings_that_cannot_work_turn_tracing_off_or_are_refused_when_strict(
     clean_otel_env.setenv(variable, value)
     with caplog.at_level("WARNING", logger="caddy_beacon"):
         assert BeaconMiddleware(_noop_app, tracing=True).tracing is None
-    assert [r.getMessage() for r in caplog.records if "tracing is off" in r.getMessage() and message in r.getMessage()], caplog.text
+    assert [
+        r.getMessage() for r in caplog.records if "tracing is off" in r.getMessage() and message in r.getMessage()
+    ], caplog.text
     with pytest.raises(ConfigError, match=None) as error:
         BeaconMiddleware(_noop_app, tracing=True, strict=True)
     assert message in str(error.value), str(error.value)
 
 
-def test_tls_files_are_read_at_start(clean_otel_env: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_tls_files_are_read_at_start(
+    clean_otel_env: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "not.pem").write_text("hello")
     clean_otel_env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://otlp.example.com")
     clean_otel_env.setenv("OTEL_EXPORTER_OTLP_CERTIFICATE", str(tmp_path / "not.pem"))

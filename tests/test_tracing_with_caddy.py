@@ -5,15 +5,14 @@ the request id Caddy wrote in its access log."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import Server, launch_caddy, wait_until
 from examples.otlp_receiver import OtlpReceiver
+from tests.conftest import Server, launch_caddy, wait_until
 
 
 @pytest.fixture

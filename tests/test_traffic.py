@@ -41,7 +41,13 @@ def module_caddy(caddies: Caddies, *options: str, lb_policy: str = "round_robin"
 
 def replica(launch: Launch, caddy: Caddy, *args: str) -> Companion:
     port = free_port()
-    companion = launch(caddy, f"127.0.0.1:{port}", site="", command=uvicorn_command(port), args=("--pool", "api", "--drain-timeout", "10s", *args))
+    companion = launch(
+        caddy,
+        f"127.0.0.1:{port}",
+        site="",
+        command=uvicorn_command(port),
+        args=("--pool", "api", "--drain-timeout", "10s", *args),
+    )
     companion.wait_registered()
     return companion
 
@@ -55,7 +61,7 @@ def shares(caddy: Caddy, replicas: list[Companion], requests: int) -> dict[str, 
     served, by upstream address."""
     address_of = {}
     for companion in replicas:
-        assert wait_until(lambda: companion.app_pid() is not None, timeout=10)
+        assert wait_until(lambda companion=companion: companion.app_pid() is not None, timeout=10)
         address_of[companion.app_pid()] = companion.upstream
     served: collections.Counter[str] = collections.Counter()
     with httpx.Client(base_url=caddy.base_url, timeout=10) as client:
@@ -66,7 +72,9 @@ def shares(caddy: Caddy, replicas: list[Companion], requests: int) -> dict[str, 
     return dict(served)
 
 
-def test_a_canary_gets_its_weight_s_share_and_a_new_weight_within_a_second_without_a_reload(caddies: Caddies, companions: Launch) -> None:
+def test_a_canary_gets_its_weight_s_share_and_a_new_weight_within_a_second_without_a_reload(
+    caddies: Caddies, companions: Launch
+) -> None:
     caddy = module_caddy(caddies)
     stable = [replica(companions, caddy), replica(companions, caddy)]
     canary = replica(companions, caddy, "--weight", "10")
@@ -75,16 +83,22 @@ def test_a_canary_gets_its_weight_s_share_and_a_new_weight_within_a_second_witho
     listed = {row["address"]: row for row in json.loads(status.stdout)}
     assert (listed[canary.upstream]["weight"], listed[stable[0].upstream]["weight"]) == (10, 100), status.stdout
     table = companion_cli("status", "--admin", caddy.admin).stdout.splitlines()
-    assert table[0].split()[-1] == "WEIGHT" and next(line for line in table if canary.upstream in line).split()[-1] == "10", table
+    assert (
+        table[0].split()[-1] == "WEIGHT" and next(line for line in table if canary.upstream in line).split()[-1] == "10"
+    ), table
     etag = config_etag(caddy)
     served = shares(caddy, [*stable, canary], 4200)
     expected = 4200 * 10 / 210
-    print(f"\nFIGURE canary at weight 10 beside two at 100: {served[canary.upstream]} of 4200 requests (expected {expected:.0f})")
+    print(
+        f"\nFIGURE canary at weight 10 beside two at 100: {served[canary.upstream]} of 4200 requests (expected {expected:.0f})"
+    )
     # A smooth weighted round robin: exact to within a request or two while no member's health
     # changes (a random draw by weight was 200 ± 14 here, one standard deviation).
     assert abs(served[canary.upstream] - expected) <= 2, (served, pool(caddy))
     # Promoted to a full share: within a second, no reload.
-    changed = companion_cli("weight", "--upstream", canary.upstream, "--pool", "api", "--weight", "100", "--admin", caddy.admin)
+    changed = companion_cli(
+        "weight", "--upstream", canary.upstream, "--pool", "api", "--weight", "100", "--admin", caddy.admin
+    )
     assert changed.returncode == 0, changed.stderr
     assert changed.stdout.strip() == f"{canary.upstream} in pool api at {caddy.admin}: weight 100"
     time.sleep(1)
@@ -92,7 +106,9 @@ def test_a_canary_gets_its_weight_s_share_and_a_new_weight_within_a_second_witho
     print(f"FIGURE canary at weight 100, one second later: {served.get(canary.upstream, 0)} of 900")
     assert 200 <= served.get(canary.upstream, 0) <= 400, served
     # Standby: registered and checked, sent nothing.
-    assert companion_cli("weight", "--upstream", canary.upstream, "--weight", "0", "--admin", caddy.admin).returncode == 0
+    assert (
+        companion_cli("weight", "--upstream", canary.upstream, "--weight", "0", "--admin", caddy.admin).returncode == 0
+    )
     time.sleep(1)
     assert canary.upstream not in shares(caddy, [*stable, canary], 100)
     assert member(caddy, canary.upstream)["healthy"] is True
@@ -104,14 +120,18 @@ def test_a_weight_set_in_caddy_outlives_a_caddy_restart(caddies: Caddies, compan
     caddy = module_caddy(caddies)
     canary = replica(companions, caddy)
     assert canary.caddy()["weight"] == 100
-    assert companion_cli("weight", "--upstream", canary.upstream, "--weight", "30", "--admin", caddy.admin).returncode == 0
+    assert (
+        companion_cli("weight", "--upstream", canary.upstream, "--weight", "30", "--admin", caddy.admin).returncode == 0
+    )
     # The companion reads the pool every second and takes the new weight as its own.
     assert wait_until(lambda: canary.caddy()["weight"] == 30, timeout=5), canary.status()
     assert f"{canary.upstream} has weight 30 in pool api of Caddy at {caddy.admin} (was 100)" in canary.log()
     caddy.kill()
     caddy.restart()
     assert wait_until(lambda: any(u["address"] == canary.upstream for u in pool(caddy)), timeout=10), pool(caddy)
-    assert member(caddy, canary.upstream)["weight"] == 30, "a restarted Caddy got --weight back instead of the operator's weight"
+    assert member(caddy, canary.upstream)["weight"] == 30, (
+        "a restarted Caddy got --weight back instead of the operator's weight"
+    )
     assert canary.caddy()["registrations"] == 2
 
 
@@ -119,19 +139,31 @@ def test_bad_weights_are_refused_with_a_clear_line(caddies: Caddies, companions:
     caddy = module_caddy(caddies)
     running = replica(companions, caddy)
     for weight in ("-1", "10001", "1000000000000", "ten"):
-        result = companion_cli("weight", "--upstream", running.upstream, "--pool", "api", "--weight", weight, "--admin", caddy.admin)
+        result = companion_cli(
+            "weight", "--upstream", running.upstream, "--pool", "api", "--weight", weight, "--admin", caddy.admin
+        )
         assert result.returncode == 64 and "--weight" in result.stderr and result.stderr.count("\n") == 1, result.stderr
-        started = companion_cli("run", "--upstream", "127.0.0.1:9", "--pool", "api", "--weight", weight, "--admin", caddy.admin)
+        started = companion_cli(
+            "run", "--upstream", "127.0.0.1:9", "--pool", "api", "--weight", weight, "--admin", caddy.admin
+        )
         assert started.returncode == 64 and "--weight" in started.stderr, started.stderr
-    missing = companion_cli("weight", "--upstream", "127.0.0.1:9", "--pool", "api", "--weight", "5", "--admin", caddy.admin)
+    missing = companion_cli(
+        "weight", "--upstream", "127.0.0.1:9", "--pool", "api", "--weight", "5", "--admin", caddy.admin
+    )
     assert missing.returncode == 64 and "not in pool api" in missing.stderr, missing.stderr
     with caddy.admin_client() as client:
-        for body in ({"address": running.upstream, "weight": -1}, {"address": running.upstream, "weight": 10**12}, {"address": running.upstream}):
+        for body in (
+            {"address": running.upstream, "weight": -1},
+            {"address": running.upstream, "weight": 10**12},
+            {"address": running.upstream},
+        ):
             answer = client.post("/beacon/pools/api/weight", json=body)
             assert answer.status_code == 400 and "weight" in answer.json()["error"], answer.text
 
 
-def test_a_replica_joining_a_settled_pool_ramps_and_a_fresh_deployment_does_not(caddies: Caddies, companions: Launch) -> None:
+def test_a_replica_joining_a_settled_pool_ramps_and_a_fresh_deployment_does_not(
+    caddies: Caddies, companions: Launch
+) -> None:
     caddy = module_caddy(caddies, "slow_start 6s")
     first = [replica(companions, caddy), replica(companions, caddy)]
     # A fresh deployment: no member was settled when these joined, so both take a full share.
@@ -143,14 +175,20 @@ def test_a_replica_joining_a_settled_pool_ramps_and_a_fresh_deployment_does_not(
     while time.monotonic() - joined_at < 7.5:
         ramp.append((time.monotonic() - joined_at, member(caddy, joining.upstream)["effective_weight"]))
         time.sleep(0.5)
-    print("\nFIGURE slow start 6s, effective weight of the joining replica: " + ", ".join(f"{t:.1f}s {w}" for t, w in ramp))
+    print(
+        "\nFIGURE slow start 6s, effective weight of the joining replica: "
+        + ", ".join(f"{t:.1f}s {w}" for t, w in ramp)
+    )
     assert ramp[0][1] <= 20, ramp
     weights = [w for _, w in ramp]
     assert weights == sorted(weights), "it only ever ramps up"
     assert 30 <= next(w for t, w in ramp if t >= 3.0) <= 75, ramp
     assert ramp[-1][1] == 100 and member(caddy, joining.upstream)["slow_start_until_ms"] is None
     assert all(member(caddy, c.upstream)["effective_weight"] == 100 for c in first)
-    assert caddy_metric(caddy, f'caddy_beacon_upstream_effective_weight{{pool="api",upstream="{joining.upstream}"}}') == 100
+    assert (
+        caddy_metric(caddy, f'caddy_beacon_upstream_effective_weight{{pool="api",upstream="{joining.upstream}"}}')
+        == 100
+    )
 
 
 def test_a_reload_keeps_weights_and_slow_start(caddies: Caddies, companions: Launch) -> None:
@@ -158,7 +196,12 @@ def test_a_reload_keeps_weights_and_slow_start(caddies: Caddies, companions: Lau
     settled = replica(companions, caddy)
     time.sleep(8.5)
     joining = replica(companions, caddy, "--weight", "200")
-    assert companion_cli("weight", "--upstream", settled.upstream, "--pool", "api", "--weight", "50", "--admin", caddy.admin).returncode == 0
+    assert (
+        companion_cli(
+            "weight", "--upstream", settled.upstream, "--pool", "api", "--weight", "50", "--admin", caddy.admin
+        ).returncode
+        == 0
+    )
     before = member(caddy, joining.upstream)
     assert before["slow_start_until_ms"] is not None and before["effective_weight"] < 200
     with caddy.admin_client() as client:
@@ -203,7 +246,9 @@ def test_an_allow_list_refuses_a_companion_outside_it_in_one_line(caddies: Caddi
     assert outside.process.poll() is None, "refused, it keeps trying (the pool's allow list may change)"
     assert pool(caddy) == []
     assert caddy_metric(caddy, 'caddy_beacon_registrations_refused_total{pool="api"}') >= 1
-    (listing,) = [p for name, p in httpx.get(f"{caddy.admin_url}/beacon/pools").json()["pools"].items() if name == "api"]
+    (listing,) = [
+        p for name, p in httpx.get(f"{caddy.admin_url}/beacon/pools").json()["pools"].items() if name == "api"
+    ]
     assert listing["allow"] == ["10.0.0.0/8", "unix//run/beacon-test/"]
 
 

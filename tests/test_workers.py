@@ -185,7 +185,9 @@ def test_side_port_answers_while_the_event_loop_is_blocked(start: Callable[..., 
     assert wait_until(lambda: probe.get("/health").status_code == 200, timeout=3)
     # While it lasted, the live gauge said how late the loop was.
     assert f'beacon_event_loop_stall_seconds{{pid="{server.process.pid}"}}' in metrics
-    stalled = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("beacon_event_loop_stall_seconds{")]
+    stalled = [
+        float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("beacon_event_loop_stall_seconds{")
+    ]
     assert stalled and stalled[0] >= 0.8, metrics
 
 

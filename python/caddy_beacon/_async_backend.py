@@ -67,10 +67,12 @@ class LoopBackend(Protocol):
 
 
 def _is_async(function: Callable[[], object]) -> bool:
-    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(getattr(function, "__call__", None))
+    return inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(type(function).__call__)
 
 
-def _start_thread(function: Callable[[], object], settle: Callable[[object, BaseException | None], None]) -> threading.Event:
+def _start_thread(
+    function: Callable[[], object], settle: Callable[[object, BaseException | None], None]
+) -> threading.Event:
     """Runs `function` on a daemon thread and hands the result to `settle(result, error)` (from
     that thread). Returns an event set once the thread is done."""
     ended = threading.Event()
@@ -152,7 +154,12 @@ class AsyncioBackend:
             return Outcome(timed_out=True, ended=ended)
         if running.cancelled():
             return Outcome(timed_out=False, error=asyncio.CancelledError(), ended=ended)
-        return Outcome(timed_out=False, result=running.result() if running.exception() is None else None, error=running.exception(), ended=ended)
+        return Outcome(
+            timed_out=False,
+            result=running.result() if running.exception() is None else None,
+            error=running.exception(),
+            ended=ended,
+        )
 
     async def in_thread(self, function: Callable[..., object], *args: object) -> object:
         return await self._loop.run_in_executor(None, function, *args)

@@ -14,14 +14,13 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Union
 
 from caddy_beacon._async_backend import BackgroundTask, LoopBackend
 from caddy_beacon._native import Beacon, ConfigError
 
 logger = logging.getLogger("caddy_beacon")
 
-CheckFunction = Callable[[], Union[Awaitable[object], object]]
+CheckFunction = Callable[[], Awaitable[object] | object]
 
 
 @dataclass(frozen=True)

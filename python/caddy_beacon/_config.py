@@ -134,7 +134,9 @@ def _value(
         if not isinstance(explicit, _Unset) or strict:
             raise
         default_option = _Option(default, f"{name} (default)")
-        logger.warning("caddy_beacon: %s; using the default (%r) instead (strict=True refuses to start)", error, default)
+        logger.warning(
+            "caddy_beacon: %s; using the default (%r) instead (strict=True refuses to start)", error, default
+        )
         return check(default_option)
 
 
@@ -190,7 +192,7 @@ def _buckets(option: _Option) -> tuple[float, ...] | None:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(map(_is_number, value)):
         raise option.fail("expected a sequence of upper bounds in seconds, e.g. [0.01, 0.1, 1]")
     bounds = tuple(float(b) for b in value)
-    if not bounds or any(b <= 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:])):
+    if not bounds or any(b <= 0 for b in bounds) or any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
         raise option.fail("bucket bounds must be positive and strictly increasing")
     return bounds
 
@@ -219,8 +221,14 @@ def resolve(
 
     service = _value("service_name", service_name, str, None, service_name_check, strict)
 
-    path_options = (("health_path", health_path, "/health"), ("ready_path", ready_path, "/ready"), ("metrics_path", metrics_path, "/metrics"))
-    paths = {option: _value(option, value, _parse_path, default, _path, strict) for option, value, default in path_options}
+    path_options = (
+        ("health_path", health_path, "/health"),
+        ("ready_path", ready_path, "/ready"),
+        ("metrics_path", metrics_path, "/metrics"),
+    )
+    paths = {
+        option: _value(option, value, _parse_path, default, _path, strict) for option, value, default in path_options
+    }
     enabled = [p for p in paths.values() if p is not None]
     if len(enabled) != len(set(enabled)):
         error = ConfigError(f"health_path, ready_path and metrics_path must differ, got {paths}")

@@ -14,10 +14,10 @@ from caddy_beacon._context import current_request
 from caddy_beacon._draining import DrainController
 from caddy_beacon._endpoints import Message, Receive, Scope, Send, build_endpoints
 from caddy_beacon._native import Beacon, ConfigError, MiddlewareCore
-from caddy_beacon._workers import Watchdog, instance_key, start_side_port, worker_of
 from caddy_beacon._otel_bridge import Attach, Detach, otel_bridge
 from caddy_beacon._routes import route_template
 from caddy_beacon._tracing_config import resolve_tracing
+from caddy_beacon._workers import Watchdog, instance_key, start_side_port, worker_of
 
 logger = logging.getLogger("caddy_beacon")
 
@@ -114,7 +114,9 @@ class BeaconMiddleware(MiddlewareCore):
                 raise
             logger.warning("caddy_beacon: tracing is off: %s", error)
             self.tracing = None
-            return Beacon(_config.native_settings(config, None, shared_key=settings.shared_key), route_template=route_template)
+            return Beacon(
+                _config.native_settings(config, None, shared_key=settings.shared_key), route_template=route_template
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
 

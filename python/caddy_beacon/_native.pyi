@@ -1,8 +1,8 @@
 """The native half of caddy_beacon (Rust, via pyo3). Private: use the names `caddy_beacon`
 re-exports. Documented here so type checkers and readers know what each call does."""
 
-from contextvars import ContextVar
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
+from contextvars import ContextVar
 from typing import Any, final
 
 from typing_extensions import disjoint_base
@@ -93,7 +93,7 @@ class RequestCall:
     it records the request if its response did not complete, when it raises it records 500
     (unless the response had completed) and re-raises the error unchanged."""
 
-    def __await__(self) -> Generator[Any, None, None]: ...
+    def __await__(self) -> Generator[Any]: ...
     def __next__(self) -> Any: ...
     def send(self, value: Any) -> Any:
         """Resumes the app with ``value``; raises StopIteration when it has returned."""

@@ -7,7 +7,8 @@ tracer provider is installed when the app starts; otherwise it costs nothing per
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from caddy_beacon._native import RequestRecord
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-
 _MISSING = object()
 # endpoint -> template of the single top-level route serving it (None: none or ambiguous).
 _endpoint_templates: dict[Any, str | None] = {}
@@ -30,7 +29,7 @@ def _mount_prefix(scope: MutableMapping[str, Any], outer_root_path: str) -> str:
     root_path: str = scope.get("root_path", "")
     if root_path == outer_root_path:
         return ""
-    return root_path[len(outer_root_path):] if root_path.startswith(outer_root_path) else root_path
+    return root_path[len(outer_root_path) :] if root_path.startswith(outer_root_path) else root_path
 
 
 def _template_from_endpoint(scope: MutableMapping[str, Any], outer_root_path: str) -> str | None:
@@ -48,9 +47,7 @@ def _template_from_endpoint(scope: MutableMapping[str, Any], outer_root_path: st
         return None
     if cached is _MISSING:
         router = scope.get("router")
-        candidates = [
-            r for r in getattr(router, "routes", ()) if getattr(r, "endpoint", None) is endpoint
-        ]
+        candidates = [r for r in getattr(router, "routes", ()) if getattr(r, "endpoint", None) is endpoint]
         template = getattr(candidates[0], "path_format", None) if len(candidates) == 1 else None
         cached = template if isinstance(template, str) else None
         if len(_endpoint_templates) < 10_000:

@@ -36,7 +36,7 @@ def _runs_a_server(pid: int, servers: tuple[str, ...] = _SERVERS) -> bool:
     head = argv[:3]
     if {os.path.basename(part) for part in head} & set(servers):
         return True
-    return any(a == "-m" and b in servers for a, b in zip(head, head[1:]))
+    return any(a == "-m" and b in servers for a, b in zip(head, head[1:], strict=False))
 
 
 def worker_of(server: str) -> bool:

@@ -18,14 +18,13 @@ import pathlib
 import time
 from collections.abc import AsyncIterator
 
+import caddy_beacon
 from fastapi import APIRouter, FastAPI, HTTPException, WebSocket
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route
 from starlette.staticfiles import StaticFiles
-
-import caddy_beacon
 
 STATE = pathlib.Path(os.environ.get("TEST_STATE_DIR", "/nonexistent"))
 
@@ -264,6 +263,7 @@ app.include_router(shared_router, prefix="/two")
 twice = Starlette(routes=[Route("/t/{name}", plain)])
 app.mount("/m1", twice)
 app.mount("/m2", twice)
+
 
 async def legacy(request: Request) -> PlainTextResponse:
     return PlainTextResponse(f"legacy {request.path_params['code']}")

@@ -12,10 +12,9 @@ import pathlib
 import time
 
 import anyio
+import caddy_beacon
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
-
-import caddy_beacon
 
 STATE = pathlib.Path(os.environ.get("TEST_STATE_DIR", "/nonexistent"))
 
