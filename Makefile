@@ -18,24 +18,19 @@ COMPOSE_SCHEMA := $(VENV)/share/compose_spec.json
 # The maturin build backend runs the `maturin` executable, which lives in the virtualenv.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help venv install install-test test test-rust test-python test-go test-fuzz lint demo bench clean prometheus caddy kubernetes wasm dist dist-test fuzz go-fuzz rust-fuzz
+.PHONY: help venv install install-test test tools test-rust test-python test-go test-fuzz lint lint-with check \
+	check-format check-lint check-unit check-native format unit-with demo bench clean prometheus caddy kubernetes \
+	wasm dist dist-test fuzz go-fuzz rust-fuzz
 
-help:
-	@echo "make demo   - Caddy + two example replicas under caddy-beacon (+ Prometheus if present); Ctrl-C stops all"
-	@echo "make test   - install Rust build, package, Caddy and test tools into $(VENV); run every test"
-	@echo "make bench  - throughput of the example app: bare vs caddy-beacon vs today's libraries"
-	@echo "make caddy  - Caddy $(CADDY_VERSION) with the beacon module: $(CADDY_BIN) (needs Go)"
-	@echo "make kubernetes - kube-apiserver $(KUBE_VERSION), kubectl and etcd for the Kubernetes tests (needs Go, apt)"
-	@echo "make dist   - dist/: manylinux wheels for every supported CPython (x86_64, aarch64), the sdist, SHA256SUMS"
-	@echo "make dist-test - each x86_64 wheel installed into its own CPython (no Rust) and run for real"
-	@echo "make fuzz   - every fuzz target (cargo fuzz, go test -fuzz) for longer than make test does"
+help: ## every target, one line each
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z-]*:[^=]*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet "maturin>=1.7,<2"
 
-venv: $(PY)
+venv: $(PY) ## the virtualenv (.venv) with maturin, nothing else
 
 # Releases: dist/ holds what a release publishes (release/dist.py says how it is built and
 # checked). The toolchain (maturin, zig, cargo-zigbuild, auditwheel) is pinned in
@@ -49,8 +44,8 @@ RELEASE_SOURCES := $(shell find release -name '*.py' 2>/dev/null) release/requir
 PACKAGE_SOURCES := pyproject.toml Cargo.toml Cargo.lock \
 	$(shell find rust python build_backend -type f -not -path '*/__pycache__/*' -not -path 'rust/beacon-registry/*' -not -name '*.so' 2>/dev/null)
 
-install: $(VENV)/.installed-demo
-install-test: $(VENV)/.installed-test
+install: $(VENV)/.installed-demo ## the package (release build, as pip builds it) and the demo's tools
+install-test: $(VENV)/.installed-test ## the package and everything the tests use
 
 $(VENV)/.installed-demo: $(PACKAGE_SOURCES) | $(PY)
 	$(PIP) install --quiet --no-build-isolation ".[demo]"
@@ -71,8 +66,8 @@ WASM_EMBEDDED := caddy/beacon_registry.wasm
 REGISTRY_SOURCES := Cargo.toml Cargo.lock $(shell find rust/beacon-registry -type f 2>/dev/null)
 GO_SOURCES := caddy/go.mod caddy/go.sum $(shell find caddy -name '*.go' 2>/dev/null)
 
-caddy: $(CADDY_BIN)
-wasm: $(WASM_EMBEDDED)
+caddy: $(CADDY_BIN) ## Caddy with the beacon module: target/caddy/caddy (needs Go)
+wasm: $(WASM_EMBEDDED) ## the registry as WebAssembly, copied where the Go module embeds it
 
 $(WASM_BUILT): $(REGISTRY_SOURCES)
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1 || \
@@ -89,7 +84,7 @@ $(CADDY_BIN): $(GO_SOURCES) $(WASM_EMBEDDED)
 	cd caddy && go build -trimpath -o ../$(CADDY_BIN) ./cmd/caddy
 	@touch $@
 
-prometheus: $(PROMETHEUS)
+prometheus: $(PROMETHEUS) ## Prometheus and promtool from Debian's package, into the virtualenv
 
 # A real Kubernetes control plane for tests/test_kubernetes.py: kube-apiserver and kubectl built
 # from the Go module proxy at the version tests/kubernetes/go.mod pins (~5 min and 2.7 GB of Go
@@ -102,7 +97,7 @@ KUBE_VERSION := $(shell sed -n 's|^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\).*|
 KUBE_SOURCES := tests/kubernetes/go.mod tests/kubernetes/go.sum $(wildcard tests/kubernetes/*/main.go)
 ETCD := $(VENV)/bin/etcd
 
-kubernetes: $(KUBE_APISERVER) $(ETCD)
+kubernetes: $(KUBE_APISERVER) $(ETCD) ## kube-apiserver, kubectl and etcd for the Kubernetes tests (needs Go, apt)
 
 $(KUBE_APISERVER): $(KUBE_SOURCES)
 	@command -v go >/dev/null 2>&1 || { echo "Go is needed to build kube-apiserver and kubectl for the Kubernetes tests (https://go.dev/dl/)" >&2; exit 1; }
@@ -136,14 +131,80 @@ $(COMPOSE_SCHEMA): | $(PY)
 	$(PY) -c "import zipfile,sys; open(sys.argv[2],'wb').write(zipfile.ZipFile(sys.argv[1]).read('compose/config/compose_spec.json'))" \
 	  $(VENV)/debs/docker_compose-1.29.2-py2.py3-none-any.whl $@
 
-test: install-test $(PROMETHEUS) $(COMPOSE_SCHEMA) $(CADDY_BIN) $(KUBE_APISERVER) $(ETCD) test-rust test-go test-fuzz lint test-python dist-test
+# make test: everything, in phases, each timed (tools/phases.py prints the table at the end).
+TEST_PHASES := install-test tools lint test-rust test-go test-fuzz test-python dist-test
+
+test: ## everything, as CI runs it: installs what it needs, runs every test, prints each phase's time
+	@$(PYTHON) tools/phases.py $(TEST_PHASES)
+
+tools: $(PROMETHEUS) $(COMPOSE_SCHEMA) $(CADDY_BIN) $(KUBE_APISERVER) $(ETCD) ## the real parts the tests run: Caddy with the module, Prometheus, kube-apiserver, etcd
+
+# --- make check: the everyday loop -----------------------------------------------------------
+# Formatters (checked), linters and type checks in every language, and the tests that need no
+# Caddy, no root and no network namespace (pytest markers decide), against an editable install
+# built with cargo's dev profile (no fat LTO) in a virtualenv of its own: it never disturbs the
+# release build that `make test` and the benchmarks use.
+CHECK_VENV ?= .venv-check
+CHECK_PY := $(CHECK_VENV)/bin/python
+CHECK_MARKS := not caddy and not netns and not kubernetes and not prometheus
+PYTEST_WORKERS ?= 2
+
+check: check-format check-lint check-unit ## the everyday loop: formatters, linters, type checks, unit tests (minutes)
+
+check-format: $(CHECK_VENV)/.deps ## formatting checked in every language: rustfmt, gofmt, ruff format
+	@$(MAKE) --no-print-directory format-check-with LINT_PY=$(CHECK_PY)
+
+check-lint: check-native ## clippy -D warnings, go vet, ruff check, mypy, stubtest
+	@$(MAKE) --no-print-directory lint-with LINT_PY=$(CHECK_PY)
+
+check-unit: check-native $(WASM_EMBEDDED) ## cargo test, go test (no fuzzing), the Python tests that need no Caddy or root
+	@$(MAKE) --no-print-directory unit-with LINT_PY=$(CHECK_PY)
+
+check-native: $(CHECK_VENV)/.native ## the editable dev build of the package, in .venv-check
+
+format: $(CHECK_VENV)/.deps ## rewrites: cargo fmt, gofmt -w, ruff format and ruff check --fix
+	cargo fmt --all
+	cd fuzz && cargo fmt
+	gofmt -w caddy tests/kubernetes
+	$(CHECK_VENV)/bin/ruff format .
+	$(CHECK_VENV)/bin/ruff check --fix .
+
+# The test extras, read from pyproject.toml (the package itself is installed by maturin develop).
+$(CHECK_VENV)/.deps: pyproject.toml release/requirements.txt
+	$(PYTHON) -m venv $(CHECK_VENV)
+	$(CHECK_PY) -m pip install --quiet --upgrade pip
+	$(CHECK_PY) tools/test_requirements.py > $(CHECK_VENV)/requirements.txt
+	$(CHECK_PY) -m pip install --quiet "maturin>=1.7,<2" pyelftools -r $(CHECK_VENV)/requirements.txt
+	@touch $@
+
+$(CHECK_VENV)/.native: $(PACKAGE_SOURCES) $(CHECK_VENV)/.deps
+	VIRTUAL_ENV=$(CURDIR)/$(CHECK_VENV) $(CHECK_VENV)/bin/maturin develop --quiet --profile dev
+	@touch $@
+
+format-check-with:
+	cargo fmt --all --check
+	cd fuzz && cargo fmt --check
+	@test -z "$$(gofmt -l caddy tests/kubernetes)" || { gofmt -l caddy tests/kubernetes; echo "gofmt: the files above need formatting (make format)" >&2; exit 1; }
+	$(LINT_PY) -m ruff format --check .
+
+lint-with:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cd caddy && go vet ./... && go vet -tags nokubernetes ./...
+	$(LINT_PY) -m ruff check .
+	$(LINT_PY) -m mypy
+	$(LINT_PY) -m mypy.stubtest caddy_beacon._native
+
+unit-with:
+	cargo test --workspace --locked
+	cd caddy && go test ./...
+	$(LINT_PY) -m pytest -m "$(CHECK_MARKS)" -n $(PYTEST_WORKERS)
 
 # Every fuzz target, briefly (make fuzz runs them for longer).
-test-fuzz: $(CARGO_FUZZ)
+test-fuzz: $(CARGO_FUZZ) ## each Rust fuzz target for FUZZ_SHORT_SECONDS (10)
 	@$(MAKE) --no-print-directory rust-fuzz FUZZ_SECONDS=$(FUZZ_SHORT_SECONDS)
 
 # The end-to-end tests run the companion binary from the shared target directory.
-test-rust:
+test-rust: ## cargo test over the workspace, and the companion's debug build the end-to-end tests run
 	cargo build --locked -p beacon-agent
 	cargo test --workspace --locked
 
@@ -162,7 +223,7 @@ $(CARGO_FUZZ): | $(PY)
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 	cargo install --locked --root $(VENV) cargo-fuzz
 
-rust-fuzz: $(CARGO_FUZZ)
+rust-fuzz: $(CARGO_FUZZ) ## each Rust fuzz target for FUZZ_SECONDS
 	@for target in $(RUST_FUZZERS); do \
 	  mkdir -p $(CARGO_TARGET_DIR)/fuzz-corpus/$$target; \
 	  (cd fuzz && CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/fuzz cargo +nightly fuzz run $$target \
@@ -180,17 +241,17 @@ FUZZ_SHORT ?= 10s
 FUZZ_LONG ?= 5m
 GO_FUZZERS := FuzzAdminPoolAction FuzzGuestRawInput
 
-test-go: $(WASM_EMBEDDED)
+test-go: $(WASM_EMBEDDED) ## go vet and go test in both builds (with and without Kubernetes), each Go fuzzer briefly
 	cd caddy && go vet ./... && go test ./...
 	cd caddy && go vet -tags nokubernetes ./... && go test -tags nokubernetes ./...
 	@$(MAKE) --no-print-directory go-fuzz FUZZ_TIME=$(FUZZ_SHORT)
 
-fuzz: $(WASM_EMBEDDED) $(CARGO_FUZZ)
+fuzz: $(WASM_EMBEDDED) $(CARGO_FUZZ) ## every fuzz target (cargo fuzz, go test -fuzz) for longer than make test does
 	@$(MAKE) --no-print-directory go-fuzz FUZZ_TIME=$(FUZZ_LONG)
 	@$(MAKE) --no-print-directory rust-fuzz FUZZ_SECONDS=$(FUZZ_LONG_SECONDS)
 
 # Each Go fuzzer for FUZZ_TIME; its log (Caddy's JSON lines aside) ends with the executions.
-go-fuzz:
+go-fuzz: ## each Go fuzzer for FUZZ_TIME
 	@mkdir -p target/fuzz
 	@for fuzzer in $(GO_FUZZERS); do \
 	  (cd caddy && go test -run XXX -fuzz "^$$fuzzer\$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime 5s . > ../target/fuzz/$$fuzzer.log 2>&1); \
@@ -199,19 +260,19 @@ go-fuzz:
 	done
 
 # mypy checks release/ too, whose ELF reader (pyelftools) comes with the release toolchain.
-lint: install-test $(DIST_TOOLS)
-	$(PY) -m mypy
-	$(PY) -m mypy.stubtest caddy_beacon._native
+lint: install-test $(DIST_TOOLS) ## make check's formatting and lint gates, against the release install
+	@$(MAKE) --no-print-directory format-check-with LINT_PY=$(PY)
+	@$(MAKE) --no-print-directory lint-with LINT_PY=$(PY)
 
-test-python: install-test
+test-python: install-test ## every Python and end-to-end test (real Caddy, servers, namespaces, Kubernetes)
 	$(PY) -m pytest
 
 # With Go, the demo's Caddy has the beacon module (built once); without, the demo says so in one
 # line and runs stock Caddy.
-demo: install $(if $(shell command -v go 2>/dev/null),$(CADDY_BIN))
+demo: install $(if $(shell command -v go 2>/dev/null),$(CADDY_BIN)) ## the main job: Caddy and two replicas under companions, Prometheus if present; Ctrl-C stops all
 	$(PY) -m examples.demo $(DEMO_ARGS)
 
-bench: install
+bench: install ## throughput of the example app: bare vs caddy-beacon vs the libraries users run today
 	$(PIP) install --quiet -r bench/requirements.txt
 	$(PY) bench/throughput.py $(BENCH_ARGS)
 
@@ -219,16 +280,16 @@ $(DIST_TOOLS): release/requirements.txt | $(PY)
 	$(PIP) install --quiet -r release/requirements.txt
 	@touch $@
 
-dist: $(DIST_SUMS)
+dist: $(DIST_SUMS) ## dist/: manylinux wheels for every supported CPython (x86_64, aarch64), the sdist, SHA256SUMS
 
 $(DIST_SUMS): $(PACKAGE_SOURCES) $(REGISTRY_SOURCES) $(RELEASE_SOURCES) $(DIST_TOOLS)
 	$(PY) -m release.dist
 
 # Every supported CPython must be here (one line naming a missing one, then failure: CI never
 # skips a version); then tests/dist, which pytest's default run leaves out.
-dist-test: $(DIST_SUMS) $(CADDY_BIN) install-test
+dist-test: $(DIST_SUMS) $(CADDY_BIN) install-test ## each x86_64 wheel installed into its own CPython (no Rust) and run for real
 	@$(PY) -m release.interpreters >/dev/null
 	$(PY) -m pytest tests/dist
 
-clean:
-	rm -rf $(VENV) target dist wheel-data
+clean: ## removes the virtualenvs, target/, dist/ and wheel-data/
+	rm -rf $(VENV) $(CHECK_VENV) target dist wheel-data

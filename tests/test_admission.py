@@ -27,6 +27,8 @@ from tests.netns import network_namespace, peer_host, run_on, with_hosts_file
 from tests.test_module import caddy_metric, pool
 from tests.test_traffic import pool_site
 
+pytestmark = [pytest.mark.caddy, pytest.mark.netns]
+
 OWN = "10.77.0.1"  # this host's own address
 APP = "10.77.0.2"  # an app replica's
 METADATA = "169.254.169.254"  # a cloud metadata service's
@@ -287,7 +289,10 @@ def test_memory_stays_flat_while_unix_socket_members_churn(caddies: Caddies, tmp
         def churn(first: int) -> None:
             addresses = [f"unix//run/beacon-churn/{first + i}.sock" for i in range(batch)]
             for address in addresses:
-                assert client.post("/beacon/pools/api/register", json={"address": address}).status_code == 200
+                # A lease that outlasts the batch however slow the machine: the default 15 s ran
+                # out under load before the batch's removals reached its first members.
+                answer = client.post("/beacon/pools/api/register", json={"address": address, "lease_ms": 300_000})
+                assert answer.status_code == 200, answer.text
             # Every one probed (its socket dialled) before it leaves.
             assert wait_until(lambda: all(u["last_probe_ms"] is not None for u in pool(caddy)), timeout=30)
             for address in addresses:

@@ -19,6 +19,8 @@ from tests.companion_process import Companion, companion_cli
 from tests.conftest import Caddies, Server, free_port, wait_until
 from tests.test_companion_run import PROXY, SITE, upstreams
 
+pytestmark = [pytest.mark.caddy]
+
 Launch = Callable[..., Companion]
 
 

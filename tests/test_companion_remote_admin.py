@@ -25,6 +25,8 @@ from tests.companion_process import Companion, companion_cli, uvicorn_command
 from tests.conftest import MODULE_CADDY, Caddy, _run_caddy, _wait_for_admin, free_port, wait_until
 from tests.test_module import POOL_SITE, pool
 
+pytestmark = [pytest.mark.caddy]
+
 Launch = Callable[..., Companion]
 
 

@@ -26,6 +26,8 @@ from tests.conftest import ROOT, Caddies, Caddy, Server, free_port, launch_caddy
 from tests.h2_client import H2Connection
 from tests.load import Load
 
+pytestmark = [pytest.mark.caddy]
+
 
 def caddyfile_proxy(mode: str = "stock") -> str:
     """The `reverse_proxy` block of the repository's Caddyfile (no static upstreams; health

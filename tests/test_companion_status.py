@@ -17,6 +17,8 @@ import pytest
 from tests.companion_process import companion_cli
 from tests.conftest import Caddies, Caddy, Server, free_port, launch_caddy, wait_until
 
+pytestmark = [pytest.mark.caddy]
+
 
 def companion(*args: str) -> subprocess.CompletedProcess[str]:
     return companion_cli(*args)

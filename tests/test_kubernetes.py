@@ -33,6 +33,8 @@ from tests.conftest import MODULE_CADDY, ROOT, Caddies, Caddy, free_port, wait_u
 from tests.kubernetes_control_plane import CADDY_POD, CADDY_TOKEN, ControlPlane, EndpointSlice, Pod, network_namespace
 from tests.load import Load
 
+pytestmark = [pytest.mark.caddy, pytest.mark.netns, pytest.mark.kubernetes]
+
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 
 

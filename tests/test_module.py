@@ -21,6 +21,8 @@ from tests.conftest import MODULE_CADDY, Caddies, Caddy, free_port, wait_until
 from tests.load import Load
 from tests.test_companion_run import SITE, upstreams
 
+pytestmark = [pytest.mark.caddy]
+
 Launch = Callable[..., Companion]
 
 # The pool's proxy: the module's own checks every 500 ms (out after 2 failures, back after 1

@@ -24,6 +24,8 @@ from tests.conftest import Caddies, Server, free_port, wait_until
 from tests.hostile import IdleConnections, Tricklers, probe, process_stats, raw_exchange
 from tests.test_companion_run import SITE, upstreams
 
+pytestmark = [pytest.mark.caddy]
+
 Launch = Callable[..., Companion]
 
 

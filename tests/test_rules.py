@@ -14,6 +14,8 @@ import yaml
 
 from tests.conftest import ROOT
 
+pytestmark = [pytest.mark.prometheus]
+
 RULES = ROOT / "deploy" / "prometheus" / "rules"
 PROMTOOL = ROOT / ".venv" / "bin" / "promtool"
 

@@ -31,6 +31,8 @@ from examples.otlp_receiver import OtlpReceiver
 from tests.companion_process import Companion
 from tests.conftest import CADDY, MODULE_CADDY, ROOT, Caddies, free_port, wait_until
 
+pytestmark = [pytest.mark.caddy, pytest.mark.prometheus]
+
 VENV_BIN = CADDY.parent
 PROMETHEUS = VENV_BIN / "prometheus"
 PROMTOOL = VENV_BIN / "promtool"

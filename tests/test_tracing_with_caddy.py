@@ -14,6 +14,8 @@ import pytest
 from examples.otlp_receiver import OtlpReceiver
 from tests.conftest import Server, launch_caddy, wait_until
 
+pytestmark = [pytest.mark.caddy]
+
 
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:

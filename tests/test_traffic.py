@@ -18,6 +18,8 @@ from tests.companion_process import Companion, companion_cli, uvicorn_command
 from tests.conftest import MODULE_CADDY, Caddies, Caddy, free_port, wait_until
 from tests.test_module import caddy_metric, config_etag, pool
 
+pytestmark = [pytest.mark.caddy]
+
 Launch = Callable[..., Companion]
 
 
