@@ -177,7 +177,10 @@ $(CHECK_VENV)/.deps: pyproject.toml release/requirements.txt
 	$(CHECK_PY) -m pip install --quiet "maturin>=1.7,<2" pyelftools -r $(CHECK_VENV)/requirements.txt
 	@touch $@
 
-$(CHECK_VENV)/.native: $(PACKAGE_SOURCES) $(CHECK_VENV)/.deps
+# Editable: the Python sources are used where they are; only a change to the Rust rebuilds.
+CHECK_NATIVE_SOURCES := pyproject.toml Cargo.toml Cargo.lock $(shell find rust -type f -not -path 'rust/beacon-registry/*' 2>/dev/null)
+
+$(CHECK_VENV)/.native: $(CHECK_NATIVE_SOURCES) $(CHECK_VENV)/.deps
 	VIRTUAL_ENV=$(CURDIR)/$(CHECK_VENV) $(CHECK_VENV)/bin/maturin develop --quiet --profile dev
 	@touch $@
 
@@ -264,8 +267,10 @@ lint: install-test $(DIST_TOOLS) ## make check's formatting and lint gates, agai
 	@$(MAKE) --no-print-directory format-check-with LINT_PY=$(PY)
 	@$(MAKE) --no-print-directory lint-with LINT_PY=$(PY)
 
+# Two workers, a file each at a time (--dist loadfile: a module's fixtures, such as the Kubernetes
+# control plane, stay in one worker); each worker has its own ports and network namespaces.
 test-python: install-test ## every Python and end-to-end test (real Caddy, servers, namespaces, Kubernetes)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 # With Go, the demo's Caddy has the beacon module (built once); without, the demo says so in one
 # line and runs stock Caddy.
