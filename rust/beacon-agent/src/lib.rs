@@ -22,6 +22,8 @@ mod log;
 mod run;
 mod state;
 mod status;
+#[cfg(test)]
+mod testing;
 mod upstream;
 mod weight;
 

@@ -95,12 +95,41 @@ impl AdminAddress {
 /// One Admin API response (its `etag` is what changes send back as `If-Match`).
 pub type AdminResponse = crate::http_client::HttpResponse;
 
+/// Where an [`AdminClient`]'s requests go: Caddy's Admin API over HTTP ([`HttpClient`]), or,
+/// in the companion's unit tests, an in-memory Admin API (`crate::testing::FakeCaddy`) that the
+/// memberships' state machines are driven through. One request in, the whole answer out; an
+/// error is a transport failure, as text.
+pub trait AdminTransport: Send + Sync + std::fmt::Debug {
+    /// Sends `method path` with these headers and body, within `timeout`.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<AdminResponse, String>;
+}
+
+impl AdminTransport for HttpClient {
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<AdminResponse, String> {
+        self.send(method, path, headers, body, timeout, MAX_ANSWER)
+    }
+}
+
 /// A client for one Admin API.
 #[derive(Clone, Debug)]
 pub struct AdminClient {
     address: AdminAddress,
     timeout: Duration,
-    http: HttpClient,
+    transport: Arc<dyn AdminTransport>,
 }
 
 impl AdminClient {
@@ -109,11 +138,16 @@ impl AdminClient {
     pub fn new(address: AdminAddress) -> Result<Self, AgentError> {
         let http = HttpClient::new(&address.endpoint, address.tls.as_deref())
             .map_err(|e| AgentError::Usage(format!("--admin {}: {e}", address.display)))?;
-        Ok(AdminClient {
+        Ok(AdminClient::with_transport(address, Arc::new(http)))
+    }
+
+    /// A client whose requests go through `transport` (5 s per request).
+    pub fn with_transport(address: AdminAddress, transport: Arc<dyn AdminTransport>) -> Self {
+        AdminClient {
             address,
             timeout: Duration::from_secs(5),
-            http,
-        })
+            transport,
+        }
     }
 
     /// The address this client talks to.
@@ -157,8 +191,8 @@ impl AdminClient {
         if let Some(tag) = if_match {
             headers.push(("If-Match", tag));
         }
-        self.http
-            .send(method, path, &headers, body, self.timeout, MAX_ANSWER)
+        self.transport
+            .exchange(method, path, &headers, body, self.timeout)
             .map_err(|e| self.unreachable(e))
     }
 

@@ -17,6 +17,8 @@ pub mod config_edit;
 pub mod leave;
 pub mod pool;
 mod retries;
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -170,3 +170,142 @@ impl Shutdown {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::supervisor;
+    use std::os::unix::process::ExitStatusExt;
+    use std::sync::mpsc::{channel, Receiver};
+
+    /// A Shutdown over `app`, with one membership thread that reports `report` once told to
+    /// leave; the happenings it sends come out of the receiver.
+    fn stages(
+        app: Option<App>,
+        report: LeaveReport,
+    ) -> (
+        Shutdown,
+        Arc<Control>,
+        Receiver<Happening>,
+        Sender<Happening>,
+    ) {
+        let (sender, happenings) = channel();
+        let control = Arc::new(Control::default());
+        control.set(Phase::Serving);
+        let following = Arc::clone(&control);
+        let membership = thread::spawn(move || {
+            while matches!(following.wait(Duration::from_millis(50)), Phase::Serving) {}
+            report
+        });
+        let leave = Leave {
+            control: Arc::clone(&control),
+            stop_probing: Arc::new(AtomicBool::new(false)),
+            memberships: Some(vec![membership]),
+            sender: sender.clone(),
+        };
+        (
+            Shutdown::new(app, leave, Duration::from_secs(5), "10.0.0.5:8000".into()),
+            control,
+            happenings,
+            sender,
+        )
+    }
+
+    fn drained(happenings: &Receiver<Happening>) -> Vec<LeaveReport> {
+        match happenings.recv_timeout(Duration::from_secs(5)) {
+            Ok(Happening::Drained(reports)) => reports,
+            other => panic!("expected the drain's end, got {other:?}"),
+        }
+    }
+
+    fn app(events: &Sender<Happening>) -> App {
+        supervisor::spawn(&["sleep".into(), "30".into()], events.clone()).expect("sleep runs")
+    }
+
+    #[test]
+    fn a_signal_drains_first_then_stops_the_app_then_exits_with_its_status() {
+        let (events, app_events) = channel();
+        let (mut shutdown, control, happenings, _) =
+            stages(Some(app(&events)), LeaveReport::default());
+        assert_eq!(shutdown.stop_signal(libc_sigterm()), None);
+        assert!(matches!(control.phase(), Phase::Leaving { .. }));
+        assert_eq!(
+            shutdown.stage,
+            Stage::Draining {
+                signal: libc_sigterm()
+            }
+        );
+        assert_eq!(
+            shutdown.drained(&drained(&happenings)),
+            None,
+            "the app is told now"
+        );
+        assert_eq!(
+            shutdown.stage,
+            Stage::StoppingApp {
+                signal: libc_sigterm()
+            }
+        );
+        let Ok(Happening::AppExited(status)) = app_events.recv_timeout(Duration::from_secs(5))
+        else {
+            panic!("sleep did not stop")
+        };
+        assert_eq!(
+            shutdown.app_exited(status),
+            Some(0),
+            "stopped by the signal it was passed: a clean stop"
+        );
+    }
+
+    #[test]
+    fn a_second_signal_stops_the_app_without_waiting_for_the_drain() {
+        let (events, app_events) = channel();
+        let (mut shutdown, _, _, _) = stages(Some(app(&events)), LeaveReport::default());
+        shutdown.stop_signal(libc_sigterm());
+        assert_eq!(shutdown.stop_signal(libc_sigterm()), None);
+        assert_eq!(
+            shutdown.stage,
+            Stage::StoppingApp {
+                signal: libc_sigterm()
+            }
+        );
+        assert!(matches!(
+            app_events.recv_timeout(Duration::from_secs(5)),
+            Ok(Happening::AppExited(_))
+        ));
+        assert_eq!(shutdown.stop_signal(libc_sigterm()), None, "told already");
+    }
+
+    #[test]
+    fn an_app_that_exits_by_itself_is_taken_out_of_caddy_then_its_status_is_the_exit() {
+        let (mut shutdown, control, happenings, _) = stages(None, LeaveReport::default());
+        assert_eq!(shutdown.app_exited(ExitStatus::from_raw(3 << 8)), None);
+        assert!(matches!(control.phase(), Phase::Leaving { .. }));
+        assert_eq!(shutdown.drained(&drained(&happenings)), Some(3));
+    }
+
+    #[test]
+    fn without_an_app_the_exit_says_whether_every_caddy_was_left_cleanly() {
+        let (mut shutdown, _, happenings, _) = stages(None, LeaveReport::default());
+        shutdown.stop_signal(libc_sigterm());
+        assert_eq!(shutdown.drained(&drained(&happenings)), Some(0));
+        let unclean = LeaveReport {
+            still_in_flight: 2,
+            ..LeaveReport::default()
+        };
+        let (mut shutdown, _, happenings, _) = stages(None, unclean);
+        shutdown.stop_signal(libc_sigterm());
+        assert_eq!(shutdown.drained(&drained(&happenings)), Some(1));
+        let (mut shutdown, _, _, _) = stages(None, LeaveReport::default());
+        shutdown.stop_signal(libc_sigterm());
+        assert_eq!(
+            shutdown.stop_signal(libc_sigterm()),
+            Some(1),
+            "a second signal with nothing to stop: out now"
+        );
+    }
+
+    fn libc_sigterm() -> i32 {
+        nix::sys::signal::Signal::SIGTERM as i32
+    }
+}

@@ -1,0 +1,3 @@
+//! What the companion's unit tests drive its state machines with.
+
+pub mod fake_caddy;
