@@ -33,11 +33,13 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.companion_process import COMPANION, Companion, launch_companion, uvicorn_command  # noqa: E402
-from tests.conftest import Caddy, free_port, launch_caddy, wait_until  # noqa: E402
-from tests.hostile import process_stats  # noqa: E402
-from tests.load import Load  # noqa: E402
-from tests.test_companion_run import SITE  # noqa: E402
+from tests.support.caddy import Caddy, launch_caddy  # noqa: E402
+from tests.support.companion import COMPANION, Companion, launch_companion, uvicorn_command  # noqa: E402
+from tests.support.hostile import process_stats  # noqa: E402
+from tests.support.load import Load  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.sites import SITE  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 
 RELEASE = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "caddy-beacon"
 PIP_COMMAND = Path(sys.executable).parent / "caddy-beacon"

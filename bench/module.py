@@ -35,17 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench.companion as companion_bench  # noqa: E402
-from tests.companion_process import Companion, launch_companion, uvicorn_command  # noqa: E402
-from tests.conftest import MODULE_CADDY, Caddy, _start_caddy, free_port, launch_caddy, wait_until  # noqa: E402
-from tests.hostile import process_stats  # noqa: E402
-from tests.load import Load  # noqa: E402
-from tests.test_companion_run import SITE  # noqa: E402
-from tests.test_module import POOL_SITE  # noqa: E402
+from tests.support.caddy import MODULE_CADDY, Caddy, launch_caddy, start_caddy  # noqa: E402
+from tests.support.companion import Companion, launch_companion, uvicorn_command  # noqa: E402
+from tests.support.hostile import process_stats  # noqa: E402
+from tests.support.load import Load  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.sites import POOL_SITE, SITE  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 
 Mode = str  # "module" or "stock"
 
 
-def start_caddy(tmp: Path, mode: Mode) -> Caddy:
+def start_mode_caddy(tmp: Path, mode: Mode) -> Caddy:
     return launch_caddy(tmp, POOL_SITE, module=True) if mode == "module" else launch_caddy(tmp, SITE)
 
 
@@ -94,15 +95,15 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
     ends = "".join(site(p, '\trespond "ok"') for p in backends)
     static_port, dynamic_port, stock_port = free_port(), free_port(), free_port()
     module_admin, stock_admin, backends_admin = free_port(), free_port(), free_port()
-    upstreams = _start_caddy(
+    upstreams = start_caddy(
         tmp, caddyfile(tmp, "Caddyfile-bench-backends", backends_admin, ends),
         {}, f"http://127.0.0.1:{backends[0]}", backends_admin, log_name="caddy-bench-backends.log",
     )  # fmt: skip
-    caddy = _start_caddy(
+    caddy = start_caddy(
         tmp, caddyfile(tmp, "Caddyfile-bench-module", module_admin, site(static_port, static) + site(dynamic_port, dynamic)),
         {}, f"http://127.0.0.1:{static_port}", module_admin, log_name="caddy-bench-module.log", binary=MODULE_CADDY,
     )  # fmt: skip
-    stock = _start_caddy(
+    stock = start_caddy(
         tmp, caddyfile(tmp, "Caddyfile-bench-stock", stock_admin, site(stock_port, static)),
         {}, f"http://127.0.0.1:{stock_port}", stock_admin, log_name="caddy-bench-stock.log",
     )  # fmt: skip
@@ -141,7 +142,7 @@ def throughput(tmp: Path, rounds: int, seconds: float) -> tuple[list[float], flo
 
 
 def ready_to_routed(tmp: Path, mode: Mode, rounds: int) -> list[float]:
-    caddy = start_caddy(tmp, mode)
+    caddy = start_mode_caddy(tmp, mode)
     try:
         return companion_bench.ready_to_routed(
             tmp, rounds, caddy, lambda **options: replica(tmp, caddy, mode, **options)
@@ -152,7 +153,7 @@ def ready_to_routed(tmp: Path, mode: Mode, rounds: int) -> list[float]:
 
 def rolling_restart(tmp: Path, mode: Mode, restarts: int) -> dict[str, tuple[int, int]]:
     """{client kind: (ok, failed)} over `restarts` rounds of replacing both replicas."""
-    caddy = start_caddy(tmp, mode)
+    caddy = start_mode_caddy(tmp, mode)
     ports = [free_port(), free_port()]
     running = {port: replica(tmp, caddy, mode, port=port) for port in ports}
     try:

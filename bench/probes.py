@@ -28,10 +28,12 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.companion_process import launch_companion, uvicorn_command  # noqa: E402
-from tests.conftest import free_port, launch, launch_caddy  # noqa: E402
-from tests.hostile import IdleConnections, Tricklers, probe, process_stats  # noqa: E402
-from tests.test_companion_run import SITE  # noqa: E402
+from tests.support.caddy import launch_caddy  # noqa: E402
+from tests.support.companion import launch_companion, uvicorn_command  # noqa: E402
+from tests.support.hostile import IdleConnections, Tricklers, probe, process_stats  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.servers import launch  # noqa: E402
+from tests.support.sites import SITE  # noqa: E402
 
 
 def attack(port: int, pid: int, args: argparse.Namespace, label: str, during: object = None) -> None:

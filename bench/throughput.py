@@ -30,7 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._servers import VARIANTS, free_port, select_variants, start_otlp_sink, start_variant, stop_all  # noqa: E402
+from bench._servers import VARIANTS, select_variants, start_otlp_sink, start_variant, stop_all  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 

@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.module import caddyfile, require_module_caddy_and_wrk, site, wrk  # noqa: E402
-from tests.companion_process import Companion, launch_companion  # noqa: E402
-from tests.conftest import MODULE_CADDY, Caddy, _start_caddy, free_port, launch_caddy  # noqa: E402
+from tests.support.caddy import MODULE_CADDY, Caddy, launch_caddy, start_caddy  # noqa: E402
+from tests.support.companion import Companion, launch_companion  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 SIZES = (1, 20, 200)
 
@@ -46,7 +47,7 @@ def backends(tmp: Path, count: int) -> tuple[Caddy, list[int]]:
     ports = [free_port() for _ in range(count)]
     admin = free_port()
     sites = "".join(site(port, f'\trespond "{port}"') for port in ports)
-    caddy = _start_caddy(tmp, caddyfile(tmp, "Caddyfile-backends", admin, sites), {}, f"http://127.0.0.1:{ports[0]}", admin,
+    caddy = start_caddy(tmp, caddyfile(tmp, "Caddyfile-backends", admin, sites), {}, f"http://127.0.0.1:{ports[0]}", admin,
                          log_name="caddy-backends.log", binary=MODULE_CADDY)  # fmt: skip
     return caddy, ports
 
@@ -89,7 +90,7 @@ def pool_size(tmp: Path, rounds: int, seconds: float) -> None:
     )
     admin = free_port()
     body = "".join(site(port, text) for port, text in sites.values())
-    proxy = _start_caddy(
+    proxy = start_caddy(
         tmp,
         caddyfile(tmp, "Caddyfile-proxy", admin, body),
         {},

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._servers import free_port  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
 
 USER_HZ = os.sysconf("SC_CLK_TCK")
 

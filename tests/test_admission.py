@@ -22,10 +22,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import MODULE_CADDY, ROOT, Caddies, Caddy, free_port, wait_until
-from tests.netns import network_namespace, peer_host, run_on, with_hosts_file
-from tests.test_module import caddy_metric, pool
-from tests.test_traffic import pool_site
+from tests.support.caddy import MODULE_CADDY, Caddies, Caddy
+from tests.support.netns import network_namespace, peer_host, run_on, with_hosts_file
+from tests.support.ports import free_port
+from tests.support.servers import ROOT
+from tests.support.sites import caddy_metric, pool, pool_site
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy, pytest.mark.netns]
 
@@ -55,7 +57,7 @@ def responders(peer: str) -> Iterator[Any]:
 
     def start(host: str, port: int, body: str) -> None:
         process = subprocess.Popen(
-            run_on(peer, [sys.executable, "-m", "tests.responder", host, str(port), body]), cwd=ROOT
+            run_on(peer, [sys.executable, "-m", "tests.support.responder", host, str(port), body]), cwd=ROOT
         )
         started.append(process)
 

@@ -27,7 +27,8 @@ from fastapi import FastAPI
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.responses import PlainTextResponse
 
-from tests.conftest import Server, wait_until
+from tests.support.servers import Server
+from tests.support.waiting import wait_until
 
 PORTABLE = "tests.apps.portable:app"
 SERVERS = ["uvicorn", "hypercorn", "hypercorn-trio", "granian", "granian-asyncio"]

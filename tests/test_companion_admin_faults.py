@@ -15,9 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.companion_process import Companion, companion_cli
-from tests.conftest import Caddies, Server, free_port, wait_until
-from tests.test_companion_run import PROXY, SITE, upstreams
+from tests.support.caddy import Caddies
+from tests.support.companion import Companion, companion_cli
+from tests.support.ports import free_port
+from tests.support.servers import Server
+from tests.support.sites import PROXY, SITE, upstreams
+from tests.support.waiting import holds_for, wait_until
 
 pytestmark = [pytest.mark.caddy]
 
@@ -36,8 +39,9 @@ def test_admin_down_at_start_then_up(
         admins=[f"http://127.0.0.1:{admin_port}"],
     )
     assert wait_until(lambda: "cannot reach Caddy's Admin API" in companion.log(), timeout=10), companion.log()
-    time.sleep(3)
-    assert companion.process.poll() is None, "the companion gave up on a Caddy that is still starting"
+    assert holds_for(lambda: companion.process.poll() is None, 3), (
+        "the companion gave up on a Caddy that is still starting"
+    )
     caddy = caddies(SITE, port=site_port, admin_port=admin_port)
     up = time.monotonic()
     companion.wait_registered(timeout=15)
@@ -71,8 +75,7 @@ def test_admin_answering_500_is_retried_until_it_recovers(
     app = start()
     companion = companions(caddy, app.base_url.removeprefix("http://"), args=("--ready-url", f"{app.base_url}/ready"))
     assert wait_until(lambda: "answered 500" in companion.log(), timeout=15), companion.log()
-    time.sleep(2)
-    assert upstreams(caddy) == []
+    assert holds_for(lambda: upstreams(caddy) == [], 2), upstreams(caddy)
     assert companion.caddy()["registered"] is False
     assert "500" in (companion.caddy()["last_error"] or "")
     cert_file.write_bytes(saved[0])
@@ -175,8 +178,7 @@ def test_a_refused_request_is_reported_once(
         caddy, app.base_url.removeprefix("http://"), admins=[wrong_host], args=("--ready-url", f"{app.base_url}/ready")
     )
     assert wait_until(lambda: "host not allowed" in companion.log(), timeout=10), companion.log()
-    time.sleep(4)
-    assert companion.log().count("host not allowed") == 1, companion.log()
+    assert holds_for(lambda: companion.log().count("host not allowed") == 1, 4), companion.log()
     assert companion.process.poll() is None
     assert upstreams(caddy) == []
 
@@ -193,8 +195,7 @@ def test_a_missing_handler_is_reported_once_and_joined_when_it_appears(
         args=("--handler-id", "api-proxy", "--ready-url", f"{app.base_url}/ready"),
     )
     assert wait_until(lambda: 'no handler @id "api-proxy"' in companion.log(), timeout=10), companion.log()
-    time.sleep(3)
-    assert companion.log().count('no handler @id "api-proxy"') == 1, companion.log()
+    assert holds_for(lambda: companion.log().count('no handler @id "api-proxy"') == 1, 3), companion.log()
     # Tag the proxy: the config changed, so the companion tries again and joins it.
     with caddy.admin_client() as client:
         tagged = client.put(f"{PROXY}/@id", json="api-proxy")
@@ -264,8 +265,8 @@ def test_a_status_port_in_use_is_a_usage_error() -> None:
 
 
 def test_the_pip_installed_command_supervises_and_drains(caddies: Caddies, companions: Launch, tmp_path: Path) -> None:
-    from tests.companion_process import uvicorn_command
-    from tests.hostile import process_stats
+    from tests.support.companion import uvicorn_command
+    from tests.support.hostile import process_stats
 
     command = Path(sys.executable).parent / "caddy-beacon"
     assert command.exists(), "pip install did not put caddy-beacon on PATH"

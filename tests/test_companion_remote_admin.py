@@ -21,9 +21,11 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from tests.companion_process import Companion, companion_cli, uvicorn_command
-from tests.conftest import MODULE_CADDY, Caddy, _run_caddy, _wait_for_admin, free_port, wait_until
-from tests.test_module import POOL_SITE, pool
+from tests.support.caddy import MODULE_CADDY, Caddy, run_caddy, wait_for_admin
+from tests.support.companion import Companion, companion_cli, uvicorn_command
+from tests.support.ports import free_port
+from tests.support.sites import POOL_SITE, pool
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy]
 
@@ -97,14 +99,14 @@ def launch_remote_caddy(tmp_path: Path, permissions: list[dict[str, list[str]]] 
     command = [str(MODULE_CADDY), "run", "--config", str(config_path)]
     log_path = tmp_path / "caddy.log"
     caddy = Caddy(
-        _run_caddy(command, env, log_path),
+        run_caddy(command, env, log_path),
         f"http://127.0.0.1:{port}",
         f"http://127.0.0.1:{admin_port}",
         log_path,
         command,
         env,
     )
-    _wait_for_admin(caddy)
+    wait_for_admin(caddy)
 
     ca = tmp_path / "caddy-data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
 

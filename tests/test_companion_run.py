@@ -21,33 +21,17 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.companion_process import Companion, companion_cli, uvicorn_command
-from tests.conftest import ROOT, Caddies, Caddy, Server, free_port, launch_caddy, wait_until
-from tests.h2_client import H2Connection
-from tests.load import Load
+from tests.support.caddy import Caddies, Caddy, launch_caddy
+from tests.support.companion import Companion, companion_cli, uvicorn_command
+from tests.support.h2_client import H2Connection
+from tests.support.load import Load
+from tests.support.ports import free_port
+from tests.support.servers import Server
+from tests.support.sites import PROXY, SITE, upstreams
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy]
 
-
-def caddyfile_proxy(mode: str = "stock") -> str:
-    """The `reverse_proxy` block of the repository's Caddyfile (no static upstreams; health
-    checks, zero-wait retries, transport), so these tests run what users copy. Its import of
-    deploy/caddy/upstreams/<mode>.caddy is inlined: `stock` (config edits, Caddy's own checks)
-    for the stock Caddy these tests run, or `module`."""
-    block = re.search(r"^\treverse_proxy \{\n.*?^\t\}$", (ROOT / "Caddyfile").read_text(), re.M | re.S)
-    assert block, "the Caddyfile has no top-level reverse_proxy block"
-    snippet = (ROOT / "deploy" / "caddy" / "upstreams" / f"{mode}.caddy").read_text()
-    inlined = "\n".join(f"\t\t{line}" if line else "" for line in snippet.splitlines())
-    text, count = re.subn(
-        r"^\t\timport deploy/caddy/upstreams/\S+\.caddy$", lambda _: inlined, block.group(0), flags=re.M
-    )
-    assert count == 1, "the Caddyfile's proxy no longer imports its upstream snippet"
-    return "\n" + text
-
-
-# The proxy the companions join.
-SITE = caddyfile_proxy()
-PROXY = "/config/apps/http/servers/srv0/routes/0/handle/0/routes/0/handle/0"
 
 Launch = Callable[..., Companion]
 
@@ -55,21 +39,6 @@ Launch = Callable[..., Companion]
 @pytest.fixture
 def caddy(caddies: Caddies) -> Caddy:
     return caddies(SITE)
-
-
-def upstreams(caddy: Caddy) -> list[dict[str, str]]:
-    """The entries of the joined proxy, as Caddy has them. Read again when the connection is cut:
-    every config change replaces Caddy's admin server, and a read that meets the swap (a
-    companion registering at that moment) can be reset (caddy-notes)."""
-    for attempt in range(3):
-        try:
-            with caddy.admin_client() as client:
-                return client.get(PROXY + "/upstreams").json() or []
-        except httpx.TransportError:
-            if attempt == 2:
-                raise
-            time.sleep(0.1)
-    raise AssertionError("unreachable")
 
 
 def in_flight(caddy: Caddy, address: str) -> int | None:

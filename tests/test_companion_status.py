@@ -14,8 +14,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.companion_process import companion_cli
-from tests.conftest import Caddies, Caddy, Server, free_port, launch_caddy, wait_until
+from tests.support.caddy import Caddies, Caddy, launch_caddy
+from tests.support.companion import companion_cli
+from tests.support.ports import free_port
+from tests.support.servers import Server
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy]
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.conftest import Server, wait_until
+from tests.support.servers import Server
+from tests.support.waiting import wait_until
 
 DRAIN = 2.0
 # uvicorn re-raises the SIGTERM it handled once it has shut down, so a clean stop ends "killed

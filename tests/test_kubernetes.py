@@ -28,10 +28,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.companion_process import APP
-from tests.conftest import MODULE_CADDY, ROOT, Caddies, Caddy, free_port, wait_until
-from tests.kubernetes_control_plane import CADDY_POD, CADDY_TOKEN, ControlPlane, EndpointSlice, Pod, network_namespace
-from tests.load import Load
+from tests.support.caddy import MODULE_CADDY, Caddies, Caddy
+from tests.support.companion import APP
+from tests.support.kubernetes import CADDY_POD, CADDY_TOKEN, ControlPlane, EndpointSlice, Pod, network_namespace
+from tests.support.load import Load
+from tests.support.ports import free_port
+from tests.support.servers import ROOT
+from tests.support.waiting import holds_for, wait_until
 
 pytestmark = [pytest.mark.caddy, pytest.mark.netns, pytest.mark.kubernetes]
 
@@ -470,8 +473,7 @@ def test_the_pool_keeps_its_members_while_the_api_server_restarts(
         plane.stop_apiserver()
         try:
             assert wait_until(lambda: "watching EndpointSlices failed" in caddy.log(), timeout=20), caddy.log()[-3000:]
-            time.sleep(2)
-            assert serving(caddy) == {cluster.address(a), cluster.address(b)}, (
+            assert holds_for(lambda: serving(caddy) == {cluster.address(a), cluster.address(b)}, 2), (
                 "members were lost while the API server was down"
             )
             assert not watching(caddy)

@@ -12,7 +12,7 @@ import httpx
 import websockets
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
-from tests.conftest import Server
+from tests.support.servers import Server
 
 COUNT = "http_server_request_duration_seconds_count"
 SUM = "http_server_request_duration_seconds_sum"
@@ -140,7 +140,7 @@ def test_custom_buckets_from_the_environment(start: Callable[..., Server]) -> No
 
 
 def test_bad_configuration_from_the_environment_is_said_once_and_fails_startup_only_when_strict(tmp_path: Path) -> None:
-    from tests.conftest import launch
+    from tests.support.servers import launch
 
     server = launch(tmp_path, env={"BEACON_BUCKETS": "0.5,0.1"})
     try:

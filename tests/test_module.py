@@ -16,34 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.companion_process import Companion, companion_cli, sigterm_with_a_request_in_flight, uvicorn_command
-from tests.conftest import MODULE_CADDY, Caddies, Caddy, free_port, wait_until
-from tests.load import Load
-from tests.test_companion_run import SITE, upstreams
+from tests.support.caddy import MODULE_CADDY, Caddies, Caddy
+from tests.support.companion import Companion, companion_cli, sigterm_with_a_request_in_flight, uvicorn_command
+from tests.support.load import Load
+from tests.support.ports import free_port
+from tests.support.sites import POOL_SITE, SITE, caddy_metric, config_etag, pool, upstreams
+from tests.support.waiting import holds_for, wait_until
 
 pytestmark = [pytest.mark.caddy]
 
 Launch = Callable[..., Companion]
-
-# The pool's proxy: the module's own checks every 500 ms (out after 2 failures, back after 1
-# pass), zero-wait retries on another replica for dial errors, no stream_close_delay.
-POOL_SITE = """
-	reverse_proxy {
-		dynamic beacon api {
-			health_interval 500ms
-			health_timeout 400ms
-			health_fails 2
-			health_passes 1
-		}
-		lb_policy least_conn
-		lb_retries 3
-		fail_duration 10s
-		transport http {
-			dial_timeout 2s
-			keepalive 60s
-		}
-	}
-"""
 
 
 @pytest.fixture
@@ -69,23 +51,6 @@ def member(
     port = port or free_port()
     return launch(caddy, f"127.0.0.1:{port}", site="", command=uvicorn_command(port), env=env,
                   args=("--pool", "api", "--drain-timeout", "15s", *args))  # fmt: skip
-
-
-def pool(caddy: Caddy, name: str = "api") -> list[dict[str, Any]]:
-    with caddy.admin_client() as client:
-        return client.get("/beacon/pools").json()["pools"].get(name, {}).get("upstreams", [])  # type: ignore[no-any-return]
-
-
-def config_etag(caddy: Caddy) -> str:
-    with caddy.admin_client() as client:
-        return client.get("/config/").headers["etag"]
-
-
-def caddy_metric(caddy: Caddy, line_start: str) -> float:
-    with caddy.admin_client() as client:
-        text = client.get("/metrics").text
-    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)]
-    return sum(values)
 
 
 def test_replicas_join_and_serve_without_a_config_change(caddy: Caddy, companions: Launch) -> None:
@@ -205,8 +170,7 @@ def test_after_caddy_is_killed_and_restarted_companions_register_again_once(cadd
 
     assert wait_until(all_back, timeout=10), pool(caddy)
     print(f"\nFIGURE companions back in the pool {time.monotonic() - restarted:.2f}s after Caddy restarted")
-    time.sleep(2)
-    assert len(pool(caddy)) == 2, "registered more than once"
+    assert holds_for(lambda: len(pool(caddy)) == 2, 2), "registered more than once"
     assert [c.caddy()["registrations"] for c in joined] == [2, 2]
     assert httpx.get(f"{caddy.base_url}/whoami", timeout=5).status_code == 200
 

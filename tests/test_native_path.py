@@ -17,7 +17,7 @@ import pytest
 from caddy_beacon import BeaconMiddleware, request_id
 from caddy_beacon._native import RequestCall
 
-from tests.conftest import Server
+from tests.support.servers import Server
 
 Message = dict[str, Any]
 

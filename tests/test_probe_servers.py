@@ -19,10 +19,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.companion_process import Companion, uvicorn_command
-from tests.conftest import Caddies, Server, free_port, wait_until
-from tests.hostile import IdleConnections, Tricklers, probe, process_stats, raw_exchange
-from tests.test_companion_run import SITE, upstreams
+from tests.support.caddy import Caddies
+from tests.support.companion import Companion, uvicorn_command
+from tests.support.hostile import IdleConnections, Tricklers, probe, process_stats, raw_exchange
+from tests.support.ports import free_port
+from tests.support.servers import Server
+from tests.support.sites import SITE, upstreams
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy]
 

@@ -6,7 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Server, wait_until
+from tests.support.servers import Server
+from tests.support.waiting import wait_until
 
 
 def _ready(server: Server) -> tuple[int, dict]:  # type: ignore[type-arg]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
-from tests.conftest import Server
+from tests.support.servers import Server
 
 DURATION_COUNT = "http_server_request_duration_seconds_count"
 

@@ -28,8 +28,11 @@ import pytest
 import yaml
 
 from examples.otlp_receiver import OtlpReceiver
-from tests.companion_process import Companion
-from tests.conftest import CADDY, MODULE_CADDY, ROOT, Caddies, free_port, wait_until
+from tests.support.caddy import CADDY, MODULE_CADDY, Caddies
+from tests.support.companion import Companion
+from tests.support.ports import free_port
+from tests.support.servers import ROOT
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy, pytest.mark.prometheus]
 

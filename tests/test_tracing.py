@@ -11,7 +11,9 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from examples.otlp_receiver import OtlpReceiver
-from tests.conftest import Server, free_port, wait_until
+from tests.support.ports import free_port
+from tests.support.servers import Server
+from tests.support.waiting import holds_for, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -99,16 +101,14 @@ def test_sampling_decisions(start: Callable[..., Server], receiver: OtlpReceiver
     # A new trace under the default parentbased_always_on is sampled.
     server.get("/trace", headers={"x-request-id": "rid-root"})
     assert len(spans_for(receiver, "rid-root")) == 1
-    time.sleep(0.3)
-    assert receiver.find(**{"http.request.header.x-request-id": ["rid-unsampled"]}) == []
+    assert holds_for(lambda: receiver.find(**{"http.request.header.x-request-id": ["rid-unsampled"]}) == [], 0.3)
 
 
 def test_always_off_exports_nothing(start: Callable[..., Server], receiver: OtlpReceiver) -> None:
     server = traced(start, receiver, OTEL_TRACES_SAMPLER="always_off")
     for _ in range(5):
         assert server.get("/items/1", headers={"traceparent": PARENT}).status_code == 200
-    time.sleep(0.5)
-    assert receiver.spans == []
+    assert holds_for(lambda: receiver.spans == [], 0.5)
     assert server.value("beacon_spans_exported_total") == 0
 
 
@@ -245,7 +245,6 @@ def test_queued_spans_are_flushed_at_shutdown(
         env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "600000"},
     )
     server.get("/items/1", headers={"x-request-id": "rid-flush"})
-    time.sleep(0.3)
-    assert receiver.spans == []  # a ten-minute batch interval: nothing sent yet
+    assert holds_for(lambda: receiver.spans == [], 0.3)  # a ten-minute batch interval: nothing sent yet
     server.stop()
     assert [s.attributes["http.request.header.x-request-id"] for s in receiver.spans] == [["rid-flush"]]

@@ -14,8 +14,9 @@ import trustme
 from caddy_beacon import BeaconMiddleware, ConfigError
 
 from examples.otlp_receiver import OtlpReceiver
-from tests.conftest import Server, wait_until
-from tests.otlp_grpc import CountingRelay, GrpcReceiver
+from tests.support.otlp_grpc import CountingRelay, GrpcReceiver
+from tests.support.servers import Server
+from tests.support.waiting import wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

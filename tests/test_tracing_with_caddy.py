@@ -12,7 +12,9 @@ import httpx
 import pytest
 
 from examples.otlp_receiver import OtlpReceiver
-from tests.conftest import Server, launch_caddy, wait_until
+from tests.support.caddy import launch_caddy
+from tests.support.servers import Server
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy]
 

@@ -14,31 +14,15 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.companion_process import Companion, companion_cli, uvicorn_command
-from tests.conftest import MODULE_CADDY, Caddies, Caddy, free_port, wait_until
-from tests.test_module import caddy_metric, config_etag, pool
+from tests.support.caddy import Caddies, Caddy
+from tests.support.companion import Companion, companion_cli, uvicorn_command
+from tests.support.ports import free_port
+from tests.support.sites import caddy_metric, config_etag, module_caddy, pool
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.caddy]
 
 Launch = Callable[..., Companion]
-
-
-def pool_site(*options: str, lb_policy: str = "round_robin") -> str:
-    lines = "".join(f"\t\t\t{option}\n" for option in ("health_interval 500ms", "health_timeout 400ms", *options))
-    return f"""
-	reverse_proxy {{
-		dynamic beacon api {{
-{lines}		}}
-		lb_policy {lb_policy}
-		lb_retries 2
-	}}
-"""
-
-
-def module_caddy(caddies: Caddies, *options: str, lb_policy: str = "round_robin") -> Caddy:
-    if not MODULE_CADDY.exists():
-        pytest.fail(f"{MODULE_CADDY} is missing: `make caddy` (make test does)")
-    return caddies(pool_site(*options, lb_policy=lb_policy), module=True)
 
 
 def replica(launch: Launch, caddy: Caddy, *args: str) -> Companion:

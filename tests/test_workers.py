@@ -17,7 +17,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Server, free_port, wait_until
+from tests.support.ports import free_port
+from tests.support.servers import Server
+from tests.support.waiting import wait_until
 
 ROUTE = {"http_request_method": "GET", "http_route": "/items/{item_id}", "http_response_status_code": "200"}
 COUNT = "http_server_request_duration_seconds_count"

@@ -17,7 +17,7 @@ import pytest
 
 from release.dist import planned_wheels
 from release.interpreters import MissingInterpreter, find, supported_versions
-from tests.conftest import ROOT
+from tests.support.servers import ROOT
 
 DIST = ROOT / "dist"
 # What the smoke app needs besides the wheel: the versions the README's quickstart asks for.

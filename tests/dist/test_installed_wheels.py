@@ -16,10 +16,12 @@ from typing import Any, Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.companion_process import Companion, sigterm_with_a_request_in_flight
-from tests.conftest import MODULE_CADDY, Caddies, free_port, wait_until
+from tests.support.companion import Companion, sigterm_with_a_request_in_flight
+from tests.support.caddy import Caddies, MODULE_CADDY
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 from tests.dist.conftest import InstalledWheel
-from tests.hostile import process_stats
+from tests.support.hostile import process_stats
 
 SMOKE_APP_DIR = Path(__file__).resolve().parent
 POOL = "smoke"

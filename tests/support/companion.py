@@ -17,7 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Caddy, free_port, wait_until
+from tests.support.caddy import Caddy
+from tests.support.ports import free_port
+from tests.support.servers import ROOT
+from tests.support.waiting import wait_until
 
 COMPANION = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "caddy-beacon"
 APP = "tests.apps.main:app"

@@ -1,4 +1,4 @@
-"""A stand-in HTTP service for tests: `python -m tests.responder HOST PORT BODY` answers every
+"""A stand-in HTTP service for tests: `python -m tests.support.responder HOST PORT BODY` answers every
 GET with 200 and BODY (JSON), e.g. an app replica whose /ready passes, or a cloud metadata
 service. Run on a peer host (tests.netns.run_on)."""
 

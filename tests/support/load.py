@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from tests.h2_client import H2Connection, NotProcessed
+from tests.support.h2_client import H2Connection, NotProcessed
 
 
 class Load:

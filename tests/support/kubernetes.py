@@ -21,8 +21,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import netns
-from tests.conftest import ROOT, free_port, wait_until
+from tests.support import netns
+from tests.support.ports import free_port
+from tests.support.servers import ROOT
+from tests.support.waiting import wait_until
 
 KUBE_BIN = ROOT / "target" / "kubernetes"
 KUBE_APISERVER = KUBE_BIN / "kube-apiserver"
