@@ -4,9 +4,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use beacon_base::http_server::{Response, StatusCode};
-use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
-use beacon_core::loop_watch::{self, LoopProbe, LoopWatch};
+use beacon_core::exposition::TargetInfo;
+use beacon_core::loop_watch::{self, LoopWatch};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
 use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
 use beacon_core::tracer::Tracer;
@@ -17,125 +16,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::errors::{to_py_err, ConfigError};
+use crate::loop_probe::{LoopProbeAnswer, PythonProbe};
 use crate::request_record::{RequestContext, RequestRecord};
 use crate::route_label::RouteLabels;
 use crate::settings::Settings;
-
-/// How the watchdog reaches the loop: `post(answer, posted)`, from its own thread, attached to
-/// the interpreter only for that call (never while the interpreter is finalizing).
-struct PythonProbe {
-    post: Py<PyAny>,
-    answer: Py<LoopProbeAnswer>,
-}
-
-impl LoopProbe for PythonProbe {
-    fn post(&self, posted: u64) -> bool {
-        Python::try_attach(|py| {
-            self.post
-                .call1(py, (self.answer.clone_ref(py), posted))
-                .is_ok()
-        })
-        .unwrap_or(false)
-    }
-}
-
-/// The probe the watchdog posts to a busy loop: run there, it records a heartbeat as late as
-/// it ran.
-#[pyclass(frozen, module = "caddy_beacon._native")]
-pub struct LoopProbeAnswer {
-    watch: Arc<LoopWatch>,
-}
-
-#[pymethods]
-impl LoopProbeAnswer {
-    fn __call__(&self, posted: u64) {
-        self.watch.answered(posted);
-    }
-}
-
-/// State shared by a `Beacon` and the requests it has started.
-pub struct Shared {
-    pub metrics: RequestMetrics,
-    pub readiness: Readiness,
-    pub tracer: Option<Tracer>,
-    target: RwLock<TargetInfo>,
-    // A worker whose event loop has not run for this long makes the side port's /health fail.
-    stall: Duration,
-}
-
-impl Shared {
-    fn render(&self, accept: Option<&str>) -> (String, Format) {
-        let format = Format::negotiate(accept);
-        let target = self
-            .target
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let workers = self.metrics.workers();
-        let text = exposition::render(
-            &Scrape {
-                processes: exposition::current_processes(&self.metrics, &workers),
-                workers,
-                metrics: &self.metrics,
-                readiness: &self.readiness,
-                target: &target,
-                spans: self.tracer.as_ref().map(|t| t.stats()),
-            },
-            format,
-        );
-        (text, format)
-    }
-}
-
-/// The side port's answers; never touch Python.
-impl ProbeAnswers for Shared {
-    fn health(&self) -> Response {
-        let stalled: Vec<String> = self
-            .metrics
-            .workers()
-            .iter()
-            .filter_map(|w| {
-                w.heartbeat_age.filter(|age| *age >= self.stall).map(|age| {
-                    format!(
-                        "worker {} event loop stalled for {:.1}s",
-                        w.pid,
-                        age.as_secs_f64()
-                    )
-                })
-            })
-            .collect();
-        if stalled.is_empty() {
-            Response::new(
-                StatusCode::OK,
-                "application/health+json",
-                "{\"status\":\"pass\"}",
-            )
-        } else {
-            let body =
-                serde_json::json!({"status": "fail", "output": stalled.join("; ")}).to_string();
-            Response::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "application/health+json",
-                body,
-            )
-        }
-    }
-
-    fn ready(&self) -> Response {
-        let report = self.readiness.report_json();
-        let status = if report.status_code == 200 {
-            StatusCode::OK
-        } else {
-            StatusCode::SERVICE_UNAVAILABLE
-        };
-        Response::new(status, "application/health+json", report.body)
-    }
-
-    fn metrics(&self, accept: Option<&str>) -> Response {
-        let (text, format) = self.render(accept);
-        Response::new(StatusCode::OK, format.content_type(), text)
-    }
-}
+use crate::shared::Shared;
 
 /// Native state of one `BeaconMiddleware`.
 #[pyclass(frozen, module = "caddy_beacon._native")]

@@ -3,14 +3,17 @@
 //! Only conversions, the module definition and error mapping live here; behaviour belongs in
 //! beacon-core. The Python package re-exports what users need; this module is private.
 
+mod armed;
 mod beacon;
 mod context_var;
 mod errors;
+mod loop_probe;
 mod middleware_core;
 mod request_call;
 mod request_record;
 mod route_label;
 mod settings;
+mod shared;
 
 use pyo3::prelude::*;
 
@@ -19,7 +22,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<beacon::Beacon>()?;
-    m.add_class::<beacon::LoopProbeAnswer>()?;
+    m.add_class::<loop_probe::LoopProbeAnswer>()?;
     m.add_class::<request_record::RequestRecord>()?;
     m.add_class::<middleware_core::MiddlewareCore>()?;
     m.add_class::<request_call::RequestCall>()?;

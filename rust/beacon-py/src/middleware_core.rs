@@ -12,24 +12,10 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use crate::armed::{Armed, OtelBridge};
 use crate::beacon::Beacon;
 use crate::context_var::ContextVar;
 use crate::request_call::RequestCall;
-
-/// The OpenTelemetry bridge: `attach(record) -> token`, `detach(token)`.
-pub struct OtelBridge {
-    pub attach: Py<PyAny>,
-    pub detach: Py<PyAny>,
-}
-
-/// What the native path needs, fixed once the worker has started.
-pub struct Armed {
-    pub beacon: Py<Beacon>,
-    pub app: Py<PyAny>,
-    /// `current_request`, the context variable behind `request_id()`.
-    pub current_request: ContextVar,
-    pub otel: Option<OtelBridge>,
-}
 
 /// Base class of `BeaconMiddleware`: its `__call__`.
 #[pyclass(frozen, subclass, module = "caddy_beacon._native")]

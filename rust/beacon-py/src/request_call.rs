@@ -17,7 +17,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyTuple, PyType};
 use pyo3::{ffi, intern};
 
-use crate::middleware_core::Armed;
+use crate::armed::Armed;
 use crate::request_record::RequestRecord;
 
 /// One HTTP request passing through the middleware: a coroutine over the app's coroutine.

@@ -18,8 +18,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::beacon::Shared;
 use crate::route_label::RouteLabels;
+use crate::shared::Shared;
 
 /// The Python objects a request needs when its response goes out.
 pub struct RequestContext {
