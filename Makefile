@@ -208,7 +208,7 @@ test-fuzz: $(CARGO_FUZZ) ## each Rust fuzz target for FUZZ_SHORT_SECONDS (10)
 
 # The end-to-end tests run the companion binary from the shared target directory.
 test-rust: ## cargo test over the workspace, and the companion's debug build the end-to-end tests run
-	cargo build --locked -p beacon-agent
+	cargo build --locked -p beacon-companion
 	cargo test --workspace --locked
 
 # cargo fuzz (fuzz/): libFuzzer targets for every Rust parser that takes bytes from the network

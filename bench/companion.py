@@ -12,7 +12,7 @@
     python bench/companion.py [--rounds 5] [--footprint-only]
 
 Needs `make install-test` (Caddy, the test app) and, for the standalone figures,
-`cargo build --release -p beacon-agent`.
+`cargo build --release -p beacon-companion`.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def main() -> None:
     parser.add_argument("--footprint-only", action="store_true", help="only the idle RSS and CPU figures")
     options = parser.parse_args()
     if not COMPANION.exists():
-        sys.exit(f"{COMPANION} is missing: cargo build -p beacon-agent")
+        sys.exit(f"{COMPANION} is missing: cargo build -p beacon-companion")
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
 

@@ -12,7 +12,7 @@
 
     python bench/module.py [--rounds 5] [--seconds 3] [--restarts 2]
 
-Needs `make install-test`, `make caddy`, `cargo build -p beacon-agent` and wrk
+Needs `make install-test`, `make caddy`, `cargo build -p beacon-companion` and wrk
 (`apt-get install wrk`).
 """
 

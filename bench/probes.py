@@ -11,7 +11,7 @@ process' RSS and thread count before and under attack.
 
     python bench/probes.py [--idle 200] [--tricklers 5] [--probes 30]
 
-Needs `make install-test` (the test app, Caddy) and `cargo build -p beacon-agent`.
+Needs `make install-test` (the test app, Caddy) and `cargo build -p beacon-companion`.
 """
 
 from __future__ import annotations

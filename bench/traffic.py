@@ -14,7 +14,7 @@
 
     python bench/traffic.py [--rounds 3] [--seconds 3] [--restart-rounds 2] [--only pool,canary,slow,restart]
 
-Needs `make install-test`, `make caddy`, `cargo build -p beacon-agent` and wrk.
+Needs `make install-test`, `make caddy`, `cargo build -p beacon-companion` and wrk.
 """
 
 from __future__ import annotations

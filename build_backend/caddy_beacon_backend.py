@@ -3,7 +3,7 @@
 maturin builds the extension module (`rust/beacon-py`) and packs the wheel. The `caddy-beacon`
 command is not a Python entry point: every replica runs one companion, and a Python process
 hosting it costs about 22 MiB resident where the Rust binary needs about 5 (shared code pages
-included). So before maturin packs the wheel, this backend builds the `beacon-agent` binary
+included). So before maturin packs the wheel, this backend builds the `beacon-companion` binary
 with cargo and stages it in `wheel-data/scripts/`; `[tool.maturin] data` points there, and pip
 installs what is under `scripts/` as executables on PATH — the way ruff and uv ship theirs.
 `pip install .` stays the one install step.
@@ -37,7 +37,7 @@ def stage_companion() -> Path:
 def build_companion(build: list[str], *, target: str | None = None, target_dir: Path | None = None) -> Path:
     """Runs `build` (`cargo build`, or `cargo-zigbuild zigbuild` for `make dist`) for the
     companion's release binary and returns where the executable is."""
-    command = [*build, "--release", "--locked", "-p", "beacon-agent", "--message-format=json-render-diagnostics"]
+    command = [*build, "--release", "--locked", "-p", "beacon-companion", "--message-format=json-render-diagnostics"]
     command += ["--target", target] if target else []
     command += ["--target-dir", str(target_dir)] if target_dir else []
     result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False)

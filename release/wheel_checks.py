@@ -153,7 +153,7 @@ def check_sdist(sdist: Path) -> None:
         members = archive.getmembers()
         names = [member.name.split("/", 1)[-1] for member in members]
         for needed in ("pyproject.toml", "Cargo.lock", "build_backend/caddy_beacon_backend.py",
-                       "rust/beacon-agent/Cargo.toml", "rust/beacon-core/Cargo.toml", "rust/beacon-py/Cargo.toml"):  # fmt: skip
+                       "rust/beacon-companion/Cargo.toml", "rust/beacon-core/Cargo.toml", "rust/beacon-py/Cargo.toml"):  # fmt: skip
             if needed not in names:
                 raise WheelCheckFailed(f"{sdist.name}: {needed} is missing")
         for member in members:

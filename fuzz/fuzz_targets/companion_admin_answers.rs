@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    beacon_agent::fuzzing::admin_answers(data);
+    beacon_companion::fuzzing::admin_answers(data);
 });

@@ -8,6 +8,6 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    beacon_agent::fuzzing::events_line(text);
-    beacon_agent::fuzzing::health_gauges(text);
+    beacon_companion::fuzzing::events_line(text);
+    beacon_companion::fuzzing::health_gauges(text);
 });

@@ -29,7 +29,7 @@ APP = "tests.apps.main:app"
 def companion_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Runs a one-shot companion command (status, deregister, a bad flag)."""
     if not COMPANION.exists():
-        pytest.fail(f"{COMPANION} is missing: `cargo build -p beacon-agent` (make test does)")
+        pytest.fail(f"{COMPANION} is missing: `cargo build -p beacon-companion` (make test does)")
     return subprocess.run([str(COMPANION), *args], capture_output=True, text=True, timeout=timeout)
 
 
@@ -125,7 +125,7 @@ def launch_companion(
     --listen at all (the companion's default, read back from its log by `status_port_from_log`).
     `program` replaces the cargo-built binary (e.g. the `caddy-beacon` command pip installed)."""
     if not COMPANION.exists():
-        pytest.fail(f"{COMPANION} is missing: `cargo build -p beacon-agent` (make test does)")
+        pytest.fail(f"{COMPANION} is missing: `cargo build -p beacon-companion` (make test does)")
     caddies = caddies if isinstance(caddies, list) else [caddies]
     port = free_port() if status_port == 0 else status_port
     argv = [program or str(COMPANION), "run", "--upstream", upstream]

@@ -1,4 +1,4 @@
-//! beacon-base: what the middleware's core (beacon-core) and the companion (beacon-agent) both
+//! beacon-base: what the middleware's core (beacon-core) and the companion (beacon-companion) both
 //! stand on, and nothing either does not need.
 //!
 //! - [`http_server`]: hyper (via axum) for probes and scrapes, hardened against slow, idle and

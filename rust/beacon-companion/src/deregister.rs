@@ -10,7 +10,7 @@ use crate::admin::config_tree::{objects, text};
 use crate::admin::proxy_upstreams::wait_until_drained;
 use crate::admin::AdminClient;
 use crate::upstream::OWNED_ID_PREFIX;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// `@id`s of owned upstream entries dialling `address`, anywhere in the config.
 pub fn owned_ids_for(config: &Value, address: &str) -> Vec<String> {
@@ -41,7 +41,7 @@ fn pool_action(
     pool: &str,
     action: PoolAction,
     address: &str,
-) -> Result<(), AgentError> {
+) -> Result<(), CompanionError> {
     match BeaconApi(client).act(pool, action, address) {
         Ok(()) | Err(ActionError::NotFound) => Ok(()),
         Err(ActionError::Refused(error) | ActionError::Failed(error)) => Err(error),
@@ -55,7 +55,7 @@ pub fn deregister(
     client: &AdminClient,
     address: &str,
     drain_timeout: Duration,
-) -> Result<String, AgentError> {
+) -> Result<String, CompanionError> {
     let admin = client.address().url();
     // Pools of the beacon module that hold it (none without the module).
     let pools = BeaconApi(client)
@@ -69,7 +69,7 @@ pub fn deregister(
     let ids = owned_ids_for(&config, address);
     if ids.is_empty() && pools.is_empty() {
         if dialled_without_id(&config, address) {
-            return Err(AgentError::Usage(format!(
+            return Err(CompanionError::Usage(format!(
                 "{address} at {admin} was not registered by caddy-beacon (it comes from the Caddyfile); not touching it"
             )));
         }
@@ -104,7 +104,7 @@ pub fn deregister(
             "deregistered {address} from {admin} ({what}); drained in {:.1}s",
             started.elapsed().as_secs_f64()
         )),
-        running => Err(AgentError::DrainTimeout {
+        running => Err(CompanionError::DrainTimeout {
             address: address.to_owned(),
             admin,
             running,

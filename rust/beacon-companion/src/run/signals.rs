@@ -11,7 +11,7 @@ use signal_hook::consts::signal::{
 use signal_hook::iterator::Signals;
 
 use crate::run::supervisor::Happening;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// Signals passed straight to the app.
 pub const PASSED_ON: [i32; 7] = [
@@ -19,11 +19,11 @@ pub const PASSED_ON: [i32; 7] = [
 ];
 
 /// Starts delivering signals to `sender`.
-pub fn listen(sender: Sender<Happening>) -> Result<(), AgentError> {
+pub fn listen(sender: Sender<Happening>) -> Result<(), CompanionError> {
     let mut wanted = vec![SIGTERM, SIGINT];
     wanted.extend(PASSED_ON);
     let mut signals = Signals::new(wanted)
-        .map_err(|e| AgentError::Setup(format!("cannot handle signals: {e}")))?;
+        .map_err(|e| CompanionError::Setup(format!("cannot handle signals: {e}")))?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -34,7 +34,7 @@ pub fn listen(sender: Sender<Happening>) -> Result<(), AgentError> {
             }
         })
         .map(drop)
-        .map_err(|e| AgentError::Setup(format!("cannot start the signal thread: {e}")))
+        .map_err(|e| CompanionError::Setup(format!("cannot start the signal thread: {e}")))
 }
 
 /// For messages.

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminClient;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// `GET /beacon/pools`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -106,9 +106,9 @@ pub enum ActionError {
     /// 404: the pool does not know the address (never registered, its lease ended, Caddy restarted).
     NotFound,
     /// Another 4xx: will not work as asked (an unknown pool, an address the module refuses).
-    Refused(AgentError),
+    Refused(CompanionError),
     /// Unreachable, 5xx, or an answer that is not the module's: worth retrying.
-    Failed(AgentError),
+    Failed(CompanionError),
 }
 
 impl PoolsListing {
@@ -137,7 +137,7 @@ pub struct BeaconApi<'a>(pub &'a AdminClient);
 
 impl BeaconApi<'_> {
     /// `GET /beacon/pools`; None when this Caddy has no beacon module (the route answers 404).
-    pub fn pools(&self) -> Result<Option<PoolsListing>, AgentError> {
+    pub fn pools(&self) -> Result<Option<PoolsListing>, CompanionError> {
         const PATH: &str = "/beacon/pools";
         let response = self.0.request("GET", PATH, None, None)?;
         match response.status {
@@ -231,8 +231,8 @@ impl BeaconApi<'_> {
         path: &str,
         status: u16,
         error: &serde_json::Error,
-    ) -> AgentError {
-        AgentError::Api {
+    ) -> CompanionError {
+        CompanionError::Api {
             admin: self.0.address().url(),
             request: format!("{method} {path}"),
             status,

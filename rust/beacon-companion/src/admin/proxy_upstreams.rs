@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::admin::AdminClient;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// One entry of the list.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -24,10 +24,10 @@ pub struct ProxyUpstream {
 }
 
 /// Reads the list.
-pub fn proxy_upstreams(client: &AdminClient) -> Result<Vec<ProxyUpstream>, AgentError> {
+pub fn proxy_upstreams(client: &AdminClient) -> Result<Vec<ProxyUpstream>, CompanionError> {
     const PATH: &str = "/reverse_proxy/upstreams";
     let response = client.get_ok(PATH)?;
-    serde_json::from_slice(&response.body).map_err(|e| AgentError::Api {
+    serde_json::from_slice(&response.body).map_err(|e| CompanionError::Api {
         admin: client.address().url(),
         request: format!("GET {PATH}"),
         status: response.status,
@@ -42,8 +42,8 @@ pub fn wait_until_drained(
     client: &AdminClient,
     address: &str,
     deadline: Instant,
-    mut on_error: impl FnMut(AgentError) -> Result<(), AgentError>,
-) -> Result<u64, AgentError> {
+    mut on_error: impl FnMut(CompanionError) -> Result<(), CompanionError>,
+) -> Result<u64, CompanionError> {
     let mut running = 0;
     loop {
         match proxy_upstreams(client) {

@@ -15,7 +15,7 @@ use crate::backoff::{jitter, Backoff};
 use crate::join::leave::{LeaveReport, Unreachable};
 use crate::log;
 use crate::state::lock;
-use crate::AgentError;
+use crate::CompanionError;
 
 impl Reconciler {
     /// Removes the upstream entry, then waits for requests in flight to it, until `deadline`.
@@ -35,7 +35,7 @@ impl Reconciler {
                     // A Caddy that cannot be reached sends no traffic either: give it a few
                     // seconds (an admin endpoint being replaced by a reload), not the whole
                     // drain timeout.
-                    if matches!(e, AgentError::Unreachable { .. }) && unreachable.given_up() {
+                    if matches!(e, CompanionError::Unreachable { .. }) && unreachable.given_up() {
                         error = Some(e.to_string());
                         break;
                     }

@@ -28,7 +28,7 @@ use crate::join::leave::LeaveReport;
 use crate::join::{CaddyLink, Membership, Step};
 use crate::state::lock;
 use crate::upstream::{events_log_name, upstream_id, Upstream};
-use crate::AgentError;
+use crate::CompanionError;
 use site::Target;
 
 /// Where Caddy's health events are received.
@@ -118,9 +118,9 @@ impl Reconciler {
         self.caddy.admin()
     }
 
-    fn read(&self) -> Result<Snapshot, AgentError> {
+    fn read(&self) -> Result<Snapshot, CompanionError> {
         let response = self.caddy.client.request("GET", "/config/", None, None)?;
-        let invalid = |message: String| AgentError::Api {
+        let invalid = |message: String| CompanionError::Api {
             admin: self.admin(),
             request: "GET /config/".into(),
             status: response.status,
@@ -160,7 +160,7 @@ impl Reconciler {
             Ok(response) if response.status == 200 => Ok(true),
             Ok(response) => {
                 let error = self.caddy.client.api_error(method, path, &response);
-                let AgentError::Api { message, .. } = &error else {
+                let CompanionError::Api { message, .. } = &error else {
                     unreachable!("api_error builds Api")
                 };
                 // 412: someone changed the config since our read. 409: an array we wanted to

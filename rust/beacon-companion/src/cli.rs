@@ -25,7 +25,7 @@ use crate::state::status_server::Listen;
 use crate::status::{collect, to_json, to_table};
 use crate::upstream::Upstream;
 use crate::weight::set_weight;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// caddy-beacon joins FastAPI/ASGI app instances to a running Caddy through its Admin API.
 #[derive(Debug, Parser)]
@@ -285,7 +285,7 @@ struct AdminTlsArgs {
 
 impl AdminTlsArgs {
     /// The admin addresses, TLS files read and checked (bad ones are bad usage).
-    fn addresses(&self, admins: &[String]) -> Result<Vec<AdminAddress>, AgentError> {
+    fn addresses(&self, admins: &[String]) -> Result<Vec<AdminAddress>, CompanionError> {
         let given = self.admin_ca.is_some() || self.admin_cert.is_some();
         let tls = if given {
             let files = TlsFiles::load(
@@ -294,7 +294,7 @@ impl AdminTlsArgs {
                 self.admin_cert.as_ref(),
                 self.admin_key.as_ref(),
             )
-            .map_err(|e| AgentError::Usage(e.to_string()))?;
+            .map_err(|e| CompanionError::Usage(e.to_string()))?;
             Some(Arc::new(files))
         } else {
             None
@@ -304,14 +304,14 @@ impl AdminTlsArgs {
             .map(|a| AdminAddress::parse(a, tls.as_ref()))
             .collect::<Result<Vec<_>, _>>()?;
         if given && addresses.iter().all(|a| a.tls.is_none()) {
-            return Err(AgentError::Usage(
+            return Err(CompanionError::Usage(
                 "--admin-ca/--admin-cert apply to https:// admin addresses, and no --admin is one (e.g. --admin https://caddy:2021)".into(),
             ));
         }
         Ok(addresses)
     }
 
-    fn clients(&self, admins: &[String]) -> Result<Vec<AdminClient>, AgentError> {
+    fn clients(&self, admins: &[String]) -> Result<Vec<AdminClient>, CompanionError> {
         self.addresses(admins)?
             .into_iter()
             .map(AdminClient::new)
@@ -323,13 +323,13 @@ impl AdminTlsArgs {
 pub struct ParsedCommand(Command);
 
 /// Parses the arguments (program name first).
-pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<ParsedCommand, AgentError> {
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<ParsedCommand, CompanionError> {
     match Cli::try_parse_from(args) {
         Ok(cli) => Ok(ParsedCommand(cli.command)),
         Err(error) if matches!(error.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            Err(AgentError::Help(error.to_string()))
+            Err(CompanionError::Help(error.to_string()))
         }
-        Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(AgentError::Usage(
+        Err(error) if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => Err(CompanionError::Usage(
             "a command is required: run, status, deregister or weight (see caddy-beacon --help)".to_owned(),
         )),
         Err(error) => {
@@ -338,18 +338,18 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<ParsedCommand,
             let first: Vec<&str> = rendered.lines().map(str::trim).take_while(|line| !line.is_empty()).collect();
             let first = first.join(" ");
             let first = first.trim_start_matches("error: ");
-            Err(AgentError::Usage(format!("{first} (see caddy-beacon --help)")))
+            Err(CompanionError::Usage(format!("{first} (see caddy-beacon --help)")))
         }
     }
 }
 
 impl ParsedCommand {
     /// Runs the command; returns what to print.
-    pub fn run(self) -> Result<String, AgentError> {
+    pub fn run(self) -> Result<String, CompanionError> {
         match self.0 {
             Command::Run(args) => {
                 let code = run(run_options(*args)?)?;
-                Err(AgentError::Exit(code))
+                Err(CompanionError::Exit(code))
             }
             Command::Status(args) => {
                 let mut statuses = Vec::new();
@@ -364,7 +364,7 @@ impl ParsedCommand {
             }
             Command::Deregister(args) => {
                 if args.upstream.trim().is_empty() || args.upstream.contains(char::is_whitespace) {
-                    return Err(AgentError::Usage(format!(
+                    return Err(CompanionError::Usage(format!(
                         "--upstream {:?} is not a dial address",
                         args.upstream
                     )));
@@ -388,7 +388,7 @@ impl ParsedCommand {
     }
 }
 
-fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
+fn run_options(args: RunArgs) -> Result<RunOptions, CompanionError> {
     let admins = args.admin_tls.addresses(&args.admin)?;
     let upstream = Upstream::parse(&args.upstream)?;
     let pool = args
@@ -398,7 +398,7 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         .transpose()?
         .map(str::to_owned);
     if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&args.lease) {
-        return Err(AgentError::Usage(format!(
+        return Err(CompanionError::Usage(format!(
             "--lease {:?}: between 1s and 5m",
             args.lease
         )));
@@ -407,7 +407,7 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         (Some(site), None) if !site.trim().is_empty() => Some(Target::Site(site)),
         (None, Some(id)) if !id.is_empty() && !id.contains('/') => Some(Target::HandlerId(id)),
         (Some(_), Some(_)) => {
-            return Err(AgentError::Usage(
+            return Err(CompanionError::Usage(
                 "give --site or --handler-id, not both".into(),
             ))
         }
@@ -423,7 +423,7 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         Some("off") => None,
         Some(text) => Some(Listen {
             address: text.parse().map_err(|_| {
-                AgentError::Usage(format!(
+                CompanionError::Usage(format!(
                     "--listen {text:?}: expected IP:PORT or off, e.g. 127.0.0.1:9465"
                 ))
             })?,
@@ -434,13 +434,14 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
         "auto" => EventsSetting::Auto,
         "off" => EventsSetting::Off,
         text => EventsSetting::Listen(text.parse().map_err(|_| {
-            AgentError::Usage(format!("--events {text:?}: expected auto, off or IP:PORT"))
+            CompanionError::Usage(format!("--events {text:?}: expected auto, off or IP:PORT"))
         })?),
     };
     let reap_after = match args.reap_after.as_str() {
         "off" => None,
         text => Some(
-            parse_duration(text).map_err(|e| AgentError::Usage(format!("--reap-after: {e}")))?,
+            parse_duration(text)
+                .map_err(|e| CompanionError::Usage(format!("--reap-after: {e}")))?,
         ),
     };
     let config_edit = target.map(|target| ConfigEditSettings {
@@ -472,7 +473,7 @@ fn run_options(args: RunArgs) -> Result<RunOptions, AgentError> {
 }
 
 /// A pool name as the module accepts it.
-fn check_pool_name(name: &str) -> Result<&str, AgentError> {
+fn check_pool_name(name: &str) -> Result<&str, CompanionError> {
     if !name.is_empty()
         && name.len() <= 64
         && name
@@ -481,14 +482,14 @@ fn check_pool_name(name: &str) -> Result<&str, AgentError> {
     {
         Ok(name)
     } else {
-        Err(AgentError::Usage(format!(
+        Err(CompanionError::Usage(format!(
             "--pool {name:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
         )))
     }
 }
 
-fn no_target() -> AgentError {
-    AgentError::Usage(
+fn no_target() -> CompanionError {
+    CompanionError::Usage(
         "--site, --handler-id or --pool needs a value, e.g. --site :8080 or --pool api".into(),
     )
 }

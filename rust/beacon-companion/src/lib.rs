@@ -1,4 +1,4 @@
-//! beacon-agent: the `caddy-beacon` companion that joins app instances to a running Caddy
+//! beacon-companion: the `caddy-beacon` companion that joins app instances to a running Caddy
 //! through its Admin API: as a member of a beacon module pool (`--pool`, no config change), or
 //! by editing the config of a stock Caddy.
 //!
@@ -28,7 +28,7 @@ mod upstream;
 mod weight;
 
 pub use admin::{AdminAddress, AdminClient, AdminResponse};
-pub use error::AgentError;
+pub use error::CompanionError;
 
 use std::ffi::OsString;
 
@@ -42,8 +42,8 @@ pub fn run_cli<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             }
             0
         }
-        Err(AgentError::Exit(code)) => code,
-        Err(AgentError::Help(text)) => {
+        Err(CompanionError::Exit(code)) => code,
+        Err(CompanionError::Help(text)) => {
             print!("{text}");
             0
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use beacon_base::tls_files::TlsFiles;
 
 use crate::http_client::{Endpoint, HttpClient, MAX_ANSWER};
-use crate::AgentError;
+use crate::CompanionError;
 
 /// Where an Admin API listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,9 +27,9 @@ impl AdminAddress {
     /// Parses `http://host:port`, `host:port`, `:port` (this host), `unix//path/admin.sock`, or
     /// `https://host:port` (Caddy's remote admin), which uses `tls` (the system's roots alone
     /// when None).
-    pub fn parse(text: &str, tls: Option<&Arc<TlsFiles>>) -> Result<AdminAddress, AgentError> {
+    pub fn parse(text: &str, tls: Option<&Arc<TlsFiles>>) -> Result<AdminAddress, CompanionError> {
         let usage = |why: &str| {
-            AgentError::Usage(format!(
+            CompanionError::Usage(format!(
                 "--admin {text:?}: {why} (e.g. --admin http://localhost:2019)"
             ))
         };
@@ -135,9 +135,9 @@ pub struct AdminClient {
 impl AdminClient {
     /// A client with a 5 s timeout per request. Fails (as bad usage) when its TLS settings
     /// cannot make a client.
-    pub fn new(address: AdminAddress) -> Result<Self, AgentError> {
+    pub fn new(address: AdminAddress) -> Result<Self, CompanionError> {
         let http = HttpClient::new(&address.endpoint, address.tls.as_deref())
-            .map_err(|e| AgentError::Usage(format!("--admin {}: {e}", address.display)))?;
+            .map_err(|e| CompanionError::Usage(format!("--admin {}: {e}", address.display)))?;
         Ok(AdminClient::with_transport(address, Arc::new(http)))
     }
 
@@ -155,7 +155,7 @@ impl AdminClient {
         &self.address
     }
 
-    fn unreachable(&self, reason: impl std::fmt::Display) -> AgentError {
+    fn unreachable(&self, reason: impl std::fmt::Display) -> CompanionError {
         let mut reason = reason.to_string();
         // TLS failures, said in the terms of the flags that fix them.
         if reason.contains("invalid peer certificate") {
@@ -173,7 +173,7 @@ impl AdminClient {
         {
             reason.push_str(" (Caddy refused our client certificate: --admin-cert must be one its admin.remote access_control lists)");
         }
-        AgentError::Unreachable {
+        CompanionError::Unreachable {
             admin: self.address.url(),
             reason,
         }
@@ -186,7 +186,7 @@ impl AdminClient {
         path: &str,
         body: Option<&[u8]>,
         if_match: Option<&str>,
-    ) -> Result<AdminResponse, AgentError> {
+    ) -> Result<AdminResponse, CompanionError> {
         let mut headers = vec![("Accept", "application/json")];
         if let Some(tag) = if_match {
             headers.push(("If-Match", tag));
@@ -197,9 +197,12 @@ impl AdminClient {
     }
 
     /// GET that must answer 200; the body parsed as JSON.
-    pub fn get_json(&self, path: &str) -> Result<(serde_json::Value, Option<String>), AgentError> {
+    pub fn get_json(
+        &self,
+        path: &str,
+    ) -> Result<(serde_json::Value, Option<String>), CompanionError> {
         let response = self.get_ok(path)?;
-        let value = serde_json::from_slice(&response.body).map_err(|e| AgentError::Api {
+        let value = serde_json::from_slice(&response.body).map_err(|e| CompanionError::Api {
             admin: self.address.url(),
             request: format!("GET {path}"),
             status: response.status,
@@ -209,7 +212,7 @@ impl AdminClient {
     }
 
     /// GET that must answer 200.
-    pub fn get_ok(&self, path: &str) -> Result<AdminResponse, AgentError> {
+    pub fn get_ok(&self, path: &str) -> Result<AdminResponse, CompanionError> {
         let response = self.request("GET", path, None, None)?;
         if response.status != 200 {
             return Err(self.api_error("GET", path, &response));
@@ -218,9 +221,9 @@ impl AdminClient {
     }
 
     /// The error for an unexpected answer, with Caddy's `{"error": ...}` text when there is one.
-    pub fn api_error(&self, method: &str, path: &str, response: &AdminResponse) -> AgentError {
+    pub fn api_error(&self, method: &str, path: &str, response: &AdminResponse) -> CompanionError {
         let message = error_message(&response.body);
-        AgentError::Api {
+        CompanionError::Api {
             admin: self.address.url(),
             request: format!("{method} {path}"),
             status: response.status,

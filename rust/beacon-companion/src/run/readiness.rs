@@ -11,7 +11,7 @@ use crate::http_client::{Endpoint, HttpClient};
 use crate::log;
 use crate::run::supervisor::Happening;
 use crate::upstream::Upstream;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// The deadline of one readiness probe.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,10 +30,10 @@ pub struct ReadyProbe {
 impl ReadyProbe {
     /// `--ready-url`: `http://host:port/path`, or a path (`/ready`) read from the upstream itself
     /// (over its Unix socket for a `unix//` upstream). Default: `/ready` on the upstream.
-    pub fn parse(text: Option<&str>, upstream: &Upstream) -> Result<ReadyProbe, AgentError> {
+    pub fn parse(text: Option<&str>, upstream: &Upstream) -> Result<ReadyProbe, CompanionError> {
         let text = text.unwrap_or("/ready");
         let usage = |why: &str| {
-            AgentError::Usage(format!(
+            CompanionError::Usage(format!(
                 "--ready-url {text:?}: {why} (e.g. --ready-url http://127.0.0.1:8000/ready)"
             ))
         };
@@ -102,7 +102,7 @@ pub fn wait_for_readiness(
     probe: ReadyProbe,
     sender: Sender<Happening>,
     stop: Arc<AtomicBool>,
-) -> Result<(), AgentError> {
+) -> Result<(), CompanionError> {
     let started = Instant::now();
     thread::Builder::new()
         .name("ready-probe".into())
@@ -135,7 +135,7 @@ pub fn wait_for_readiness(
             }
         })
         .map(drop)
-        .map_err(|e| AgentError::Setup(format!("cannot start the readiness thread: {e}")))
+        .map_err(|e| CompanionError::Setup(format!("cannot start the readiness thread: {e}")))
 }
 
 #[cfg(test)]

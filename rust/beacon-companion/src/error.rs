@@ -2,7 +2,7 @@
 
 /// Everything a command can fail with; each message is one line meant for the user.
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub enum CompanionError {
     /// `--help` or `--version`: not a failure, printed to stdout.
     #[error("{0}")]
     Help(String),
@@ -48,17 +48,17 @@ pub enum AgentError {
     },
 }
 
-impl AgentError {
+impl CompanionError {
     /// The process exit code (sysexits): 64 bad usage, 69 Caddy unreachable, 71 the companion's
     /// own set-up failed, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AgentError::Help(_) => 0,
-            AgentError::Exit(code) => *code,
-            AgentError::Usage(_) => 64,
-            AgentError::Unreachable { .. } => 69,
-            AgentError::Setup(_) => 71,
-            AgentError::Api { .. } | AgentError::DrainTimeout { .. } => 1,
+            CompanionError::Help(_) => 0,
+            CompanionError::Exit(code) => *code,
+            CompanionError::Usage(_) => 64,
+            CompanionError::Unreachable { .. } => 69,
+            CompanionError::Setup(_) => 71,
+            CompanionError::Api { .. } | CompanionError::DrainTimeout { .. } => 1,
         }
     }
 }
@@ -69,9 +69,9 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_sysexits() {
-        assert_eq!(AgentError::Usage("bad flag".into()).exit_code(), 64);
+        assert_eq!(CompanionError::Usage("bad flag".into()).exit_code(), 64);
         assert_eq!(
-            AgentError::Unreachable {
+            CompanionError::Unreachable {
                 admin: "http://localhost:2019".into(),
                 reason: "refused".into()
             }
@@ -79,9 +79,9 @@ mod tests {
             69
         );
         assert_eq!(
-            AgentError::Setup("cannot start a thread".into()).exit_code(),
+            CompanionError::Setup("cannot start a thread".into()).exit_code(),
             71
         );
-        assert_eq!(AgentError::Exit(3).exit_code(), 3);
+        assert_eq!(CompanionError::Exit(3).exit_code(), 3);
     }
 }

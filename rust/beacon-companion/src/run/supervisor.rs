@@ -10,7 +10,7 @@ use std::thread;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::AgentError;
+use crate::CompanionError;
 
 /// Something the main loop reacts to.
 #[derive(Debug)]
@@ -32,10 +32,10 @@ pub struct App {
 }
 
 /// Starts `command` and reports its exit on `events`.
-pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, AgentError> {
+pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, CompanionError> {
     let (program, args) = command
         .split_first()
-        .ok_or_else(|| AgentError::Usage("nothing to run after --".into()))?;
+        .ok_or_else(|| CompanionError::Usage("nothing to run after --".into()))?;
     let mut builder = Command::new(program);
     // The app keeps its own drain delay (caddy-beacon's middleware serves on for 5 s after
     // SIGTERM by default): an HTTP/2 connection that a Caddy reload left on the superseded
@@ -45,10 +45,10 @@ pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, Agent
     die_with_parent(&mut builder);
     let mut child = builder
         .spawn()
-        .map_err(|e| AgentError::Usage(format!("cannot start {program:?}: {e}")))?;
+        .map_err(|e| CompanionError::Usage(format!("cannot start {program:?}: {e}")))?;
     let pid = Pid::from_raw(
         i32::try_from(child.id())
-            .map_err(|_| AgentError::Setup("the app's pid is out of range".into()))?,
+            .map_err(|_| CompanionError::Setup("the app's pid is out of range".into()))?,
     );
     thread::Builder::new()
         .name("app-wait".into())
@@ -58,7 +58,7 @@ pub fn spawn(command: &[String], events: Sender<Happening>) -> Result<App, Agent
             }
         })
         .map_err(|e| {
-            AgentError::Setup(format!(
+            CompanionError::Setup(format!(
                 "cannot start the thread that waits for the app: {e}"
             ))
         })?;

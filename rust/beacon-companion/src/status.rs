@@ -10,7 +10,7 @@ use crate::admin::proxy_upstreams::proxy_upstreams;
 use crate::admin::AdminClient;
 use crate::state::health::parse_gauges;
 use crate::upstream::OWNED_ID_PREFIX;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// One upstream as seen by one Caddy.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +45,7 @@ fn owned_dials(config: &Value) -> Vec<&str> {
 }
 
 /// Reads the upstreams of one Caddy.
-pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> {
+pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, CompanionError> {
     let upstreams = proxy_upstreams(client)?;
     let metrics = client.get_ok("/metrics")?;
     let gauges = parse_gauges(&String::from_utf8_lossy(&metrics.body));
@@ -78,7 +78,7 @@ pub fn collect(client: &AdminClient) -> Result<Vec<UpstreamStatus>, AgentError> 
 fn add_pool_members(
     client: &AdminClient,
     statuses: &mut Vec<UpstreamStatus>,
-) -> Result<(), AgentError> {
+) -> Result<(), CompanionError> {
     let Some(listing) = BeaconApi(client).pools()? else {
         return Ok(());
     };

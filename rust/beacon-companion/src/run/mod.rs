@@ -24,7 +24,7 @@ use crate::log;
 use crate::state::status_server::{self, Listen, Report};
 use crate::state::{lock, CaddyState, Control, Phase};
 use crate::upstream::Upstream;
-use crate::AgentError;
+use crate::CompanionError;
 use readiness::ReadyProbe;
 use shutdown::{Leave, Shutdown};
 use supervisor::Happening;
@@ -49,7 +49,7 @@ pub struct RunOptions {
 }
 
 /// Runs until the companion stops; returns the exit code.
-pub fn run(options: RunOptions) -> Result<i32, AgentError> {
+pub fn run(options: RunOptions) -> Result<i32, CompanionError> {
     // Before anything starts: a client that cannot be built is bad usage, exit 64.
     let clients = options
         .admins
@@ -150,15 +150,16 @@ pub fn run(options: RunOptions) -> Result<i32, AgentError> {
 
 /// `--listen`: a default port that is taken falls back to a free one (see status_server); an
 /// explicit one that cannot be bound is bad usage.
-fn serve_status(listen: Listen, report: Arc<Report>) -> Result<(), AgentError> {
+fn serve_status(listen: Listen, report: Arc<Report>) -> Result<(), CompanionError> {
     let listener = status_server::bind(listen).map_err(|e| {
-        AgentError::Usage(format!(
+        CompanionError::Usage(format!(
             "--listen {}: {e} (give each companion on a host its own port, or --listen off)",
             listen.address
         ))
     })?;
-    let bound = status_server::start(listener, report)
-        .map_err(|e| AgentError::Setup(format!("cannot serve --listen {}: {e}", listen.address)))?;
+    let bound = status_server::start(listener, report).map_err(|e| {
+        CompanionError::Setup(format!("cannot serve --listen {}: {e}", listen.address))
+    })?;
     log::info(format!(
         "status on http://{bound}/status and http://{bound}/metrics"
     ));
@@ -170,7 +171,7 @@ fn serve_status(listen: Listen, report: Arc<Report>) -> Result<(), AgentError> {
 fn start_memberships(
     links: Vec<CaddyLink>,
     options: &RunOptions,
-) -> Result<Vec<JoinHandle<LeaveReport>>, AgentError> {
+) -> Result<Vec<JoinHandle<LeaveReport>>, CompanionError> {
     links
         .into_iter()
         .map(|link| {
@@ -189,7 +190,9 @@ fn start_memberships(
             thread::Builder::new()
                 .name("membership".into())
                 .spawn(move || join(link, &upstream, &mode, events_address))
-                .map_err(|e| AgentError::Setup(format!("cannot start a membership thread: {e}")))
+                .map_err(|e| {
+                    CompanionError::Setup(format!("cannot start a membership thread: {e}"))
+                })
         })
         .collect()
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use crate::http_client::Endpoint;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// `@id` prefix of the upstream entries companions register; the only upstreams they edit.
 pub const OWNED_ID_PREFIX: &str = "caddy-beacon-";
@@ -23,9 +23,9 @@ pub struct Upstream {
 
 impl Upstream {
     /// Parses `HOST:PORT`, `:PORT` (this host's first non-loopback address) or `unix//path`.
-    pub fn parse(text: &str) -> Result<Upstream, AgentError> {
+    pub fn parse(text: &str) -> Result<Upstream, CompanionError> {
         let usage = |why: String| {
-            AgentError::Usage(format!(
+            CompanionError::Usage(format!(
                 "--upstream {text:?}: {why} (e.g. --upstream 10.0.0.5:8000)"
             ))
         };

@@ -4,7 +4,7 @@
 
 use crate::admin::beacon_api::{ActionError, BeaconApi};
 use crate::admin::AdminClient;
-use crate::AgentError;
+use crate::CompanionError;
 
 /// Sets `weight` on `address` in `pool` (or every pool holding it) of one Caddy; returns a line
 /// per pool changed.
@@ -13,16 +13,16 @@ pub fn set_weight(
     address: &str,
     pool: Option<&str>,
     weight: u32,
-) -> Result<Vec<String>, AgentError> {
+) -> Result<Vec<String>, CompanionError> {
     let admin = client.address().url();
     let api = BeaconApi(client);
-    let listing = api.pools()?.ok_or_else(|| AgentError::Usage(format!("Caddy at {admin} has no beacon module (GET /beacon/pools answered 404): weights need it")))?;
+    let listing = api.pools()?.ok_or_else(|| CompanionError::Usage(format!("Caddy at {admin} has no beacon module (GET /beacon/pools answered 404): weights need it")))?;
     let pools = match pool {
         Some(pool) => vec![pool.to_owned()],
         None => listing.pools_holding(address),
     };
     if pools.is_empty() {
-        return Err(AgentError::Usage(format!(
+        return Err(CompanionError::Usage(format!(
             "{address} is in no pool at {admin}"
         )));
     }
@@ -33,7 +33,7 @@ pub fn set_weight(
                 "{address} in pool {pool} at {admin}: weight {weight}"
             )),
             Err(ActionError::NotFound) => {
-                return Err(AgentError::Usage(format!(
+                return Err(CompanionError::Usage(format!(
                     "{address} is not in pool {pool} at {admin}"
                 )))
             }
