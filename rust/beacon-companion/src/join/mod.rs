@@ -51,16 +51,6 @@ pub enum JoinMode {
     ConfigEdit(ConfigEditSettings),
 }
 
-impl JoinMode {
-    /// The config-edit settings this mode may use.
-    pub fn config_edit(&self) -> Option<&ConfigEditSettings> {
-        match self {
-            JoinMode::Pool { fallback, .. } => fallback.as_ref(),
-            JoinMode::ConfigEdit(settings) => Some(settings),
-        }
-    }
-}
-
 /// One Caddy as a membership sees it.
 #[derive(Clone, Debug)]
 pub struct CaddyLink {
@@ -106,23 +96,12 @@ pub trait Membership: Send {
 }
 
 /// Joins one Caddy in `mode` and keeps it so until the companion leaves; returns how leaving
-/// went. `events_address` is where this Caddy streams health events, for config edits.
-pub fn join(
-    caddy: CaddyLink,
-    upstream: &Upstream,
-    mode: &JoinMode,
-    events_address: Option<String>,
-) -> LeaveReport {
-    let config_edit = |settings: &ConfigEditSettings| -> Box<dyn Membership> {
-        Box::new(Reconciler::new(
-            caddy.clone(),
-            upstream.clone(),
-            settings.clone(),
-            events_address.clone(),
-        ))
-    };
-    let membership = match mode {
-        JoinMode::ConfigEdit(settings) => config_edit(settings),
+/// went.
+pub fn join(caddy: CaddyLink, upstream: &Upstream, mode: &JoinMode) -> LeaveReport {
+    let membership: Box<dyn Membership> = match mode {
+        JoinMode::ConfigEdit(settings) => {
+            Box::new(Reconciler::start(caddy.clone(), upstream, settings))
+        }
         JoinMode::Pool { pool, fallback } => match choose(&caddy, pool, fallback.as_ref()) {
             None => return LeaveReport::default(),
             Some(Chosen::Pool) => Box::new(PoolMember::new(
@@ -130,7 +109,9 @@ pub fn join(
                 pool.clone(),
                 upstream.dial.clone(),
             )),
-            Some(Chosen::ConfigEdit(settings)) => config_edit(settings),
+            Some(Chosen::ConfigEdit(settings)) => {
+                Box::new(Reconciler::start(caddy.clone(), upstream, settings))
+            }
         },
     };
     follow(&caddy, membership)

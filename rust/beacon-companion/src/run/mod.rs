@@ -17,12 +17,11 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crate::admin::{AdminAddress, AdminClient};
-use crate::join::config_edit::events_sink;
 use crate::join::leave::LeaveReport;
 use crate::join::{join, CaddyLink, JoinMode};
 use crate::log;
 use crate::state::status_server::{self, Listen, Report};
-use crate::state::{lock, CaddyState, Control, Phase};
+use crate::state::{CaddyState, Control, Phase};
 use crate::upstream::Upstream;
 use crate::CompanionError;
 use readiness::ReadyProbe;
@@ -166,8 +165,7 @@ fn serve_status(listen: Listen, report: Arc<Report>) -> Result<(), CompanionErro
     Ok(())
 }
 
-/// One membership thread per Caddy. In a mode that may edit Caddy's config, each Caddy's events
-/// sink starts first (pool members read the module's verdict instead).
+/// One membership thread per Caddy.
 fn start_memberships(
     links: Vec<CaddyLink>,
     options: &RunOptions,
@@ -175,21 +173,10 @@ fn start_memberships(
     links
         .into_iter()
         .map(|link| {
-            let events_address = options.mode.config_edit().and_then(|settings| {
-                let address = events_sink::start_for(
-                    &settings.events,
-                    link.client.address(),
-                    &options.upstream,
-                    &link.state,
-                    &link.control,
-                );
-                lock(&link.state).events_address.clone_from(&address);
-                address
-            });
             let (upstream, mode) = (options.upstream.clone(), options.mode.clone());
             thread::Builder::new()
                 .name("membership".into())
-                .spawn(move || join(link, &upstream, &mode, events_address))
+                .spawn(move || join(link, &upstream, &mode))
                 .map_err(|e| {
                     CompanionError::Setup(format!("cannot start a membership thread: {e}"))
                 })

@@ -106,6 +106,22 @@ impl Reconciler {
         }
     }
 
+    /// A reconciler for `caddy`, with the sink that receives this Caddy's health events started
+    /// first (when the settings and the addresses allow one): the config it writes names it.
+    pub fn start(caddy: CaddyLink, upstream: &Upstream, settings: &ConfigEditSettings) -> Self {
+        let events_address = events_sink::start_for(
+            &settings.events,
+            caddy.client.address(),
+            upstream,
+            &caddy.state,
+            &caddy.control,
+        );
+        lock(&caddy.state)
+            .events_address
+            .clone_from(&events_address);
+        Reconciler::new(caddy, upstream.clone(), settings.clone(), events_address)
+    }
+
     fn id(&self) -> String {
         upstream_id(&self.upstream.owned_suffix(&self.settings.target.key()))
     }
