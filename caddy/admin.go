@@ -71,13 +71,19 @@ func (Admin) handlePools(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(view)
 }
 
-// isAction is true for the path segments that name a registry command.
+// The routes' actions, the last segment of /beacon/pools/<pool>/<action>.
+const (
+	actionRegister = "register"
+	actionRenew    = "renew"
+	actionWeight   = "weight"
+	actionDrain    = "drain"
+	actionRemove   = "remove"
+)
+
+// isAction is true for the path segments that name an action.
 func isAction(segment string) bool {
-	switch segment {
-	case opRegister, opRenew, opWeight, opDrain, opRemove:
-		return true
-	}
-	return false
+	_, ok := keysOf[segment]
+	return ok
 }
 
 func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
@@ -102,30 +108,33 @@ func (Admin) handlePoolAction(w http.ResponseWriter, r *http.Request) error {
 	if body.Weight != nil && (*body.Weight < 0 || *body.Weight > maxWeight) {
 		return apiError(http.StatusBadRequest, fmt.Sprintf("weight must be 0 (standby) to %d, got %d", maxWeight, *body.Weight))
 	}
-	var cmd any
+	var cmd command
+	member := memberFields{Pool: poolName, Address: body.Address}
 	switch op {
-	case opRegister:
+	case actionRegister:
 		resolved, err := resolve(r.Context(), body.Address)
 		if err != nil {
 			return apiError(http.StatusBadRequest, err.Error())
 		}
 		local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 		cmd = registerCommand{
-			Op: op, Pool: poolName, Address: body.Address, LeaseMs: body.LeaseMs, Weight: body.Weight,
+			Pool: poolName, Address: body.Address, LeaseMs: body.LeaseMs, Weight: body.Weight,
 			Resolved: resolved, Listeners: requestListener(local), NowMs: nowMillis(),
 		}
-	case opWeight:
+	case actionWeight:
 		if body.Weight == nil {
 			return apiError(http.StatusBadRequest, `a weight is required: {"address": ..., "weight": 0 to 10000}`)
 		}
-		cmd = weightCommand{Op: op, Pool: poolName, Address: body.Address, Weight: *body.Weight, NowMs: nowMillis()}
-	case opRenew:
+		cmd = weightCommand{Pool: poolName, Address: body.Address, Weight: *body.Weight, NowMs: nowMillis()}
+	case actionRenew:
 		// A name is judged again by what it resolves to now; one that does not resolve this
 		// time keeps the address it was admitted at.
 		resolved, _ := resolve(r.Context(), body.Address)
-		cmd = renewCommand{Op: op, Pool: poolName, Address: body.Address, Resolved: resolved, NowMs: nowMillis()}
-	default: // drain, remove
-		cmd = memberCommand{Op: op, Pool: poolName, Address: body.Address}
+		cmd = renewCommand{Pool: poolName, Address: body.Address, Resolved: resolved, NowMs: nowMillis()}
+	case actionDrain:
+		cmd = drainCommand{member}
+	default: // remove
+		cmd = removeCommand{member}
 	}
 	out, err := apply(cmd)
 	if err != nil {

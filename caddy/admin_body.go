@@ -23,11 +23,11 @@ type memberBody struct {
 
 // keysOf is what each action's body may hold (address always).
 var keysOf = map[string][]string{
-	opRegister: {"address", "lease_ms", "weight"},
-	opRenew:    {"address"},
-	opWeight:   {"address", "weight"},
-	opDrain:    {"address"},
-	opRemove:   {"address"},
+	actionRegister: {"address", "lease_ms", "weight"},
+	actionRenew:    {"address"},
+	actionWeight:   {"address", "weight"},
+	actionDrain:    {"address"},
+	actionRemove:   {"address"},
 }
 
 // readMemberBody reads and checks the body of `op` from r (at most maxAdminBody bytes).

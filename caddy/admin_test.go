@@ -19,18 +19,18 @@ import (
 // pool's state held (until the test ends).
 func declare(t testing.TB, name string, settings ...func(*configureCommand)) {
 	t.Helper()
-	command := configureCommand{Op: opConfigure, Pool: name, Claim: nextClaim.Add(1)}
+	declaration := configureCommand{Pool: name, Claim: nextClaim.Add(1)}
 	for _, set := range settings {
-		set(&command)
+		set(&declaration)
 	}
-	for _, step := range []any{command, claimCommand{Op: opCommit, Claim: command.Claim}} {
+	for _, step := range []command{declaration, commitCommand{claimFields{Claim: declaration.Claim}}} {
 		if out, err := apply(step); err != nil || out.Status != 200 {
 			t.Fatalf("declaring %s: %+v: %v %+v", name, step, err, out)
 		}
 	}
 	acquirePool(name)
 	t.Cleanup(func() {
-		_, _ = apply(claimCommand{Op: opRelease, Claim: command.Claim})
+		_, _ = apply(releaseCommand{claimFields{Claim: declaration.Claim}})
 		releasePool(name)
 	})
 }

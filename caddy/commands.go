@@ -1,31 +1,41 @@
 package beacon
 
-// The registry's commands, typed: one struct per variant of the Command enum in
-// rust/beacon-registry/src/registry.rs, field for field, each carrying its "op" tag. The shared
-// vectors under rust/beacon-registry/vectors/ decode every command into these types and send it
-// through the real .wasm (vectors_test.go), and `cargo test` runs the same files against the
-// registry natively, so a field renamed on one side fails a test on the other.
-
-const (
-	opConfigure = "configure"
-	opCommit    = "commit"
-	opRelease   = "release"
-	opHost      = "host"
-	opRegister  = "register"
-	opRenew     = "renew"
-	opDrain     = "drain"
-	opRemove    = "remove"
-	opWeight    = "weight"
-	opProbed    = "probed"
-	opTick      = "tick"
-	opOffer     = "offer"
-	opPools     = "pools"
+import (
+	"encoding/json"
+	"fmt"
 )
+
+// The registry's commands, typed: one struct per variant of the Command enum in
+// rust/beacon-registry/src/registry.rs, field for field, each naming its own op (the JSON
+// tag), so that nothing but a command can be sent and no caller spells an op. The shared
+// vectors under rust/beacon-registry/vectors/ decode every command into these types and send
+// it through the real .wasm (vectors_test.go), and `cargo test` runs the same files against
+// the registry natively, so a field renamed on one side fails a test on the other.
+
+// command is one of the registry's commands.
+type command interface {
+	op() string
+}
+
+// encodeCommand is a command's JSON as the registry reads it: its op, then its fields.
+func encodeCommand(c command) ([]byte, error) {
+	fields, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	if len(fields) < 2 || fields[0] != '{' {
+		return nil, fmt.Errorf("beacon: command %T does not encode to an object", c)
+	}
+	encoded := []byte(`{"op":` + fmt.Sprintf("%q", c.op()))
+	if len(fields) > 2 {
+		encoded = append(encoded, ',')
+	}
+	return append(encoded, fields[1:]...), nil
+}
 
 // configureCommand stages a claim on a pool while a config loads (see the registry's
 // declarations.rs), with its health thresholds, slow-start window and admission list.
 type configureCommand struct {
-	Op          string   `json:"op"`
 	Pool        string   `json:"pool"`
 	Claim       uint64   `json:"claim"`
 	Passes      *int     `json:"passes,omitempty"`
@@ -34,17 +44,20 @@ type configureCommand struct {
 	Allow       []string `json:"allow,omitempty"`
 }
 
-// claimCommand commits a staged claim once its config runs (opCommit), or releases it when its
-// config is unloaded (opRelease).
-type claimCommand struct {
-	Op    string `json:"op"`
+// claimFields name a staged claim.
+type claimFields struct {
 	Claim uint64 `json:"claim"`
 }
+
+// commitCommand commits a staged claim once its config runs.
+type commitCommand struct{ claimFields }
+
+// releaseCommand releases a claim when its config is unloaded.
+type releaseCommand struct{ claimFields }
 
 // hostCommand tells the registry where this Caddy listens ("ip:port", "unix//path") and this
 // host's own addresses, for admission (see hostfacts.go).
 type hostCommand struct {
-	Op             string   `json:"op"`
 	Listeners      []string `json:"listeners,omitempty"`
 	LocalAddresses []string `json:"local_addresses,omitempty"`
 }
@@ -53,7 +66,6 @@ type hostCommand struct {
 // Weight nil keeps (or defaults) the weight. Resolved is what a DNS name resolved to and
 // Listeners the socket the request came in on, for the pool's admission policy.
 type registerCommand struct {
-	Op        string   `json:"op"`
 	Pool      string   `json:"pool"`
 	Address   string   `json:"address"`
 	LeaseMs   *int64   `json:"lease_ms,omitempty"`
@@ -65,7 +77,6 @@ type registerCommand struct {
 
 // weightCommand sets an address's weight (0: standby).
 type weightCommand struct {
-	Op      string `json:"op"`
 	Pool    string `json:"pool"`
 	Address string `json:"address"`
 	Weight  int64  `json:"weight"`
@@ -74,65 +85,72 @@ type weightCommand struct {
 
 // renewCommand extends a lease; Resolved is what a DNS name resolves to now (judged again).
 type renewCommand struct {
-	Op       string   `json:"op"`
 	Pool     string   `json:"pool"`
 	Address  string   `json:"address"`
 	Resolved []string `json:"resolved,omitempty"`
 	NowMs    int64    `json:"now_ms"`
 }
 
-// memberCommand drains or removes an address (opDrain, opRemove).
-type memberCommand struct {
-	Op      string `json:"op"`
+// memberFields name one member of a pool.
+type memberFields struct {
 	Pool    string `json:"pool"`
 	Address string `json:"address"`
 }
 
+// drainCommand stops new requests to a member.
+type drainCommand struct{ memberFields }
+
+// removeCommand forgets a member.
+type removeCommand struct{ memberFields }
+
 // probedCommand reports one active check of an address.
 type probedCommand struct {
-	Op      string      `json:"op"`
 	Pool    string      `json:"pool"`
 	Address string      `json:"address"`
 	NowMs   int64       `json:"now_ms"`
 	Result  probeResult `json:"result"`
 }
 
-// clockCommand carries only the time: opTick ends expired leases, opPools describes every pool.
-type clockCommand struct {
-	Op    string `json:"op"`
-	NowMs int64  `json:"now_ms"`
+// tickCommand ends expired leases.
+type tickCommand struct {
+	NowMs int64 `json:"now_ms"`
+}
+
+// poolsCommand describes every pool.
+type poolsCommand struct {
+	NowMs int64 `json:"now_ms"`
 }
 
 // offerCommand asks for the members to offer for a pool now, in order, with their weights.
 type offerCommand struct {
-	Op    string `json:"op"`
 	Pool  string `json:"pool"`
 	NowMs int64  `json:"now_ms"`
 }
 
+func (configureCommand) op() string { return "configure" }
+func (commitCommand) op() string    { return "commit" }
+func (releaseCommand) op() string   { return "release" }
+func (hostCommand) op() string      { return "host" }
+func (registerCommand) op() string  { return "register" }
+func (weightCommand) op() string    { return "weight" }
+func (renewCommand) op() string     { return "renew" }
+func (drainCommand) op() string     { return "drain" }
+func (removeCommand) op() string    { return "remove" }
+func (probedCommand) op() string    { return "probed" }
+func (tickCommand) op() string      { return "tick" }
+func (poolsCommand) op() string     { return "pools" }
+func (offerCommand) op() string     { return "offer" }
+
 // commandFor is the typed command for an op, empty, for decoding (nil for an unknown op).
-func commandFor(op string) any {
-	switch op {
-	case opConfigure:
-		return &configureCommand{}
-	case opCommit, opRelease:
-		return &claimCommand{}
-	case opHost:
-		return &hostCommand{}
-	case opRegister:
-		return &registerCommand{}
-	case opRenew:
-		return &renewCommand{}
-	case opWeight:
-		return &weightCommand{}
-	case opDrain, opRemove:
-		return &memberCommand{}
-	case opProbed:
-		return &probedCommand{}
-	case opTick, opPools:
-		return &clockCommand{}
-	case opOffer:
-		return &offerCommand{}
+func commandFor(op string) command {
+	for _, c := range []command{
+		&configureCommand{}, &commitCommand{}, &releaseCommand{}, &hostCommand{}, &registerCommand{},
+		&weightCommand{}, &renewCommand{}, &drainCommand{}, &removeCommand{}, &probedCommand{},
+		&tickCommand{}, &poolsCommand{}, &offerCommand{},
+	} {
+		if c.op() == op {
+			return c
+		}
 	}
 	return nil
 }

@@ -79,10 +79,10 @@ type event struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
-// command sends one command (a value that marshals to the registry's JSON) and returns the
+// command sends one command and returns the
 // reply. An error means the guest itself failed, not that the command was refused.
-func (g *guest) command(cmd any) (*reply, error) {
-	input, err := json.Marshal(cmd)
+func (g *guest) command(cmd command) (*reply, error) {
+	input, err := encodeCommand(cmd)
 	if err != nil {
 		return nil, err
 	}

@@ -12,18 +12,18 @@ func TestGuestABIRoundTripsCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	configured, err := g.command(configureCommand{Op: opConfigure, Pool: "abi", Claim: 1})
+	configured, err := g.command(configureCommand{Pool: "abi", Claim: 1})
 	if err != nil || configured.Status != 200 {
 		t.Fatalf("configure: %v %+v", err, configured)
 	}
-	if committed, err := g.command(claimCommand{Op: opCommit, Claim: 1}); err != nil || committed.Status != 200 {
+	if committed, err := g.command(commitCommand{claimFields{Claim: 1}}); err != nil || committed.Status != 200 {
 		t.Fatalf("commit: %v %+v", err, committed)
 	}
-	registered, err := g.command(registerCommand{Op: opRegister, Pool: "abi", Address: "127.0.0.1:8001", NowMs: 1})
+	registered, err := g.command(registerCommand{Pool: "abi", Address: "127.0.0.1:8001", NowMs: 1})
 	if err != nil || registered.Status != 200 || len(registered.Changed) != 1 || registered.Events[0].Name != "registered" {
 		t.Fatalf("register: %v %+v", err, registered)
 	}
-	out, _ := g.command(offerCommand{Op: opOffer, Pool: "abi", NowMs: 2})
+	out, _ := g.command(offerCommand{Pool: "abi", NowMs: 2})
 	var current offered
 	if err := json.Unmarshal(out.Data, &current); err != nil || len(current.Upstreams) != 1 || current.Upstreams[0].Address != "127.0.0.1:8001" {
 		t.Fatalf("offer: %s %v", out.Data, err)

@@ -68,7 +68,7 @@ func currentHostFacts() hostCommand {
 		}
 	}
 	slices.Sort(local)
-	return hostCommand{Op: opHost, Listeners: listeners, LocalAddresses: slices.Compact(local)}
+	return hostCommand{Listeners: listeners, LocalAddresses: slices.Compact(local)}
 }
 
 // defaultAdminListeners is Caddy's default admin address, as a listener.

@@ -154,7 +154,7 @@ func (w *kubernetesWatcher) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for address := range w.owned {
-		w.command(memberCommand{Op: opRemove, Pool: w.pool, Address: address})
+		w.command(removeCommand{memberFields{Pool: w.pool, Address: address}})
 	}
 	w.owned = map[string]endpointState{}
 }
@@ -364,13 +364,13 @@ func (w *kubernetesWatcher) reconcile(store cache.Store) {
 				w.owned[address] = endpointReady
 			}
 		case state == endpointDraining && owned && current == endpointReady:
-			w.command(memberCommand{Op: opDrain, Pool: w.pool, Address: address})
+			w.command(drainCommand{memberFields{Pool: w.pool, Address: address}})
 			w.owned[address] = endpointDraining
 		}
 	}
 	for address := range w.owned {
 		if _, still := wanted[address]; !still {
-			w.command(memberCommand{Op: opRemove, Pool: w.pool, Address: address})
+			w.command(removeCommand{memberFields{Pool: w.pool, Address: address}})
 			delete(w.owned, address)
 		}
 	}
@@ -385,7 +385,7 @@ func (w *kubernetesWatcher) reconcile(store cache.Store) {
 // every change of the slices that still list it.
 func (w *kubernetesWatcher) register(address string) bool {
 	lease := kubernetesLease.Milliseconds()
-	out, err := apply(registerCommand{Op: opRegister, Pool: w.pool, Address: address, LeaseMs: &lease, NowMs: nowMillis()})
+	out, err := apply(registerCommand{Pool: w.pool, Address: address, LeaseMs: &lease, NowMs: nowMillis()})
 	switch {
 	case err != nil:
 		w.logger().Error("registry", zap.Error(err))
@@ -410,7 +410,7 @@ func (w *kubernetesWatcher) renewAll() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for address, state := range w.owned {
-		out := w.command(renewCommand{Op: opRenew, Pool: w.pool, Address: address, NowMs: nowMillis()})
+		out := w.command(renewCommand{Pool: w.pool, Address: address, NowMs: nowMillis()})
 		if out != nil && out.Status == 404 {
 			// The registry no longer has it (removed through the admin API, or its lease ended
 			// while Caddy was stalled): a ready endpoint comes back, a draining one stays gone.
@@ -423,7 +423,7 @@ func (w *kubernetesWatcher) renewAll() {
 }
 
 // command applies one registry command, logging what failed; the reply, or nil on an error.
-func (w *kubernetesWatcher) command(cmd any) *reply {
+func (w *kubernetesWatcher) command(cmd command) *reply {
 	out, err := apply(cmd)
 	if err != nil {
 		w.logger().Error("registry", zap.Error(err))

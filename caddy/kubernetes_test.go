@@ -94,7 +94,7 @@ func TestKubernetesMembersLiveWhileRenewed(t *testing.T) {
 		return false
 	}
 	tick := func() {
-		if _, err := apply(clockCommand{Op: opTick, NowMs: now}); err != nil {
+		if _, err := apply(tickCommand{NowMs: now}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -115,7 +115,7 @@ func TestKubernetesMembersLiveWhileRenewed(t *testing.T) {
 	}
 	// Removed behind the watcher's back: the ready one returns, the draining one does not.
 	for _, address := range []string{"10.1.0.1:80", "10.1.0.2:80"} {
-		if out, err := apply(memberCommand{Op: opRemove, Pool: "kube-leases", Address: address}); err != nil || out.Status != 200 {
+		if out, err := apply(removeCommand{memberFields{Pool: "kube-leases", Address: address}}); err != nil || out.Status != 200 {
 			t.Fatalf("remove %s: %v %+v", address, err, out)
 		}
 	}

@@ -99,7 +99,7 @@ func existingPool(name string) *poolState {
 
 // apply sends a command to the registry, then rebuilds the snapshots it says changed and
 // reports its events. Refusals come back as a reply with a status other than 200.
-func apply(cmd any) (*reply, error) {
+func apply(cmd command) (*reply, error) {
 	g, err := registry()
 	if err != nil {
 		return nil, err
@@ -136,7 +136,7 @@ type offered struct {
 // refresh rebuilds the pool's offer from the registry's, and asks again later while a member
 // ramps.
 func (p *poolState) refresh(g *guest) error {
-	out, err := g.command(offerCommand{Op: opOffer, Pool: p.name, NowMs: nowMillis()})
+	out, err := g.command(offerCommand{Pool: p.name, NowMs: nowMillis()})
 	if err != nil {
 		return err
 	}
@@ -286,7 +286,7 @@ func startLeaseTicker() {
 			for {
 				select {
 				case <-leases.C:
-					if _, err := apply(clockCommand{Op: opTick, NowMs: nowMillis()}); err != nil {
+					if _, err := apply(tickCommand{NowMs: nowMillis()}); err != nil {
 						caddy.Log().Named("beacon").Error("ending expired leases: " + err.Error())
 					}
 				case <-facts.C:

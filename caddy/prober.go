@@ -71,7 +71,7 @@ func probeAll(ctx context.Context, p *poolState, settings checks) {
 			if ctx.Err() != nil {
 				return
 			}
-			_, _ = apply(probedCommand{Op: opProbed, Pool: p.name, Address: address, NowMs: nowMillis(), Result: result})
+			_, _ = apply(probedCommand{Pool: p.name, Address: address, NowMs: nowMillis(), Result: result})
 		}(upstream.Address, upstream.Dial)
 	}
 	wg.Wait()

@@ -165,7 +165,7 @@ type upstreamStatus struct {
 }
 
 func describePools() (*described, error) {
-	out, err := apply(clockCommand{Op: opPools, NowMs: nowMillis()})
+	out, err := apply(poolsCommand{NowMs: nowMillis()})
 	if err != nil {
 		return nil, err
 	}

@@ -140,7 +140,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	registerMetrics(ctx.GetMetricsRegistry())
 	u.claim = nextClaim.Add(1)
 	out, err := apply(configureCommand{
-		Op: opConfigure, Pool: u.Pool, Claim: u.claim, Passes: &u.HealthPasses, Fails: &u.HealthFails,
+		Pool: u.Pool, Claim: u.claim, Passes: &u.HealthPasses, Fails: &u.HealthFails,
 		SlowStartMs: time.Duration(u.SlowStart).Milliseconds(), Allow: u.Allow,
 	})
 	if err != nil {
@@ -179,7 +179,7 @@ func (c commitOnStart) Handle(context.Context, caddy.Event) error {
 // commit makes this module's settings the pool's (the newest config's win), and starts what
 // the pool runs: its checks, the lease ticker, its Kubernetes source.
 func (u *Upstreams) commit() {
-	out, err := apply(claimCommand{Op: opCommit, Claim: u.claim})
+	out, err := apply(commitCommand{claimFields{Claim: u.claim}})
 	if err != nil || out.Status != http.StatusOK {
 		caddy.Log().Named("beacon").Error("committing the pool's settings", zap.String("pool", u.Pool), zap.Error(err), zap.Any("reply", out))
 		return
@@ -234,7 +234,7 @@ func (u *Upstreams) Cleanup() error {
 		stopKubernetes(u.Pool)
 	}
 	if u.staged {
-		out, err := apply(claimCommand{Op: opRelease, Claim: u.claim})
+		out, err := apply(releaseCommand{claimFields{Claim: u.claim}})
 		if err != nil || out.Status != http.StatusOK {
 			caddy.Log().Named("beacon").Error("releasing the pool's claim", zap.String("pool", u.Pool), zap.Error(err), zap.Any("reply", out))
 		} else if gone(out) {
