@@ -103,6 +103,21 @@ type drainCommand struct{ memberFields }
 // removeCommand forgets a member.
 type removeCommand struct{ memberFields }
 
+// syncCommand is what a source (a Kubernetes Service) lists for a pool now, whole (see the
+// registry's sources.rs).
+type syncCommand struct {
+	Pool      string           `json:"pool"`
+	Source    string           `json:"source"`
+	Endpoints []sourceEndpoint `json:"endpoints"`
+	NowMs     int64            `json:"now_ms"`
+}
+
+// sourceEndpoint is one endpoint a source lists.
+type sourceEndpoint struct {
+	Address string `json:"address"`
+	Ready   bool   `json:"ready"`
+}
+
 // probedCommand reports one active check of an address.
 type probedCommand struct {
 	Pool    string      `json:"pool"`
@@ -137,6 +152,7 @@ func (renewCommand) op() string     { return "renew" }
 func (drainCommand) op() string     { return "drain" }
 func (removeCommand) op() string    { return "remove" }
 func (probedCommand) op() string    { return "probed" }
+func (syncCommand) op() string      { return "sync" }
 func (tickCommand) op() string      { return "tick" }
 func (poolsCommand) op() string     { return "pools" }
 func (offerCommand) op() string     { return "offer" }
@@ -145,7 +161,7 @@ func (offerCommand) op() string     { return "offer" }
 func commandFor(op string) command {
 	for _, c := range []command{
 		&configureCommand{}, &commitCommand{}, &releaseCommand{}, &hostCommand{}, &registerCommand{},
-		&weightCommand{}, &renewCommand{}, &drainCommand{}, &removeCommand{}, &probedCommand{},
+		&weightCommand{}, &renewCommand{}, &drainCommand{}, &removeCommand{}, &probedCommand{}, &syncCommand{},
 		&tickCommand{}, &poolsCommand{}, &offerCommand{},
 	} {
 		if c.op() == op {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,11 +27,10 @@ import (
 // The Kubernetes source's watcher and its status (what the source does: kubernetes_source.go).
 // Builds tagged nokubernetes leave this file, kubernetes_client.go and client-go out.
 
-// kubernetesLease is how long a member the watcher registered lasts without renewal; the
-// watcher renews every kubernetesRenewal, so members outlive an API server outage of any length
-// but not a Caddy whose watcher is gone.
+// kubernetesRenewal is how often the watcher syncs even without a change: each sync renews the
+// members' 60 s leases (the registry's SOURCE_LEASE_MS), so they outlive an API server outage
+// of any length but not a Caddy whose watcher is gone.
 const (
-	kubernetesLease   = 60 * time.Second
 	kubernetesRenewal = 15 * time.Second
 	// How long the heartbeat at each renewal waits for the API server: a server silent for
 	// longer is reported as not watched within kubernetesRenewal + this.
@@ -70,13 +70,8 @@ type kubernetesWatcher struct {
 	done   chan struct{}
 
 	mu sync.Mutex
-	// The addresses this watcher registered, and what it made of them.
-	owned map[string]endpointState
 	// Slices already reported as lacking the port, so the log says it once.
 	warned map[string]bool
-	// Endpoints the pool's admission policy refused, counted and logged once each while the
-	// slices list them.
-	refused map[string]bool
 	// Whether the last call to the API server failed (logged once per outage).
 	failing atomic.Bool
 	// Whether the first list has arrived.
@@ -125,7 +120,7 @@ func watchKubernetes(pool string, plan *kubernetesPlan) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &kubernetesWatcher{
 		pool: pool, source: plan.source, cancel: cancel, done: make(chan struct{}),
-		owned: map[string]endpointState{}, warned: map[string]bool{}, refused: map[string]bool{},
+		warned: map[string]bool{},
 	}
 	kubernetesWatchers.byPool[pool] = w
 	kubernetesWatchers.Unlock()
@@ -153,10 +148,7 @@ func (w *kubernetesWatcher) stop() {
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for address := range w.owned {
-		w.command(removeCommand{memberFields{Pool: w.pool, Address: address}})
-	}
-	w.owned = map[string]endpointState{}
+	w.sync(map[string]endpointState{})
 }
 
 // restConfig is the kubeconfig at path, or the pod's own service account (in-cluster).
@@ -228,15 +220,15 @@ func (w *kubernetesWatcher) run(ctx context.Context, client rest.Interface) {
 	w.synced.Store(true)
 	w.logger().Info("watching EndpointSlices")
 	store := informer.GetStore()
-	w.reconcile(store)
+	w.syncStore(store)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
-			w.reconcile(store)
+			w.syncStore(store)
 		case <-renew.C:
-			w.renewAll()
+			w.syncStore(store) // also renews the members' leases
 			heartbeat()
 		}
 	}
@@ -350,76 +342,23 @@ func stateOf(conditions discoveryv1.EndpointConditions) endpointState {
 	return endpointDraining
 }
 
-// reconcile registers, drains and removes so the pool holds what the slices say. An endpoint
-// that was never ready is not registered; one that turns ready again is served again.
-func (w *kubernetesWatcher) reconcile(store cache.Store) {
+// syncStore sends the registry what the slices say now.
+func (w *kubernetesWatcher) syncStore(store cache.Store) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	wanted := w.desired(store)
+	w.sync(w.desired(store))
+}
+
+// sync sends the registry the source's whole list: what follows from it (ready endpoints join,
+// others drain, unlisted ones leave, refusals said once, leases renewed) is the registry's
+// (rust/beacon-registry/src/sources.rs).
+func (w *kubernetesWatcher) sync(wanted map[string]endpointState) {
+	endpoints := make([]sourceEndpoint, 0, len(wanted))
 	for address, state := range wanted {
-		current, owned := w.owned[address]
-		switch {
-		case state == endpointReady && (!owned || current != endpointReady):
-			if w.register(address) {
-				w.owned[address] = endpointReady
-			}
-		case state == endpointDraining && owned && current == endpointReady:
-			w.command(drainCommand{memberFields{Pool: w.pool, Address: address}})
-			w.owned[address] = endpointDraining
-		}
+		endpoints = append(endpoints, sourceEndpoint{Address: address, Ready: state == endpointReady})
 	}
-	for address := range w.owned {
-		if _, still := wanted[address]; !still {
-			w.command(removeCommand{memberFields{Pool: w.pool, Address: address}})
-			delete(w.owned, address)
-		}
-	}
-	for address := range w.refused {
-		if _, still := wanted[address]; !still {
-			delete(w.refused, address)
-		}
-	}
-}
-
-// register joins an endpoint; a refusal is counted and logged the first time only, not at
-// every change of the slices that still list it.
-func (w *kubernetesWatcher) register(address string) bool {
-	lease := kubernetesLease.Milliseconds()
-	out, err := apply(registerCommand{Pool: w.pool, Address: address, LeaseMs: &lease, NowMs: nowMillis()})
-	switch {
-	case err != nil:
-		w.logger().Error("registry", zap.Error(err))
-		return false
-	case out.Status == 403:
-		if !w.refused[address] {
-			w.refused[address] = true
-			refusals.WithLabelValues(w.pool).Inc()
-			w.logger().Warn("endpoint refused", zap.String("endpoint", address), zap.String("reason", out.Error))
-		}
-		return false
-	case out.Status != 200:
-		w.logger().Warn("the registry refused a command", zap.Int("status", out.Status), zap.String("reason", out.Error))
-		return false
-	}
-	delete(w.refused, address)
-	return true
-}
-
-// renewAll keeps every member this watcher holds, draining ones included, through a lost watch.
-func (w *kubernetesWatcher) renewAll() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for address, state := range w.owned {
-		out := w.command(renewCommand{Pool: w.pool, Address: address, NowMs: nowMillis()})
-		if out != nil && out.Status == 404 {
-			// The registry no longer has it (removed through the admin API, or its lease ended
-			// while Caddy was stalled): a ready endpoint comes back, a draining one stays gone.
-			if state == endpointReady && w.register(address) {
-				continue
-			}
-			delete(w.owned, address)
-		}
-	}
+	sort.Slice(endpoints, func(i, j int) bool { return endpoints[i].Address < endpoints[j].Address })
+	w.command(syncCommand{Pool: w.pool, Source: "kubernetes " + w.source.String(), Endpoints: endpoints, NowMs: nowMillis()})
 }
 
 // command applies one registry command, logging what failed; the reply, or nil on an error.
@@ -429,7 +368,7 @@ func (w *kubernetesWatcher) command(cmd command) *reply {
 		w.logger().Error("registry", zap.Error(err))
 		return nil
 	}
-	if out.Status != 200 && out.Status != 404 {
+	if out.Status != 200 {
 		w.logger().Warn("the registry refused a command", zap.Int("status", out.Status), zap.String("reason", out.Error))
 	}
 	return out

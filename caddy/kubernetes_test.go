@@ -71,16 +71,16 @@ func TestEndpointSlicesBecomeMembers(t *testing.T) {
 	}
 }
 
-// The watcher's members outlive their 60 s lease while it renews them (an API server outage of
-// any length), leave when it stops renewing (its Caddy is gone), and a member the registry lost
-// comes back at the next renewal while its endpoint is ready.
-func TestKubernetesMembersLiveWhileRenewed(t *testing.T) {
+// The watcher's members outlive their 60 s lease while it syncs every 15 s (an API server outage
+// of any length: the last known slices), leave when it stops syncing (its Caddy is gone), and a
+// member the registry lost comes back at the next sync while its endpoint is ready.
+func TestKubernetesMembersLiveWhileSynced(t *testing.T) {
 	now := int64(1_000_000)
 	realClock := nowMillis
 	nowMillis = func() int64 { return now }
 	defer func() { nowMillis = realClock }()
 	declare(t, "kube-leases")
-	w := &kubernetesWatcher{pool: "kube-leases", owned: map[string]endpointState{}, warned: map[string]bool{}, refused: map[string]bool{}}
+	w := &kubernetesWatcher{pool: "kube-leases", source: KubernetesSource{Namespace: "shop", Service: "app"}, warned: map[string]bool{}}
 	member := func(address string) bool {
 		view, err := describePools()
 		if err != nil {
@@ -98,20 +98,17 @@ func TestKubernetesMembersLiveWhileRenewed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, address := range []string{"10.1.0.1:80", "10.1.0.2:80"} {
-		if !w.register(address) {
-			t.Fatalf("%s was not registered", address)
-		}
-		w.owned[address] = endpointReady
-	}
-	w.owned["10.1.0.2:80"] = endpointDraining
-	for range 20 { // 20 renewals 15 s apart: 5 minutes, five leases
+	slices := map[string]endpointState{"10.1.0.1:80": endpointReady, "10.1.0.2:80": endpointReady}
+	w.sync(slices)
+	slices["10.1.0.2:80"] = endpointDraining
+	w.sync(slices)
+	for range 20 { // 20 syncs 15 s apart: 5 minutes, five leases
 		now += kubernetesRenewal.Milliseconds()
-		w.renewAll()
+		w.sync(slices)
 		tick()
 	}
 	if !member("10.1.0.1:80") || !member("10.1.0.2:80") {
-		t.Fatal("renewed members left the pool")
+		t.Fatal("synced members left the pool")
 	}
 	// Removed behind the watcher's back: the ready one returns, the draining one does not.
 	for _, address := range []string{"10.1.0.1:80", "10.1.0.2:80"} {
@@ -119,17 +116,14 @@ func TestKubernetesMembersLiveWhileRenewed(t *testing.T) {
 			t.Fatalf("remove %s: %v %+v", address, err, out)
 		}
 	}
-	w.renewAll()
+	w.sync(slices)
 	if !member("10.1.0.1:80") || member("10.1.0.2:80") {
-		t.Fatalf("after renewal: ready member back %v, draining member back %v", member("10.1.0.1:80"), member("10.1.0.2:80"))
+		t.Fatalf("after the sync: ready member back %v, draining member back %v", member("10.1.0.1:80"), member("10.1.0.2:80"))
 	}
-	if _, owned := w.owned["10.1.0.2:80"]; owned {
-		t.Error("the watcher still counts a member the registry dropped")
-	}
-	// No more renewals: the lease ends.
-	now += kubernetesLease.Milliseconds() + 1
+	// No more syncs: the lease ends.
+	now += 60_000 + 1
 	tick()
 	if member("10.1.0.1:80") {
-		t.Error("a member outlived its lease without renewals")
+		t.Error("a member outlived its lease without syncs")
 	}
 }

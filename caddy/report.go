@@ -97,6 +97,10 @@ func report(e event) {
 				m.events.Emit(m.ctx, e.Name, map[string]any{"host": e.Address, "pool": e.Pool})
 			}
 		}
+	case "refused":
+		// An endpoint a source lists that the pool refuses, said once while listed.
+		refusals.WithLabelValues(e.Pool).Inc()
+		logger.Warn("endpoint refused", zap.String("pool", e.Pool), zap.String("endpoint", e.Address), zap.String("reason", e.Reason))
 	default:
 		lifecycle.WithLabelValues(e.Pool, e.Name).Inc()
 		fields := []zap.Field{zap.String("pool", e.Pool), zap.String("upstream", e.Address)}

@@ -1,10 +1,14 @@
 // Package beacon is the Caddy side of caddy-beacon's module: app replicas join and leave a
 // reverse proxy's pool through Caddy's admin API (/beacon/...) without any config change or
 // reload, and the module runs the active health checks Caddy does not run for dynamic
-// upstreams. The logic (pools, leases, verdicts, draining, admission, which config declares
-// which pool) is rust/beacon-registry, compiled to WebAssembly and run by wazero; this package
-// is the host: Caddy's interfaces, the I/O (probes, DNS, the Kubernetes API, the process's
-// own sockets), and per-request selection.
+// upstreams. What decides is rust/beacon-registry, compiled to WebAssembly and run by wazero:
+// pools, leases, verdicts, draining, weights and slow start, admission, which config declares
+// which pool, and what a Kubernetes Service's endpoints mean for its pool. This package is the
+// host: Caddy's interfaces (this file, admin.go), the I/O the registry cannot do (probes in
+// prober.go, DNS and the process's own sockets in admission.go and hostfacts.go, watching the
+// Kubernetes API in kubernetes*.go), and the one piece of logic that runs per request,
+// choosing a member (selection.go: a smooth weighted round robin over the registry's offer),
+// which stays in Go because a call into the guest per request would cost more than the choice.
 package beacon
 
 import (

@@ -13,6 +13,8 @@
 //! - [`address`]: what a valid pool name and dial address are.
 //! - [`admission`]: which addresses a pool accepts (never this Caddy itself; not by default
 //!   what exposes the host; with an `allow` list, only what it names).
+//! - [`sources`]: members a source other than the companions owns (a Kubernetes Service's
+//!   EndpointSlices, which the host watches): ready ones join, others drain, gone ones leave.
 //! - [`declarations`]: which loaded configs declare each pool, so that a refused config changes
 //!   nothing and a pool lives as long as a running config declares it.
 
@@ -24,6 +26,7 @@ mod error;
 pub mod health;
 pub mod pool;
 mod registry;
+pub mod sources;
 
 pub use error::RegistryError;
 pub use registry::{Command, Event, Registry, Reply};

@@ -13,6 +13,7 @@ use crate::admission::{Admission, OwnSockets};
 use crate::declarations::{Declarations, PoolSettings};
 use crate::health::{HealthPolicy, ProbeResult};
 use crate::pool::{Pool, DEFAULT_LEASE_MS};
+use crate::sources::{Endpoint, Sources};
 use crate::{Change, RegistryError};
 
 /// A command from the host. Fields are the JSON keys: `pool`, `address` (a dial address),
@@ -64,6 +65,14 @@ pub enum Command {
         listeners: Vec<String>,
         now_ms: u64,
     },
+    /// What `source` (a Kubernetes Service, say) lists for `pool` now, whole: its members
+    /// follow (see sources.rs).
+    Sync {
+        pool: String,
+        source: String,
+        endpoints: Vec<Endpoint>,
+        now_ms: u64,
+    },
     /// A companion renews its lease; `resolved`, for a name, is what it resolves to now.
     Renew {
         pool: String,
@@ -101,7 +110,8 @@ pub enum Command {
 /// Something that happened to an upstream, for Caddy's events and metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
-    /// `healthy`, `unhealthy`, `registered`, `draining`, `removed` or `expired`.
+    /// `healthy`, `unhealthy`, `registered`, `draining`, `removed`, `expired`, or `refused` (an
+    /// endpoint a source lists that the pool's admission policy refuses, said once).
     pub name: &'static str,
     /// The pool.
     pub pool: String,
@@ -135,6 +145,7 @@ pub struct Registry {
     pools: BTreeMap<String, Pool>,
     declared: Declarations,
     own: OwnSockets,
+    sources: Sources,
 }
 
 fn event(name: &'static str, pool: &str, address: &str) -> Event {
@@ -222,6 +233,7 @@ impl Registry {
                             ..event("removed", &pool, &upstream.address)
                         });
                     }
+                    self.sources.forget_pool(&pool);
                 } else {
                     self.take_settings(&pool, reply);
                 }
@@ -277,6 +289,31 @@ impl Registry {
                 }
                 let upstream = target.upstreams.iter().find(|u| u.address == address);
                 reply.data = upstream.map_or(Value::Null, |u| json!({"lease_ms": u.lease_ms, "weight": u.weight, "created": !known, "dial": u.dial()}));
+            }
+            Command::Sync {
+                pool,
+                source,
+                endpoints,
+                now_ms,
+            } => {
+                check_pool_name(&pool)?;
+                let target = self
+                    .pools
+                    .get_mut(&pool)
+                    .ok_or_else(|| RegistryError::UnknownPool(pool.clone()))?;
+                let synced = self
+                    .sources
+                    .sync(&pool, target, &source, &endpoints, &self.own, now_ms)?;
+                if synced.changed {
+                    reply.changed.push(pool.clone());
+                }
+                for (name, address, reason) in synced.events {
+                    reply.events.push(Event {
+                        reason,
+                        ..event(name, &pool, &address)
+                    });
+                }
+                reply.data = json!({ "members": target_members(&self.pools[&pool]) });
             }
             Command::Renew {
                 pool,
@@ -427,6 +464,11 @@ impl Registry {
             .collect();
         json!({ "pools": pools })
     }
+}
+
+/// How many members a pool holds, for replies.
+fn target_members(pool: &Pool) -> usize {
+    pool.upstreams.len()
 }
 
 impl Default for Reply {
