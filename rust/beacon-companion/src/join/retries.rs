@@ -52,3 +52,33 @@ impl Retries {
         self.said = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_each_distinct_failure_once_backs_off_and_resets_on_success() {
+        let mut retries = Retries::new("http://127.0.0.1:2019".into());
+        let first = retries.failed("Caddy at 127.0.0.1:2019 is unreachable");
+        assert_eq!(
+            retries.said.as_deref(),
+            Some("Caddy at 127.0.0.1:2019 is unreachable")
+        );
+        retries.failed("Caddy at 127.0.0.1:2019 is unreachable");
+        retries.failed("Caddy at 127.0.0.1:2019 is unreachable");
+        assert_eq!(retries.backoff.failures(), 3);
+        assert!(first <= Duration::from_secs(10));
+        retries.blocked("cannot register: no such site");
+        assert_eq!(
+            retries.said.as_deref(),
+            Some("cannot register: no such site")
+        );
+        retries.succeeded();
+        assert_eq!(retries.backoff.failures(), 0);
+        assert_eq!(
+            retries.said, None,
+            "after a success the same failure is said again"
+        );
+    }
+}

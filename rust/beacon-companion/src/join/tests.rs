@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::config_edit::site::Target;
 use super::config_edit::{ConfigEditSettings, EventsSetting, Reconciler};
 use super::pool::{PoolMember, PoolSettings};
-use super::{follow, CaddyLink, Membership, Step};
+use super::{follow, join, CaddyLink, JoinMode, Membership, Step};
 use crate::state::{lock, CaddyState, Control, Phase};
 use crate::testing::fake_caddy::{FakeCaddy, Fault};
 use crate::upstream::Upstream;
@@ -354,4 +354,175 @@ fn a_site_caddy_does_not_have_is_blocked_with_the_reason() {
     let caddy = FakeCaddy::stock(json!({"apps": {"http": {"servers": {}}}}));
     let (mut reconciler, _) = config_edit(&caddy);
     assert!(matches!(reconciler.step(), Step::Blocked(line) if line.contains(":8080")));
+}
+
+// --- choosing the mode ------------------------------------------------------------------------
+
+fn pool_mode(fallback: Option<ConfigEditSettings>) -> JoinMode {
+    JoinMode::Pool {
+        pool: PoolSettings {
+            name: "api".into(),
+            lease: Duration::from_secs(30),
+            weight: 100,
+        },
+        fallback,
+    }
+}
+
+/// Runs `join` on a thread until `ready` holds, then tells it to leave.
+fn join_until(
+    caddy: &FakeCaddy,
+    mode: JoinMode,
+    ready: impl Fn(&FakeCaddy) -> bool,
+) -> super::leave::LeaveReport {
+    let link = link(caddy);
+    link.control.set(Phase::Serving);
+    let control = Arc::clone(&link.control);
+    let joining = thread::spawn(move || {
+        let upstream = Upstream::parse(APP).expect("an upstream");
+        join(link, &upstream, &mode)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready(caddy) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {:?}",
+            caddy.requests()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    control.set(Phase::Leaving {
+        deadline: Instant::now() + Duration::from_secs(5),
+    });
+    joining.join().expect("the membership thread")
+}
+
+#[test]
+fn a_caddy_without_the_module_is_joined_through_its_config_when_the_options_say_how() {
+    let caddy = FakeCaddy::stock(caddyfile_config());
+    let fallback = ConfigEditSettings {
+        target: Target::Site(":8080".into()),
+        events: EventsSetting::Off,
+        reap_after: None,
+    };
+    let report = join_until(&caddy, pool_mode(Some(fallback)), |caddy| {
+        dials(caddy).len() == 1
+    });
+    assert!(report.is_clean(), "{report:?}");
+    assert!(dials(&caddy).is_empty(), "its entry removed when leaving");
+    assert_eq!(
+        caddy.requests().first().map(String::as_str),
+        Some("GET /beacon/pools"),
+        "asked for the module first"
+    );
+}
+
+#[test]
+fn a_caddy_without_the_module_and_no_fallback_is_asked_again_and_never_edited() {
+    let caddy = FakeCaddy::stock(caddyfile_config());
+    let report = join_until(&caddy, pool_mode(None), |caddy| {
+        !caddy.requests().is_empty()
+    });
+    assert!(report.is_clean(), "nothing to leave: {report:?}");
+    assert!(
+        caddy.requests().iter().all(|r| r == "GET /beacon/pools"),
+        "{:?}",
+        caddy.requests()
+    );
+    assert!(dials(&caddy).is_empty());
+}
+
+#[test]
+fn an_unreachable_caddy_is_asked_again_until_it_answers() {
+    let caddy = FakeCaddy::with_pool("api");
+    caddy.fail_next("GET /beacon/pools", Fault::Unreachable);
+    let report = join_until(&caddy, pool_mode(None), |caddy| {
+        caddy.members("api").len() == 1
+    });
+    assert!(report.is_clean(), "{report:?}");
+    let asked = caddy
+        .requests()
+        .iter()
+        .take_while(|r| *r == "GET /beacon/pools")
+        .count();
+    assert!(
+        asked >= 2,
+        "asked again after the failure: {:?}",
+        caddy.requests()
+    );
+}
+
+// --- what config-edit mode reads while serving ------------------------------------------------
+
+const GONE: &str = "10.0.0.9:8000";
+
+fn reaping(caddy: &FakeCaddy, reap_after: Duration) -> (Reconciler, CaddyLink) {
+    let link = link(caddy);
+    let settings = ConfigEditSettings {
+        target: Target::Site(":8080".into()),
+        events: EventsSetting::Off,
+        reap_after: Some(reap_after),
+    };
+    let upstream = Upstream::parse(APP).expect("an upstream");
+    (
+        Reconciler::new(link.clone(), upstream, settings, None),
+        link,
+    )
+}
+
+/// The Caddyfile's config with an entry (and its events log) left by a companion that is gone.
+fn config_with_a_vanished_companion() -> Value {
+    let mut config = caddyfile_config();
+    config["apps"]["http"]["servers"]["srv0"]["routes"][0]["handle"][0]["routes"][0]["handle"][0]
+        ["upstreams"] = json!([{"@id": "caddy-beacon-gone", "dial": GONE}]);
+    config["logging"] =
+        json!({"logs": {"caddy-beacon-events-gone": {"writer": {"output": "discard"}}}});
+    config
+}
+
+#[test]
+fn caddy_s_verdict_and_in_flight_count_are_read_while_serving() {
+    let caddy = FakeCaddy::stock(caddyfile_config());
+    caddy.set_healthy(APP, false);
+    caddy.set_in_flight(APP, 2);
+    let (mut reconciler, link) = config_edit(&caddy);
+    assert_eq!(reconciler.step(), Step::Done);
+    let state = lock(&link.state);
+    assert_eq!(state.in_flight, Some(2));
+    assert_eq!(state.fails, Some(0));
+    assert_eq!(state.became_unhealthy, 1, "Caddy's gauge says unhealthy");
+}
+
+#[test]
+fn an_entry_of_a_vanished_companion_is_reaped_once_unhealthy_long_enough_with_its_log() {
+    let caddy = FakeCaddy::stock(config_with_a_vanished_companion());
+    caddy.set_healthy(GONE, false);
+    let (mut reconciler, link) = reaping(&caddy, Duration::ZERO);
+    assert_eq!(reconciler.step(), Step::Done);
+    let left: Vec<Value> = dials(&caddy).iter().map(|u| u["dial"].clone()).collect();
+    assert_eq!(left, [json!(APP)], "the vanished entry reaped, ours added");
+    assert!(caddy.config()["logging"]["logs"]
+        .get("caddy-beacon-events-gone")
+        .is_none());
+    assert_eq!(lock(&link.state).reaped, 1);
+}
+
+#[test]
+fn an_entry_that_is_healthy_or_not_long_unhealthy_is_kept() {
+    let caddy = FakeCaddy::stock(config_with_a_vanished_companion());
+    caddy.set_healthy(GONE, true);
+    let (mut reconciler, _) = reaping(&caddy, Duration::ZERO);
+    reconciler.step();
+    assert_eq!(dials(&caddy).len(), 2, "healthy: kept");
+
+    let caddy = FakeCaddy::stock(config_with_a_vanished_companion());
+    caddy.set_healthy(GONE, false);
+    let (mut reconciler, link) = reaping(&caddy, Duration::from_secs(3600));
+    reconciler.step();
+    assert_eq!(
+        dials(&caddy).len(),
+        2,
+        "not unhealthy for an hour yet: kept"
+    );
+    assert_eq!(lock(&link.state).reaped, 0);
 }

@@ -9,9 +9,11 @@ pub mod readiness;
 pub mod shutdown;
 pub mod signals;
 pub mod supervisor;
+#[cfg(test)]
+mod tests;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::channel;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -57,6 +59,17 @@ pub fn run(options: RunOptions) -> Result<i32, CompanionError> {
         .collect::<Result<Vec<_>, _>>()?;
     let (sender, happenings) = channel();
     signals::listen(sender.clone())?;
+    supervise(options, clients, sender, happenings)
+}
+
+/// `run` once its clients are built and signals arrive on `happenings` (the seam the unit tests
+/// drive, with clients of a fake Caddy and signals sent as [`Happening::Signal`]).
+fn supervise(
+    options: RunOptions,
+    clients: Vec<AdminClient>,
+    sender: Sender<Happening>,
+    happenings: Receiver<Happening>,
+) -> Result<i32, CompanionError> {
     let control = Arc::new(Control::default());
     let caddies: Vec<Arc<Mutex<CaddyState>>> = options
         .admins

@@ -36,6 +36,7 @@ struct State {
     registry: Option<Registry>,
     now_ms: u64,
     in_flight: BTreeMap<String, u64>,
+    healthy: BTreeMap<String, bool>,
     config: Value,
     version: u64,
     faults: VecDeque<(String, Fault)>,
@@ -99,6 +100,12 @@ impl FakeCaddy {
     /// Requests in flight to `address`, as Caddy would count them.
     pub fn set_in_flight(&self, address: &str, requests: u64) {
         self.state().in_flight.insert(address.to_owned(), requests);
+    }
+
+    /// Caddy's health verdict on `address`, as its `caddy_reverse_proxy_upstreams_healthy` gauge
+    /// says it on `/metrics`.
+    pub fn set_healthy(&self, address: &str, healthy: bool) {
+        self.state().healthy.insert(address.to_owned(), healthy);
     }
 
     /// Sets a member's weight as an operator would (`caddy-beacon weight`).
@@ -287,10 +294,20 @@ impl State {
             return answer(200, json!(list));
         }
         if path == "/metrics" {
+            let gauges: String = self
+                .healthy
+                .iter()
+                .map(|(address, healthy)| {
+                    format!(
+                        "caddy_reverse_proxy_upstreams_healthy{{upstream=\"{address}\"}} {}\n",
+                        u8::from(*healthy)
+                    )
+                })
+                .collect();
             return AdminResponse {
                 status: 200,
                 etag: None,
-                body: Vec::new(),
+                body: gauges.into_bytes(),
             };
         }
         let pointer = path.trim_start_matches("/config").trim_end_matches('/');
