@@ -6,6 +6,7 @@ folder; pyproject says so too): it needs `make dist` first."""
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from release.dist import planned_wheels
+from release.dist import native_architecture, plan, planned_wheels
 from release.interpreters import MissingInterpreter, find, supported_versions
-from tests.support.servers import ROOT
 
-DIST = ROOT / "dist"
+# What the dist under test was built with: release.dist's own arguments (make test passes the
+# ones it built with; by default `make dist`'s, every wheel in dist/).
+BUILT = plan(shlex.split(os.environ.get("BEACON_DIST_ARGS", "")), native_architecture())
+DIST = BUILT.out
 # What the smoke app needs besides the wheel: the versions the README's quickstart asks for.
 APP_REQUIREMENTS = ("fastapi>=0.110", "uvicorn[standard]>=0.29")
 
@@ -54,8 +57,12 @@ def path_without_rust() -> str:
 
 
 def run(command: list[str | Path], env: dict[str, str] | None = None, timeout: float = 600) -> str:
-    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env, timeout=timeout, check=False)
-    assert result.returncode == 0, f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    result = subprocess.run(
+        [str(c) for c in command], capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, command))} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+    )
     return result.stdout
 
 
@@ -63,7 +70,7 @@ def x86_64_wheel(version: str) -> Path:
     (name,) = planned_wheels([version], ["x86_64"])
     wheel = DIST / name
     if not wheel.exists():
-        pytest.fail(f"{wheel} is missing: `make dist` builds it", pytrace=False)
+        pytest.fail(f"{wheel} is missing: `make dist` (or make test's dist-test) builds it", pytrace=False)
     return wheel
 
 
@@ -83,8 +90,14 @@ def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     no_rust.pop("CARGO_TARGET_DIR", None)
     assert shutil.which("cargo", path=no_rust["PATH"]) is None
     started = time.monotonic()
-    run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-index", "--only-binary=:all:", wheel], env=no_rust)
+    run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-index", "--only-binary=:all:", wheel],
+        env=no_rust,
+    )
     install_seconds = time.monotonic() - started
-    run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--only-binary=:all:", *APP_REQUIREMENTS], env=no_rust)
+    run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--only-binary=:all:", *APP_REQUIREMENTS],
+        env=no_rust,
+    )
     yield InstalledWheel(version, wheel, venv, install_seconds)
     shutil.rmtree(venv, ignore_errors=True)

@@ -8,10 +8,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
-
 import caddy_beacon
 import caddy_beacon._native
+from fastapi import APIRouter, FastAPI
 
 PACKAGE = Path(caddy_beacon.__file__).resolve().parent
 
@@ -22,7 +21,7 @@ items = APIRouter(prefix="/items")
 def beacon_middleware() -> caddy_beacon.BeaconMiddleware:
     layer: object = app.middleware_stack
     while not isinstance(layer, caddy_beacon.BeaconMiddleware):
-        layer = getattr(layer, "app")
+        layer = layer.app
     return layer
 
 
@@ -47,7 +46,7 @@ async def get_item(item_id: int) -> dict[str, object]:
         "native_module": caddy_beacon._native.__file__,
         "armed": beacon_middleware()._armed,
         "package_frames": package_frames(),
-        "python": "%d.%d" % sys.version_info[:2],
+        "python": "{}.{}".format(*sys.version_info[:2]),
     }
 
 

@@ -19,9 +19,12 @@ import yaml
 from release.dist import TARGETS, plan, planned_wheels, sdist_name
 from release.interpreters import ROOT, supported_versions
 from release.wheel_checks import WheelCheckFailed, check_elf, check_wheel, elf_facts
-from tests.dist.conftest import DIST, run
+from tests.dist.conftest import BUILT, DIST, run
 
-ALL_WHEELS = planned_wheels(supported_versions(), list(TARGETS))
+# The wheels the dist under test holds (all eight for `make dist`; see conftest's BUILT).
+ALL_WHEELS = BUILT.wheels
+# The wheels a release publishes (`make dist`).
+RELEASE_WHEELS = planned_wheels(supported_versions(), list(TARGETS))
 
 
 def listed_in_checksums() -> dict[str, str]:
@@ -33,6 +36,10 @@ def listed_in_checksums() -> dict[str, str]:
 
 def test_dist_holds_a_wheel_per_python_and_architecture_the_sdist_and_true_checksums() -> None:
     listed = listed_in_checksums()
+    assert set(planned_wheels(supported_versions(), [BUILT.native])) <= set(ALL_WHEELS), (
+        "every Python on this machine's architecture"
+    )
+    assert set(BUILT.architectures) == set(TARGETS), "both architectures built"
     assert sorted(listed) == sorted([*ALL_WHEELS, sdist_name()])
     for name, digest in listed.items():
         assert hashlib.sha256((DIST / name).read_bytes()).hexdigest() == digest, name
@@ -80,16 +87,22 @@ def test_the_app_image_builds_a_wheel_make_dist_builds_and_runs_it_on_the_same_p
             # What the build stage makes, for each Python the argument may name, on either architecture.
             planned = plan([a.replace("PYVERSION", version) for a in arguments], native=architecture).files
             assert planned == planned_wheels([version], [architecture])
-            assert set(planned) <= set(listed_in_checksums()), planned
-    assert re.search(r"^RUN pip install [^\n]*/wheels/\*\.whl", dockerfile, re.M), "the run stage installs the built wheel"
+            assert set(planned) <= set(RELEASE_WHEELS), planned
+    assert re.search(r"^RUN pip install [^\n]*/wheels/\*\.whl", dockerfile, re.M), (
+        "the run stage installs the built wheel"
+    )
     # compose builds the image for a Python a wheel exists for.
     compose = yaml.safe_load((ROOT / "compose.yml").read_text())["services"]["app"]["build"]
-    assert compose["dockerfile"] == "deploy/app.Dockerfile" and compose["args"]["PYTHON_VERSION"] in supported_versions()
+    assert (
+        compose["dockerfile"] == "deploy/app.Dockerfile" and compose["args"]["PYTHON_VERSION"] in supported_versions()
+    )
     assert "cargo" not in dockerfile.split("AS build", 1)[1].split("\nFROM ", 1)[1], "no Rust in the run stage"
 
 
 @pytest.mark.parametrize("python_version", ["3.9", "3.14"])
-def test_pip_on_an_unsupported_python_refuses_the_release_with_requires_python(python_version: str, tmp_path: Path) -> None:
+def test_pip_on_an_unsupported_python_refuses_the_release_with_requires_python(
+    python_version: str, tmp_path: Path
+) -> None:
     """pip's own refusal, from the metadata, before anything is compiled: the wheels do not
     match that Python's tag, so pip turns to the sdist, reads its metadata and stops there."""
     result = subprocess.run(
@@ -116,8 +129,18 @@ def test_the_sdist_builds_and_installs_from_a_clean_directory(tmp_path: Path) ->
     sdist = shutil.copy2(DIST / sdist_name(), clean)
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", venv])
-    run([venv / "bin" / "python", "-m", "pip", "install", "--quiet", sdist], env={**os.environ, "PIP_NO_CACHE_DIR": "1"}, timeout=1500)
-    imported = run([venv / "bin" / "python", "-c", "import caddy_beacon._native as n, caddy_beacon as c; print(c.__file__, n.__file__)"])
+    run(
+        [venv / "bin" / "python", "-m", "pip", "install", "--quiet", sdist],
+        env={**os.environ, "PIP_NO_CACHE_DIR": "1"},
+        timeout=1500,
+    )
+    imported = run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import caddy_beacon._native as n, caddy_beacon as c; print(c.__file__, n.__file__)",
+        ]
+    )
     assert all(Path(path).is_relative_to(venv) for path in imported.split()), imported
     companion = venv / "bin" / "caddy-beacon"
     assert companion.read_bytes()[:4] == b"\x7fELF"

@@ -10,18 +10,19 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.dist.conftest import InstalledWheel
+from tests.support.caddy import MODULE_CADDY, Caddies
 from tests.support.companion import Companion, sigterm_with_a_request_in_flight
-from tests.support.caddy import Caddies, MODULE_CADDY
+from tests.support.hostile import process_stats
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
-from tests.dist.conftest import InstalledWheel
-from tests.support.hostile import process_stats
 
 SMOKE_APP_DIR = Path(__file__).resolve().parent
 POOL = "smoke"
@@ -59,7 +60,9 @@ def assert_item_served_natively(installed: InstalledWheel, response: httpx.Respo
 
 
 def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [(s.name, dict(s.labels), s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+    return [
+        (s.name, dict(s.labels), s.value) for family in text_string_to_metric_families(text) for s in family.samples
+    ]
 
 
 def test_the_wheel_serves_probes_metrics_and_ids_on_the_native_path(installed: InstalledWheel, tmp_path: Path) -> None:
@@ -97,11 +100,15 @@ def test_the_wheel_serves_probes_metrics_and_ids_on_the_native_path(installed: I
             if name == "http_server_request_duration_seconds_count" and labels["http_request_method"] == "GET"
         }
         assert counts == {"/items/{item_id}": 4}, counts
-        assert any(n == "target_info" and l.get("service_name") == "dist-smoke" and v == 1 for n, l, v in scrape), scrape
+        assert any(
+            n == "target_info" and labels.get("service_name") == "dist-smoke" and v == 1 for n, labels, v in scrape
+        ), scrape
     finally:
         app.send_signal(signal.SIGTERM)
         app.wait(timeout=20)
-    print(f"\nFIGURE {installed.tag}: {installed.wheel.name} ({installed.wheel.stat().st_size:,} bytes) installed in {installed.install_seconds:.1f} s")
+    print(
+        f"\nFIGURE {installed.tag}: {installed.wheel.name} ({installed.wheel.stat().st_size:,} bytes) installed in {installed.install_seconds:.1f} s"
+    )
 
 
 def pool(caddy: Any) -> list[dict[str, Any]]:
@@ -121,7 +128,9 @@ def test_the_installed_companion_joins_the_module_caddy_and_leaves_drained(
         program=str(installed.companion), args=("--pool", POOL, "--drain-timeout", "15s"),
     )  # fmt: skip
     companion.wait_registered()
-    assert wait_until(lambda: [(u["address"], u["healthy"]) for u in pool(caddy)] == [(companion.upstream, True)], timeout=10), pool(caddy)
+    assert wait_until(
+        lambda: [(u["address"], u["healthy"]) for u in pool(caddy)] == [(companion.upstream, True)], timeout=10
+    ), pool(caddy)
     time.sleep(3)  # idle: registered, renewing its lease, the app ready
     resident, _ = process_stats(companion.process.pid)
     # Through Caddy: its request id (a UUID) reaches the app and comes back.

@@ -19,8 +19,15 @@ def test_a_missing_interpreter_is_named_in_one_line_and_nothing_runs(tmp_path: P
             build = find(version).path.parent.parent
             (versions / build.name).symlink_to(build)
     (tmp_path / "empty-bin").mkdir()
-    env = {"PATH": str(tmp_path / "empty-bin"), "PYENV_ROOT": str(tmp_path / "pyenv"), "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "release.interpreters"], env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        "PATH": str(tmp_path / "empty-bin"),
+        "PYENV_ROOT": str(tmp_path / "pyenv"),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "release.interpreters"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1, result
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1 and "no CPython 3.12 found" in result.stderr, result.stderr
@@ -32,7 +39,9 @@ def test_a_missing_interpreter_is_named_in_one_line_and_nothing_runs(tmp_path: P
     # With 3.12 back, every version is found under that root.
     twelve = find("3.12").path.parent.parent
     (versions / twelve.name).symlink_to(twelve)
-    found = subprocess.run([sys.executable, "-m", "release.interpreters"], env=env, capture_output=True, text=True, timeout=120)
+    found = subprocess.run(
+        [sys.executable, "-m", "release.interpreters"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert found.returncode == 0, found
     assert [line.split()[0] for line in found.stdout.splitlines()] == supported_versions()
     assert all(line.split()[1].startswith(str(versions)) for line in found.stdout.splitlines()), found.stdout
