@@ -270,7 +270,7 @@ lint: install-test $(DIST_TOOLS) ## make check's formatting and lint gates, agai
 # Two workers, a file each at a time (--dist loadfile: a module's fixtures, such as the Kubernetes
 # control plane, stay in one worker); each worker has its own ports and network namespaces.
 test-python: install-test ## every Python and end-to-end test (real Caddy, servers, namespaces, Kubernetes)
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # With Go, the demo's Caddy has the beacon module (built once); without, the demo says so in one
 # line and runs stock Caddy.

@@ -26,6 +26,9 @@ type poolState struct {
 	// Upstream objects by address, reused across snapshots: Caddy keeps per-request state on
 	// them (in-flight counts through their Host), and a stable list balances better.
 	known map[string]*reverseproxy.Upstream
+	// Each member's proxy metrics (member_stats.go), by address, from its first offer until it
+	// leaves the pool.
+	stats map[string]*memberStats
 	// The provisioned modules for this pool, newest last (a reload provisions the new config
 	// before cleaning up the old one).
 	attached []*Upstreams
@@ -50,7 +53,7 @@ func acquirePool(name string) *poolState {
 	defer pools.Unlock()
 	state, ok := pools.byName[name]
 	if !ok {
-		state = &poolState{name: name, known: map[string]*reverseproxy.Upstream{}}
+		state = &poolState{name: name, known: map[string]*reverseproxy.Upstream{}, stats: map[string]*memberStats{}}
 		state.snapshot.Store(newOffer(nil, nil, nil))
 		pools.byName[name] = state
 	}
@@ -76,10 +79,15 @@ func releasePool(name string) {
 	}
 }
 
-// stop ends what a forgotten pool's state runs: its checks and its slow-start refresh.
+// stop ends what a forgotten pool's state runs: its checks and its slow-start refresh, and
+// lets go of its members' metrics.
 func (p *poolState) stop() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for _, upstream := range p.known {
+		statsByUpstream.Delete(upstream)
+	}
+	removePoolMemberSeries(p.name)
 	if p.prober != nil {
 		p.prober.stop()
 		p.prober = nil
@@ -157,7 +165,16 @@ func (p *poolState) refresh(g *guest) error {
 		// (a new object when that moved).
 		upstream, ok := p.known[member.Address]
 		if !ok || upstream.Dial != member.Dial {
+			if ok {
+				statsByUpstream.Delete(upstream)
+			}
 			upstream = &reverseproxy.Upstream{Dial: member.Dial}
+			stats := p.stats[member.Address]
+			if stats == nil {
+				stats = newMemberStats(p.name, member.Address)
+				p.stats[member.Address] = stats
+			}
+			statsByUpstream.Store(upstream, stats)
 		}
 		keep[member.Address] = upstream
 		upstreams = append(upstreams, upstream)
@@ -205,11 +222,31 @@ func (p *poolState) sayWhenItRunsDry(before, now int) {
 	}
 }
 
-// forget drops objects of addresses the registry no longer holds.
+// forget drops the object and the metrics of an address the registry no longer holds.
 func (p *poolState) forget(address string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if upstream, ok := p.known[address]; ok {
+		statsByUpstream.Delete(upstream)
+	}
 	delete(p.known, address)
+	delete(p.stats, address)
+	removeMemberSeries(p.name, address)
+}
+
+// statsByHostport finds the metrics of the member Caddy dialled at `hostport` (the placeholder's
+// form of its dial address); nil if it is not this pool's.
+// Only a retry asks, so a scan is cheap enough; it covers members that left the offer since
+// (found unhealthy), whose failed attempts are the ones most worth counting.
+func (p *poolState) statsByHostport(hostport string) *memberStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, upstream := range p.known {
+		if address, err := caddy.ParseNetworkAddress(upstream.Dial); err == nil && address.JoinHostPort(0) == hostport {
+			return statsOf(upstream)
+		}
+	}
+	return nil
 }
 
 // inFlight is Caddy's count of requests in flight to `address` through this pool (0 when it

@@ -27,6 +27,7 @@ var (
 	weightDesc    = prometheus.NewDesc("caddy_beacon_upstream_weight", "The weight each pool member was given (0: standby).", []string{"pool", "upstream"}, nil)
 	effectiveDesc = prometheus.NewDesc("caddy_beacon_upstream_effective_weight", "The weight each pool member gets now: its weight, less while slow start ramps it up, 0 when not offered.", []string{"pool", "upstream"}, nil)
 	upstreamsDesc = prometheus.NewDesc("caddy_beacon_upstreams", "Upstreams in each pool, by state (healthy, unhealthy, draining).", []string{"pool", "state"}, nil)
+	inFlightDesc  = prometheus.NewDesc("caddy_beacon_upstream_in_flight", "Requests Caddy has in flight to each pool member (its own count, as least_conn and `GET /beacon/pools` see it).", []string{"pool", "upstream"}, nil)
 	healthyDesc   = prometheus.NewDesc("caddy_beacon_upstream_healthy", "1 while the module's active checks find the pool member healthy, else 0 (like caddy_reverse_proxy_upstreams_healthy).", []string{"pool", "upstream"}, nil)
 )
 
@@ -38,6 +39,7 @@ func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- healthyDesc
 	ch <- weightDesc
 	ch <- effectiveDesc
+	ch <- inFlightDesc
 }
 
 func (poolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -55,6 +57,7 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, healthy, name, u.Address)
 			ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, float64(u.Weight), name, u.Address)
 			ch <- prometheus.MustNewConstMetric(effectiveDesc, prometheus.GaugeValue, float64(u.EffectiveWeight), name, u.Address)
+			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(u.InFlight), name, u.Address)
 			switch {
 			case u.Draining:
 				counts["draining"]++
@@ -75,7 +78,7 @@ func registerMetrics(registry *prometheus.Registry) {
 	if registry == nil {
 		return
 	}
-	for _, collector := range []prometheus.Collector{transitions, lifecycle, refusals, poolCollector{}} {
+	for _, collector := range []prometheus.Collector{transitions, lifecycle, refusals, poolCollector{}, upstreamRequests, upstreamLatency, upstreamFailures, upstreamRetried} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(collector); err != nil && !errors.As(err, &already) {
 			caddy.Log().Named("beacon").Warn("registering metrics", zap.Error(err))

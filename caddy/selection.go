@@ -5,6 +5,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
@@ -18,6 +19,9 @@ type offer struct {
 	cumulative []uint64
 	// Every weight is the same: the list can go to lb_policy as it is.
 	even bool
+	// What Caddy dials for each member, as {http.reverse_proxy.upstream.hostport} says it
+	// (retry.go: a retry avoids the members a request tried).
+	hostports map[*reverseproxy.Upstream]string
 
 	// The smooth weighted round robin's state (one member per request, see next): each
 	// member's running credit, carried from the offer this one replaces.
@@ -32,6 +36,12 @@ type offer struct {
 // a turn that never comes.
 func newOffer(upstreams []*reverseproxy.Upstream, weights []uint64, previous *offer) *offer {
 	o := &offer{upstreams: upstreams, weights: weights, cumulative: make([]uint64, len(weights)), even: true, credit: make([]int64, len(weights))}
+	o.hostports = make(map[*reverseproxy.Upstream]string, len(upstreams))
+	for _, upstream := range upstreams {
+		if address, err := caddy.ParseNetworkAddress(upstream.Dial); err == nil {
+			o.hostports[upstream] = address.JoinHostPort(0)
+		}
+	}
 	var total uint64
 	for i, weight := range weights {
 		total += weight

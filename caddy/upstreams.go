@@ -255,8 +255,13 @@ func (u *Upstreams) Cleanup() error {
 const maxChoices = 64
 
 // GetUpstreams returns what this request's lb_policy chooses from (see offer.pick).
-func (u *Upstreams) GetUpstreams(*http.Request) ([]*reverseproxy.Upstream, error) {
-	return u.state.snapshot.Load().pick(u.Choices), nil
+func (u *Upstreams) GetUpstreams(r *http.Request) ([]*reverseproxy.Upstream, error) {
+	current := u.state.snapshot.Load()
+	picked := current.pick(u.Choices)
+	if tried := triedBy(r); tried != nil {
+		return current.excluding(picked, tried), nil
+	}
+	return picked, nil
 }
 
 func (u *Upstreams) checks() checks {
@@ -357,10 +362,11 @@ func parseDuration(text string, into *caddy.Duration) error {
 
 // Interface guards
 var (
-	_ caddy.Provisioner           = (*Upstreams)(nil)
-	_ caddy.Validator             = (*Upstreams)(nil)
-	_ caddy.CleanerUpper          = (*Upstreams)(nil)
-	_ reverseproxy.UpstreamSource = (*Upstreams)(nil)
-	_ caddyfile.Unmarshaler       = (*Upstreams)(nil)
-	_ caddyevents.Handler         = commitOnStart{}
+	_ caddy.Provisioner                  = (*Upstreams)(nil)
+	_ caddy.Validator                    = (*Upstreams)(nil)
+	_ caddy.CleanerUpper                 = (*Upstreams)(nil)
+	_ reverseproxy.UpstreamSource        = (*Upstreams)(nil)
+	_ reverseproxy.CachingUpstreamSource = (*Upstreams)(nil)
+	_ caddyfile.Unmarshaler              = (*Upstreams)(nil)
+	_ caddyevents.Handler                = commitOnStart{}
 )

@@ -545,15 +545,21 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(demo: Demo) -
 
 
 def test_every_dashboard_variable_has_values(demo: Demo) -> None:
+    def values(series: str, label: str) -> list[str]:
+        answer = httpx.get(
+            f"{demo.prometheus}/api/v1/label/{label}/values", params={"match[]": series}, timeout=10
+        ).json()
+        assert answer["status"] == "success", answer
+        return list(answer["data"])
+
     for dashboard in DASHBOARDS:
         for variable in json.loads(dashboard.read_text())["templating"]["list"]:
             match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
             assert match, f"{dashboard.name}: ${variable['name']} is not a label_values() query"
             series, label = grafana_substituted(match.group(1)), match.group(2)
-            answer = httpx.get(
-                f"{demo.prometheus}/api/v1/label/{label}/values", params={"match[]": series}, timeout=10
-            ).json()
-            assert answer["status"] == "success" and answer["data"], (
+            # The demo is serving, but Prometheus may not have scraped it yet (this test can run
+            # first, on a demo of its own under xdist): its values come with the first scrapes.
+            assert wait_until(lambda series=series, label=label: values(series, label), timeout=60), (
                 f"{dashboard.name}: ${variable['name']} has no values"
             )
 

@@ -42,6 +42,10 @@ def uvicorn_command(port: int | None = None, uds: Path | None = None) -> list[st
     ]  # fmt: skip
 
 
+# What a supervising companion says once it has left Caddy and stops the app.
+LEFT_CADDY = "on to the app"
+
+
 @dataclass
 class Companion:
     """A `caddy-beacon run` process (and, in supervise mode, the app it started)."""
@@ -91,13 +95,10 @@ class Companion:
         """Stops the companion and anything it started, whatever state they are in."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-            try:
-                # Enough to deregister from a live Caddy; a test that already stopped Caddy
-                # need not wait for the whole drain timeout.
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+            # Long enough to leave a live Caddy's pool, not for the app's own drain (its
+            # drain_seconds, 5 s by default) after that: what comes next is killed. Caddy
+            # that a test already stopped gets no wait for the companion's drain timeout.
+            wait_until(lambda: self.process.poll() is not None or LEFT_CADDY in self.log(), timeout=5, interval=0.02)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         pid = self.app_pid()

@@ -18,7 +18,7 @@ def caddyfile_proxy(mode: str = "stock") -> str:
     """The `reverse_proxy` block of the repository's Caddyfile (no static upstreams; health
     checks, zero-wait retries, transport), so these tests run what users copy. Its import of
     deploy/caddy/upstreams/<mode>.caddy is inlined: `stock` (config edits, Caddy's own checks)
-    for the stock Caddy these tests run, or `module`."""
+    for the stock Caddy these tests run, or `module`; so is the transport's snippet."""
     block = re.search(r"^\treverse_proxy \{\n.*?^\t\}$", (ROOT / "Caddyfile").read_text(), re.M | re.S)
     assert block, "the Caddyfile has no top-level reverse_proxy block"
     snippet = (ROOT / "deploy" / "caddy" / "upstreams" / f"{mode}.caddy").read_text()
@@ -27,6 +27,12 @@ def caddyfile_proxy(mode: str = "stock") -> str:
         r"^\t\timport deploy/caddy/upstreams/\S+\.caddy$", lambda _: inlined, block.group(0), flags=re.M
     )
     assert count == 1, "the Caddyfile's proxy no longer imports its upstream snippet"
+    # The mode's transport imports the Caddyfile's (replica_transport) snippet: inlined too.
+    transport = re.search(r"^\(replica_transport\) \{\n(.*?)^\}$", (ROOT / "Caddyfile").read_text(), re.M | re.S)
+    assert transport, "the Caddyfile has no (replica_transport) snippet"
+    body = "".join(f"\t\t{line}\n" if line else "\n" for line in transport.group(1).splitlines())
+    text, count = re.subn(r"^\t\t\timport replica_transport\n", lambda _: body, text, flags=re.M)
+    assert count == 1, "the mode's transport no longer imports (replica_transport)"
     return "\n" + text
 
 
@@ -65,7 +71,7 @@ POOL_SITE = """
 		lb_policy least_conn
 		lb_retries 3
 		fail_duration 10s
-		transport http {
+		transport beacon {
 			dial_timeout 2s
 			keepalive 60s
 		}
@@ -98,6 +104,7 @@ def pool_site(*options: str, lb_policy: str = "round_robin") -> str:
 {lines}		}}
 		lb_policy {lb_policy}
 		lb_retries 2
+		transport beacon
 	}}
 """
 
