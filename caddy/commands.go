@@ -36,12 +36,13 @@ func encodeCommand(c command) ([]byte, error) {
 // configureCommand stages a claim on a pool while a config loads (see the registry's
 // declarations.rs), with its health thresholds, slow-start window and admission list.
 type configureCommand struct {
-	Pool        string   `json:"pool"`
-	Claim       uint64   `json:"claim"`
-	Passes      *int     `json:"passes,omitempty"`
-	Fails       *int     `json:"fails,omitempty"`
-	SlowStartMs int64    `json:"slow_start_ms,omitempty"`
-	Allow       []string `json:"allow,omitempty"`
+	Pool        string           `json:"pool"`
+	Claim       uint64           `json:"claim"`
+	Passes      *int             `json:"passes,omitempty"`
+	Fails       *int             `json:"fails,omitempty"`
+	SlowStartMs int64            `json:"slow_start_ms,omitempty"`
+	Allow       []string         `json:"allow,omitempty"`
+	Outlier     *outlierSettings `json:"outlier,omitempty"`
 }
 
 // claimFields name a staged claim.
@@ -162,7 +163,7 @@ func commandFor(op string) command {
 	for _, c := range []command{
 		&configureCommand{}, &commitCommand{}, &releaseCommand{}, &hostCommand{}, &registerCommand{},
 		&weightCommand{}, &renewCommand{}, &drainCommand{}, &removeCommand{}, &probedCommand{}, &syncCommand{},
-		&tickCommand{}, &poolsCommand{}, &offerCommand{},
+		&tickCommand{}, &poolsCommand{}, &offerCommand{}, &failingCommand{},
 	} {
 		if c.op() == op {
 			return c

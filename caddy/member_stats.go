@@ -2,6 +2,7 @@ package beacon
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,15 +51,23 @@ type memberStats struct {
 	latency  prometheus.Observer
 	failures map[string]prometheus.Counter
 	retried  prometheus.Counter
+
+	// For outlier ejection (outlier.go): the member, its pool, its failures in a row.
+	pool    *poolState
+	address string
+	streak  atomic.Int32
 }
 
 var statusClasses = [5]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
-func newMemberStats(pool, address string) *memberStats {
+func newMemberStats(p *poolState, address string) *memberStats {
+	pool := p.name
 	s := &memberStats{
 		latency:  upstreamLatency.WithLabelValues(pool, address),
 		failures: map[string]prometheus.Counter{},
 		retried:  upstreamRetried.WithLabelValues(pool, address),
+		pool:     p,
+		address:  address,
 	}
 	for i, class := range statusClasses {
 		s.requests[i] = upstreamRequests.WithLabelValues(pool, address, class)
@@ -96,6 +105,9 @@ func (s *memberStats) responded(status int, seconds float64) {
 	s.latency.Observe(seconds)
 	if class == 4 {
 		s.failures[failed5xx].Inc()
+		s.failed()
+	} else {
+		s.answered()
 	}
 }
 

@@ -37,6 +37,8 @@ type poolState struct {
 	ramp *time.Timer
 	// The pool offered upstreams and now offers none (said once in the log).
 	dry bool
+	// The newest config's outlier consecutive_failures (0: off), read on the request path.
+	failuresToEject atomic.Int32
 }
 
 var pools = struct {
@@ -171,7 +173,7 @@ func (p *poolState) refresh(g *guest) error {
 			upstream = &reverseproxy.Upstream{Dial: member.Dial}
 			stats := p.stats[member.Address]
 			if stats == nil {
-				stats = newMemberStats(p.name, member.Address)
+				stats = newMemberStats(p, member.Address)
 				p.stats[member.Address] = stats
 			}
 			statsByUpstream.Store(upstream, stats)
@@ -271,6 +273,7 @@ func (p *poolState) attach(m *Upstreams) {
 		p.prober.stop()
 	}
 	p.prober = startProber(p, m.checks())
+	p.takeOutlierSettings()
 }
 
 // detach forgets a module whose config was unloaded; the prober goes on with the newest
@@ -295,12 +298,25 @@ func (p *poolState) detach(m *Upstreams) (kubernetesStays bool) {
 	if p.prober == nil && len(p.attached) > 0 {
 		p.prober = startProber(p, p.attached[len(p.attached)-1].checks())
 	}
+	p.takeOutlierSettings()
 	for _, attached := range p.attached {
 		if attached.Kubernetes != nil {
 			return true
 		}
 	}
 	return false
+}
+
+// takeOutlierSettings makes the newest attached module's consecutive_failures the pool's.
+// Called with p.mu held.
+func (p *poolState) takeOutlierSettings() {
+	threshold := 0
+	if len(p.attached) > 0 {
+		if settings := p.attached[len(p.attached)-1].Outlier.settings(); settings != nil {
+			threshold = settings.ConsecutiveFailures
+		}
+	}
+	p.failuresToEject.Store(int32(threshold))
 }
 
 // newest is the module of the most recently loaded config, for emitting events; nil if none.

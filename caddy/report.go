@@ -100,6 +100,10 @@ func report(e event) {
 				m.events.Emit(m.ctx, e.Name, map[string]any{"host": e.Address, "pool": e.Pool})
 			}
 		}
+	case "ejection_capped":
+		// Counted, not logged: a failing member the pool may not lose is reported again at
+		// every run of failures.
+		lifecycle.WithLabelValues(e.Pool, e.Name).Inc()
 	case "refused":
 		// An endpoint a source lists that the pool refuses, said once while listed.
 		refusals.WithLabelValues(e.Pool).Inc()
@@ -143,6 +147,7 @@ type describedPool struct {
 	HealthPasses int              `json:"health_passes"`
 	HealthFails  int              `json:"health_fails"`
 	SlowStartMs  int64            `json:"slow_start_ms"`
+	Outlier      *outlierSettings `json:"outlier"`
 	Allow        []string         `json:"allow"`
 	Upstreams    []upstreamStatus `json:"upstreams"`
 	// The pool's Kubernetes source, when it has one.
@@ -169,6 +174,9 @@ type upstreamStatus struct {
 	Weight           int      `json:"weight"`
 	EffectiveWeight  int      `json:"effective_weight"`
 	SlowStartUntilMs *int64   `json:"slow_start_until_ms"`
+	// Outlier ejection: out of the offer until then, and its ejections in a row.
+	EjectedUntilMs *int64 `json:"ejected_until_ms"`
+	Ejections      int    `json:"ejections"`
 }
 
 func describePools() (*described, error) {

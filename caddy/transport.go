@@ -76,6 +76,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err // the client went away: not the member's failure
 	}
 	stats.failures[kind].Inc()
+	stats.failed()
 	return nil, err
 }
 

@@ -45,6 +45,7 @@ func init() {
 //			health_fails    2        # default 2
 //			choices         2        # default: the whole pool (one member by weight when weights differ)
 //			slow_start      30s      # default off
+//			outlier { consecutive_failures 5  eject 30s  max_eject 300s  max_percent 10 }   # default off; see outlier.go
 //			allow           10.0.0.0/8 fd00::/8 unix//run/app/   # default: see admission.rs
 //			kubernetes      <namespace>/<service> [port-name]   # default: members come from companions
 //			kubeconfig      /path/to/kubeconfig                 # default: in-cluster service account
@@ -90,6 +91,8 @@ type Upstreams struct {
 	SlowStart caddy.Duration `json:"slow_start,omitempty"`
 	// The addresses that may register: CIDRs, addresses, unix//path-prefixes.
 	Allow []string `json:"allow,omitempty"`
+	// Outlier ejection. Default: off.
+	Outlier *Outlier `json:"outlier,omitempty"`
 	// The Service whose EndpointSlices are the pool's members. Default: none (companions).
 	Kubernetes *KubernetesSource `json:"kubernetes,omitempty"`
 
@@ -145,7 +148,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	u.claim = nextClaim.Add(1)
 	out, err := apply(configureCommand{
 		Pool: u.Pool, Claim: u.claim, Passes: &u.HealthPasses, Fails: &u.HealthFails,
-		SlowStartMs: time.Duration(u.SlowStart).Milliseconds(), Allow: u.Allow,
+		SlowStartMs: time.Duration(u.SlowStart).Milliseconds(), Allow: u.Allow, Outlier: u.Outlier.settings(),
 	})
 	if err != nil {
 		return err
@@ -193,7 +196,7 @@ func (u *Upstreams) commit() {
 	for _, to := range []string{"healthy", "unhealthy"} {
 		transitions.WithLabelValues(u.Pool, to)
 	}
-	for _, name := range []string{"registered", "draining", "removed", "expired"} {
+	for _, name := range []string{"registered", "draining", "removed", "expired", "ejected", "returned", "ejection_capped"} {
 		lifecycle.WithLabelValues(u.Pool, name)
 	}
 	refusals.WithLabelValues(u.Pool)
@@ -299,6 +302,14 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			u.Kubernetes = &source
 			continue
 		}
+		if option == "outlier" {
+			outlier, err := parseOutlier(d)
+			if err != nil {
+				return err
+			}
+			u.Outlier = outlier
+			continue
+		}
 		if option == "allow" {
 			values := d.RemainingArgs()
 			if len(values) == 0 {
@@ -336,7 +347,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "kubeconfig":
 			kubeconfig = value
 		default:
-			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails, choices, slow_start, allow, kubernetes, kubeconfig)", option)
+			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails, choices, slow_start, allow, outlier, kubernetes, kubeconfig)", option)
 		}
 		if err != nil {
 			return d.Errf("%s %s: %v", option, value, err)

@@ -4,6 +4,8 @@ Behaviour is chosen with environment variables so one module serves every test:
 - TEST_CHECKS: comma-separated check kinds to register (see CHECKS below).
 - TEST_STATE_DIR: a folder; the "toggle" check fails while `<dir>/fail` exists, and every check
   run appends a line to `<dir>/runs-<name>`.
+- TEST_STATE_DIR/broken: while it exists, GET /flaky answers 503 (the replica's requests fail,
+  its /ready still passes).
 - TEST_READY_AFTER: seconds after start before the "warmup" check passes (default 5); the time
   it first passes is written to `<TEST_STATE_DIR>/ready-at`.
 - BEACON_* variables configure the middleware as users would.
@@ -183,6 +185,15 @@ async def block(seconds: float) -> dict[str, float]:
 async def whoami() -> dict[str, object]:
     # Which replica answered, and when (on this host's clock) it handled the request.
     return {"pid": os.getpid(), "handled_at": time.time()}
+
+
+@app.get("/flaky")
+async def flaky() -> dict[str, object]:
+    # 503 while <TEST_STATE_DIR>/broken exists: a replica whose requests fail (a bad deploy, a
+    # dependency down) while its /ready still passes, which only outlier ejection notices.
+    if (STATE / "broken").exists():
+        raise HTTPException(status_code=503, detail=f"broken {os.getpid()}")
+    return {"pid": os.getpid()}
 
 
 @app.get("/boom")

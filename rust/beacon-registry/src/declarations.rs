@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::admission::Admission;
 use crate::health::HealthPolicy;
+use crate::outlier::OutlierPolicy;
 use crate::RegistryError;
 
 /// Most pools the registry keeps declared (a Caddy config declares a handful; this bounds the
@@ -27,6 +28,8 @@ pub struct PoolSettings {
     pub policy: HealthPolicy,
     /// Slow start's window (0: off).
     pub slow_start_ms: u64,
+    /// Outlier ejection (None: off).
+    pub outlier: Option<OutlierPolicy>,
     /// Which addresses may register.
     pub admission: Admission,
 }

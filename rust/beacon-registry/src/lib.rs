@@ -10,6 +10,8 @@
 //!   boundary, see [`abi`]).
 //! - [`pool`]: leases, draining, verdicts and the ordered list of upstreams to offer.
 //! - [`health`]: what one probe says, and the passes/fails thresholds.
+//! - [`outlier`]: members whose requests fail in a row are ejected for a growing time, never
+//!   more than a share of the pool and never the last one.
 //! - [`address`]: what a valid pool name and dial address are.
 //! - [`admission`]: which addresses a pool accepts (never this Caddy itself; not by default
 //!   what exposes the host; with an `allow` list, only what it names).
@@ -24,6 +26,7 @@ pub mod admission;
 pub mod declarations;
 mod error;
 pub mod health;
+pub mod outlier;
 pub mod pool;
 mod registry;
 pub mod sources;

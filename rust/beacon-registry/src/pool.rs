@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::admission::{Admission, OwnSockets};
 use crate::declarations::PoolSettings;
 use crate::health::{judge, HealthCount, HealthPolicy, ProbeResult};
+use crate::outlier::{Ejection, OutlierPolicy};
 use crate::{Change, RegistryError};
 
 /// Most upstreams in one pool.
@@ -63,11 +64,19 @@ pub struct Upstream {
     /// When its slow start began, while it lasts.
     #[serde(skip)]
     pub ramp_from_ms: Option<u64>,
+    /// Outlier ejection (outlier.rs).
+    #[serde(flatten)]
+    pub ejection: Ejection,
 }
 
 impl Upstream {
-    /// Offered to Caddy: healthy, not draining, not on standby.
+    /// Offered to Caddy: healthy, not draining, not on standby, not ejected.
     pub fn eligible(&self) -> bool {
+        self.offerable() && self.ejection.ejected_until_ms.is_none()
+    }
+
+    /// Would be offered but for an ejection: healthy, not draining, not on standby.
+    pub fn offerable(&self) -> bool {
         self.healthy && !self.draining && self.weight > 0
     }
 
@@ -93,6 +102,8 @@ pub struct Pool {
     pub policy: HealthPolicy,
     /// Slow start's window (0: off).
     pub slow_start_ms: u64,
+    /// Outlier ejection (None: off).
+    pub outlier: Option<OutlierPolicy>,
     /// Which addresses may register.
     #[serde(skip)]
     pub admission: Admission,
@@ -129,6 +140,7 @@ impl Pool {
             fails: settings.policy.fails.max(1),
         };
         self.slow_start_ms = settings.slow_start_ms;
+        self.outlier = settings.outlier;
         self.admission = settings.admission.clone();
     }
 
@@ -200,6 +212,7 @@ impl Pool {
             resolved: resolved.to_vec(),
             eligible_since_ms: None,
             ramp_from_ms: None,
+            ejection: Ejection::default(),
         });
         self.eligibility_changed(self.upstreams.len() - 1, false, now_ms);
         Ok(Change::Offer)
@@ -244,7 +257,7 @@ impl Pool {
 
     /// Keeps the slow-start bookkeeping of upstream `index` true after a change: one that just
     /// became eligible ramps when a settled member already serves; one that stopped forgets.
-    fn eligibility_changed(&mut self, index: usize, was: bool, now_ms: u64) {
+    pub(crate) fn eligibility_changed(&mut self, index: usize, was: bool, now_ms: u64) {
         let is = self.upstreams[index].eligible();
         if was == is {
             return;
@@ -372,9 +385,17 @@ impl Pool {
     }
 
     /// What to offer Caddy at `now_ms`, in registration order: the eligible members, each with
-    /// the weight it gets now.
+    /// the weight it gets now. Ejection never empties a pool: when every member that is not
+    /// ejected has gone (unhealthy, draining) since, the ejected ones are offered.
     pub fn offer(&self, now_ms: u64) -> Offer {
-        let eligible = self.upstreams.iter().filter(|u| u.eligible());
+        let any_eligible = self.upstreams.iter().any(Upstream::eligible);
+        let eligible = self.upstreams.iter().filter(move |u| {
+            if any_eligible {
+                u.eligible()
+            } else {
+                u.offerable()
+            }
+        });
         let upstreams = eligible
             .clone()
             .map(|u| Offered {

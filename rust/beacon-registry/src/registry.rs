@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use crate::address::{check_dial_address, check_pool_name};
 use crate::admission::{Admission, OwnSockets};
 use crate::declarations::{Declarations, PoolSettings};
-use crate::health::{HealthPolicy, ProbeResult};
+use crate::health::{judge, HealthPolicy, ProbeResult};
+use crate::outlier::{Outcome, OutlierPolicy};
 use crate::pool::{Pool, DEFAULT_LEASE_MS};
 use crate::sources::{Endpoint, Sources};
 use crate::{Change, RegistryError};
@@ -37,6 +38,8 @@ pub enum Command {
         slow_start_ms: u64,
         #[serde(default)]
         allow: Vec<String>,
+        /// Outlier ejection's settings (absent: off).
+        outlier: Option<OutlierPolicy>,
     },
     /// The config that staged `claim` runs: its pool exists with its settings (members the
     /// pool's admission policy now refuses are removed).
@@ -99,7 +102,13 @@ pub enum Command {
         now_ms: u64,
         result: ProbeResult,
     },
-    /// Time passed: end expired leases.
+    /// The host saw `address` fail the pool's `consecutive_failures` times in a row.
+    Failing {
+        pool: String,
+        address: String,
+        now_ms: u64,
+    },
+    /// Time passed: end expired leases, bring back members whose ejection is over.
     Tick { now_ms: u64 },
     /// The members to offer for `pool` now, in order, with their weights.
     Offer { pool: String, now_ms: u64 },
@@ -110,8 +119,10 @@ pub enum Command {
 /// Something that happened to an upstream, for Caddy's events and metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Event {
-    /// `healthy`, `unhealthy`, `registered`, `draining`, `removed`, `expired`, or `refused` (an
-    /// endpoint a source lists that the pool's admission policy refuses, said once).
+    /// `healthy`, `unhealthy`, `registered`, `draining`, `removed`, `expired`, `refused` (an
+    /// endpoint a source lists that the pool's admission policy refuses, said once),
+    /// `ejected` and `returned` (outlier ejection), `ejection_capped` (failing, but as many
+    /// members as the pool may lose are out already).
     pub name: &'static str,
     /// The pool.
     pub pool: String,
@@ -194,6 +205,7 @@ impl Registry {
                 fails,
                 slow_start_ms,
                 allow,
+                outlier,
             } => {
                 check_pool_name(&pool)?;
                 let defaults = HealthPolicy::default();
@@ -204,6 +216,7 @@ impl Registry {
                 let settings = PoolSettings {
                     policy,
                     slow_start_ms,
+                    outlier: outlier.map(OutlierPolicy::checked).transpose()?,
                     admission: Admission::new(&allow)?,
                 };
                 self.declared.stage(claim, &pool, settings)?;
@@ -368,6 +381,16 @@ impl Registry {
                 result,
             } => {
                 let target = self.pool(&pool)?;
+                let early =
+                    target.outlier.is_some_and(|p| p.uneject_on_pass) && judge(&result).is_ok();
+                if early && !target.return_ejected(now_ms, Some(&address)).is_empty() {
+                    reply.changed.push(pool.clone());
+                    reply.events.push(Event {
+                        reason: Some("an active check passed".to_owned()),
+                        ..event("returned", &pool, &address)
+                    });
+                }
+                let target = self.pool(&pool)?;
                 if let Some(healthy) = target.probed(&address, &result, now_ms)? {
                     let reason = target
                         .upstreams
@@ -385,15 +408,52 @@ impl Registry {
                     });
                 }
             }
+            Command::Failing {
+                pool,
+                address,
+                now_ms,
+            } => {
+                let target = self.pool(&pool)?;
+                let failures = target.outlier.map_or(0, |p| p.consecutive_failures);
+                let outcome = target.failing(&address, now_ms)?;
+                reply.data = match outcome {
+                    Outcome::Ejected { until_ms, times } => {
+                        reply.changed.push(pool.clone());
+                        reply.events.push(Event {
+                            reason: Some(format!(
+                                "{failures} failures in a row: out for {} s (ejection {times})",
+                                until_ms.saturating_sub(now_ms) / 1000
+                            )),
+                            ..event("ejected", &pool, &address)
+                        });
+                        json!({ "ejected": true, "until_ms": until_ms, "times": times })
+                    }
+                    Outcome::Capped { ejected, allowed } => {
+                        reply.events.push(Event {
+                            reason: Some(format!(
+                                "{ejected} member(s) out already, at most {allowed} at once"
+                            )),
+                            ..event("ejection_capped", &pool, &address)
+                        });
+                        json!({ "ejected": false, "out": ejected, "allowed": allowed })
+                    }
+                    Outcome::Ignored => json!({ "ejected": false }),
+                };
+            }
             Command::Tick { now_ms } => {
                 for (name, pool) in &mut self.pools {
                     let gone = pool.expire(now_ms);
-                    if !gone.is_empty() {
+                    let back = pool.return_ejected(now_ms, None);
+                    if !gone.is_empty() || !back.is_empty() {
                         reply.changed.push(name.clone());
                     }
                     reply
                         .events
                         .extend(gone.iter().map(|address| event("expired", name, address)));
+                    reply.events.extend(back.iter().map(|address| Event {
+                        reason: Some("its ejection is over".to_owned()),
+                        ..event("returned", name, address)
+                    }));
                 }
             }
             Command::Offer { pool, now_ms } => reply.data = json!(self.pool(&pool)?.offer(now_ms)),
@@ -456,6 +516,7 @@ impl Registry {
                     "health_passes": pool.policy.passes,
                     "health_fails": pool.policy.fails,
                     "slow_start_ms": pool.slow_start_ms,
+                    "outlier": pool.outlier,
                     "allow": pool.admission.allow_list(),
                     "upstreams": upstreams,
                 });
