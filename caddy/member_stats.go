@@ -56,6 +56,9 @@ type memberStats struct {
 	pool    *poolState
 	address string
 	streak  atomic.Int32
+
+	// Its load reports (load_reports.go).
+	reportState
 }
 
 var statusClasses = [5]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
@@ -69,6 +72,7 @@ func newMemberStats(p *poolState, address string) *memberStats {
 		pool:     p,
 		address:  address,
 	}
+	s.reportState.init(pool)
 	for i, class := range statusClasses {
 		s.requests[i] = upstreamRequests.WithLabelValues(pool, address, class)
 	}
@@ -86,6 +90,7 @@ func removeMemberSeries(pool, address string) {
 // removePoolMemberSeries drops the per-member series of a pool that is gone.
 func removePoolMemberSeries(pool string) {
 	removeSeries(prometheus.Labels{"pool": pool})
+	loadReports.DeletePartialMatch(prometheus.Labels{"pool": pool})
 }
 
 func removeSeries(labels prometheus.Labels) {
@@ -93,6 +98,7 @@ func removeSeries(labels prometheus.Labels) {
 	upstreamLatency.DeletePartialMatch(labels)
 	upstreamFailures.DeletePartialMatch(labels)
 	upstreamRetried.DeletePartialMatch(labels)
+	upstreamUtilization.DeletePartialMatch(labels)
 }
 
 // responded counts an attempt that got response headers after `seconds`.

@@ -78,7 +78,7 @@ func registerMetrics(registry *prometheus.Registry) {
 	if registry == nil {
 		return
 	}
-	for _, collector := range []prometheus.Collector{transitions, lifecycle, refusals, poolCollector{}, upstreamRequests, upstreamLatency, upstreamFailures, upstreamRetried} {
+	for _, collector := range []prometheus.Collector{transitions, lifecycle, refusals, poolCollector{}, upstreamRequests, upstreamLatency, upstreamFailures, upstreamRetried, upstreamUtilization, loadReports} {
 		var already prometheus.AlreadyRegisteredError
 		if err := registry.Register(collector); err != nil && !errors.As(err, &already) {
 			caddy.Log().Named("beacon").Warn("registering metrics", zap.Error(err))

@@ -58,17 +58,37 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // RoundTrip proxies one attempt and counts it for the member it went to.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	// Load reports are between this proxy and its members: a client's own ask is not passed
+	// on (the request's headers are Caddy's copy for this attempt).
+	if _, asked := req.Header[loadAskHeader]; asked {
+		req.Header.Del(loadAskHeader)
+	}
 	var stats *memberStats
 	if dial, ok := reverseproxy.GetDialInfo(req.Context()); ok {
 		stats = statsOf(dial.Upstream)
 	}
 	if stats == nil {
-		return t.HTTPTransport.RoundTrip(req)
+		res, err := t.HTTPTransport.RoundTrip(req)
+		if res != nil {
+			res.Header.Del(loadReportHeader)
+		}
+		return res, err
+	}
+	ask := stats.dueForReport()
+	if ask {
+		req.Header.Set(loadAskHeader, "TEXT")
 	}
 	start := time.Now()
 	res, err := t.HTTPTransport.RoundTrip(req)
 	if err == nil {
 		stats.responded(res.StatusCode, time.Since(start).Seconds())
+		// Never passed on to the client, asked for or not.
+		if report := res.Header.Get(loadReportHeader); report != "" {
+			res.Header.Del(loadReportHeader)
+			if ask {
+				stats.reported(report)
+			}
+		}
 		return res, nil
 	}
 	kind := failureKind(err)

@@ -196,6 +196,12 @@ async def flaky() -> dict[str, object]:
     return {"pid": os.getpid()}
 
 
+@app.get("/headers")
+async def request_headers(request: Request) -> list[str]:
+    # The names of the headers this request arrived with (what a proxy passed on).
+    return [name.lower() for name in request.headers.keys()]
+
+
 @app.get("/boom")
 async def boom() -> None:
     raise RuntimeError("boom: unhandled")

@@ -16,11 +16,13 @@
 //!   spans to the exporter).
 //! - [`side_port`]: `/health`, `/ready` and `/metrics` answered from a Rust thread.
 //! - [`loop_watch`]: the event-loop watchdog, watching the loop from a thread of its own.
+//! - [`load_report`]: ORCA load reports (`endpoint-load-metrics`) for a proxy that asks.
 
 mod buckets;
 mod error;
 pub mod exposition;
 mod http_method;
+pub mod load_report;
 pub mod loop_watch;
 mod metrics_store;
 pub mod otlp;

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use beacon_core::exposition::TargetInfo;
+use beacon_core::load_report::LoadReporter;
 use beacon_core::loop_watch::{self, LoopWatch};
 use beacon_core::request_id::{generate_request_id, is_valid_request_id};
 use beacon_core::side_port::{self, ProbeAnswers, SidePortStart};
@@ -86,6 +87,7 @@ impl Beacon {
                 metrics,
                 readiness: Readiness::new(),
                 tracer,
+                load: LoadReporter::default(),
                 target: RwLock::new(TargetInfo { service_name }),
                 stall,
             }),
@@ -143,6 +145,7 @@ impl Beacon {
         Ok(Some(RequestRecord::new(
             Arc::clone(&self.shared),
             method,
+            scan.load_report,
             request_id,
             trace,
             RequestContext {
@@ -458,6 +461,10 @@ impl Beacon {
             }
             return;
         }
+        if name.eq_ignore_ascii_case(b"endpoint-load-metrics-format") {
+            scan.load_report = value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"TEXT");
+            return;
+        }
         if self.shared.tracer.is_none() {
             return;
         }
@@ -478,6 +485,8 @@ impl Beacon {
 /// What `scan_headers` found.
 #[derive(Default)]
 struct HeaderScan {
+    // The proxy asked for a load report (`endpoint-load-metrics-format: TEXT`).
+    load_report: bool,
     request_id: Option<Py<PyBytes>>,
     request_id_seen: bool,
     traceparents: Vec<Py<PyBytes>>,

@@ -44,6 +44,8 @@ pub struct RequestContext {
 pub struct RequestRecord {
     shared: Arc<Shared>,
     method: HttpMethod,
+    // The proxy asked for a load report on the response.
+    load_report: bool,
     started: Instant,
     request_id: Py<PyBytes>,
     trace: Option<RequestTrace>,
@@ -61,6 +63,7 @@ impl RequestRecord {
     pub fn new(
         shared: Arc<Shared>,
         method: HttpMethod,
+        load_report: bool,
         request_id: Py<PyBytes>,
         trace: Option<RequestTrace>,
         context: RequestContext,
@@ -68,6 +71,7 @@ impl RequestRecord {
         RequestRecord {
             shared,
             method,
+            load_report,
             started: Instant::now(),
             request_id,
             trace,
@@ -211,6 +215,19 @@ impl RequestRecord {
                 py,
                 [name.as_any(), self.request_id.bind(py).as_any()],
             )?)?,
+        }
+        if self.load_report {
+            // Built at most once per REFRESH per process (load_report.rs), without the GIL: it
+            // reads the shared store and the workers' /proc entries.
+            let shared = &self.shared;
+            let report = py.detach(|| shared.load.header(&shared.metrics));
+            headers.append(PyTuple::new(
+                py,
+                [
+                    PyBytes::new(py, b"endpoint-load-metrics"),
+                    PyBytes::new(py, report.as_bytes()),
+                ],
+            )?)?;
         }
         if self.shared.readiness.is_draining() && is_http1(context.scope.bind(py))? {
             // While draining, each HTTP/1.1 connection carries one more request and closes, so a

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use beacon_base::http_server::{Response, StatusCode};
 use beacon_core::exposition::{self, Format, Scrape, TargetInfo};
+use beacon_core::load_report::LoadReporter;
 use beacon_core::side_port::ProbeAnswers;
 use beacon_core::tracer::Tracer;
 use beacon_core::{Readiness, RequestMetrics};
@@ -15,6 +16,8 @@ pub struct Shared {
     pub metrics: RequestMetrics,
     pub readiness: Readiness,
     pub tracer: Option<Tracer>,
+    /// Load reports for a proxy that asks (`endpoint-load-metrics-format: TEXT`).
+    pub load: LoadReporter,
     pub(crate) target: RwLock<TargetInfo>,
     // A worker whose event loop has not run for this long makes the side port's /health fail.
     pub(crate) stall: Duration,
