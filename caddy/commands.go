@@ -43,6 +43,7 @@ type configureCommand struct {
 	SlowStartMs int64            `json:"slow_start_ms,omitempty"`
 	Allow       []string         `json:"allow,omitempty"`
 	Outlier     *outlierSettings `json:"outlier,omitempty"`
+	Load        *loadSettings    `json:"load,omitempty"`
 }
 
 // claimFields name a staged claim.
@@ -163,7 +164,7 @@ func commandFor(op string) command {
 	for _, c := range []command{
 		&configureCommand{}, &commitCommand{}, &releaseCommand{}, &hostCommand{}, &registerCommand{},
 		&weightCommand{}, &renewCommand{}, &drainCommand{}, &removeCommand{}, &probedCommand{}, &syncCommand{},
-		&tickCommand{}, &poolsCommand{}, &offerCommand{}, &failingCommand{},
+		&tickCommand{}, &poolsCommand{}, &offerCommand{}, &failingCommand{}, &loadsCommand{},
 	} {
 		if c.op() == op {
 			return c

@@ -41,6 +41,7 @@ var (
 
 // loadReport is what a member said of its load.
 type loadReport struct {
+	at          time.Time
 	utilization float64 // application_utilization, else cpu_utilization; 0 to 1
 	rps, eps    float64
 	named       map[string]float64
@@ -120,6 +121,7 @@ func (s *memberStats) reported(text string) {
 	default:
 		s.reports["ok"].Inc()
 	}
+	report.at = time.Now()
 	s.gaugeOnce.Do(func() { s.utilization = upstreamUtilization.WithLabelValues(s.pool.name, s.address) })
 	s.utilization.Set(report.utilization)
 	s.lastReport.Store(&report)

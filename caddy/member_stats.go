@@ -3,6 +3,7 @@ package beacon
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,6 +60,11 @@ type memberStats struct {
 
 	// Its load reports (load_reports.go).
 	reportState
+	// Answered attempts and 5xx among them, for load-aware weights (load_weights.go), and
+	// what the last measurement read (the lease ticker's alone, under the pool's lock).
+	answeredCount, errorCount        atomic.Uint64
+	measuredAt                       time.Time
+	measuredAnswered, measuredErrors uint64
 }
 
 var statusClasses = [5]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
@@ -109,7 +115,9 @@ func (s *memberStats) responded(status int, seconds float64) {
 	}
 	s.requests[class].Inc()
 	s.latency.Observe(seconds)
+	s.answeredCount.Add(1)
 	if class == 4 {
+		s.errorCount.Add(1)
 		s.failures[failed5xx].Inc()
 		s.failed()
 	} else {

@@ -106,41 +106,23 @@ func (s *memberStats) answered() {
 // parseOutlier reads `outlier { ... }`.
 func parseOutlier(d *caddyfile.Dispenser) (*Outlier, error) {
 	o := &Outlier{}
-	if d.NextArg() {
-		return nil, d.ArgErr()
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		option := d.Val()
-		if option == "uneject_on_pass" {
-			if d.NextArg() {
-				return nil, d.ArgErr()
+	err := parseBlock(d, "outlier", "consecutive_failures, eject, max_eject, max_percent, uneject_on_pass", []string{"uneject_on_pass"},
+		func(option, value string) (err error) {
+			switch option {
+			case "consecutive_failures":
+				o.ConsecutiveFailures, err = strconv.Atoi(value)
+			case "eject":
+				err = parseDuration(value, &o.Eject)
+			case "max_eject":
+				err = parseDuration(value, &o.MaxEject)
+			case "max_percent":
+				o.MaxPercent, err = strconv.Atoi(value)
+			case "uneject_on_pass":
+				o.UnejectOnPass = true
+			default:
+				err = errUnknownOption
 			}
-			o.UnejectOnPass = true
-			continue
-		}
-		if !d.NextArg() {
-			return nil, d.ArgErr()
-		}
-		value := d.Val()
-		if d.NextArg() {
-			return nil, d.ArgErr()
-		}
-		var err error
-		switch option {
-		case "consecutive_failures":
-			o.ConsecutiveFailures, err = strconv.Atoi(value)
-		case "eject":
-			err = parseDuration(value, &o.Eject)
-		case "max_eject":
-			err = parseDuration(value, &o.MaxEject)
-		case "max_percent":
-			o.MaxPercent, err = strconv.Atoi(value)
-		default:
-			return nil, d.Errf("outlier: unknown option %q (consecutive_failures, eject, max_eject, max_percent, uneject_on_pass)", option)
-		}
-		if err != nil {
-			return nil, d.Errf("outlier %s %s: %v", option, value, err)
-		}
-	}
-	return o, nil
+			return err
+		})
+	return o, err
 }

@@ -39,6 +39,8 @@ type poolState struct {
 	dry bool
 	// The newest config's outlier consecutive_failures (0: off), read on the request path.
 	failuresToEject atomic.Int32
+	// The newest config asks for load-aware weights (load_weights.go).
+	loadAware atomic.Bool
 }
 
 var pools = struct {
@@ -307,7 +309,8 @@ func (p *poolState) detach(m *Upstreams) (kubernetesStays bool) {
 	return false
 }
 
-// takeOutlierSettings makes the newest attached module's consecutive_failures the pool's.
+// takeOutlierSettings makes the newest attached module's consecutive_failures, and whether it
+// wants load-aware weights, the pool's.
 // Called with p.mu held.
 func (p *poolState) takeOutlierSettings() {
 	threshold := 0
@@ -317,6 +320,7 @@ func (p *poolState) takeOutlierSettings() {
 		}
 	}
 	p.failuresToEject.Store(int32(threshold))
+	p.loadAware.Store(len(p.attached) > 0 && p.attached[len(p.attached)-1].LoadReports != nil)
 }
 
 // newest is the module of the most recently loaded config, for emitting events; nil if none.
@@ -342,6 +346,7 @@ func startLeaseTicker() {
 					if _, err := apply(tickCommand{NowMs: nowMillis()}); err != nil {
 						caddy.Log().Named("beacon").Error("ending expired leases: " + err.Error())
 					}
+					sendLoads()
 				case <-facts.C:
 					refreshHostFacts()
 				}

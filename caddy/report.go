@@ -24,11 +24,12 @@ var (
 		Namespace: "caddy", Subsystem: "beacon", Name: "registrations_refused_total",
 		Help: "Registrations the pool's admission policy refused (an address outside allow, link-local or metadata, a Unix socket, Caddy's admin API).",
 	}, []string{"pool"})
-	weightDesc    = prometheus.NewDesc("caddy_beacon_upstream_weight", "The weight each pool member was given (0: standby).", []string{"pool", "upstream"}, nil)
-	effectiveDesc = prometheus.NewDesc("caddy_beacon_upstream_effective_weight", "The weight each pool member gets now: its weight, less while slow start ramps it up, 0 when not offered.", []string{"pool", "upstream"}, nil)
-	upstreamsDesc = prometheus.NewDesc("caddy_beacon_upstreams", "Upstreams in each pool, by state (healthy, unhealthy, draining).", []string{"pool", "state"}, nil)
-	inFlightDesc  = prometheus.NewDesc("caddy_beacon_upstream_in_flight", "Requests Caddy has in flight to each pool member (its own count, as least_conn and `GET /beacon/pools` see it).", []string{"pool", "upstream"}, nil)
-	healthyDesc   = prometheus.NewDesc("caddy_beacon_upstream_healthy", "1 while the module's active checks find the pool member healthy, else 0 (like caddy_reverse_proxy_upstreams_healthy).", []string{"pool", "upstream"}, nil)
+	weightDesc     = prometheus.NewDesc("caddy_beacon_upstream_weight", "The weight each pool member was given (0: standby).", []string{"pool", "upstream"}, nil)
+	effectiveDesc  = prometheus.NewDesc("caddy_beacon_upstream_effective_weight", "The weight each pool member gets now: its weight, less while slow start ramps it up, 0 when not offered.", []string{"pool", "upstream"}, nil)
+	upstreamsDesc  = prometheus.NewDesc("caddy_beacon_upstreams", "Upstreams in each pool, by state (healthy, unhealthy, draining).", []string{"pool", "state"}, nil)
+	loadFactorDesc = prometheus.NewDesc("caddy_beacon_upstream_load_factor", "The factor load-aware weights put on each pool member's weight (1: the pool's mean), while its load reports count.", []string{"pool", "upstream"}, nil)
+	inFlightDesc   = prometheus.NewDesc("caddy_beacon_upstream_in_flight", "Requests Caddy has in flight to each pool member (its own count, as least_conn and `GET /beacon/pools` see it).", []string{"pool", "upstream"}, nil)
+	healthyDesc    = prometheus.NewDesc("caddy_beacon_upstream_healthy", "1 while the module's active checks find the pool member healthy, else 0 (like caddy_reverse_proxy_upstreams_healthy).", []string{"pool", "upstream"}, nil)
 )
 
 // poolCollector reads the pools' sizes from the registry at scrape time.
@@ -40,6 +41,7 @@ func (poolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- weightDesc
 	ch <- effectiveDesc
 	ch <- inFlightDesc
+	ch <- loadFactorDesc
 }
 
 func (poolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -58,6 +60,9 @@ func (poolCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, float64(u.Weight), name, u.Address)
 			ch <- prometheus.MustNewConstMetric(effectiveDesc, prometheus.GaugeValue, float64(u.EffectiveWeight), name, u.Address)
 			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(u.InFlight), name, u.Address)
+			if u.LoadFactor != nil {
+				ch <- prometheus.MustNewConstMetric(loadFactorDesc, prometheus.GaugeValue, *u.LoadFactor, name, u.Address)
+			}
 			switch {
 			case u.Draining:
 				counts["draining"]++
@@ -148,6 +153,7 @@ type describedPool struct {
 	HealthFails  int              `json:"health_fails"`
 	SlowStartMs  int64            `json:"slow_start_ms"`
 	Outlier      *outlierSettings `json:"outlier"`
+	LoadReports  *loadSettings    `json:"load_reports"`
 	Allow        []string         `json:"allow"`
 	Upstreams    []upstreamStatus `json:"upstreams"`
 	// The pool's Kubernetes source, when it has one.
@@ -177,6 +183,8 @@ type upstreamStatus struct {
 	// Outlier ejection: out of the offer until then, and its ejections in a row.
 	EjectedUntilMs *int64 `json:"ejected_until_ms"`
 	Ejections      int    `json:"ejections"`
+	// Load-aware weights: the factor on its weight (null: none, its own weight counts).
+	LoadFactor *float64 `json:"load_factor"`
 }
 
 func describePools() (*described, error) {

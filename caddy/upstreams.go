@@ -46,6 +46,7 @@ func init() {
 //			choices         2        # default: the whole pool (one member by weight when weights differ)
 //			slow_start      30s      # default off
 //			outlier { consecutive_failures 5  eject 30s  max_eject 300s  max_percent 10 }   # default off; see outlier.go
+//			load_reports { blackout 10s  expire 3m  error_penalty 1.0 }   # default off; see load_weights.go
 //			allow           10.0.0.0/8 fd00::/8 unix//run/app/   # default: see admission.rs
 //			kubernetes      <namespace>/<service> [port-name]   # default: members come from companions
 //			kubeconfig      /path/to/kubeconfig                 # default: in-cluster service account
@@ -93,6 +94,8 @@ type Upstreams struct {
 	Allow []string `json:"allow,omitempty"`
 	// Outlier ejection. Default: off.
 	Outlier *Outlier `json:"outlier,omitempty"`
+	// Load-aware weights from the members' load reports. Default: off.
+	LoadReports *LoadReports `json:"load_reports,omitempty"`
 	// The Service whose EndpointSlices are the pool's members. Default: none (companions).
 	Kubernetes *KubernetesSource `json:"kubernetes,omitempty"`
 
@@ -148,7 +151,7 @@ func (u *Upstreams) Provision(ctx caddy.Context) error {
 	u.claim = nextClaim.Add(1)
 	out, err := apply(configureCommand{
 		Pool: u.Pool, Claim: u.claim, Passes: &u.HealthPasses, Fails: &u.HealthFails,
-		SlowStartMs: time.Duration(u.SlowStart).Milliseconds(), Allow: u.Allow, Outlier: u.Outlier.settings(),
+		SlowStartMs: time.Duration(u.SlowStart).Milliseconds(), Allow: u.Allow, Outlier: u.Outlier.settings(), Load: u.LoadReports.settings(),
 	})
 	if err != nil {
 		return err
@@ -302,6 +305,14 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			u.Kubernetes = &source
 			continue
 		}
+		if option == "load_reports" {
+			reports, err := parseLoadReports(d)
+			if err != nil {
+				return err
+			}
+			u.LoadReports = reports
+			continue
+		}
 		if option == "outlier" {
 			outlier, err := parseOutlier(d)
 			if err != nil {
@@ -347,7 +358,7 @@ func (u *Upstreams) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "kubeconfig":
 			kubeconfig = value
 		default:
-			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails, choices, slow_start, allow, outlier, kubernetes, kubeconfig)", option)
+			return d.Errf("unknown option %q (health_uri, health_interval, health_timeout, health_passes, health_fails, choices, slow_start, allow, outlier, load_reports, kubernetes, kubeconfig)", option)
 		}
 		if err != nil {
 			return d.Errf("%s %s: %v", option, value, err)

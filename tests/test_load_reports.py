@@ -11,11 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.support.caddy import Caddies
+from tests.support.caddy import Caddies, Caddy
 from tests.support.companion import Companion, uvicorn_command
+from tests.support.load import Load
 from tests.support.ports import free_port
 from tests.support.servers import Server
-from tests.support.sites import caddy_metric, module_caddy
+from tests.support.sites import caddy_metric, module_caddy, pool
 from tests.support.waiting import wait_until
 
 ASK = {"endpoint-load-metrics-format": "TEXT"}
@@ -121,3 +122,49 @@ def test_through_caddy_reports_reach_the_module_and_never_a_client(
             assert client.get("/block/0.3").status_code == 200
         assert caddy_metric(caddy, metric) >= 0.5
     assert caddy_metric(caddy, 'caddy_beacon_load_reports_total{pool="api",result="malformed"}') == 0
+
+
+def load_factor(caddy: Caddy, address: str) -> float | None:
+    factor = next(u for u in pool(caddy) if u["address"] == address)["load_factor"]
+    return None if factor is None else float(factor)
+
+
+@pytest.mark.caddy
+def test_weights_follow_a_replica_loaded_outside_caddy_and_recover(
+    caddies: Caddies, companions: Callable[..., Companion]
+) -> None:
+    caddy = module_caddy(caddies, "load_reports {\n\t\t\t\tblackout 1s\n\t\t\t\texpire 4s\n\t\t\t}")
+    replicas = []
+    for _ in range(2):
+        port = free_port()
+        replicas.append(
+            companions(caddy, f"127.0.0.1:{port}", site="", command=uvicorn_command(port), args=("--pool", "api"))
+        )
+    for replica in replicas:
+        replica.wait_registered()
+    calm, busy = replicas
+    by_pid = {r.app_pid(): r.upstream for r in replicas}
+
+    def share_of_busy(requests: int) -> float:
+        with httpx.Client(base_url=caddy.base_url, timeout=10) as client:
+            served = [by_pid[client.get("/whoami").json()["pid"]] for _ in range(requests)]
+        return served.count(busy.upstream) / requests
+
+    with Load(caddy.base_url, threads=2, keepalive=True, max_seconds=90) as load:
+        # Both report and both count (blackout 1 s): equal figures, factors near 1.
+        assert wait_until(lambda: load_factor(caddy, busy.upstream) is not None, timeout=10)
+        # Work the proxy cannot see: the busy replica's loop blocked half the time for 12 s.
+        assert httpx.get(f"http://{busy.upstream}/background-work/12", timeout=5).status_code == 200
+        assert wait_until(lambda: (load_factor(caddy, busy.upstream) or 1) < 0.7, timeout=10), pool(caddy)
+        # The factors are around the pool's mean: what the busy one loses, the calm one gains.
+        assert (load_factor(caddy, calm.upstream) or 0) > 1, pool(caddy)
+        loaded_share = share_of_busy(200)
+        # The work is over: its reports say so and its weight comes back.
+        assert wait_until(lambda: (load_factor(caddy, busy.upstream) or 0) > 0.8, timeout=25), pool(caddy)
+        recovered_share = share_of_busy(200)
+    print(
+        f"\nFIGURE load-aware share of the replica loaded outside Caddy: {loaded_share:.2f}, after: {recovered_share:.2f}"
+    )
+    assert loaded_share < 0.35 < recovered_share, (loaded_share, recovered_share)
+    assert load.failures == [], load.failures[:5]
+    assert caddy_metric(caddy, f'caddy_beacon_upstream_load_factor{{pool="api",upstream="{calm.upstream}"}}') > 0

@@ -196,6 +196,26 @@ async def flaky() -> dict[str, object]:
     return {"pid": os.getpid()}
 
 
+_background: set[asyncio.Task[None]] = set()
+
+
+@app.get("/background-work/{seconds}")
+async def background_work(seconds: float) -> dict[str, float]:
+    # Work that reaches the replica outside the proxy (a scheduled job, a queue consumer): its
+    # event loop blocked about half the time for `seconds`, which the proxy's own counts of
+    # requests in flight cannot see.
+    async def work() -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(0.03)
+            await asyncio.sleep(0.03)
+
+    task = asyncio.get_running_loop().create_task(work())
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return {"seconds": seconds}
+
+
 @app.get("/headers")
 async def request_headers(request: Request) -> list[str]:
     # The names of the headers this request arrived with (what a proxy passed on).

@@ -9,9 +9,9 @@
 //! least [`REFRESH`] apart; every worker of the replica counted, through the shared store):
 //! - `application_utilization`: how busy the replica's event loops were, the larger of two
 //!   shares per worker: the time its process ran on a CPU (an asyncio worker runs its loop on
-//!   one thread, so this is the loop's busy time; threads of a pool add to it) and the time its
-//!   loop answered the watchdog late (blocked in a synchronous call, which uses no CPU). 1 means
-//!   the loops had no idle moment.
+//!   one thread, so this is the loop's busy time; threads of a pool add to it) and the share of
+//!   the watchdog's looks at the loop (ten a second per worker) that found it busy, running or
+//!   blocked in a synchronous call, which uses no CPU. 1 means the loops had no idle moment.
 //! - `cpu_utilization`: the CPU time of the replica's worker processes over its cores.
 //! - `rps_fractional` and `eps`: requests and 5xx answers per second, all workers together.
 //! - `named_metrics.in_flight`: requests in flight now; `named_metrics.loop_lag`: the largest
@@ -42,8 +42,8 @@ pub struct LoadSample {
     pub cpu_seconds: f64,
     /// Live workers.
     pub workers: usize,
-    /// Seconds the workers' loops ran late, in total (the lag histogram's sum).
-    pub lag_seconds: f64,
+    /// The watchdog's looks at the workers' loops so far, and how many found them busy.
+    pub loop_looks: (u64, u64),
     /// Requests in flight now.
     pub in_flight: i64,
     /// The largest lag at a worker's last heartbeat, in seconds.
@@ -72,7 +72,7 @@ impl LoadSample {
             errors,
             cpu_seconds,
             workers: workers.len().max(1),
-            lag_seconds: metrics.loop_lag().1,
+            loop_looks: metrics.loop_samples(),
             in_flight: workers
                 .iter()
                 .flat_map(|w| w.active.iter().map(|(_, n)| *n))
@@ -98,11 +98,13 @@ pub fn report_text(before: Option<&LoadSample>, now: &LoadSample, cores: usize) 
                 let workers = now.workers as f64;
                 let cpu_seconds = (now.cpu_seconds - before.cpu_seconds).max(0.0);
                 let busy = cpu_seconds / (seconds * workers);
-                let late = (now.lag_seconds - before.lag_seconds).max(0.0) / (seconds * workers);
+                let looks = now.loop_looks.0.saturating_sub(before.loop_looks.0);
+                let busy_looks = now.loop_looks.1.saturating_sub(before.loop_looks.1);
+                let looked_busy = busy_looks as f64 / looks.max(1) as f64;
                 (
                     now.requests.saturating_sub(before.requests) as f64 / seconds,
                     now.errors.saturating_sub(before.errors) as f64 / seconds,
-                    busy.max(late).clamp(0.0, 1.0),
+                    busy.max(looked_busy).clamp(0.0, 1.0),
                     (cpu_seconds / (seconds * cores.max(1) as f64)).clamp(0.0, 1.0),
                 )
             }
@@ -158,7 +160,7 @@ mod tests {
             errors: 0,
             cpu_seconds: 0.0,
             workers: 2,
-            lag_seconds: 0.0,
+            loop_looks: (0, 0),
             in_flight: 0,
             loop_lag: 0.0,
         }
@@ -209,10 +211,10 @@ mod tests {
             cpu_seconds: 5.0,
             ..sample(start)
         };
-        // 1.6 s of lateness over 1 s for two workers: a loop stuck in time.sleep most of it.
+        // 16 of 20 looks found the loops busy: stuck in time.sleep most of the second.
         let now = LoadSample {
             at: start + Duration::from_secs(1),
-            lag_seconds: 1.6,
+            loop_looks: (20, 16),
             // A worker died: the live workers' CPU total went down.
             cpu_seconds: 1.0,
             ..sample(start)

@@ -93,10 +93,13 @@ pub fn loop_state(tid: i32) -> LoopState {
 
 /// Where heartbeats go: `RequestMetrics::heartbeat` with [`INTERVAL`], in the bindings.
 type Heartbeat = Box<dyn Fn(Duration) + Send + Sync>;
+type Sample = Box<dyn Fn(bool) + Send + Sync>;
 
 /// The state shared by the watchdog thread and the probes it posts.
 pub struct LoopWatch {
     heartbeat: Heartbeat,
+    // Told at each look whether the loop was busy (not where its state cannot be read).
+    sample: Option<Sample>,
     stopped: AtomicBool,
     /// When the probe in flight was posted (nanoseconds since `epoch`), 0 when none is.
     probe_posted: AtomicU64,
@@ -109,6 +112,24 @@ impl LoopWatch {
     pub fn new(heartbeat: impl Fn(Duration) + Send + Sync + 'static) -> Arc<LoopWatch> {
         Arc::new(LoopWatch {
             heartbeat: Box::new(heartbeat),
+            sample: None,
+            stopped: AtomicBool::new(false),
+            probe_posted: AtomicU64::new(0),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// As [`LoopWatch::new`], also telling `sample` at each look whether the loop was busy
+    /// (running, or blocked in anything but its poller): the share of looks that found it busy
+    /// is how busy it was, a loop blocked in a synchronous call included (its lateness alone
+    /// tells only how much of a block was left when a probe came).
+    pub fn sampled(
+        heartbeat: impl Fn(Duration) + Send + Sync + 'static,
+        sample: impl Fn(bool) + Send + Sync + 'static,
+    ) -> Arc<LoopWatch> {
+        Arc::new(LoopWatch {
+            heartbeat: Box::new(heartbeat),
+            sample: Some(Box::new(sample)),
             stopped: AtomicBool::new(false),
             probe_posted: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -138,7 +159,11 @@ impl LoopWatch {
             if self.stopped.load(Ordering::Acquire) {
                 break;
             }
-            match loop_state(tid) {
+            let state = loop_state(tid);
+            if let (Some(sample), false) = (&self.sample, state == LoopState::Unknown) {
+                sample(state == LoopState::Busy);
+            }
+            match state {
                 // Asleep in its poller: it would run a probe now, so it is not late.
                 LoopState::Waiting if self.probe_posted.load(Ordering::Acquire) == 0 => {
                     (self.heartbeat)(Duration::ZERO)

@@ -126,7 +126,7 @@ const SERIES: usize = WORKERS + WORKER_SLOTS * WORKER_WORDS;
 const ROUTE_WORDS: usize = 32;
 const SERIES_WORDS: usize = 2 + ROUTE_WORDS;
 const READY_BIT: u64 = 1 << 63;
-const LAYOUT_VERSION: u64 = 3;
+const LAYOUT_VERSION: u64 = 4;
 /// Bucket bounds of `beacon_event_loop_lag_seconds`, how late heartbeats ran: from a busy loop's
 /// few milliseconds to stalls that fail liveness.
 pub const LOOP_LAG_BUCKETS: [f64; 12] = [
@@ -135,6 +135,9 @@ pub const LOOP_LAG_BUCKETS: [f64; 12] = [
 // The lag histogram's cells (one per bound, `+Inf`, then the sum in ns) sit after the request
 // histograms. Heartbeats are ten a second per worker: one copy of the cells is plenty.
 const LOOP_LAG_CELLS: usize = LOOP_LAG_BUCKETS.len() + 2;
+// After them, the watchdog's samples of every worker's loop: how many, and how many found it
+// busy (not waiting in its poller), for the load reports' utilization (load_report.rs).
+const LOOP_SAMPLE_CELLS: usize = 2;
 /// Copies of the histogram cells: each worker adds into the copy of its slot (modulo this), and
 /// a scrape sums them. Workers writing the same cache lines from different cores would make
 /// every increment a cache miss (measured: ~5 % of throughput with two workers).
@@ -209,7 +212,8 @@ impl RequestMetrics {
         }
         let stride = buckets.len() + 2;
         let cells_base = SERIES + max_series * SERIES_WORDS;
-        let words = cells_base + CELL_SHARDS * max_series * stride + LOOP_LAG_CELLS;
+        let words =
+            cells_base + CELL_SHARDS * max_series * stride + LOOP_LAG_CELLS + LOOP_SAMPLE_CELLS;
         let region = match key {
             None => Region::private(words),
             Some(key) => {
@@ -511,7 +515,31 @@ impl RequestMetrics {
 
     fn loop_lag_cells(&self) -> &[AtomicU64] {
         let words = self.words();
-        &words[words.len() - LOOP_LAG_CELLS..]
+        &words[words.len() - LOOP_LAG_CELLS - LOOP_SAMPLE_CELLS..words.len() - LOOP_SAMPLE_CELLS]
+    }
+
+    fn loop_sample_cells(&self) -> &[AtomicU64] {
+        let words = self.words();
+        &words[words.len() - LOOP_SAMPLE_CELLS..]
+    }
+
+    /// Called by this process' event-loop watchdog at each look at the loop: whether it found
+    /// it busy (running, or blocked in anything but its poller).
+    pub fn loop_sampled(&self, busy: bool) {
+        let cells = self.loop_sample_cells();
+        cells[0].fetch_add(1, Ordering::Relaxed);
+        if busy {
+            cells[1].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The watchdog's samples of every worker's loop so far: (samples, found busy).
+    pub fn loop_samples(&self) -> (u64, u64) {
+        let cells = self.loop_sample_cells();
+        (
+            cells[0].load(Ordering::Relaxed),
+            cells[1].load(Ordering::Relaxed),
+        )
     }
 
     /// The event-loop lag histogram of every worker, dead ones included: per-bucket counts (not

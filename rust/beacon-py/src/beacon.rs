@@ -203,7 +203,11 @@ impl Beacon {
     /// running.
     fn watch_event_loop(&self, py: Python<'_>, post: Py<PyAny>, thread_id: i32) -> PyResult<()> {
         let shared = Arc::clone(&self.shared);
-        let watch = LoopWatch::new(move |lag| shared.metrics.heartbeat(lag, loop_watch::INTERVAL));
+        let sampled = Arc::clone(&self.shared);
+        let watch = LoopWatch::sampled(
+            move |lag| shared.metrics.heartbeat(lag, loop_watch::INTERVAL),
+            move |busy| sampled.metrics.loop_sampled(busy),
+        );
         let answer = Py::new(
             py,
             LoopProbeAnswer {

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::admission::Admission;
 use crate::health::HealthPolicy;
+use crate::load_weights::LoadPolicy;
 use crate::outlier::OutlierPolicy;
 use crate::RegistryError;
 
@@ -30,6 +31,8 @@ pub struct PoolSettings {
     pub slow_start_ms: u64,
     /// Outlier ejection (None: off).
     pub outlier: Option<OutlierPolicy>,
+    /// Load-aware weights (None: off).
+    pub load: Option<LoadPolicy>,
     /// Which addresses may register.
     pub admission: Admission,
 }

@@ -10,6 +10,7 @@
 //!   boundary, see [`abi`]).
 //! - [`pool`]: leases, draining, verdicts and the ordered list of upstreams to offer.
 //! - [`health`]: what one probe says, and the passes/fails thresholds.
+//! - [`load_weights`]: load-aware weights from the members' load reports (gRPC's A58).
 //! - [`outlier`]: members whose requests fail in a row are ejected for a growing time, never
 //!   more than a share of the pool and never the last one.
 //! - [`address`]: what a valid pool name and dial address are.
@@ -26,6 +27,7 @@ pub mod admission;
 pub mod declarations;
 mod error;
 pub mod health;
+pub mod load_weights;
 pub mod outlier;
 pub mod pool;
 mod registry;

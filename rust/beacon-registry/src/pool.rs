@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::admission::{Admission, OwnSockets};
 use crate::declarations::PoolSettings;
 use crate::health::{judge, HealthCount, HealthPolicy, ProbeResult};
+use crate::load_weights::{LoadPolicy, LoadState};
 use crate::outlier::{Ejection, OutlierPolicy};
 use crate::{Change, RegistryError};
 
@@ -67,6 +68,9 @@ pub struct Upstream {
     /// Outlier ejection (outlier.rs).
     #[serde(flatten)]
     pub ejection: Ejection,
+    /// Its load-aware weight (load_weights.rs).
+    #[serde(flatten)]
+    pub load: LoadState,
 }
 
 impl Upstream {
@@ -104,6 +108,8 @@ pub struct Pool {
     pub slow_start_ms: u64,
     /// Outlier ejection (None: off).
     pub outlier: Option<OutlierPolicy>,
+    /// Load-aware weights from load reports (None: off).
+    pub load: Option<LoadPolicy>,
     /// Which addresses may register.
     #[serde(skip)]
     pub admission: Admission,
@@ -141,6 +147,7 @@ impl Pool {
         };
         self.slow_start_ms = settings.slow_start_ms;
         self.outlier = settings.outlier;
+        self.load = settings.load;
         self.admission = settings.admission.clone();
     }
 
@@ -213,6 +220,7 @@ impl Pool {
             eligible_since_ms: None,
             ramp_from_ms: None,
             ejection: Ejection::default(),
+            load: LoadState::default(),
         });
         self.eligibility_changed(self.upstreams.len() - 1, false, now_ms);
         Ok(Change::Offer)
@@ -275,8 +283,13 @@ impl Pool {
     }
 
     /// The weight `upstream` gets at `now_ms`: its own, or, while it ramps, a share growing
-    /// linearly from a twentieth of it (never below 1 for a member that is offered at all).
+    /// linearly from a twentieth of it (never below 1 for a member that is offered at all),
+    /// times its load-aware factor when the pool has one.
     pub fn effective_weight(&self, upstream: &Upstream, now_ms: u64) -> u32 {
+        upstream.load.apply(self.ramped_weight(upstream, now_ms))
+    }
+
+    fn ramped_weight(&self, upstream: &Upstream, now_ms: u64) -> u32 {
         let (Some(from), window) = (upstream.ramp_from_ms, self.slow_start_ms) else {
             return upstream.weight;
         };

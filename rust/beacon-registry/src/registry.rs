@@ -12,6 +12,7 @@ use crate::address::{check_dial_address, check_pool_name};
 use crate::admission::{Admission, OwnSockets};
 use crate::declarations::{Declarations, PoolSettings};
 use crate::health::{judge, HealthPolicy, ProbeResult};
+use crate::load_weights::{LoadPolicy, MemberLoad};
 use crate::outlier::{Outcome, OutlierPolicy};
 use crate::pool::{Pool, DEFAULT_LEASE_MS};
 use crate::sources::{Endpoint, Sources};
@@ -24,7 +25,7 @@ use crate::{Change, RegistryError};
 /// `ip:port` or `unix//path`), `local_addresses` (this host's), `resolved` (what a DNS name
 /// resolved to).
 #[allow(missing_docs)]
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Command {
     /// A config being loaded declares `pool` with these settings: staged as `claim`, checked,
@@ -40,6 +41,8 @@ pub enum Command {
         allow: Vec<String>,
         /// Outlier ejection's settings (absent: off).
         outlier: Option<OutlierPolicy>,
+        /// Load-aware weights' settings (absent: off).
+        load: Option<LoadPolicy>,
     },
     /// The config that staged `claim` runs: its pool exists with its settings (members the
     /// pool's admission policy now refuses are removed).
@@ -106,6 +109,13 @@ pub enum Command {
     Failing {
         pool: String,
         address: String,
+        now_ms: u64,
+    },
+    /// What the host measured of `pool`'s members over the last second, with their latest load
+    /// reports: their load-aware weights follow.
+    Loads {
+        pool: String,
+        members: Vec<MemberLoad>,
         now_ms: u64,
     },
     /// Time passed: end expired leases, bring back members whose ejection is over.
@@ -206,6 +216,7 @@ impl Registry {
                 slow_start_ms,
                 allow,
                 outlier,
+                load,
             } => {
                 check_pool_name(&pool)?;
                 let defaults = HealthPolicy::default();
@@ -217,6 +228,7 @@ impl Registry {
                     policy,
                     slow_start_ms,
                     outlier: outlier.map(OutlierPolicy::checked).transpose()?,
+                    load: load.map(LoadPolicy::checked).transpose()?,
                     admission: Admission::new(&allow)?,
                 };
                 self.declared.stage(claim, &pool, settings)?;
@@ -440,6 +452,15 @@ impl Registry {
                     Outcome::Ignored => json!({ "ejected": false }),
                 };
             }
+            Command::Loads {
+                pool,
+                members,
+                now_ms,
+            } => {
+                if self.pool(&pool)?.loads(&members, now_ms) == Change::Offer {
+                    reply.changed.push(pool);
+                }
+            }
             Command::Tick { now_ms } => {
                 for (name, pool) in &mut self.pools {
                     let gone = pool.expire(now_ms);
@@ -509,6 +530,8 @@ impl Registry {
                             0
                         });
                         value["slow_start_until_ms"] = json!(pool.ramp_until(u, now_ms));
+                        value["load_factor"] =
+                            json!(u.load.factor_permille.map(|f| f as f64 / 1000.0));
                         value
                     })
                     .collect();
@@ -517,6 +540,7 @@ impl Registry {
                     "health_fails": pool.policy.fails,
                     "slow_start_ms": pool.slow_start_ms,
                     "outlier": pool.outlier,
+                    "load_reports": pool.load,
                     "allow": pool.admission.allow_list(),
                     "upstreams": upstreams,
                 });
