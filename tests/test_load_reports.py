@@ -155,7 +155,7 @@ def test_weights_follow_a_replica_loaded_outside_caddy_and_recover(
         assert wait_until(lambda: load_factor(caddy, busy.upstream) is not None, timeout=10)
         # Work the proxy cannot see: the busy replica's loop blocked half the time for 12 s.
         assert httpx.get(f"http://{busy.upstream}/background-work/12", timeout=5).status_code == 200
-        assert wait_until(lambda: (load_factor(caddy, busy.upstream) or 1) < 0.7, timeout=10), pool(caddy)
+        assert wait_until(lambda: (load_factor(caddy, busy.upstream) or 1) < 0.6, timeout=10), pool(caddy)
         # The factors are around the pool's mean: what the busy one loses, the calm one gains.
         assert (load_factor(caddy, calm.upstream) or 0) > 1, pool(caddy)
         loaded_share = share_of_busy(200)
@@ -165,6 +165,9 @@ def test_weights_follow_a_replica_loaded_outside_caddy_and_recover(
     print(
         f"\nFIGURE load-aware share of the replica loaded outside Caddy: {loaded_share:.2f}, after: {recovered_share:.2f}"
     )
-    assert loaded_share < 0.35 < recovered_share, (loaded_share, recovered_share)
+    # The weights are recomputed every second from noisy figures (on a machine busy with other
+    # tests the calm replica's loop is busy too), so the share is judged with a margin: well
+    # under the even half while loaded, and clearly more once the work is over.
+    assert loaded_share < 0.42 and recovered_share - loaded_share > 0.15, (loaded_share, recovered_share)
     assert load.failures == [], load.failures[:5]
     assert caddy_metric(caddy, f'caddy_beacon_upstream_load_factor{{pool="api",upstream="{calm.upstream}"}}') > 0
