@@ -246,7 +246,7 @@ func (p *poolState) statsByHostport(hostport string) *memberStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, upstream := range p.known {
-		if address, err := caddy.ParseNetworkAddress(upstream.Dial); err == nil && address.JoinHostPort(0) == hostport {
+		if dialled := hostportOf(upstream.Dial); dialled != "" && dialled == hostport {
 			return statsOf(upstream)
 		}
 	}
@@ -275,7 +275,7 @@ func (p *poolState) attach(m *Upstreams) {
 		p.prober.stop()
 	}
 	p.prober = startProber(p, m.checks())
-	p.takeOutlierSettings()
+	p.takeSettings()
 }
 
 // detach forgets a module whose config was unloaded; the prober goes on with the newest
@@ -300,7 +300,7 @@ func (p *poolState) detach(m *Upstreams) (kubernetesStays bool) {
 	if p.prober == nil && len(p.attached) > 0 {
 		p.prober = startProber(p, p.attached[len(p.attached)-1].checks())
 	}
-	p.takeOutlierSettings()
+	p.takeSettings()
 	for _, attached := range p.attached {
 		if attached.Kubernetes != nil {
 			return true
@@ -309,10 +309,10 @@ func (p *poolState) detach(m *Upstreams) (kubernetesStays bool) {
 	return false
 }
 
-// takeOutlierSettings makes the newest attached module's consecutive_failures, and whether it
-// wants load-aware weights, the pool's.
+// takeSettings makes the newest attached module's settings the request path reads (outlier
+// consecutive_failures, whether it wants load-aware weights) the pool's.
 // Called with p.mu held.
-func (p *poolState) takeOutlierSettings() {
+func (p *poolState) takeSettings() {
 	threshold := 0
 	if len(p.attached) > 0 {
 		if settings := p.attached[len(p.attached)-1].Outlier.settings(); settings != nil {

@@ -38,9 +38,7 @@ func newOffer(upstreams []*reverseproxy.Upstream, weights []uint64, previous *of
 	o := &offer{upstreams: upstreams, weights: weights, cumulative: make([]uint64, len(weights)), even: true, credit: make([]int64, len(weights))}
 	o.hostports = make(map[*reverseproxy.Upstream]string, len(upstreams))
 	for _, upstream := range upstreams {
-		if address, err := caddy.ParseNetworkAddress(upstream.Dial); err == nil {
-			o.hostports[upstream] = address.JoinHostPort(0)
-		}
+		o.hostports[upstream] = hostportOf(upstream.Dial)
 	}
 	var total uint64
 	for i, weight := range weights {
@@ -65,6 +63,16 @@ func newOffer(upstreams []*reverseproxy.Upstream, weights []uint64, previous *of
 		}
 	}
 	return o
+}
+
+// hostportOf is what Caddy dials for `dial` as its placeholder
+// {http.reverse_proxy.upstream.hostport} says it ("" if it cannot be read).
+func hostportOf(dial string) string {
+	address, err := caddy.ParseNetworkAddress(dial)
+	if err != nil {
+		return ""
+	}
+	return address.JoinHostPort(0)
 }
 
 // pick returns what one request's lb_policy chooses from. choices 0 (not set) offers the whole
