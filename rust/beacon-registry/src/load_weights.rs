@@ -11,6 +11,8 @@
 //! The host refreshes the figures every second and serves the weights through the pool's
 //! smooth weighted round robin and `choices`, as any weight.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::pool::Pool;
@@ -119,9 +121,16 @@ impl Pool {
             return Change::None;
         };
         let penalty = f64::from(policy.error_penalty_milli) / 1000.0;
+        // By address: a pool of a thousand members is looked up a thousand times a second
+        // (reversed, so that a listed address's first figure counts, as a search would find).
+        let by_address: BTreeMap<&str, &MemberLoad> = figures
+            .iter()
+            .rev()
+            .map(|f| (f.address.as_str(), f))
+            .collect();
         let mut weights: Vec<Option<f64>> = Vec::with_capacity(self.upstreams.len());
         for upstream in &mut self.upstreams {
-            let figure = figures.iter().find(|f| f.address == upstream.address);
+            let figure = by_address.get(upstream.address.as_str()).copied();
             let fresh = figure.and_then(|f| {
                 let reported = f.reported_ms?;
                 let utilization = sane(f.utilization?)?.min(1.0);
