@@ -160,7 +160,9 @@ def test_weights_follow_a_replica_loaded_outside_caddy_and_recover(
         assert (load_factor(caddy, calm.upstream) or 0) > 1, pool(caddy)
         loaded_share = share_of_busy(200)
         # The work is over: its reports say so and its weight comes back.
-        assert wait_until(lambda: (load_factor(caddy, busy.upstream) or 0) > 0.8, timeout=25), pool(caddy)
+        # Measured once it is back near even, not at the moment its factor first climbs past
+        # a bound on the way up (a share taken then straddles the climb: 0.38 in one run).
+        assert wait_until(lambda: (load_factor(caddy, busy.upstream) or 0) > 0.9, timeout=25), pool(caddy)
         recovered_share = share_of_busy(200)
     print(
         f"\nFIGURE load-aware share of the replica loaded outside Caddy: {loaded_share:.2f}, after: {recovered_share:.2f}"
